@@ -1,0 +1,75 @@
+"""Registries map the names used in YAML files to the classes that implement them.
+
+Each kind (layer, loss, optimizer, schedule, initializer, dataset) has one registry; a class
+registers itself where it is defined:
+
+    LAYERS = Registry("layer")
+
+    @LAYERS.register("relu")
+    class ReLU(Layer): ...
+
+An unknown name is a `ConfigError` that lists the valid names and suggests the closest one.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from nncli.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def did_you_mean(name: str, choices: list[str]) -> str:
+    """' (did you mean "x"?)' for the closest choice, or '' when nothing is close."""
+    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+        self._canonical: dict[str, str] = {}
+
+    def register(self, name: str, *aliases: str) -> Callable[[T], T]:
+        """Decorator registering an object under `name` (and `aliases`, which resolve to it)."""
+
+        def add(obj: T) -> T:
+            for key in (name, *aliases):
+                if key in self._entries:
+                    raise ValueError(f"{self.kind} {key!r} is registered twice")
+                self._entries[key] = obj
+                self._canonical[key] = name
+            obj.registered_name = name  # type: ignore[attr-defined]
+            return obj
+
+        return add
+
+    def get(self, name: str) -> T:
+        if not isinstance(name, str):
+            raise ConfigError(f"expected the name of a {self.kind}, got {name!r}")
+        try:
+            return self._entries[name]
+        except KeyError:
+            valid = ", ".join(self.names())
+            raise ConfigError(
+                f'unknown {self.kind} "{name}"{did_you_mean(name, list(self._entries))};'
+                f" valid names: {valid}"
+            ) from None
+
+    def canonical(self, name: str) -> str:
+        self.get(name)
+        return self._canonical[name]
+
+    def names(self) -> list[str]:
+        """Canonical names, sorted (aliases left out)."""
+        return sorted(set(self._canonical.values()))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
