@@ -14,7 +14,9 @@ An unknown name is a `ConfigError` that lists the valid names and suggests the c
 from __future__ import annotations
 
 import difflib
+import inspect
 from collections.abc import Callable, Iterator
+from typing import Any
 from typing import Generic, TypeVar
 
 from nncli.errors import ConfigError
@@ -60,6 +62,17 @@ class Registry(Generic[T]):
                 f" valid names: {valid}"
             ) from None
 
+    def create(self, name: str, options: dict[str, Any] | None = None) -> Any:
+        """Call the entry registered as `name` with `options` as keyword arguments.
+
+        Option names are checked against the entry's signature first, so that a typo is a
+        `ConfigError` keyed by the option (with a suggestion) rather than a `TypeError`.
+        """
+        factory = self.get(name)
+        options = dict(options or {})
+        check_options(factory, options)
+        return factory(**options)
+
     def canonical(self, name: str) -> str:
         self.get(name)
         return self._canonical[name]
@@ -73,3 +86,30 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def accepted_options(factory: Callable) -> tuple[list[str], list[str]]:
+    """(all keyword names, required keyword names) of a class or function."""
+    params = inspect.signature(factory).parameters.values()
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    required = [
+        p.name
+        for p in params
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is p.empty
+    ]
+    return names, required
+
+
+def check_options(factory: Callable, options: dict[str, Any], skip: tuple[str, ...] = ()) -> None:
+    """Raise `ConfigError` for an option `factory` does not take, or a required one missing."""
+    names, required = accepted_options(factory)
+    names = [n for n in names if n not in skip]
+    for key in options:
+        if key not in names:
+            valid = ", ".join(names) if names else "none"
+            raise ConfigError(
+                f"unknown option{did_you_mean(str(key), names)}; valid options: {valid}", key=str(key)
+            )
+    for key in required:
+        if key not in skip and key not in options:
+            raise ConfigError("this option is required", key=key)

@@ -1,0 +1,94 @@
+"""Element-wise activations and the softmax layer. Shape: any -> same."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nncli import check
+from nncli.layers.base import LAYERS, Layer
+
+
+@LAYERS.register("relu")
+class ReLU(Layer):
+    """max(x, 0). The gradient at exactly 0 is taken as 0."""
+
+    def forward(self, x, training):
+        self.out = np.maximum(x, 0)  # the output alone tells where the gradient passes
+        return self.out
+
+    def backward(self, dout):
+        return np.where(self.out > 0, dout, 0).astype(dout.dtype, copy=False)
+
+
+@LAYERS.register("leaky_relu")
+class LeakyReLU(Layer):
+    """x for x > 0, alpha * x otherwise."""
+
+    def __init__(self, alpha: float = 0.01):
+        super().__init__()
+        self.alpha = check.non_negative_float("alpha", alpha)
+
+    def forward(self, x, training):
+        self.positive = x > 0
+        return np.where(self.positive, x, x * x.dtype.type(self.alpha))
+
+    def backward(self, dout):
+        return np.where(self.positive, dout, dout * dout.dtype.type(self.alpha))
+
+    def get_config(self):
+        return {"alpha": self.alpha}
+
+
+@LAYERS.register("sigmoid")
+class Sigmoid(Layer):
+    """1 / (1 + exp(-x)), computed without overflow for large |x|."""
+
+    def forward(self, x, training):
+        self.out = sigmoid(x)
+        return self.out
+
+    def backward(self, dout):
+        return dout * self.out * (1 - self.out)
+
+
+@LAYERS.register("tanh")
+class Tanh(Layer):
+    def forward(self, x, training):
+        self.out = np.tanh(x)
+        return self.out
+
+    def backward(self, dout):
+        return dout * (1 - self.out * self.out)
+
+
+@LAYERS.register("softmax")
+class Softmax(Layer):
+    """Softmax over the last axis, for inference outputs (train with `softmax_cross_entropy`
+    on logits instead: it is stabler and cheaper)."""
+
+    def forward(self, x, training):
+        self.out = softmax(x)
+        return self.out
+
+    def backward(self, dout):
+        # Jacobian-vector product: dx_i = y_i * (dout_i - sum_j dout_j y_j)
+        inner = np.sum(dout * self.out, axis=-1, keepdims=True)
+        return self.out * (dout - inner)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    # exp of a negative number only: no overflow warnings for large |x|
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    shifted = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(shifted)
+    e /= e.sum(axis=-1, keepdims=True)
+    return e
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))

@@ -1,0 +1,128 @@
+"""Dense, shape and regularizing layers: linear, flatten, identity, dropout."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from nncli import check
+from nncli.errors import ConfigError
+from nncli.initializers import get_initializer, initializer_config
+from nncli.layers.base import LAYERS, Layer
+
+
+@LAYERS.register("linear")
+class Linear(Layer):
+    """Fully connected layer, `y = x @ W + b` with W of shape (in_features, units).
+
+    Shape: (N, in_features) -> (N, units). The input must already be flat: put a `flatten`
+    layer before it for images.
+    """
+
+    decayed = ("W",)
+
+    def __init__(self, units: int, bias: bool = True, init="xavier"):
+        super().__init__()
+        self.units = check.positive_int("units", units)
+        self.bias = check.boolean("bias", bias)
+        self.init = get_initializer(init)
+
+    def infer_output_shape(self, input_shape):
+        if len(input_shape) != 1:
+            raise ConfigError(
+                f"linear expects flat input of shape (features,), got {input_shape}:"
+                " put a flatten layer before it"
+            )
+        return (self.units,)
+
+    def create_params(self, rng, dtype):
+        fan_in = self.input_shape[0]
+        self.params["W"] = self.init((fan_in, self.units), fan_in, self.units, rng, dtype)
+        if self.bias:
+            self.params["b"] = np.zeros(self.units, dtype=dtype)
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+
+    def forward(self, x, training):
+        self.x = x  # backward needs the input for dW
+        out = x @ self.params["W"]
+        if self.bias:
+            out += self.params["b"]
+        return out
+
+    def backward(self, dout):
+        np.matmul(self.x.T, dout, out=self.grads["W"])
+        if self.bias:
+            np.sum(dout, axis=0, out=self.grads["b"])
+        if not self.needs_input_grad:
+            return None
+        return dout @ self.params["W"].T
+
+    def get_config(self):
+        return {"units": self.units, "bias": self.bias, "init": initializer_config(self.init)}
+
+
+@LAYERS.register("flatten")
+class Flatten(Layer):
+    """Shape: (N, *dims) -> (N, prod(dims))."""
+
+    def infer_output_shape(self, input_shape):
+        return (math.prod(input_shape),)
+
+    def forward(self, x, training):
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dout):
+        return dout.reshape((dout.shape[0], *self.input_shape))
+
+
+@LAYERS.register("identity")
+class Identity(Layer):
+    """Passes its input through unchanged. Shape: any -> same."""
+
+    def forward(self, x, training):
+        return x
+
+    def backward(self, dout):
+        return dout
+
+
+@LAYERS.register("dropout")
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each unit with probability `p` and scale the rest by
+    1 / (1 - p), so that evaluation is the identity. Masks come from the run's generator.
+
+    Shape: any -> same.
+    """
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        self.p = check.fraction("p", p)
+        self.frozen = False
+        self.mask: np.ndarray | None = None
+
+    def create_params(self, rng, dtype):
+        self.rng = rng
+
+    def forward(self, x, training):
+        if not training or self.p == 0.0:
+            self.mask = None
+            return x
+        if not (self.frozen and self.mask is not None and self.mask.shape == x.shape):
+            keep = self.rng.random(x.shape, dtype=np.float32) >= self.p
+            self.mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
+        return x * self.mask
+
+    def backward(self, dout):
+        return dout if self.mask is None else dout * self.mask
+
+    def freeze_randomness(self, frozen):
+        self.frozen = frozen
+
+    def astype(self, dtype):
+        super().astype(dtype)
+        if self.mask is not None:
+            self.mask = self.mask.astype(dtype)
+
+    def get_config(self):
+        return {"p": self.p}

@@ -1,0 +1,125 @@
+"""The sequential model: a stack of layers whose shapes are inferred from the data.
+
+Parameters are named `layers.<i>.<name>` (`layers.0.W`); `model.params` and `model.grads` map
+those names to the layers' own arrays, so an optimizer updating them in place updates the
+layers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from nncli.errors import ConfigError
+from nncli.layers import Layer
+
+
+class Sequential:
+    def __init__(self, layers: list[Layer]):
+        self.layers = list(layers)
+        self.input_shape: tuple[int, ...] | None = None
+        self.params: dict[str, np.ndarray] = {}
+        self.grads: dict[str, np.ndarray] = {}
+
+    def build(self, input_shape, rng: np.random.Generator, dtype=np.float32) -> tuple[int, ...]:
+        """Build every layer for samples of `input_shape`; return the output shape.
+
+        A layer that cannot take its input raises `ConfigError` keyed `[i]`, so the config
+        loader can point at `model[i]`.
+        """
+        self.input_shape = shape = tuple(input_shape)
+        for i, layer in enumerate(self.layers):
+            try:
+                shape = layer.build(shape, rng, dtype)
+            except ConfigError as err:
+                raise err.at(f"[{i}].{layer.name}") from None
+        self.layers[0].needs_input_grad = False
+        self._collect()
+        return shape
+
+    def _collect(self) -> None:
+        self.params = {f"layers.{i}.{k}": v for i, l in enumerate(self.layers) for k, v in l.params.items()}
+        self.grads = {f"layers.{i}.{k}": v for i, l in enumerate(self.layers) for k, v in l.grads.items()}
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.layers[-1].output_shape
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def backward(self, dout: np.ndarray) -> np.ndarray | None:
+        """Backpropagate dL/d(output); fills every layer's grads. Returns dL/d(input) when
+        `input_gradient(True)` was asked, else None."""
+        for layer in reversed(self.layers):
+            dout = layer.backward(dout)
+            if dout is None:
+                break
+        return dout
+
+    def input_gradient(self, needed: bool) -> None:
+        self.layers[0].needs_input_grad = needed
+
+    def predict(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Outputs in evaluation mode, computed in batches."""
+        outs = [self.forward(x[i : i + batch_size], training=False) for i in range(0, len(x), batch_size)]
+        return np.concatenate(outs) if outs else np.empty((0, *self.output_shape), x.dtype)
+
+    def param_names(self, decayed_only: bool = False) -> list[str]:
+        if not decayed_only:
+            return list(self.params)
+        return [f"layers.{i}.{k}" for i, l in enumerate(self.layers) for k in l.params if k in l.decayed]
+
+    def num_params(self) -> int:
+        return sum(v.size for v in self.params.values())
+
+    def summary(self) -> list[tuple[int, str, tuple[int, ...], int]]:
+        """(index, layer, output shape, parameter count) per layer."""
+        return [
+            (i, repr(layer), layer.output_shape, sum(v.size for v in layer.params.values()))
+            for i, layer in enumerate(self.layers)
+        ]
+
+    def activation_bytes(self, batch_size: int, dtype=np.float32) -> int:
+        """Memory of one batch's layer outputs (what a forward pass keeps for backward)."""
+        itemsize = np.dtype(dtype).itemsize
+        return sum(batch_size * math.prod(l.output_shape) * itemsize for l in self.layers)
+
+    def freeze_randomness(self, frozen: bool) -> None:
+        for layer in self.layers:
+            layer.freeze_randomness(frozen)
+
+    def astype(self, dtype) -> None:
+        for layer in self.layers:
+            layer.astype(dtype)
+        self._collect()
+
+    def state_dict(self) -> dict:
+        """Parameters and buffers as plain data: {'params': {...}, 'buffers': {...}}."""
+        buffers = {f"layers.{i}.{k}": v for i, l in enumerate(self.layers) for k, v in l.buffers.items()}
+        return {
+            "params": {k: v.copy() for k, v in self.params.items()},
+            "buffers": {k: v.copy() for k, v in buffers.items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Copy saved arrays into the built model; names and shapes must match exactly."""
+        for kind, store_of in (("params", lambda l: l.params), ("buffers", lambda l: l.buffers)):
+            saved = state[kind]
+            expected = {f"layers.{i}.{k}": (l, k) for i, l in enumerate(self.layers) for k in store_of(l)}
+            if set(saved) != set(expected):
+                missing = sorted(set(expected) - set(saved))
+                extra = sorted(set(saved) - set(expected))
+                raise ValueError(f"{kind} do not match the model: missing {missing}, unexpected {extra}")
+            for name, (layer, key) in expected.items():
+                store = store_of(layer)
+                value = np.asarray(saved[name])
+                if value.shape != store[key].shape:
+                    raise ValueError(f"{name} has shape {value.shape}, the model expects {store[key].shape}")
+                store[key][...] = value
+
+    def get_config(self) -> list:
+        return [{layer.name: layer.get_config()} for layer in self.layers]

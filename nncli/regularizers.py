@@ -1,0 +1,48 @@
+"""L2 and L1 penalties added to the data loss.
+
+    penalty = 0.5 * l2 * sum(W^2) + l1 * sum(|W|)      gradient: l2 * W + l1 * sign(W)
+
+over the model's weights (`Layer.decayed`: linear and conv kernels, not biases or batch-norm
+gamma/beta) or, with `apply_to: all`, over every parameter. With the 0.5, `l2` is the
+`weight_decay` of PyTorch's SGD: the gradient gains `weight_decay * W`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nncli import check
+
+
+class Regularizer:
+    def __init__(self, l2: float = 0.0, l1: float = 0.0, apply_to: str = "weights"):
+        self.l2 = check.non_negative_float("weight_decay", l2)
+        self.l1 = check.non_negative_float("l1", l1)
+        self.apply_to = check.one_of("decay_applies_to", apply_to, ("weights", "all"))
+
+    def __bool__(self) -> bool:
+        return bool(self.l2 or self.l1)
+
+    def names(self, model) -> list[str]:
+        return model.param_names(decayed_only=self.apply_to == "weights")
+
+    def penalty(self, model) -> float:
+        params = model.params
+        total = 0.0
+        for name in self.names(model):
+            w = params[name]
+            if self.l2:
+                total += 0.5 * self.l2 * float(np.vdot(w, w))
+            if self.l1:
+                total += self.l1 * float(np.abs(w).sum())
+        return total
+
+    def add_grads(self, model) -> None:
+        """Add the penalty's gradient to the model's gradients, in place."""
+        params, grads = model.params, model.grads
+        for name in self.names(model):
+            w, g = params[name], grads[name]
+            if self.l2:
+                g += w.dtype.type(self.l2) * w
+            if self.l1:
+                g += w.dtype.type(self.l1) * np.sign(w)
