@@ -55,8 +55,10 @@ def real(key: str, value: object) -> float:
 
 def fraction(key: str, value: object, *, closed_low: bool = True, closed_high: bool = False) -> float:
     """A number in [0, 1) by default; the bounds' openness is adjustable."""
-    ok = _is_real(value) and (value >= 0 if closed_low else value > 0) and (
-        value <= 1 if closed_high else value < 1
+    ok = (
+        _is_real(value)
+        and (value >= 0 if closed_low else value > 0)
+        and (value <= 1 if closed_high else value < 1)
     )
     if not ok:
         low, high = "[" if closed_low else "(", "]" if closed_high else ")"
@@ -76,7 +78,5 @@ def one_of(key: str, value: object, choices: tuple[str, ...]) -> str:
         from nncli.registry import did_you_mean
 
         hint = did_you_mean(value, list(choices)) if isinstance(value, str) else ""
-        raise ConfigError(
-            f"expected one of {', '.join(choices)}, got {value!r}{hint}", key=key
-        )
+        raise ConfigError(f"expected one of {', '.join(choices)}, got {value!r}{hint}", key=key)
     return value  # type: ignore[return-value]

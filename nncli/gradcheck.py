@@ -9,10 +9,11 @@ whose truncation error is O(h^4), then compares it with the analytic gradient a 
 relative error |a - n| / max(|a| + |n|, noise / tol). The floor matters only for gradients
 that are (nearly) zero, such as a bias feeding batch norm: rounding in f leaves about
 eps * |f| / h of noise in n, and below that level an entry is judged by absolute error
-against the noise rather than by a ratio of two noise-sized numbers. Random layers are frozen so every evaluation sees the same
-dropout masks. An entry whose left and right one-sided slopes disagree sits on a kink (ReLU
-at 0, a hinge at its margin, a max-pool tie): when it also fails, it is counted as skipped,
-not as an error, because no finite difference measures a derivative that does not exist there.
+against the noise rather than by a ratio of two noise-sized numbers. Random layers are
+frozen so every evaluation sees the same dropout masks. An entry whose left and right
+one-sided slopes disagree sits on a kink (ReLU at 0, a hinge at its margin, a max-pool tie):
+when it also fails, it is counted as skipped, not as an error, because no finite difference
+measures a derivative that does not exist there.
 """
 
 from __future__ import annotations
@@ -122,6 +123,7 @@ def check_model(
     model.input_gradient(check_input)
     model.freeze_randomness(True)
     try:
+
         def total_loss() -> float:
             value = loss.forward(model.forward(x, training=True), y)
             return value + (regularizer.penalty(model) if regularizer else 0.0)
@@ -133,8 +135,9 @@ def check_model(
         analytic = {name: g.copy() for name, g in model.grads.items()}
 
         results = [
-            check_array(total_loss, model.params[name], analytic[name], name, tol=tol,
-                        samples=samples, rng=rng)
+            check_array(
+                total_loss, model.params[name], analytic[name], name, tol=tol, samples=samples, rng=rng
+            )
             for name in model.params
         ]
         if regularizer:
@@ -154,7 +157,14 @@ def _check_regularizer(model, regularizer, tol, samples, rng) -> list[TensorChec
         g[...] = 0
     regularizer.add_grads(model)
     return [
-        check_array(lambda: regularizer.penalty(model), model.params[name], model.grads[name].copy(),
-                    f"regularization[{name}]", tol=tol, samples=samples, rng=rng)
+        check_array(
+            lambda: regularizer.penalty(model),
+            model.params[name],
+            model.grads[name].copy(),
+            f"regularization[{name}]",
+            tol=tol,
+            samples=samples,
+            rng=rng,
+        )
         for name in regularizer.names(model)
     ]

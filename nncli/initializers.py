@@ -107,9 +107,7 @@ def get_initializer(spec) -> Initializer:
             return INITIALIZERS.create(spec["type"], options)
         except ConfigError as err:
             raise err.at("init") from None
-    raise ConfigError(
-        f"expected an initializer name or a mapping with 'type', got {spec!r}", key="init"
-    )
+    raise ConfigError(f"expected an initializer name or a mapping with 'type', got {spec!r}", key="init")
 
 
 def initializer_config(init: Initializer):

@@ -108,12 +108,12 @@ class SoftmaxCrossEntropy(_WeightedClassLoss):
 
     def forward(self, pred, target):
         q = _target_distribution(pred, target)
+        w = self.sample_weights(q, pred.dtype)  # by the true label, before smoothing
         if self.label_smoothing:
             s = self.label_smoothing
             q = q * pred.dtype.type(1 - s) + pred.dtype.type(s / pred.shape[1])
         log_p = log_softmax(pred)
         per_sample = -np.sum(q * log_p, axis=1)
-        w = self.sample_weights(q, pred.dtype)
         # dL/dz_i = (sum_k q_ik) softmax(z_i) - q_i, per sample; scaled by the mean's weights
         self.dpred = np.exp(log_p) * q.sum(axis=1, keepdims=True) - q
         if w is None:

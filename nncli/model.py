@@ -38,9 +38,17 @@ class Sequential:
         self._collect()
         return shape
 
+    def _named(self, store: str) -> dict[str, tuple[Layer, str]]:
+        """`layers.<i>.<key>` -> (layer, key) for every entry of each layer's `store` dict."""
+        return {
+            f"layers.{i}.{key}": (layer, key)
+            for i, layer in enumerate(self.layers)
+            for key in getattr(layer, store)
+        }
+
     def _collect(self) -> None:
-        self.params = {f"layers.{i}.{k}": v for i, l in enumerate(self.layers) for k, v in l.params.items()}
-        self.grads = {f"layers.{i}.{k}": v for i, l in enumerate(self.layers) for k, v in l.grads.items()}
+        self.params = {name: layer.params[key] for name, (layer, key) in self._named("params").items()}
+        self.grads = {name: layer.grads[key] for name, (layer, key) in self._named("params").items()}
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -71,7 +79,7 @@ class Sequential:
     def param_names(self, decayed_only: bool = False) -> list[str]:
         if not decayed_only:
             return list(self.params)
-        return [f"layers.{i}.{k}" for i, l in enumerate(self.layers) for k in l.params if k in l.decayed]
+        return [name for name, (layer, key) in self._named("params").items() if key in layer.decayed]
 
     def num_params(self) -> int:
         return sum(v.size for v in self.params.values())
@@ -86,7 +94,7 @@ class Sequential:
     def activation_bytes(self, batch_size: int, dtype=np.float32) -> int:
         """Memory of one batch's layer outputs (what a forward pass keeps for backward)."""
         itemsize = np.dtype(dtype).itemsize
-        return sum(batch_size * math.prod(l.output_shape) * itemsize for l in self.layers)
+        return sum(batch_size * math.prod(layer.output_shape) * itemsize for layer in self.layers)
 
     def freeze_randomness(self, frozen: bool) -> None:
         for layer in self.layers:
@@ -99,27 +107,27 @@ class Sequential:
 
     def state_dict(self) -> dict:
         """Parameters and buffers as plain data: {'params': {...}, 'buffers': {...}}."""
-        buffers = {f"layers.{i}.{k}": v for i, l in enumerate(self.layers) for k, v in l.buffers.items()}
         return {
             "params": {k: v.copy() for k, v in self.params.items()},
-            "buffers": {k: v.copy() for k, v in buffers.items()},
+            "buffers": {
+                name: layer.buffers[key].copy() for name, (layer, key) in self._named("buffers").items()
+            },
         }
 
     def load_state_dict(self, state: dict) -> None:
         """Copy saved arrays into the built model; names and shapes must match exactly."""
-        for kind, store_of in (("params", lambda l: l.params), ("buffers", lambda l: l.buffers)):
-            saved = state[kind]
-            expected = {f"layers.{i}.{k}": (l, k) for i, l in enumerate(self.layers) for k in store_of(l)}
+        for store in ("params", "buffers"):
+            saved, expected = state[store], self._named(store)
             if set(saved) != set(expected):
                 missing = sorted(set(expected) - set(saved))
                 extra = sorted(set(saved) - set(expected))
-                raise ValueError(f"{kind} do not match the model: missing {missing}, unexpected {extra}")
+                raise ValueError(f"{store} do not match the model: missing {missing}, unexpected {extra}")
             for name, (layer, key) in expected.items():
-                store = store_of(layer)
+                target = getattr(layer, store)[key]
                 value = np.asarray(saved[name])
-                if value.shape != store[key].shape:
-                    raise ValueError(f"{name} has shape {value.shape}, the model expects {store[key].shape}")
-                store[key][...] = value
+                if value.shape != target.shape:
+                    raise ValueError(f"{name} has shape {value.shape}, the model expects {target.shape}")
+                target[...] = value
 
     def get_config(self) -> list:
         return [{layer.name: layer.get_config()} for layer in self.layers]

@@ -16,8 +16,7 @@ from __future__ import annotations
 import difflib
 import inspect
 from collections.abc import Callable, Iterator
-from typing import Any
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from nncli.errors import ConfigError
 
@@ -58,8 +57,7 @@ class Registry(Generic[T]):
         except KeyError:
             valid = ", ".join(self.names())
             raise ConfigError(
-                f'unknown {self.kind} "{name}"{did_you_mean(name, list(self._entries))};'
-                f" valid names: {valid}"
+                f'unknown {self.kind} "{name}"{did_you_mean(name, list(self._entries))}; valid names: {valid}'
             ) from None
 
     def create(self, name: str, options: dict[str, Any] | None = None) -> Any:
@@ -93,9 +91,7 @@ def accepted_options(factory: Callable) -> tuple[list[str], list[str]]:
     params = inspect.signature(factory).parameters.values()
     names = [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     required = [
-        p.name
-        for p in params
-        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is p.empty
+        p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.default is p.empty
     ]
     return names, required
 

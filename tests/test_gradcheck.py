@@ -26,33 +26,58 @@ LAYER_CASES = {
     "linear": lambda: ([Linear(4)], (5,), "mse", lambda r: _regression_target(r, 4)),
     "relu": lambda: ([Linear(5), LAYERS.create("relu")], (4,), "mse", lambda r: _regression_target(r, 5)),
     "leaky_relu": lambda: (
-        [Linear(5), LAYERS.create("leaky_relu", {"alpha": 0.1})], (4,), "mse",
+        [Linear(5), LAYERS.create("leaky_relu", {"alpha": 0.1})],
+        (4,),
+        "mse",
         lambda r: _regression_target(r, 5),
     ),
     "sigmoid": lambda: ([LAYERS.create("sigmoid")], (7,), "mse", lambda r: _regression_target(r, 7)),
     "tanh": lambda: ([LAYERS.create("tanh")], (7,), "mse", lambda r: _regression_target(r, 7)),
     "softmax": lambda: ([LAYERS.create("softmax")], (5,), "mse", lambda r: _regression_target(r, 5)),
-    "flatten": lambda: ([LAYERS.create("flatten"), Linear(3)], (2, 3, 2), "mse", lambda r: _regression_target(r, 3)),
-    "identity": lambda: ([LAYERS.create("identity"), Linear(3)], (4,), "mse", lambda r: _regression_target(r, 3)),
+    "flatten": lambda: (
+        [LAYERS.create("flatten"), Linear(3)],
+        (2, 3, 2),
+        "mse",
+        lambda r: _regression_target(r, 3),
+    ),
+    "identity": lambda: (
+        [LAYERS.create("identity"), Linear(3)],
+        (4,),
+        "mse",
+        lambda r: _regression_target(r, 3),
+    ),
     "dropout": lambda: (
-        [Linear(8), LAYERS.create("dropout", {"p": 0.4})], (5,), "mse", lambda r: _regression_target(r, 8),
+        [Linear(8), LAYERS.create("dropout", {"p": 0.4})],
+        (5,),
+        "mse",
+        lambda r: _regression_target(r, 8),
     ),
     "batchnorm": lambda: (
-        [Linear(5), LAYERS.create("batchnorm")], (4,), "mse", lambda r: _regression_target(r, 5),
+        [Linear(5), LAYERS.create("batchnorm")],
+        (4,),
+        "mse",
+        lambda r: _regression_target(r, 5),
     ),
 }
 
 LOSS_CASES = {
     "softmax_cross_entropy": lambda: (
-        [Linear(5)], (4,), LOSSES.create("softmax_cross_entropy", {"label_smoothing": 0.1, "class_weights": [1, 2, 3, 1, 0.5]}),
+        [Linear(5)],
+        (4,),
+        LOSSES.create("softmax_cross_entropy", {"label_smoothing": 0.1, "class_weights": [1, 2, 3, 1, 0.5]}),
         lambda r: r.integers(0, 5, N),
     ),
     "multiclass_hinge": lambda: (
-        [Linear(5)], (4,), LOSSES.create("multiclass_hinge", {"margin": 1.0}), lambda r: r.integers(0, 5, N),
+        [Linear(5)],
+        (4,),
+        LOSSES.create("multiclass_hinge", {"margin": 1.0}),
+        lambda r: r.integers(0, 5, N),
     ),
     "mse": lambda: ([Linear(3)], (4,), "mse", lambda r: _regression_target(r, 3)),
     "binary_cross_entropy": lambda: (
-        [Linear(2)], (4,), LOSSES.create("binary_cross_entropy", {"class_weights": [1.0, 3.0]}),
+        [Linear(2)],
+        (4,),
+        LOSSES.create("binary_cross_entropy", {"class_weights": [1.0, 3.0]}),
         lambda r: r.integers(0, 2, (N, 2)).astype(np.float64),
     ),
 }
@@ -103,8 +128,9 @@ class _BrokenLinear(Linear):
 
 
 def test_a_wrong_gradient_fails_and_is_named():
-    results = _run_case([_BrokenLinear(3), LAYERS.create("tanh")], (4,), "mse",
-                        lambda r: _regression_target(r, 3))
+    results = _run_case(
+        [_BrokenLinear(3), LAYERS.create("tanh")], (4,), "mse", lambda r: _regression_target(r, 3)
+    )
     by_name = {r.name: r for r in results}
     assert by_name["layers.0.W"].max_rel_error > 1e-3
     assert by_name["layers.0.W"].worst_index[1] == 0

@@ -1,0 +1,137 @@
+import numpy as np
+import pytest
+
+from nncli.errors import ConfigError
+from nncli.initializers import INITIALIZERS, get_initializer
+from nncli.layers import LAYERS
+from nncli.layers.core import Linear
+from nncli.model import Sequential
+
+# the smallest valid arguments for layers that need some
+REQUIRED = {"linear": {"units": 3}}
+
+
+@pytest.mark.parametrize("name", LAYERS.names())
+def test_config_round_trip(name):
+    layer = LAYERS.create(name, REQUIRED.get(name))
+    again = LAYERS.create(name, layer.get_config())
+    assert again.get_config() == layer.get_config()
+    assert type(again) is type(layer)
+
+
+def test_model_infers_shapes_and_names_parameters():
+    model = Sequential(
+        [
+            LAYERS.create("flatten"),
+            Linear(16),
+            LAYERS.create("batchnorm"),
+            LAYERS.create("relu"),
+            Linear(10, bias=False),
+        ]
+    )
+    out = model.build((1, 28, 28), np.random.default_rng(0))
+    assert out == (10,)
+    assert list(model.params) == ["layers.1.W", "layers.1.b", "layers.2.gamma", "layers.2.beta", "layers.4.W"]
+    assert model.params["layers.1.W"].shape == (784, 16)
+    assert model.num_params() == 784 * 16 + 16 + 2 * 16 + 16 * 10
+    assert model.param_names(decayed_only=True) == ["layers.1.W", "layers.4.W"]
+    assert all(p.dtype == np.float32 for p in model.params.values())
+    assert [row[2] for row in model.summary()] == [(784,), (16,), (16,), (16,), (10,)]
+
+
+def test_linear_on_images_without_flatten_is_a_config_error():
+    model = Sequential([LAYERS.create("relu"), Linear(10)])
+    with pytest.raises(ConfigError) as err:
+        model.build((1, 28, 28), np.random.default_rng(0))
+    assert err.value.key == "[1].linear"
+    assert "flatten" in err.value.message
+
+
+def test_bad_arguments_name_their_key():
+    with pytest.raises(ConfigError) as err:
+        LAYERS.create("linear", {"units": -3})
+    assert (err.value.key, err.value.message) == ("units", "expected a positive integer, got -3")
+    with pytest.raises(ConfigError) as err:
+        LAYERS.create("linear", {"unit": 3})
+    assert err.value.key == "unit" and 'did you mean "units"' in err.value.message
+    with pytest.raises(ConfigError) as err:
+        LAYERS.create("dropout", {"p": 1.0})
+    assert err.value.key == "p"
+    with pytest.raises(ConfigError) as err:
+        LAYERS.get("rleu")
+    assert 'did you mean "relu"' in str(err.value)
+
+
+def test_dropout_is_inverted_seeded_and_identity_at_eval():
+    def run(seed):
+        layer = LAYERS.create("dropout", {"p": 0.25})
+        layer.build((1000,), np.random.default_rng(seed), np.float32)
+        return layer, layer.forward(np.ones((50, 1000), np.float32), training=True)
+
+    layer, out = run(0)
+    kept = out != 0
+    assert abs(kept.mean() - 0.75) < 0.01
+    np.testing.assert_allclose(out[kept], 1 / 0.75, rtol=1e-6)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, run(0)[1])
+    assert not np.array_equal(out, run(1)[1])
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert layer.forward(x, training=False) is x
+    dout = np.ones_like(out)
+    np.testing.assert_array_equal(
+        layer.forward(np.ones((50, 1000), np.float32), True) != 0, layer.backward(dout) != 0
+    )
+
+
+def test_batchnorm_running_statistics_are_used_at_eval():
+    rng = np.random.default_rng(0)
+    bn = LAYERS.create("batchnorm", {"momentum": 0.0})
+    bn.build((3,), rng, np.float64)
+    x = rng.normal(5.0, 2.0, (400, 3))
+    y = bn.forward(x, training=True)
+    np.testing.assert_allclose(y.mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(y.std(axis=0), 1, atol=1e-4)
+    np.testing.assert_allclose(bn.buffers["running_mean"], x.mean(axis=0))
+    # at eval a single sample is normalized with the stored statistics, not its own
+    one = x[:1]
+    np.testing.assert_allclose(bn.forward(one, training=False), y[:1], atol=1e-4)
+
+
+def test_backward_leaves_its_input_alone():
+    rng = np.random.default_rng(0)
+    for name in LAYERS.names():
+        layer = LAYERS.create(name, REQUIRED.get(name))
+        layer.build((6,), rng, np.float64)
+        out = layer.forward(rng.standard_normal((4, 6)), training=True)
+        dout = rng.standard_normal(out.shape)
+        before = dout.copy()
+        layer.backward(dout)
+        np.testing.assert_array_equal(dout, before, err_msg=name)
+
+
+@pytest.mark.parametrize(
+    ("name", "dist", "var"),
+    [
+        ("he", "normal", 2 / 400),
+        ("kaiming", "uniform", 2 / 400),
+        ("xavier", "uniform", 2 / 700),
+        ("glorot", "normal", 2 / 700),
+        ("lecun", "normal", 1 / 400),
+    ],
+)
+def test_initializer_variances(name, dist, var):
+    init = get_initializer({"type": name, "distribution": dist})
+    w = init((400, 300), 400, 300, np.random.default_rng(0), np.float32)
+    assert w.dtype == np.float32
+    assert w.var() == pytest.approx(var, rel=0.03)
+    if dist == "uniform":
+        assert np.abs(w).max() <= np.sqrt(3 * var) * (1 + 1e-6)
+
+
+def test_normal_and_zeros_initializers():
+    w = get_initializer({"type": "normal", "scale": 0.5})(
+        (300, 300), 300, 300, np.random.default_rng(0), np.float64
+    )
+    assert w.std() == pytest.approx(0.5, rel=0.02)
+    assert not get_initializer("zeros")((3, 2), 3, 2, None, np.float32).any()
+    assert set(INITIALIZERS.names()) == {"normal", "xavier", "he", "lecun", "zeros"}
