@@ -98,12 +98,14 @@ def ensure_files(
     defaults: Sequence[str],
     *,
     mirrors: Sequence[str] | None = None,
+    instead: str = "",
 ) -> list[Path]:
     """The local path of each of `files` in `folder`, downloading those not there yet.
 
     `dataset` is the folder's name (mnist, cifar10), used in messages and for `{dataset}`.
     Raises `DataError` saying what was expected where, and how to provide it, when a file is
-    missing and no mirror delivers it.
+    missing and no mirror delivers it; `instead` names what else the caller accepts in its
+    place ("the folder extracted from it").
     """
     paths = [find_local(folder, remote) for remote in files]
     if all(paths):
@@ -119,11 +121,14 @@ def ensure_files(
                 paths[i] = fetch(remote, folder, bases)
             except _MirrorFailed as err:
                 expected = ", ".join(f.name for f in files)
+                if any(f.plain_name != f.name for f in files):
+                    instead = instead or "decompressed copies"
+                them = "them" if len(files) > 1 else "it"
                 raise DataError(
                     f"could not download {remote.name} for {dataset} ({err}); {dataset} expects"
-                    f" {expected} (decompressed copies are fine too) in {folder}: copy them"
-                    f" there, or set --data-dir or NNCLI_DATA_DIR to a folder whose {dataset}/"
-                    " subfolder holds them"
+                    f" {expected}{f' (or {instead})' if instead else ''} in {folder}: copy"
+                    f" {them} there, or set --data-dir or NNCLI_DATA_DIR to a folder whose"
+                    f" {dataset}/ subfolder holds {them}"
                 ) from None
     return paths  # type: ignore[return-value]
 
