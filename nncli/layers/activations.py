@@ -17,7 +17,7 @@ class ReLU(Layer):
         return self.out
 
     def backward(self, dout):
-        return np.where(self.out > 0, dout, 0).astype(dout.dtype, copy=False)
+        return dout * (self.out > 0)
 
 
 @LAYERS.register("leaky_relu")

@@ -11,6 +11,9 @@ from nncli.errors import ConfigError
 from nncli.initializers import get_initializer, initializer_config
 from nncli.layers.base import LAYERS, Layer
 
+# the first layer skips all-zero input columns when at most this fraction of columns is active
+SPARSE_INPUT_FRACTION = 0.85
+
 
 @LAYERS.register("linear")
 class Linear(Layer):
@@ -44,14 +47,31 @@ class Linear(Layer):
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
 
     def forward(self, x, training):
-        self.x = x  # backward needs the input for dW
-        out = x @ self.params["W"]
+        W = self.params["W"]
+        self.cols = None
+        if training and not self.needs_input_grad and x.shape[1] >= 64:
+            # The first layer often sees input features that are zero across the whole batch
+            # (the blank border of MNIST digits: about a third of the pixels of a batch of
+            # 128). Their rows of W contribute nothing to the output and get zero gradient,
+            # so both products can skip them: exact, and cheaper when enough are zero.
+            active = np.flatnonzero(x.any(axis=0))
+            if len(active) <= SPARSE_INPUT_FRACTION * x.shape[1]:
+                self.cols = active
+                x = x[:, active]
+                W = W[active]
+        self.x = x  # backward needs the (possibly column-reduced) input for dW
+        out = x @ W
         if self.bias:
             out += self.params["b"]
         return out
 
     def backward(self, dout):
-        np.matmul(self.x.T, dout, out=self.grads["W"])
+        dW = self.grads["W"]
+        if self.cols is None:
+            np.matmul(self.x.T, dout, out=dW)
+        else:
+            dW.fill(0)
+            dW[self.cols] = self.x.T @ dout
         if self.bias:
             np.sum(dout, axis=0, out=self.grads["b"])
         if not self.needs_input_grad:

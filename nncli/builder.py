@@ -1,0 +1,169 @@
+"""The builder: the only module that reads the registries and wires objects together.
+
+    config --build_experiment--> Experiment(rng, splits, model, loss, optimizer, schedule, ...)
+
+One seeded generator per run feeds, in this order, the dataset (synthetic sets, the validation
+split), the model's initialization, and then training (shuffling, dropout masks). Rebuilding
+from the same config therefore reproduces the split exactly, which is what lets a resumed run
+load its checkpoint into an identical setting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nncli.config.schema import Component, Config
+from nncli.data.pipeline import Splits, load_data
+from nncli.layers import LAYERS
+from nncli.losses import LOSSES, Loss
+from nncli.model import Sequential
+from nncli.optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule
+from nncli.regularizers import Regularizer
+
+
+@dataclass
+class Experiment:
+    config: Config
+    rng: np.random.Generator
+    splits: Splits
+    model: Sequential
+    loss: Loss
+    optimizer: Optimizer
+    schedule: Schedule
+    regularizer: Regularizer
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.config.dtype)
+
+    def resolved_config(self) -> dict:
+        """The config with every default filled in, from the built objects themselves."""
+        out = self.config.to_dict()
+        out["model"] = self.model.get_config()
+        out["loss"] = {"type": self.loss.name, **self.loss.get_config()}
+        optimizer = {"type": type(self.optimizer).registered_name, **self.optimizer.get_config()}
+        optimizer.update({k: v for k, v in out["optimizer"].items() if k not in optimizer})
+        out["optimizer"] = optimizer
+        out["schedule"] = {"type": type(self.schedule).registered_name, **self.schedule.get_config()}
+        out["train"]["monitor"], out["train"]["mode"] = monitor_of(self.config, self.splits)
+        return out
+
+
+def create(config: Config, component: Component, registry):
+    with config.located(component.path):
+        return registry.create(component.type, dict(component.options))
+
+
+def build_model(config: Config, input_shape, rng: np.random.Generator) -> Sequential:
+    layers = [create(config, spec, LAYERS) for spec in config.model]
+    model = Sequential(layers)
+    with config.located(("model",)):
+        model.build(input_shape, rng, np.dtype(config.dtype))
+    return model
+
+
+def build_loss(config: Config) -> Loss:
+    return create(config, config.loss, LOSSES)
+
+
+def load_splits(config: Config, data_dir: Path, rng: np.random.Generator, loss: Loss) -> Splits:
+    preprocess = list(config.data.preprocess)
+    with config.located(("data",)):
+        splits = load_data(
+            config.data.dataset,
+            dict(config.data.options),
+            val_size=config.data.val_size,
+            preprocess=preprocess,
+            data_dir=data_dir,
+            rng=rng,
+            dtype=np.dtype(config.dtype),
+        )
+    if loss.task == "regression" and splits.info.task == "classification":
+        with config.located(("data", "preprocess")):
+            splits = load_data(
+                config.data.dataset,
+                dict(config.data.options),
+                val_size=config.data.val_size,
+                preprocess=[*preprocess, "one_hot"],
+                data_dir=data_dir,
+                rng=np.random.default_rng(config.seed),
+                dtype=np.dtype(config.dtype),
+            )
+    return splits
+
+
+def check_fit(config: Config, model: Sequential, loss: Loss, splits: Splits) -> None:
+    """The model's output must suit the loss and the data; say where it does not."""
+    info = splits.info
+    out = model.output_shape
+    last = ("model", len(config.model) - 1)
+    if len(out) != 1:
+        raise config.source.error(last, f"the model's output has shape {out}; a loss needs (outputs,)")
+    width = out[0]
+    if loss.task == "classification" and info.task != "classification":
+        raise config.source.error(
+            ("loss",), f"{loss.name} is a classification loss but {info.name} is a regression dataset"
+        )
+    if loss.name == "binary_cross_entropy":
+        expected = 1 if info.num_classes == 2 else info.num_outputs
+    else:
+        expected = info.num_outputs
+    if width != expected:
+        what = (
+            f"{info.num_classes} classes" if info.task == "classification" else f"{info.num_outputs} targets"
+        )
+        raise config.source.error(
+            last, f"the last layer gives {width} outputs but {info.name} has {what} (expected {expected})"
+        )
+    with config.located(("loss",)):
+        loss.check_outputs(width)
+
+
+def monitor_of(config: Config, splits: Splits) -> tuple[str, str]:
+    """The metric that picks the best checkpoint, and whether lower or higher is better."""
+    has_val = splits.x_val is not None and len(splits.x_val) > 0
+    monitor = config.train.monitor or ("val_loss" if has_val else "train_loss")
+    mode = config.train.mode or ("max" if monitor.endswith("acc") else "min")
+    return monitor, mode
+
+
+def build_experiment(config: Config, data_dir: Path) -> Experiment:
+    rng = np.random.default_rng(config.seed)
+    loss = build_loss(config)
+    splits = load_splits(config, data_dir, rng, loss)
+    model = build_model(config, splits.info.input_shape, rng)
+    check_fit(config, model, loss, splits)
+
+    optimizer = create(config, config.optimizer, OPTIMIZERS)
+    reg = config.regularization
+    decayed = model.param_names(decayed_only=reg.decay_applies_to == "weights")
+    if type(optimizer).registered_name == "adamw":
+        optimizer.decayed = set(decayed)
+        regularizer = Regularizer(0.0, reg.l1, reg.decay_applies_to)
+    else:
+        regularizer = Regularizer(reg.weight_decay, reg.l1, reg.decay_applies_to)
+    schedule = create(config, config.schedule, SCHEDULES)
+    with config.located(config.schedule.path):
+        schedule.setup(optimizer.base_lr, config.train.epochs)
+    _check_monitors(config, splits)
+    return Experiment(config, rng, splits, model, loss, optimizer, schedule, regularizer)
+
+
+def _check_monitors(config: Config, splits: Splits) -> None:
+    has_val = splits.x_val is not None and len(splits.x_val) > 0
+    accuracy = splits.info.task == "classification"
+    available = ["train_loss"] + (["train_acc"] if accuracy else [])
+    if has_val:
+        available += ["val_loss"] + (["val_acc"] if accuracy else [])
+    checks = [(("train", "monitor"), config.train.monitor)]
+    if config.train.early_stopping is not None:
+        checks.append((("train", "early_stopping", "monitor"), config.train.early_stopping.monitor))
+    for path, metric in checks:
+        if metric is not None and metric not in available:
+            hint = " (set data.val_size to have a validation split)" if metric.startswith("val") else ""
+            raise config.source.error(
+                path, f"cannot monitor {metric!r}: available metrics are {', '.join(available)}{hint}"
+            )

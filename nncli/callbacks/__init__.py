@@ -1,0 +1,21 @@
+"""What a training run does besides training: progress on the terminal, metrics, checkpoints,
+plots and reports. The trainer calls each callback's hooks in order:
+
+    on_train_begin  on_epoch_begin(epoch, batches, first_batch)  on_batch_end(batch, loss)
+    on_epoch_end(row)  on_interrupt(signum)  on_nonfinite(report)  on_train_end
+"""
+
+from nncli.callbacks.base import Callback
+from nncli.callbacks.console import EpochLog, ProgressBar
+from nncli.callbacks.files import Checkpointer, CurvePlotter, MetricsWriter, NanReporter, SummaryWriter
+
+__all__ = [
+    "Callback",
+    "Checkpointer",
+    "CurvePlotter",
+    "EpochLog",
+    "MetricsWriter",
+    "NanReporter",
+    "ProgressBar",
+    "SummaryWriter",
+]

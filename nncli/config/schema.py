@@ -1,0 +1,359 @@
+"""The configuration: YAML turned into validated, frozen dataclasses.
+
+Top-level keys are fixed: name, seed, dtype, data, model, loss, optimizer, schedule, train.
+This module checks the structure, the names of registered components and the names of their
+options; the values of those options are checked by the classes themselves when the builder
+constructs them (`Config.located` gives their errors the file, line and YAML path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from nncli import check
+from nncli.config.yamlsource import Source, YamlPath, apply_override, load_yaml
+from nncli.errors import ConfigError
+from nncli.registry import Registry, check_options, did_you_mean
+
+TOP_LEVEL = ("name", "seed", "dtype", "data", "model", "loss", "optimizer", "schedule", "train")
+DTYPES = ("float32", "float64")
+# options of the optimizer block that configure the regularizer rather than the optimizer
+REGULARIZATION_KEYS = ("weight_decay", "l1", "decay_applies_to")
+DATA_KEYS = ("dataset", "val_size", "preprocess")
+
+
+@dataclass(frozen=True)
+class Component:
+    """A registered class and its YAML options (`linear: {units: 512}`)."""
+
+    type: str
+    options: Mapping[str, Any]
+    path: YamlPath
+
+    def to_yaml(self, name_key: bool = True):
+        options = dict(self.options)
+        return {"type": self.type, **options} if name_key else {self.type: options}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str
+    options: Mapping[str, Any]
+    val_size: int | float | None
+    preprocess: tuple
+
+
+@dataclass(frozen=True)
+class EarlyStopping:
+    monitor: str
+    patience: int
+    min_delta: float
+    mode: str | None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int
+    batch_size: int
+    monitor: str | None
+    mode: str | None
+    early_stopping: EarlyStopping | None
+    eval_batch_size: int
+
+
+@dataclass(frozen=True)
+class Regularization:
+    weight_decay: float
+    l1: float
+    decay_applies_to: str
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    seed: int
+    dtype: str
+    data: DataConfig
+    model: tuple[Component, ...]
+    loss: Component
+    optimizer: Component
+    regularization: Regularization
+    schedule: Component
+    train: TrainConfig
+    source: Source = field(compare=False, repr=False)
+
+    @contextlib.contextmanager
+    def located(self, path: YamlPath) -> Iterator[None]:
+        """Re-raise a `ConfigError` from inside with the file, line and full YAML path."""
+        try:
+            yield
+        except ConfigError as err:
+            if err.location:
+                raise
+            full = _join(path, err.key)
+            raise self.source.error(full, err.message) from None
+
+    def to_dict(self) -> dict:
+        """The configuration as plain YAML data (what `config.yaml` of a run holds)."""
+        data = {"dataset": self.data.dataset, **self.data.options}
+        if self.data.val_size is not None:
+            data["val_size"] = self.data.val_size
+        data["preprocess"] = list(self.data.preprocess)
+        optimizer = self.optimizer.to_yaml()
+        for key in REGULARIZATION_KEYS:
+            optimizer[key] = getattr(self.regularization, key)
+        train = {
+            "epochs": self.train.epochs,
+            "batch_size": self.train.batch_size,
+            "eval_batch_size": self.train.eval_batch_size,
+            "monitor": self.train.monitor,
+            "mode": self.train.mode,
+            "early_stopping": None
+            if self.train.early_stopping is None
+            else dict(vars(self.train.early_stopping)),
+        }
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "dtype": self.dtype,
+            "data": data,
+            "model": [layer.to_yaml(name_key=False) for layer in self.model],
+            "loss": self.loss.to_yaml(),
+            "optimizer": optimizer,
+            "schedule": self.schedule.to_yaml(),
+            "train": train,
+        }
+
+
+def _join(path: YamlPath, key: str | None) -> YamlPath:
+    """`path` extended by a key relative to it (`units`, `[1].linear`, `init.scale`)."""
+    if not key:
+        return path
+    from nncli.config.yamlsource import parse_path
+
+    try:
+        return (*path, *parse_path(key))
+    except ValueError:
+        return (*path, key)
+
+
+def load_config(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> Config:
+    source = load_yaml(path)
+    for assignment in overrides:
+        apply_override(source, assignment)
+    return parse_config(source, default_name=Path(path).stem)
+
+
+def parse_config(source: Source, default_name: str = "run") -> Config:
+    from nncli.data import DATASETS
+    from nncli.layers import LAYERS
+    from nncli.losses import LOSSES
+    from nncli.optim import OPTIMIZERS, SCHEDULES
+
+    raw = source.data
+    if not isinstance(raw, dict):
+        raise source.error((), f"expected a mapping of {', '.join(TOP_LEVEL)}, got {_kind(raw)}")
+    _no_unknown_keys(source, (), raw, TOP_LEVEL)
+    for key in ("data", "model", "loss", "optimizer"):
+        if key not in raw:
+            raise source.error((), f"missing required key '{key}'")
+
+    def value(path: YamlPath, checker, *args):
+        try:
+            return checker(path[-1], *args)
+        except ConfigError as err:
+            raise source.error(path, err.message) from None
+
+    name = raw.get("name", default_name)
+    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+        raise source.error(("name",), f"expected a name usable as a folder, got {name!r}")
+    seed = value(("seed",), lambda k: check.non_negative_int(k, raw.get("seed", 0)))
+    dtype = value(("dtype",), lambda k: check.one_of(k, raw.get("dtype", "float32"), DTYPES))
+
+    model = raw["model"]
+    if not isinstance(model, list) or not model:
+        raise source.error(("model",), f"expected a non-empty list of layers, got {_kind(model)}")
+    layers = tuple(_component_entry(source, ("model", i), entry, LAYERS) for i, entry in enumerate(model))
+
+    loss = _component(source, ("loss",), raw["loss"], LOSSES)
+    optimizer, regularization = _optimizer(source, raw["optimizer"], OPTIMIZERS)
+    schedule = _component(source, ("schedule",), raw.get("schedule", "constant"), SCHEDULES)
+    data = _data(source, raw["data"], DATASETS)
+    train = _train(source, raw.get("train", {}))
+    return Config(name, seed, dtype, data, layers, loss, optimizer, regularization, schedule, train, source)
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    return {dict: "a mapping", list: "a list", str: f"{value!r}"}.get(type(value), repr(value))
+
+
+def _no_unknown_keys(source: Source, path: YamlPath, mapping: dict, allowed) -> None:
+    for key in mapping:
+        if key not in allowed:
+            raise source.error(
+                (*path, key),
+                f"unknown key{did_you_mean(str(key), list(allowed))}; valid keys: {', '.join(allowed)}",
+            )
+
+
+def _freeze(options: dict) -> Mapping[str, Any]:
+    return MappingProxyType(dict(options))
+
+
+def _checked_options(source: Source, path: YamlPath, factory, options: dict, skip=()) -> None:
+    try:
+        check_options(factory, options, skip)
+    except ConfigError as err:
+        raise source.error(_join(path, err.key), err.message) from None
+
+
+def _component(source: Source, path: YamlPath, spec: Any, registry: Registry) -> Component:
+    """`name` or `{type: name, option: value, ...}`."""
+    if isinstance(spec, str):
+        name, options = spec, {}
+    elif isinstance(spec, dict):
+        if "type" not in spec:
+            raise source.error(path, f"expected a {registry.kind} name or a mapping with 'type'")
+        name, options = spec["type"], {k: v for k, v in spec.items() if k != "type"}
+        path_of_name = (*path, "type")
+    else:
+        raise source.error(
+            path, f"expected a {registry.kind} name or a mapping with 'type', got {_kind(spec)}"
+        )
+    try:
+        factory = registry.get(name)
+    except ConfigError as err:
+        raise source.error(path_of_name if isinstance(spec, dict) else path, err.message) from None
+    _checked_options(source, path, factory, options)
+    return Component(registry.canonical(name), _freeze(options), path)
+
+
+def _component_entry(source: Source, path: YamlPath, entry: Any, registry: Registry) -> Component:
+    """A list entry: `relu` or `linear: {units: 512}` (a one-key mapping)."""
+    if isinstance(entry, str):
+        name, options = entry, {}
+        option_path = (*path, name)
+    elif isinstance(entry, dict) and len(entry) == 1:
+        ((name, options),) = entry.items()
+        option_path = (*path, name)
+        if options is None:
+            options = {}
+        if not isinstance(options, dict):
+            raise source.error(option_path, f"expected a mapping of options, got {_kind(options)}")
+    else:
+        raise source.error(
+            path,
+            f"expected a {registry.kind} name or a one-key mapping like 'linear: {{units: 64}}',"
+            f" got {_kind(entry)}",
+        )
+    try:
+        factory = registry.get(name)
+    except ConfigError as err:
+        raise source.error(path, err.message) from None
+    _checked_options(source, option_path, factory, options)
+    return Component(registry.canonical(name), _freeze(options), option_path)
+
+
+def _optimizer(source: Source, spec: Any, registry: Registry) -> tuple[Component, Regularization]:
+    spec = {"type": spec} if isinstance(spec, str) else spec
+    if not isinstance(spec, dict):
+        raise source.error(("optimizer",), f"expected a mapping with 'type', got {_kind(spec)}")
+    decoupled = spec.get("type") == "adamw"  # AdamW applies weight decay itself
+    kept = {
+        k: v for k, v in spec.items() if k not in REGULARIZATION_KEYS or (decoupled and k == "weight_decay")
+    }
+    optimizer = _component(source, ("optimizer",), kept, registry)
+    reg = {k: spec[k] for k in REGULARIZATION_KEYS if k in spec and not (decoupled and k == "weight_decay")}
+    from nncli.regularizers import Regularizer
+
+    try:
+        built = Regularizer(
+            reg.get("weight_decay", 0.0), reg.get("l1", 0.0), reg.get("decay_applies_to", "weights")
+        )
+    except ConfigError as err:
+        raise source.error(("optimizer", err.key), err.message) from None
+    weight_decay = spec.get("weight_decay", 0.0) if decoupled else built.l2
+    return optimizer, Regularization(weight_decay, built.l1, built.apply_to)
+
+
+def _data(source: Source, spec: Any, registry: Registry) -> DataConfig:
+    if isinstance(spec, str):
+        spec = {"dataset": spec}
+    if not isinstance(spec, dict) or "dataset" not in spec:
+        raise source.error(("data",), "expected a mapping with 'dataset' (for example {dataset: mnist})")
+    try:
+        loader = registry.get(spec["dataset"])
+    except ConfigError as err:
+        raise source.error(("data", "dataset"), err.message) from None
+    options = {k: v for k, v in spec.items() if k not in DATA_KEYS}
+    _checked_options(source, ("data",), loader, options, skip=("data_dir", "rng"))
+    val_size = spec.get("val_size")
+    if val_size is not None:
+        ok = (isinstance(val_size, int) and not isinstance(val_size, bool) and val_size >= 0) or (
+            isinstance(val_size, float) and 0 <= val_size < 1
+        )
+        if not ok:
+            raise source.error(
+                ("data", "val_size"), f"expected a count (integer) or a fraction in [0, 1), got {val_size!r}"
+            )
+    preprocess = spec.get("preprocess", [])
+    if not isinstance(preprocess, list):
+        raise source.error(("data", "preprocess"), f"expected a list of steps, got {_kind(preprocess)}")
+    return DataConfig(registry.canonical(spec["dataset"]), _freeze(options), val_size, tuple(preprocess))
+
+
+TRAIN_KEYS = ("epochs", "batch_size", "eval_batch_size", "monitor", "mode", "early_stopping")
+EARLY_KEYS = ("monitor", "patience", "min_delta", "mode")
+MODES = ("min", "max")
+
+
+def _train(source: Source, spec: Any) -> TrainConfig:
+    if spec is None:
+        spec = {}
+    if not isinstance(spec, dict):
+        raise source.error(("train",), f"expected a mapping, got {_kind(spec)}")
+    _no_unknown_keys(source, ("train",), spec, TRAIN_KEYS)
+
+    def get(key, checker, default, *args, path=("train",), block=spec):
+        if key not in block or block[key] is None:
+            return default
+        try:
+            return checker(key, block[key], *args)
+        except ConfigError as err:
+            raise source.error((*path, key), err.message) from None
+
+    def metric_name(key, value):
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"expected a metric name such as val_loss or val_acc, got {value!r}")
+        return value
+
+    early = spec.get("early_stopping")
+    stopping = None
+    if early is not None and early is not False:
+        if not isinstance(early, dict):
+            raise source.error(
+                ("train", "early_stopping"), f"expected a mapping like {{patience: 3}}, got {_kind(early)}"
+            )
+        path = ("train", "early_stopping")
+        _no_unknown_keys(source, path, early, EARLY_KEYS)
+        stopping = EarlyStopping(
+            monitor=get("monitor", metric_name, "val_loss", path=path, block=early),
+            patience=get("patience", check.positive_int, 5, path=path, block=early),
+            min_delta=get("min_delta", check.non_negative_float, 0.0, path=path, block=early),
+            mode=get("mode", check.one_of, None, MODES, path=path, block=early),
+        )
+    return TrainConfig(
+        epochs=get("epochs", check.positive_int, 10),
+        batch_size=get("batch_size", check.positive_int, 128),
+        monitor=get("monitor", metric_name, None),
+        mode=get("mode", check.one_of, None, MODES),
+        early_stopping=stopping,
+        eval_batch_size=get("eval_batch_size", check.positive_int, 1000),
+    )

@@ -1,0 +1,163 @@
+"""YAML with line numbers: plain Python data plus the line of every node, by YAML path.
+
+A path is a tuple of keys and indices, `("model", 2, "linear", "units")`, written
+`model[2].linear.units`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from nncli.errors import ConfigError
+
+YamlPath = tuple
+
+
+def format_path(path: YamlPath) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def parse_path(text: str) -> YamlPath:
+    """`model[0].linear.units` -> ("model", 0, "linear", "units")."""
+    parts: list = []
+    for chunk in text.split("."):
+        if not chunk:
+            raise ValueError(f"empty component in {text!r}")
+        name, _, rest = chunk.partition("[")
+        if name:
+            parts.append(name)
+        while rest:
+            index, close, rest = rest.partition("]")
+            if not close or not index.lstrip("-").isdigit():
+                raise ValueError(f"bad index in {text!r}")
+            parts.append(int(index))
+            if rest:
+                if not rest.startswith("["):
+                    raise ValueError(f"unexpected {rest!r} in {text!r}")
+                rest = rest[1:]
+    return tuple(parts)
+
+
+@dataclass
+class Source:
+    """The data of a YAML document and where each of its nodes stands."""
+
+    data: object
+    file: str
+    lines: dict[YamlPath, int] = field(default_factory=dict)
+    overridden: set[YamlPath] = field(default_factory=set)
+
+    def location(self, path: YamlPath) -> str:
+        """`file:line` of the nearest node on `path` (`--set` for an overridden value)."""
+        for n in range(len(path), -1, -1):
+            prefix = tuple(path[:n])
+            if prefix in self.overridden:
+                return "--set"
+            if prefix in self.lines:
+                return f"{self.file}:{self.lines[prefix]}"
+        return self.file
+
+    def error(self, path: YamlPath, message: str) -> ConfigError:
+        return ConfigError(message, format_path(path), self.location(path))
+
+
+def _walk(node: yaml.Node, path: YamlPath, lines: dict, file: str) -> object:
+    lines[path] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out = {}
+        for key_node, value_node in node.value:
+            key = _construct(key_node)
+            if not isinstance(key, str | int | float | bool) and key is not None:
+                raise ConfigError(
+                    f"mapping keys must be plain names, got {key!r}",
+                    location=f"{file}:{key_node.start_mark.line + 1}",
+                )
+            lines[(*path, key)] = key_node.start_mark.line + 1
+            out[key] = _walk(value_node, (*path, key), lines, file)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_walk(item, (*path, i), lines, file) for i, item in enumerate(node.value)]
+    return _construct(node)
+
+
+def _construct(node: yaml.Node):
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()
+
+
+def load_yaml(path: str | Path) -> Source:
+    """Read a YAML file; any failure is a `ConfigError` naming the file (and line)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read config file {path}: {err}") from None
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, file: str) -> Source:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{file}:{mark.line + 1}" if mark else file
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"not valid YAML: {problem}", location=where) from None
+    if node is None:
+        raise ConfigError("the config file is empty", location=file)
+    lines: dict = {}
+    try:
+        data = _walk(node, (), lines, file)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"not valid YAML: {err}", location=file) from None
+    return Source(data, file, lines)
+
+
+def apply_override(source: Source, assignment: str) -> None:
+    """Apply `KEY=VALUE` (dotted path with indices; VALUE parsed as YAML) to `source.data`."""
+    key, sep, text = assignment.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects KEY=VALUE, got {assignment!r}")
+    try:
+        path = parse_path(key.strip())
+        value = yaml.safe_load(text) if text.strip() else None
+    except (ValueError, yaml.YAMLError) as err:
+        raise ConfigError(f"--set {assignment!r}: {err}") from None
+    node = source.data
+    for depth, part in enumerate(path[:-1]):
+        child_path = path[: depth + 1]
+        if isinstance(part, int):
+            if not isinstance(node, list) or not -len(node) <= part < len(node):
+                raise ConfigError(f"--set {key}: {format_path(child_path)} does not exist")
+            if isinstance(node[part], str) and isinstance(path[depth + 1], str):
+                # `- relu` given as a bare name: `--set model[1].relu.x=...` needs a mapping
+                node[part] = {node[part]: {}}
+            node = node[part]
+        else:
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {format_path(path[:depth])} is not a mapping")
+            if node.get(part) is None:
+                node[part] = {}
+            node = node[part]
+    last = path[-1]
+    if isinstance(last, int):
+        if not isinstance(node, list) or not -len(node) <= last < len(node):
+            raise ConfigError(f"--set {key}: {format_path(path)} does not exist")
+    elif not isinstance(node, dict):
+        raise ConfigError(f"--set {key}: {format_path(path[:-1])} is not a mapping")
+    node[last] = value
+    source.overridden.add(path)

@@ -1,0 +1,174 @@
+"""`nncli train`: from a config file (or a run to resume) to a finished run directory.
+
+Everything that can be wrong with the config or the data is found while building the
+experiment, before the run directory exists, so a mistake leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from nncli import checkpoint
+from nncli.builder import Experiment, build_experiment
+from nncli.callbacks import (
+    Checkpointer,
+    CurvePlotter,
+    EpochLog,
+    MetricsWriter,
+    NanReporter,
+    ProgressBar,
+    SummaryWriter,
+)
+from nncli.config.schema import Config, load_config, parse_config
+from nncli.config.yamlsource import apply_override, parse_path, parse_yaml
+from nncli.errors import CheckpointError, ConfigError, NncliError
+from nncli.fileio import atomic_write_text
+from nncli.rundir import RunDir, given_run_dir, new_run_dir
+from nncli.trainer import Interrupted, Trainer, TrainingState
+
+RUNS_ROOT = Path("runs")
+
+
+@dataclass
+class TrainResult:
+    run: RunDir
+    state: TrainingState
+    summary: dict | None
+
+
+def dump_config(config: dict) -> str:
+    return yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=100)
+
+
+@contextlib.contextmanager
+def stop_on_signals(trainer: Trainer):
+    """SIGINT and SIGTERM ask the trainer to stop at the next batch boundary; a second signal
+    stops at once."""
+    if sys.platform == "win32" or not _main_thread():
+        yield
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def request(signum, frame):
+        if trainer.stop_requested is not None:
+            raise KeyboardInterrupt
+        trainer.stop_requested = signum
+
+    for s in previous:
+        signal.signal(s, request)
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def prepare_new(config_path: str, overrides, data_dir: Path, run_dir: str | None):
+    config = load_config(config_path, overrides)
+    exp = build_experiment(config, data_dir)
+    run = given_run_dir(Path(run_dir)) if run_dir else new_run_dir(RUNS_ROOT, config.name)
+    return exp, run, TrainingState()
+
+
+def prepare_resume(resume: str, overrides, data_dir: Path):
+    run = RunDir(Path(resume))
+    if not run.path.is_dir():
+        raise NncliError(f"cannot resume {run.path}: no such run directory")
+    if not run.last.exists():
+        raise CheckpointError(f"cannot resume {run.path}: it has no checkpoints/last.pkl")
+    saved = checkpoint.load(run.last)
+    for assignment in overrides:
+        key = assignment.partition("=")[0].strip()
+        try:
+            path = parse_path(key)
+        except ValueError:
+            path = ()
+        if not path or path[0] != "train":
+            raise ConfigError(
+                f"--set {key}: a resumed run keeps its model, data and optimizer; only train.*"
+                " settings (such as train.epochs) can change"
+            )
+    source = parse_yaml(dump_config(saved["config"]), str(run.config))
+    for assignment in overrides:
+        apply_override(source, assignment)
+    config = parse_config(source)
+    exp = build_experiment(config, data_dir)
+    state = TrainingState.from_dict(saved["training"])
+    restore(exp, saved, config)
+    if state.stopped_early and config.train.epochs > state.epoch:
+        state.stopped_early, state.bad_epochs = False, 0
+    if state.epoch >= config.train.epochs and state.progress is None:
+        raise NncliError(
+            f"{run.path} already finished {state.epoch} epochs; extend it with --set train.epochs=N"
+        )
+    return exp, run, state
+
+
+def restore(exp: Experiment, saved: dict, config: Config) -> None:
+    """Put a checkpoint's state into a freshly built experiment."""
+    try:
+        exp.model.load_state_dict(saved["model"])
+        exp.optimizer.load_state_dict(saved["optimizer"])
+        exp.schedule.load_state_dict(saved["schedule"])
+        exp.rng.bit_generator.state = saved["rng"]
+    except (KeyError, ValueError, TypeError) as err:
+        raise CheckpointError(f"{saved['path']} does not match its run's config: {err}") from None
+    exp.schedule.setup(exp.optimizer.base_lr, config.train.epochs)
+
+
+def train(
+    config_path: str | None,
+    overrides=(),
+    *,
+    data_dir: Path,
+    run_dir: str | None = None,
+    resume: str | None = None,
+    verbose: bool = True,
+    bars: bool = True,
+) -> TrainResult:
+    if resume:
+        exp, run, state = prepare_resume(resume, overrides, data_dir)
+    else:
+        exp, run, state = prepare_new(config_path, overrides, data_dir, run_dir)
+    resolved = exp.resolved_config()
+    atomic_write_text(run.config, dump_config(resolved))
+
+    summary = SummaryWriter(run)
+    callbacks = [ProgressBar()] if bars else []
+    callbacks += [EpochLog()] if verbose else []
+    callbacks += [
+        MetricsWriter(run),
+        Checkpointer(run, resolved),
+        NanReporter(run),
+        CurvePlotter(run, exp.config.name),
+        summary,
+    ]
+    trainer = Trainer(exp, callbacks, state)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), stop_on_signals(trainer):
+        try:
+            trainer.fit()
+        except Interrupted as stop:
+            progress = trainer.state.progress
+            where = (
+                f"epoch {progress.epoch + 1}, batch {progress.batch}"
+                if progress
+                else f"epoch {trainer.state.epoch}"
+            )
+            stop.args = (
+                f"{stop.args[0]}: saved {run.last} ({where}); resume with: nncli train --resume {run.path}",
+            )
+            raise
+    return TrainResult(run, trainer.state, summary.summary)

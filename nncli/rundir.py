@@ -1,0 +1,80 @@
+"""Run directories: where a training run leaves everything it produces.
+
+runs/<name>/<YYYYmmdd-HHMMSS>[-N]/
+    config.yaml   metrics.csv   curves.png   summary.json   [nan_report.json]
+    checkpoints/last.pkl   checkpoints/best.pkl
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from nncli.errors import NncliError
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @property
+    def config(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / "metrics.csv"
+
+    @property
+    def curves(self) -> Path:
+        return self.path / "curves.png"
+
+    @property
+    def summary(self) -> Path:
+        return self.path / "summary.json"
+
+    @property
+    def nan_report(self) -> Path:
+        return self.path / "nan_report.json"
+
+    @property
+    def last(self) -> Path:
+        return self.path / "checkpoints" / "last.pkl"
+
+    @property
+    def best(self) -> Path:
+        return self.path / "checkpoints" / "best.pkl"
+
+
+def new_run_dir(root: Path, name: str) -> RunDir:
+    """A fresh directory under `root/name/`, never one that exists already."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path(root) / name
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 10_000):
+            path = base / (stamp if n == 1 else f"{stamp}-{n}")
+            try:
+                path.mkdir()
+            except FileExistsError:
+                continue
+            (path / "checkpoints").mkdir()
+            return RunDir(path)
+    except OSError as err:
+        raise NncliError(f"cannot create a run directory under {base}: {err.strerror}") from None
+    raise NncliError(f"cannot find a free run directory name under {base}")
+
+
+def given_run_dir(path: Path) -> RunDir:
+    """`--run-dir`: use it as it is, refusing one that already holds a run."""
+    path = Path(path)
+    if (path / "checkpoints" / "last.pkl").exists():
+        raise NncliError(
+            f"{path} already holds a run; resume it with --resume {path}, or pick another directory"
+        )
+    try:
+        (path / "checkpoints").mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise NncliError(f"cannot create run directory {path}: {err.strerror}") from None
+    return RunDir(path)

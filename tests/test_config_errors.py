@@ -1,0 +1,215 @@
+"""A corpus of bad configs: each ends in exit code 2 with one message naming the file, the line
+and the YAML path, no traceback, and no run directory."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from nncli.cli import cli
+
+BASE = """\
+name: bad
+seed: 0
+data:
+  dataset: spiral
+  points_per_class: 20
+  val_size: 0.2
+model:
+  - linear: {units: 16}
+  - relu
+  - linear: {units: 3}
+loss: softmax_cross_entropy
+optimizer: {type: sgd, lr: 0.1, momentum: 0.9}
+schedule: {type: constant}
+train: {epochs: 1, batch_size: 16}
+"""
+
+
+def _replace(old: str, new: str) -> str:
+    assert old in BASE, old
+    return BASE.replace(old, new)
+
+
+# (id, config text, expected "file:line path" fragment, expected words in the message)
+CASES = [
+    ("unknown-top-key", BASE + "trian: {epochs: 3}\n", "x.yaml:15 trian:", 'did you mean "train"'),
+    ("unknown-layer", _replace("  - relu\n", "  - rleu\n"), "x.yaml:9 model[1]:", 'did you mean "relu"'),
+    (
+        "negative-units",
+        _replace("{units: 16}", "{units: -3}"),
+        "x.yaml:8 model[0].linear.units:",
+        "expected a positive integer, got -3",
+    ),
+    (
+        "units-as-text",
+        _replace("{units: 16}", "{units: many}"),
+        "x.yaml:8 model[0].linear.units:",
+        "positive integer",
+    ),
+    (
+        "unknown-layer-option",
+        _replace("{units: 16}", "{unit: 16}"),
+        "x.yaml:8 model[0].linear.unit:",
+        'did you mean "units"',
+    ),
+    (
+        "missing-units",
+        _replace("  - linear: {units: 16}\n", "  - linear\n"),
+        "x.yaml:8 model[0].linear.units:",
+        "required",
+    ),
+    (
+        "unknown-optimizer",
+        _replace("type: sgd", "type: sgdd"),
+        "x.yaml:12 optimizer.type:",
+        'did you mean "sgd"',
+    ),
+    ("negative-lr", _replace("lr: 0.1", "lr: -0.1"), "x.yaml:12 optimizer.lr:", "positive"),
+    (
+        "momentum-too-big",
+        _replace("momentum: 0.9", "momentum: 1.5"),
+        "x.yaml:12 optimizer.momentum:",
+        "[0, 1)",
+    ),
+    (
+        "unknown-optimizer-option",
+        _replace("momentum: 0.9", "momentun: 0.9"),
+        "x.yaml:12 optimizer.momentun:",
+        'did you mean "momentum"',
+    ),
+    (
+        "unknown-loss",
+        _replace("loss: softmax_cross_entropy", "loss: cross_entropy"),
+        "x.yaml:11 loss:",
+        "unknown loss",
+    ),
+    (
+        "unknown-schedule",
+        _replace("type: constant", "type: cosin"),
+        "x.yaml:13 schedule.type:",
+        'did you mean "cosine"',
+    ),
+    (
+        "unknown-dataset",
+        _replace("dataset: spiral", "dataset: spiarl"),
+        "x.yaml:4 data.dataset:",
+        'did you mean "spiral"',
+    ),
+    (
+        "unknown-dataset-option",
+        _replace("points_per_class: 20", "point_per_class: 20"),
+        "x.yaml:5 data.point_per_class:",
+        'did you mean "points_per_class"',
+    ),
+    ("bad-val-size", _replace("val_size: 0.2", "val_size: 1.5"), "x.yaml:6 data.val_size:", "fraction"),
+    ("zero-epochs", _replace("epochs: 1", "epochs: 0"), "x.yaml:14 train.epochs:", "positive integer"),
+    (
+        "bad-batch-size",
+        _replace("batch_size: 16", "batch_size: 2.5"),
+        "x.yaml:14 train.batch_size:",
+        "positive integer",
+    ),
+    (
+        "unknown-train-key",
+        _replace("epochs: 1", "epoch: 1"),
+        "x.yaml:14 train.epoch:",
+        'did you mean "epochs"',
+    ),
+    ("wrong-output-width", _replace("{units: 3}", "{units: 5}"), "x.yaml:10 model[2]", "3 classes"),
+    (
+        "model-not-a-list",
+        _replace("model:\n  - linear: {units: 16}\n  - relu\n  - linear: {units: 3}\n", "model: linear\n"),
+        "x.yaml:7 model:",
+        "list of layers",
+    ),
+    ("dtype", BASE + "dtype: float16\n", "x.yaml:15 dtype:", "float32"),
+    (
+        "bad-dropout-p",
+        _replace("  - relu\n", "  - dropout: {p: 1.2}\n"),
+        "x.yaml:9 model[1].dropout.p:",
+        "[0, 1)",
+    ),
+    ("seed-negative", _replace("seed: 0", "seed: -1"), "x.yaml:2 seed:", "non-negative integer"),
+    (
+        "monitor-without-val",
+        _replace("  val_size: 0.2\n", "").replace(
+            "{epochs: 1, batch_size: 16}", "{epochs: 1, batch_size: 16, monitor: val_acc}"
+        ),
+        "x.yaml:13 train.monitor:",
+        "val_size",
+    ),
+    (
+        "missing-model",
+        _replace("model:\n  - linear: {units: 16}\n  - relu\n  - linear: {units: 3}\n", ""),
+        "x.yaml:1",
+        "missing required key 'model'",
+    ),
+    ("not-yaml", "name: [unclosed\nseed: 0\n", "x.yaml:", "not valid YAML"),
+    (
+        "class-weights-length",
+        _replace("loss: softmax_cross_entropy", "loss: {type: softmax_cross_entropy, class_weights: [1, 2]}"),
+        "x.yaml:11 loss.class_weights:",
+        "expected 3 weights",
+    ),
+    (
+        "linear-on-images",
+        _replace("dataset: spiral\n  points_per_class: 20", "dataset: mnist_small")
+        .replace("  - relu\n", "  - relu\n")
+        .replace("  val_size: 0.2\n", "  val_size: 100\n"),
+        "x.yaml:7 model[0].linear:",
+        "flatten",
+    ),
+]
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize(("text", "where", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_config_is_one_clear_error(in_tmp, text, where, words):
+    (in_tmp / "x.yaml").write_text(text)
+    result = CliRunner().invoke(cli, ["train", "x.yaml", "--quiet"])
+    message = result.output.strip()
+    assert result.exit_code == 2, message
+    assert "Traceback" not in message
+    assert len(message.splitlines()) == 1, message
+    assert where in message, message
+    assert words in message, message
+    assert not (in_tmp / "runs").exists()
+
+
+def test_the_corpus_is_large_and_distinct():
+    assert len(CASES) >= 20
+    assert len({c[1] for c in CASES}) == len(CASES)
+
+
+def test_bad_override_is_a_config_error(in_tmp):
+    (in_tmp / "x.yaml").write_text(BASE)
+    result = CliRunner().invoke(cli, ["train", "x.yaml", "--set", "model[0].linear.units=-3"])
+    assert result.exit_code == 2
+    assert "--set model[0].linear.units: expected a positive integer, got -3" in result.output
+    result = CliRunner().invoke(cli, ["train", "x.yaml", "--set", "model[7].linear.units=3"])
+    assert result.exit_code == 2 and "does not exist" in result.output
+    result = CliRunner().invoke(cli, ["train", "x.yaml", "--set", "novalue"])
+    assert result.exit_code == 2 and "KEY=VALUE" in result.output
+    assert not (in_tmp / "runs").exists()
+
+
+def test_missing_config_file(in_tmp):
+    result = CliRunner().invoke(cli, ["train", "nope.yaml"])
+    assert result.exit_code == 2
+    assert "nope.yaml does not exist" in result.output
+
+
+def test_corpus_text_is_valid_yaml_apart_from_the_yaml_case():
+    import yaml
+
+    for name, text, *_ in CASES:
+        if name != "not-yaml":
+            yaml.safe_load(textwrap.dedent(text))

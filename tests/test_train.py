@@ -1,0 +1,217 @@
+"""`nncli train` end to end on small synthetic problems."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from nncli import checkpoint
+from nncli.cli import cli
+from nncli.errors import CheckpointError
+
+SPIRAL = """\
+name: spiral
+seed: 3
+data: {dataset: spiral, classes: 3, points_per_class: 60, val_size: 0.2}
+model:
+  - linear: {units: 32, init: he}
+  - relu
+  - dropout: {p: 0.1}
+  - linear: {units: 3}
+loss: softmax_cross_entropy
+optimizer: {type: sgd, lr: 0.1, momentum: 0.9, weight_decay: 1.0e-4}
+schedule: {type: constant}
+train: {epochs: 4, batch_size: 16}
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "spiral.yaml").write_text(SPIRAL)
+    return tmp_path
+
+
+def train(*args) -> tuple[int, str]:
+    result = CliRunner().invoke(cli, ["train", *args])
+    return result.exit_code, result.output
+
+
+def rows(run: Path) -> list[dict]:
+    with open(run / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def without_times(table: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in table]
+
+
+def test_a_run_directory_has_everything(workdir):
+    code, out = train("spiral.yaml", "--run-dir", "run", "--quiet")
+    assert code == 0, out
+    run = workdir / "run"
+    for name in (
+        "config.yaml",
+        "metrics.csv",
+        "curves.png",
+        "summary.json",
+        "checkpoints/last.pkl",
+        "checkpoints/best.pkl",
+    ):
+        assert (run / name).is_file(), name
+    table = rows(run)
+    assert [r["epoch"] for r in table] == ["1", "2", "3", "4"]
+    assert set(table[0]) == {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s"}
+    assert float(table[-1]["train_loss"]) < float(table[0]["train_loss"])
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_epoch"] in (1, 2, 3, 4)
+    assert summary["test"]["samples"] > 0 and 0 <= summary["test"]["accuracy"] <= 1
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the saved config is resolved (defaults filled in) and trains again as it is
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    assert saved["model"][0] == {
+        "linear": {"units": 32, "bias": True, "init": {"type": "he", "distribution": "normal"}}
+    }
+    assert saved["optimizer"]["nesterov"] is False
+    code, out = train(str(run / "config.yaml"), "--run-dir", "again", "--quiet")
+    assert code == 0, out
+    assert without_times(rows(workdir / "again")) == without_times(table)
+
+
+def test_new_run_directories_never_collide(workdir):
+    for _ in range(2):
+        assert train("spiral.yaml", "--quiet", "--set", "train.epochs=1")[0] == 0
+    runs = sorted((workdir / "runs" / "spiral").iterdir())
+    assert len(runs) == 2
+
+
+def test_same_seed_same_metrics_and_overrides_apply(workdir):
+    train("spiral.yaml", "--run-dir", "a", "--quiet")
+    train("spiral.yaml", "--run-dir", "b", "--quiet")
+    assert without_times(rows(workdir / "a")) == without_times(rows(workdir / "b"))
+    train("spiral.yaml", "--run-dir", "c", "--quiet", "--set", "seed=4", "--set", "model[0].linear.units=8")
+    assert without_times(rows(workdir / "c")) != without_times(rows(workdir / "a"))
+    assert yaml.safe_load((workdir / "c" / "config.yaml").read_text())["model"][0]["linear"]["units"] == 8
+
+
+def test_resume_is_exact(workdir):
+    assert train("spiral.yaml", "--run-dir", "straight", "--quiet")[0] == 0
+    assert train("spiral.yaml", "--run-dir", "split", "--quiet", "--set", "train.epochs=2")[0] == 0
+    assert len(rows(workdir / "split")) == 2
+    code, out = train("--resume", "split", "--quiet", "--set", "train.epochs=4")
+    assert code == 0, out
+    assert without_times(rows(workdir / "split")) == without_times(rows(workdir / "straight"))
+    a = checkpoint.load(workdir / "straight" / "checkpoints" / "last.pkl")["model"]["params"]
+    b = checkpoint.load(workdir / "split" / "checkpoints" / "last.pkl")["model"]["params"]
+    assert all((a[k] == b[k]).all() for k in a)
+
+
+def test_resume_refuses_other_changes_and_finished_runs(workdir):
+    train("spiral.yaml", "--run-dir", "r", "--quiet", "--set", "train.epochs=1")
+    code, out = train("--resume", "r", "--set", "optimizer.lr=0.5")
+    assert code == 2 and "only train.*" in out
+    code, out = train("--resume", "r")
+    assert code == 1 and "already finished 1 epochs" in out
+    code, out = train("--resume", "nowhere")
+    assert code != 0 and "no such run directory" in out
+
+
+class _Boom:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_a_malicious_checkpoint_is_refused_and_runs_nothing(workdir):
+    train("spiral.yaml", "--run-dir", "r", "--quiet", "--set", "train.epochs=1")
+    last = workdir / "r" / "checkpoints" / "last.pkl"
+    state = checkpoint.load(last)
+    state.pop("path")
+    state["config"]["name"] = _Boom()
+    last.write_bytes(pickle.dumps(state))
+    with pytest.raises(CheckpointError, match="refusing to load"):
+        checkpoint.load(last)
+    code, out = train("--resume", "r", "--set", "train.epochs=2")
+    assert code == 1
+    assert "refusing to load checkpoint" in out
+    assert "system" in out  # names what it refused: posix.system
+    assert "Traceback" not in out
+    assert not (workdir / "pwned").exists()
+
+
+def test_a_non_finite_loss_stops_with_a_report(workdir):
+    code, out = train(
+        "spiral.yaml",
+        "--run-dir",
+        "r",
+        "--quiet",
+        "--set",
+        "optimizer.lr=1.0e+30",
+        "--set",
+        "optimizer.momentum=0.0",
+    )
+    assert code == 3, out
+    assert "try a smaller learning rate" in out
+    report = json.loads((workdir / "r" / "nan_report.json").read_text())
+    assert {"epoch", "batch", "lr", "layers"} <= set(report)
+    assert report["lr"] == pytest.approx(1e30)
+    assert report["layers"][0]["layer"].startswith("linear")
+    assert "grads" in report["layers"][0] and "activations" in report["layers"][0]
+    # the last good checkpoint stays
+    assert checkpoint.load(workdir / "r" / "checkpoints" / "last.pkl")["epoch"] == report["epoch"] - 1
+
+
+def test_regression_leaves_accuracy_empty(workdir):
+    (workdir / "sine.yaml").write_text("""\
+data: {dataset: sine, samples: 100, val_size: 20}
+model: [{linear: {units: 8}}, tanh, {linear: {units: 1}}]
+loss: mse
+optimizer: {type: adam, lr: 0.01}
+train: {epochs: 2, batch_size: 16}
+""")
+    code, out = train("sine.yaml", "--run-dir", "r", "--quiet")
+    assert code == 0, out
+    table = rows(workdir / "r")
+    assert table[0]["train_acc"] == "" and table[0]["val_acc"] == ""
+    assert float(table[0]["val_loss"]) > 0
+
+
+SLOW = SPIRAL.replace("points_per_class: 60", "points_per_class: 3000").replace("epochs: 4", "epochs: 6")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_saves_and_the_run_resumes_exactly(workdir, signum):
+    (workdir / "slow.yaml").write_text(SLOW)
+    command = [sys.executable, "-m", "nncli", "train", "slow.yaml", "--quiet"]
+    straight = subprocess.run([*command, "--run-dir", "straight"], capture_output=True, text=True)
+    assert straight.returncode == 0, straight.stderr
+    proc = subprocess.Popen(
+        [*command, "--run-dir", "cut"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    metrics = workdir / "cut" / "metrics.csv"
+    deadline = time.monotonic() + 60
+    while not metrics.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.05)  # land somewhere inside the second epoch
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signum, err
+    assert "resume with: nncli train --resume cut" in err
+    assert "Traceback" not in err
+    saved = checkpoint.load(workdir / "cut" / "checkpoints" / "last.pkl")
+    assert saved["training"]["progress"] is not None or saved["epoch"] >= 1
+    resumed = subprocess.run(
+        [sys.executable, "-m", "nncli", "train", "--resume", "cut", "--quiet"], capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert without_times(rows(workdir / "cut")) == without_times(rows(workdir / "straight"))
