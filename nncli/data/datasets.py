@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nncli import check
 from nncli.errors import ConfigError, DataError
 from nncli.registry import Registry
 
@@ -60,8 +61,11 @@ class DatasetInfo:
                    pixel_max, class_names)
 
     @classmethod
-    def regression(cls, name: str, input_shape: tuple[int, ...], num_outputs: int) -> DatasetInfo:
-        return cls(name, tuple(input_shape), "regression", None, num_outputs)
+    def regression(
+        cls, name: str, input_shape: tuple[int, ...], num_outputs: int, *,
+        pixel_max: float | None = None,
+    ) -> DatasetInfo:
+        return cls(name, tuple(input_shape), "regression", None, num_outputs, pixel_max)
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,16 @@ def resolve_data_dir(cli_value: str | os.PathLike | None) -> Path:
         return Path(os.environ["NNCLI_DATA_DIR"]).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(cache).expanduser() / "nncli"
+
+
+def count_of(key: str, value: object, n: int) -> int:
+    """A number of samples given as a count (an integer >= 0) or a fraction of `n` in [0, 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"expected a count (integer) or a fraction in [0, 1), got {value!r}",
+                          key=key)
+    if isinstance(value, float):
+        return round(check.fraction(key, value) * n)
+    return check.non_negative_int(key, value)
 
 
 def file_option(key: str, value: object, what: str) -> Path:
