@@ -182,9 +182,11 @@ def test_files_already_present_are_used_without_network(server, tmp_path):
     assert server.requests == []
 
 
-def test_a_decompressed_copy_stands_in_for_the_gz(server, tmp_path):
+@pytest.mark.parametrize("gunzipped_digest", [True, False])
+def test_a_decompressed_copy_stands_in_for_the_gz(server, tmp_path, gunzipped_digest):
     (tmp_path / "blob.bin").write_bytes(CONTENT)
-    [path] = ensure_files("blobs", [GZIPPED], tmp_path, [server.url("a")])
+    remote = RemoteFile("blob.bin.gz", "0" * 64, gunzipped_digest)
+    [path] = ensure_files("blobs", [remote], tmp_path, [server.url("a")])
     assert path == tmp_path / "blob.bin"
     assert server.requests == []
 

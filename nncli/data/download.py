@@ -53,9 +53,8 @@ class RemoteFile:
 
     @property
     def plain_name(self) -> str:
-        """The name of the decompressed file, which is accepted in place of the .gz."""
-        gunzipped = self.digest_of_gunzipped and self.name.endswith(".gz")
-        return self.name[:-3] if gunzipped else self.name
+        """The name without .gz: a decompressed copy already there is used in its place."""
+        return self.name.removesuffix(".gz")
 
 
 class _MirrorFailed(Exception):
@@ -118,7 +117,7 @@ def ensure_files(
     for i, remote in enumerate(files):
         if paths[i] is None:
             try:
-                paths[i] = fetch(remote, folder, bases)
+                paths[i] = _fetch(remote, folder, bases)
             except _MirrorFailed as err:
                 expected = ", ".join(f.name for f in files)
                 if any(f.plain_name != f.name for f in files):
@@ -133,7 +132,7 @@ def ensure_files(
     return paths  # type: ignore[return-value]
 
 
-def fetch(remote: RemoteFile, folder: Path, bases: Sequence[str]) -> Path:
+def _fetch(remote: RemoteFile, folder: Path, bases: Sequence[str]) -> Path:
     """Download `remote` into `folder` from the first of `bases` that delivers it intact."""
     if not bases:
         raise _MirrorFailed("no mirrors are configured")
