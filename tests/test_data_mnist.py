@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -49,3 +52,15 @@ def test_mnist_small_is_the_recorded_pick_from_the_official_files(real_data_dir)
         labels = read_idx(folder / f"{prefix}-labels-idx1-ubyte.gz")
         np.testing.assert_array_equal(small[f"x_{split}"], images[index])
         np.testing.assert_array_equal(small[f"y_{split}"], labels[index])
+
+
+def test_build_script_reproduces_the_shipped_file(real_data_dir, tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    out = tmp_path / "mnist_small.npz"
+    subprocess.run(
+        [sys.executable, str(repo / "scripts" / "build_mnist_small.py"),
+         "--data-dir", str(real_data_dir), "--out", str(out)],
+        check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(repo)},
+    )
+    shipped = resources.files("nncli.data").joinpath(EMBEDDED).read_bytes()
+    assert out.read_bytes() == shipped
