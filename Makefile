@@ -24,5 +24,13 @@ lint: $(STAMP)
 quickstart: $(STAMP)
 	$(BIN)/nncli train configs/quickstart.yaml
 
+# Speed and memory targets, measured one run after another (never in timed tests). The MLP
+# benchmark compares with ../shared/bench/torch_ref.py run from a separate PyTorch venv
+# (TORCH_PYTHON, default /tmp/torch-ref/bin/python); without it nncli is timed alone.
+NNCLI_DATA_DIR ?= ../shared/data
+bench: $(STAMP)
+	$(BIN)/python bench/bench_data.py --data-dir $(NNCLI_DATA_DIR)
+	NNCLI_DATA_DIR=$(NNCLI_DATA_DIR) $(BIN)/python bench/bench_mlp.py
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

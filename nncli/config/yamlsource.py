@@ -6,6 +6,7 @@ A path is a tuple of keys and indices, `("model", 2, "linear", "units")`, writte
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,30 @@ import yaml
 from nncli.errors import ConfigError
 
 YamlPath = tuple
+
+
+class Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading `1e-3` as a float (YAML 1.1 wants `1.0e-3` and would
+    otherwise give the string "1e-3": a trap for every learning rate)."""
+
+
+Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
+
+
+def load_value(text: str):
+    """One YAML value, as `--set` reads it."""
+    return yaml.load(text, Loader=Loader)
 
 
 def format_path(path: YamlPath) -> str:
@@ -90,7 +115,7 @@ def _walk(node: yaml.Node, path: YamlPath, lines: dict, file: str) -> object:
 
 
 def _construct(node: yaml.Node):
-    loader = yaml.SafeLoader("")
+    loader = Loader("")
     try:
         return loader.construct_object(node, deep=True)
     finally:
@@ -111,7 +136,7 @@ def load_yaml(path: str | Path) -> Source:
 
 def parse_yaml(text: str, file: str) -> Source:
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=Loader)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{file}:{mark.line + 1}" if mark else file
@@ -134,7 +159,7 @@ def apply_override(source: Source, assignment: str) -> None:
         raise ConfigError(f"--set expects KEY=VALUE, got {assignment!r}")
     try:
         path = parse_path(key.strip())
-        value = yaml.safe_load(text) if text.strip() else None
+        value = load_value(text) if text.strip() else None
     except (ValueError, yaml.YAMLError) as err:
         raise ConfigError(f"--set {assignment!r}: {err}") from None
     node = source.data
