@@ -10,13 +10,16 @@ load its checkpoint into an identical setting.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from nncli.config.schema import Component, Config
-from nncli.data.pipeline import Splits, load_data
+from nncli.config.schema import Component, Config, parse_config
+from nncli.config.yamlsource import Source
+from nncli.data.pipeline import Preprocessor, Splits, load_data
+from nncli.errors import CheckpointError
 from nncli.layers import LAYERS
 from nncli.losses import LOSSES, Loss
 from nncli.model import Sequential
@@ -69,7 +72,9 @@ def build_loss(config: Config) -> Loss:
     return create(config, config.loss, LOSSES)
 
 
-def load_splits(config: Config, data_dir: Path, rng: np.random.Generator, loss: Loss) -> Splits:
+def load_splits(
+    config: Config, data_dir: Path, rng: np.random.Generator, loss: Loss, progress: bool = True
+) -> Splits:
     preprocess = list(config.data.preprocess)
     with config.located(("data",)):
         splits = load_data(
@@ -80,6 +85,7 @@ def load_splits(config: Config, data_dir: Path, rng: np.random.Generator, loss: 
             data_dir=data_dir,
             rng=rng,
             dtype=np.dtype(config.dtype),
+            progress=progress,
         )
     if loss.task == "regression" and splits.info.task == "classification":
         with config.located(("data", "preprocess")):
@@ -91,6 +97,7 @@ def load_splits(config: Config, data_dir: Path, rng: np.random.Generator, loss: 
                 data_dir=data_dir,
                 rng=np.random.default_rng(config.seed),
                 dtype=np.dtype(config.dtype),
+                progress=progress,
             )
     return splits
 
@@ -130,10 +137,11 @@ def monitor_of(config: Config, splits: Splits) -> tuple[str, str]:
     return monitor, mode
 
 
-def build_experiment(config: Config, data_dir: Path) -> Experiment:
+def build_experiment(config: Config, data_dir: Path, progress: bool = True) -> Experiment:
+    """Everything a run needs; `progress` allows download progress bars."""
     rng = np.random.default_rng(config.seed)
     loss = build_loss(config)
-    splits = load_splits(config, data_dir, rng, loss)
+    splits = load_splits(config, data_dir, rng, loss, progress)
     model = build_model(config, splits.info.input_shape, rng)
     check_fit(config, model, loss, splits)
 
@@ -167,3 +175,67 @@ def _check_monitors(config: Config, splits: Splits) -> None:
             raise config.source.error(
                 path, f"cannot monitor {metric!r}: available metrics are {', '.join(available)}{hint}"
             )
+
+
+@dataclass
+class Rebuilt:
+    """A checkpoint's model (its weights loaded), loss, regularizer and data, rebuilt from the
+    checkpoint alone: its saved config and its fitted preprocessing statistics."""
+
+    config: Config
+    model: Sequential
+    loss: Loss
+    regularizer: Regularizer
+    splits: Splits
+    checkpoint: dict
+
+
+def checkpoint_config(saved: dict) -> Config:
+    """The config saved in a checkpoint (resolved YAML data), parsed and validated; errors
+    name the checkpoint and the YAML path."""
+    source = Source(copy.deepcopy(saved["config"]), f"{saved['path']} (its config)")
+    return parse_config(source)
+
+
+def build_regularizer(config: Config) -> Regularizer:
+    """The penalty added to the data loss (AdamW's decoupled weight decay is not part of it)."""
+    reg = config.regularization
+    l2 = 0.0 if config.optimizer.type == "adamw" else reg.weight_decay
+    return Regularizer(l2, reg.l1, reg.decay_applies_to)
+
+
+def rebuild(saved: dict, data_dir: Path) -> Rebuilt:
+    """Rebuild what `saved` (from `nncli.checkpoint.load`) was trained on.
+
+    The data is drawn from a fresh generator seeded as training's was, so the validation
+    split is the same one, and preprocessed with the saved statistics rather than refitted.
+    """
+    config = checkpoint_config(saved)
+    if "preprocessor" not in saved:
+        raise CheckpointError(f"{saved['path']} has no preprocessing state to rebuild its data with")
+    preprocessor = Preprocessor.from_state(saved["preprocessor"])
+    rng = np.random.default_rng(config.seed)
+    loss = build_loss(config)
+    with config.located(("data",)):
+        try:
+            splits = load_data(
+                config.data.dataset,
+                dict(config.data.options),
+                val_size=config.data.val_size,
+                preprocess=list(config.data.preprocess),
+                data_dir=data_dir,
+                rng=rng,
+                dtype=np.dtype(config.dtype),
+                preprocessor=preprocessor,
+            )
+        except ValueError as err:  # statistics that do not broadcast against the data
+            raise CheckpointError(
+                f"{saved['path']}: the saved preprocessing does not fit {config.data.dataset} ({err})"
+            ) from None
+    model = build_model(config, splits.info.input_shape, rng)
+    check_fit(config, model, loss, splits)
+    try:
+        model.load_state_dict(saved["model"])
+    except (KeyError, ValueError, TypeError) as err:
+        raise CheckpointError(f"{saved['path']} does not match its own config: {err}") from None
+    return Rebuilt(config, model, loss, build_regularizer(config), splits, saved)

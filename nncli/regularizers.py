@@ -19,6 +19,7 @@ class Regularizer:
         self.l2 = check.non_negative_float("weight_decay", l2)
         self.l1 = check.non_negative_float("l1", l1)
         self.apply_to = check.one_of("decay_applies_to", apply_to, ("weights", "all"))
+        self._scratch: dict[str, np.ndarray] = {}  # per-parameter buffers: no allocation per step
 
     def __bool__(self) -> bool:
         return bool(self.l2 or self.l1)
@@ -42,7 +43,13 @@ class Regularizer:
         params, grads = model.params, model.grads
         for name in self.names(model):
             w, g = params[name], grads[name]
+            buf = self._scratch.get(name)
+            if buf is None or buf.shape != w.shape or buf.dtype != w.dtype:
+                buf = self._scratch[name] = np.empty_like(w)
             if self.l2:
-                g += w.dtype.type(self.l2) * w
+                np.multiply(w, w.dtype.type(self.l2), out=buf)
+                g += buf
             if self.l1:
-                g += w.dtype.type(self.l1) * np.sign(w)
+                np.sign(w, out=buf)
+                buf *= w.dtype.type(self.l1)
+                g += buf

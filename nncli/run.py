@@ -76,14 +76,14 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def prepare_new(config_path: str, overrides, data_dir: Path, run_dir: str | None):
+def prepare_new(config_path: str, overrides, data_dir: Path, run_dir: str | None, progress: bool):
     config = load_config(config_path, overrides)
-    exp = build_experiment(config, data_dir)
+    exp = build_experiment(config, data_dir, progress)
     run = given_run_dir(Path(run_dir)) if run_dir else new_run_dir(RUNS_ROOT, config.name)
     return exp, run, TrainingState()
 
 
-def prepare_resume(resume: str, overrides, data_dir: Path):
+def prepare_resume(resume: str, overrides, data_dir: Path, progress: bool):
     run = RunDir(Path(resume))
     if not run.path.is_dir():
         raise NncliError(f"cannot resume {run.path}: no such run directory")
@@ -105,7 +105,7 @@ def prepare_resume(resume: str, overrides, data_dir: Path):
     for assignment in overrides:
         apply_override(source, assignment)
     config = parse_config(source)
-    exp = build_experiment(config, data_dir)
+    exp = build_experiment(config, data_dir, progress)
     state = TrainingState.from_dict(saved["training"])
     restore(exp, saved, config)
     if state.stopped_early and config.train.epochs > state.epoch:
@@ -140,9 +140,9 @@ def train(
     bars: bool = True,
 ) -> TrainResult:
     if resume:
-        exp, run, state = prepare_resume(resume, overrides, data_dir)
+        exp, run, state = prepare_resume(resume, overrides, data_dir, verbose)
     else:
-        exp, run, state = prepare_new(config_path, overrides, data_dir, run_dir)
+        exp, run, state = prepare_new(config_path, overrides, data_dir, run_dir, verbose)
     resolved = exp.resolved_config()
     atomic_write_text(run.config, dump_config(resolved))
 

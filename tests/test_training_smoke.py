@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from nncli.data import DATASETS
 from nncli.layers import LAYERS
 from nncli.layers.core import Linear
 from nncli.losses import LOSSES
@@ -10,20 +11,10 @@ from nncli.optim import OPTIMIZERS
 from nncli.regularizers import Regularizer
 
 
-def spiral(rng, classes=3, per_class=100):
-    """The classic tutorial spiral: `classes` arms of `per_class` noisy points each."""
-    x = np.zeros((classes * per_class, 2), np.float32)
-    y = np.repeat(np.arange(classes), per_class)
-    for k in range(classes):
-        r = np.linspace(0.0, 1.0, per_class)
-        t = np.linspace(k * 4, (k + 1) * 4, per_class) + rng.standard_normal(per_class) * 0.2
-        x[k * per_class : (k + 1) * per_class] = np.c_[r * np.sin(t), r * np.cos(t)]
-    return x, y
-
-
 def test_mlp_fits_a_spiral():
     rng = np.random.default_rng(0)
-    x, y = spiral(rng)
+    data = DATASETS.create("spiral", {"data_dir": None, "rng": rng, "classes": 3, "points_per_class": 100})
+    x, y = data.x_train.astype(np.float32), data.y_train
     model = Sequential([Linear(100, init="he"), LAYERS.create("relu"), Linear(3)])
     model.build((2,), rng)
     loss = LOSSES.create("softmax_cross_entropy")
