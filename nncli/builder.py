@@ -75,30 +75,27 @@ def build_loss(config: Config) -> Loss:
 def load_splits(
     config: Config, data_dir: Path, rng: np.random.Generator, loss: Loss, progress: bool = True
 ) -> Splits:
-    preprocess = list(config.data.preprocess)
-    with config.located(("data",)):
-        splits = load_data(
-            config.data.dataset,
-            dict(config.data.options),
-            val_size=config.data.val_size,
-            preprocess=preprocess,
-            data_dir=data_dir,
-            rng=rng,
-            dtype=np.dtype(config.dtype),
-            progress=progress,
-        )
-    if loss.task == "regression" and splits.info.task == "classification":
-        with config.located(("data", "preprocess")):
-            splits = load_data(
+    """The configured data; a regression loss on class labels gets them one-hot encoded."""
+
+    def load(preprocess: list, generator: np.random.Generator) -> Splits:
+        with config.located(("data",)):
+            return load_data(
                 config.data.dataset,
                 dict(config.data.options),
                 val_size=config.data.val_size,
-                preprocess=[*preprocess, "one_hot"],
+                preprocess=preprocess,
                 data_dir=data_dir,
-                rng=np.random.default_rng(config.seed),
+                rng=generator,
                 dtype=np.dtype(config.dtype),
                 progress=progress,
             )
+
+    preprocess = list(config.data.preprocess)
+    splits = load(preprocess, rng)
+    if loss.task == "regression" and splits.info.task == "classification" and splits.y_train.ndim == 1:
+        # Whether labels are classes is known only once loaded. Loading again from a fresh
+        # generator consumes it exactly as `rng` was, so the split is the same.
+        splits = load([*preprocess, "one_hot"], np.random.default_rng(config.seed))
     return splits
 
 

@@ -215,3 +215,12 @@ def test_a_signal_saves_and_the_run_resumes_exactly(workdir, signum):
     )
     assert resumed.returncode == 0, resumed.stderr
     assert without_times(rows(workdir / "cut")) == without_times(rows(workdir / "straight"))
+
+
+def test_a_regression_loss_on_class_labels_gets_one_hot_targets(workdir):
+    (workdir / "mse.yaml").write_text(SPIRAL.replace("loss: softmax_cross_entropy", "loss: mse"))
+    code, out = train("mse.yaml", "--run-dir", "r", "--quiet", "--set", "train.epochs=2")
+    assert code == 0, out
+    assert float(rows(workdir / "r")[-1]["train_loss"]) < 1.0  # per-entry MSE against one-hot rows
+    saved = checkpoint.load(workdir / "r" / "checkpoints" / "last.pkl")
+    assert [s["name"] for s in saved["preprocessor"]["steps"]][-1] == "one_hot"
