@@ -308,6 +308,7 @@ def load_data(
     rng: np.random.Generator,
     dtype=np.float32,
     progress: bool = True,
+    preprocessor: Preprocessor | None = None,
 ) -> Splits:
     """Load dataset `name` with its YAML `options` and prepare its splits.
 
@@ -315,10 +316,17 @@ def load_data(
     no validation split. `progress` allows download progress bars (shown on a terminal only).
     Option errors are `ConfigError`s keyed by the option (`classes`, `val_size`,
     `preprocess[1].per_channel`).
+
+    A fitted `preprocessor` (from a checkpoint) is applied as it is, with its own statistics
+    and dtype, instead of fitting `preprocess` on the training part: evaluation then sees the
+    inputs training saw. The generator is drawn from the same way, so the validation split is
+    the same.
     """
     loader = DATASETS.get(name)
     check_options(loader, options, skip=("data_dir", "rng"))
-    preprocessor = Preprocessor.from_config(preprocess, dtype)
+    fitted = preprocessor is not None
+    if not fitted:
+        preprocessor = Preprocessor.from_config(preprocess, dtype)
     with progress_enabled(progress):
         raw = loader(data_dir=Path(data_dir), rng=rng, **options)
 
@@ -332,7 +340,12 @@ def load_data(
         order = rng.permutation(n)
         val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
 
-    x_train, info = preprocessor.fit(_inputs(raw.x_train, train, preprocessor.dtype), raw.info)
+    x_train = _inputs(raw.x_train, train, preprocessor.dtype)
+    if fitted:
+        x_train = preprocessor._transform_owned(x_train)
+        info = replace(raw.info, input_shape=preprocessor.output_shape(raw.info.input_shape))
+    else:
+        x_train, info = preprocessor.fit(x_train, raw.info)
     x_val = y_val = x_test = y_test = None
     if n_val:
         x_val = preprocessor._transform_owned(_inputs(raw.x_train, val, preprocessor.dtype))
