@@ -13,7 +13,10 @@ against the noise rather than by a ratio of two noise-sized numbers. Random laye
 frozen so every evaluation sees the same dropout masks. An entry whose left and right
 one-sided slopes disagree sits on a kink (ReLU at 0, a hinge at its margin, a max-pool tie):
 when it also fails, it is counted as skipped, not as an error, because no finite difference
-measures a derivative that does not exist there.
+measures a derivative that does not exist there. So is a failing entry whose stencil straddles
+a kink a little way off (a ReLU input of one sample crossing 0 within +-2h): a stencil 4 or 16
+times narrower, clear of the kink, agrees with the analytic gradient, which a wrong gradient
+never does. Without that, a ReLU MLP on MNIST failed one check in six on such entries.
 """
 
 from __future__ import annotations
@@ -90,12 +93,38 @@ def check_array(
         err = float(relative_error(a, numeric, floor))
         if err >= tol:
             left, right = (f0 - fm1) / step, (fp1 - f0) / step
-            if abs(right - left) > KINK_RATIO * max(abs(left), abs(right)) + 10 * noise:
+            at_kink = abs(right - left) > KINK_RATIO * max(abs(left), abs(right)) + 10 * noise
+            if at_kink or _narrower_stencil_agrees(f, flat, i, a, f0, step, tol):
                 kinks += 1
                 continue
         if err > worst or worst_index is None:
             worst, worst_index = err, tuple(int(j) for j in np.unravel_index(i, array.shape))
     return TensorCheck(name, tuple(array.shape), len(flat_indices), worst, kinks, worst_index)
+
+
+def _narrower_stencil_agrees(f, flat, i, analytic: float, f0: float, step: float, tol: float) -> bool:
+    """Whether the stencil at step/4 or step/16 agrees with `analytic` where the one at `step`
+    did not. A kink inside the stencil but not at the point (a ReLU input of some unit crossing
+    0 within +-2 step) bends the wide estimate; when it changes the slope by less than
+    KINK_RATIO the one-sided slopes cannot tell. For a smooth function every step gives the
+    same derivative, so a narrower stencil agreeing while the wide one does not means the wide
+    one straddled a kink; a wrong analytic gradient agrees with none of them."""
+    original = flat[i]
+    try:
+        for shrink in (4, 16):
+            h = step / shrink
+            values = []
+            for delta in (-2 * h, -h, h, 2 * h):
+                flat[i] = original + delta
+                values.append(f())
+            fm2, fm1, fp1, fp2 = values
+            numeric = (fm2 - 8 * fm1 + 8 * fp1 - fp2) / (12 * h)
+            floor = max(NOISE_FACTOR * max(abs(f0), 1e-30) / h / tol, 1e-12)
+            if float(relative_error(analytic, numeric, floor)) < tol:
+                return True
+        return False
+    finally:
+        flat[i] = original
 
 
 def check_model(
