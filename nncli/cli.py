@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from pathlib import Path
 
 import click
 
@@ -112,3 +113,203 @@ def _print_summary(result) -> None:
         if test.get("accuracy") is not None:
             line += f", test accuracy {test['accuracy'] * 100:.2f}%"
     click.echo(line)
+
+
+DATA_DIR_OPTION = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False),
+    help="Where datasets live (else $NNCLI_DATA_DIR, else a user cache).",
+)
+
+
+@cli.command(name="eval", context_settings=CONTEXT)
+@click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path())
+@click.option(
+    "--split",
+    type=click.Choice(["test", "val", "train"]),
+    default="test",
+    show_default=True,
+    help="Which part of the checkpoint's data to evaluate on.",
+)
+@DATA_DIR_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout and nothing else.")
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False),
+    help="Write the confusion matrix (regression: predictions against targets) to this .png/.svg/.pdf.",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), help="Samples per forward pass [train.eval_batch_size]."
+)
+@click.pass_obj
+def eval_command(obj, checkpoint_path, split, data_dir, as_json, plot_path, batch_size):
+    """Evaluate a saved model on a split of its data.
+
+    CHECKPOINT is a checkpoint file or a run directory (its best checkpoint is used). The model,
+    the data and the preprocessing statistics all come from the checkpoint.
+    """
+    import json
+
+    from nncli.data import resolve_data_dir
+    from nncli.evaluate import evaluate_checkpoint, format_report
+
+    with _user_errors(obj["debug"]):
+        if plot_path:
+            _check_image_path(plot_path)
+        result = evaluate_checkpoint(checkpoint_path, split, resolve_data_dir(data_dir), batch_size)
+        report = result.report
+        if plot_path:
+            from nncli.plotting import plot_confusion, plot_predictions
+
+            title = f"{report['name']} (epoch {report['epoch']}), {report['split']} split"
+            if report["task"] == "classification":
+                plot_confusion(report["confusion_matrix"], report["classes"], Path(plot_path), title)
+            else:
+                plot_predictions(result.outputs, result.targets, Path(plot_path), title)
+        if as_json:
+            click.echo(json.dumps(report))
+        else:
+            click.echo(format_report(report))
+        if plot_path:
+            click.echo(f"wrote {plot_path}", err=as_json)
+
+
+def _check_image_path(path: str) -> None:
+    from nncli.errors import NncliError
+    from nncli.plotting import check_format
+
+    try:
+        check_format(path)
+    except ValueError as err:
+        raise NncliError(str(err)) from None
+
+
+def _parse_samples(value: str) -> int | None:
+    """`--samples`: a count of entries per tensor, or 0 / `all` for every entry (None)."""
+    from nncli.errors import NncliError
+
+    if value.strip().lower() == "all":
+        return None
+    try:
+        count = int(value)
+    except ValueError:
+        raise NncliError(f"--samples expects a number of entries or 'all', got {value!r}") from None
+    if count < 0:
+        raise NncliError(f"--samples expects a number of entries (0 or all for every one), got {count}")
+    return count or None
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option(
+    "--checkpoint", "checkpoint_path", type=click.Path(), help="Check with this checkpoint's weights."
+)
+@click.option(
+    "--batch", type=click.IntRange(min=1), default=8, show_default=True, help="Training samples used."
+)
+@click.option(
+    "--samples",
+    default="20",
+    show_default=True,
+    help="Entries checked per tensor, drawn at random; 0 or 'all' checks every entry.",
+)
+@click.option(
+    "--tol",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1e-6,
+    show_default=True,
+    help="Largest relative error accepted.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Picks the batch and the entries.")
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value; repeatable."
+)
+@DATA_DIR_OPTION
+@click.pass_obj
+def gradcheck(obj, config, checkpoint_path, batch, samples, tol, seed, overrides, data_dir):
+    """Compare the analytic gradients of CONFIG's model and loss with numerical ones.
+
+    In float64, on a small batch of the configured training data, with dropout masks frozen:
+    every parameter tensor, the regularization term and the input. Exits 0 when every relative
+    error is below --tol, 1 otherwise. Without CONFIG, the checkpoint's own config is used.
+    """
+    from nncli.data import resolve_data_dir
+    from nncli.errors import NncliError
+    from nncli.inspection import failure_message, format_gradcheck
+    from nncli.inspection import gradcheck as run_gradcheck
+
+    with _user_errors(obj["debug"]):
+        if config is None and overrides:
+            raise NncliError("--set needs a CONFIG (a checkpoint's config is checked as it was saved)")
+        result = run_gradcheck(
+            config,
+            overrides,
+            data_dir=resolve_data_dir(data_dir),
+            checkpoint_path=checkpoint_path,
+            batch=batch,
+            samples=_parse_samples(samples),
+            tol=tol,
+            seed=seed,
+        )
+        click.echo(format_gradcheck(result))
+        if result.failed:
+            raise NncliError(failure_message(result))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    default="curves.png",
+    show_default=True,
+    help="The image to write: .png, .svg or .pdf.",
+)
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    metavar="NAME",
+    help="Plot this metric instead of loss and accuracy (loss, acc, or a metrics.csv column); repeatable.",
+)
+@click.pass_obj
+def plot(obj, runs, output, metrics):
+    """Draw the training curves of one or more runs (RUN is a run directory or its metrics.csv).
+
+    Train curves are solid, validation dashed; several runs are overlaid, one colour each, with
+    their names in the legend.
+    """
+    from nncli.errors import NncliError
+    from nncli.inspection import plot_metrics, runs_to_plot
+    from nncli.plotting import plot_curves
+
+    with _user_errors(obj["debug"]):
+        _check_image_path(output)
+        curves = runs_to_plot(list(runs))
+        try:
+            written = plot_curves(curves, Path(output), plot_metrics(list(metrics), curves))
+        except ValueError as err:  # nothing finite to draw
+            raise NncliError(f"cannot plot {', '.join(runs)}: {err}") from None
+        click.echo(f"wrote {written}")
+
+
+@cli.command(name="check", context_settings=CONTEXT)
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value; repeatable."
+)
+@DATA_DIR_OPTION
+@click.pass_obj
+def check_command(obj, config, overrides, data_dir):
+    """Validate CONFIG and build its model and data without training.
+
+    Prints each layer's output shape and parameter count, the total, and the memory of one
+    batch's activations. A config that does not fit fails with the layer and the YAML line.
+    """
+    from nncli.data import resolve_data_dir
+    from nncli.inspection import check
+
+    with _user_errors(obj["debug"]):
+        click.echo(check(config, overrides, data_dir=resolve_data_dir(data_dir)))

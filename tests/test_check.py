@@ -1,0 +1,113 @@
+"""`nncli check`: the layer table of a known config, and configs that do not fit."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from nncli.cli import cli
+
+# mnist_small (shipped in the package): images of shape (1, 28, 28), 10 classes
+IMAGES = """\
+name: small
+data:
+  dataset: mnist_small
+  val_size: 1000
+  preprocess: [scale]
+model:
+  - flatten
+  - linear: {units: 32, init: he}
+  - batchnorm
+  - relu
+  - dropout: {p: 0.25}
+  - linear: {units: 10}
+loss: softmax_cross_entropy
+optimizer: {type: sgd, lr: 0.1}
+train: {batch_size: 50}
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "small.yaml").write_text(IMAGES)
+    return tmp_path
+
+
+def check(*args):
+    return CliRunner().invoke(cli, ["check", *args])
+
+
+def layer_rows(stdout: str) -> list[list[str]]:
+    """[index, layer, output shape, parameters] per row of the printed table (columns are
+    separated by at least two spaces)."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["#", "layer"])
+    rows = []
+    for line in lines[start + 1 :]:
+        cells = re.split(r"\s{2,}", line.strip())
+        if not cells[0].isdigit():
+            break
+        rows.append(cells)
+    return rows
+
+
+def test_shapes_and_parameters_of_a_known_config(workdir):
+    result = check("small.yaml")
+    assert result.exit_code == 0, result.output
+    assert layer_rows(result.stdout) == [
+        ["0", "flatten", "(784,)", "0"],
+        ["1", "linear(units=32, init=he)", "(32,)", "25,120"],  # 784 * 32 + 32
+        ["2", "batchnorm", "(32,)", "64"],  # gamma and beta
+        ["3", "relu", "(32,)", "0"],
+        ["4", "dropout(p=0.25)", "(32,)", "0"],
+        ["5", "linear(units=10)", "(10,)", "330"],  # 32 * 10 + 10
+    ]
+    assert "data: mnist_small, 5,000 training, 1,000 validation, 1,000 test samples" in result.stdout
+    assert "input (1, 28, 28), 10 classes" in result.stdout
+    assert "total parameters: 25,514 (99.7 KiB)" in result.stdout  # 4 bytes each
+    # one batch of 50 float32 samples through outputs of 784 + 4 * 32 + 10 numbers
+    assert 50 * (784 + 4 * 32 + 10) * 4 == 184_400
+    assert "activations of one batch: 180.1 KiB (batch_size 50, float32)" in result.stdout
+    assert result.stdout.rstrip().endswith("config OK")
+    assert list(workdir.iterdir()) == [workdir / "small.yaml"]  # nothing written, nothing trained
+
+
+def test_overrides_apply(workdir):
+    result = check("small.yaml", "--set", "model[1].linear.units=8", "--set", "dtype=float64")
+    assert result.exit_code == 0, result.output
+    rows = layer_rows(result.stdout)
+    assert rows[1] == ["1", "linear(units=8, init=he)", "(8,)", "6,280"]
+    assert "total parameters: 6,386 (49.9 KiB)" in result.stdout  # 8 bytes each
+
+
+def test_a_missing_flatten_names_the_layer_and_line(workdir):
+    (workdir / "bad.yaml").write_text(IMAGES.replace("  - flatten\n", ""))
+    result = check("bad.yaml")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: bad.yaml:7 model[0].linear: linear expects flat input of shape (features,),"
+        " got (1, 28, 28): put a flatten layer before it"
+    )
+    assert result.stdout == ""
+
+
+def test_a_last_layer_of_the_wrong_width_names_the_layer_and_line(workdir):
+    (workdir / "bad.yaml").write_text(IMAGES.replace("units: 10", "units: 12"))
+    result = check("bad.yaml")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        "error: bad.yaml:12 model[5]: the last layer gives 12 outputs but mnist_small has 10 classes"
+        " (expected 10)"
+    )
+
+
+def test_config_mistakes_are_reported_as_by_train(workdir):
+    (workdir / "typo.yaml").write_text(IMAGES.replace("batchnorm", "batchnrm"))
+    result = check("typo.yaml")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: typo.yaml:9 model[2]: unknown layer")
+    assert 'did you mean "batchnorm"' in result.stderr
+    assert check("missing.yaml").stderr.strip() == "error: config file missing.yaml does not exist"

@@ -1,0 +1,175 @@
+"""`nncli gradcheck` end to end: a correct model passes, a gradient made wrong on purpose fails
+and is named, checkpoints and options behave."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from click.testing import CliRunner
+
+from nncli.cli import cli
+from nncli.layers.normalization import BatchNorm
+
+CONFIG = """\
+name: spiral_bn
+seed: 2
+data: {dataset: spiral, classes: 3, points_per_class: 40, val_size: 0.1}
+model:
+  - linear: {units: 16, init: he}
+  - batchnorm
+  - tanh
+  - dropout: {p: 0.3}
+  - linear: {units: 3}
+loss: {type: softmax_cross_entropy, label_smoothing: 0.1}
+optimizer: {type: sgd, lr: 0.1, weight_decay: 1.0e-3, l1: 1.0e-4}
+train: {epochs: 2, batch_size: 16}
+"""
+
+TENSORS = [
+    "layers.0.W",
+    "layers.0.b",
+    "layers.1.gamma",
+    "layers.1.beta",
+    "layers.4.W",
+    "layers.4.b",
+    "regularization[layers.0.W]",
+    "regularization[layers.4.W]",
+    "input",
+]
+
+
+@pytest.fixture
+def config(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "spiral_bn.yaml"
+    path.write_text(CONFIG)
+    return path
+
+
+def gradcheck(*args):
+    return CliRunner().invoke(cli, ["gradcheck", *map(str, args)])
+
+
+def table(stdout: str) -> dict[str, list[str]]:
+    """tensor -> [shape, checked, max rel error, at kinks, verdict] from the printed table."""
+    rows = {}
+    for line in stdout.splitlines()[1:]:
+        match = re.match(r"^(\S+)\s+(\(.*?\))\s+(\S+)\s+(\S+)\s+(\S+)\s+(ok|FAIL)$", line)
+        if match:
+            rows[match[1]] = list(match.groups()[1:])
+    return rows
+
+
+def test_a_correct_model_passes(config):
+    result = gradcheck(config)
+    assert result.exit_code == 0, result.output
+    rows = table(result.stdout)
+    assert list(rows) == TENSORS
+    assert rows["layers.0.W"][:2] == ["(2, 16)", "20"]
+    assert rows["layers.4.b"][:2] == ["(3,)", "3"]  # fewer entries than asked: all of them
+    assert rows["input"][:2] == ["(8, 2)", "16"]  # --batch 8 by default
+    assert all(float(r[2]) < 1e-6 and r[4] == "ok" for r in rows.values())
+    assert "all 9 tensors below tolerance 1e-06" in result.stdout
+
+
+def test_samples_all_and_batch(config):
+    result = gradcheck(config, "--samples", "all", "--batch", "5", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    rows = table(result.stdout)
+    assert rows["layers.0.W"][:2] == ["(2, 16)", "32"]
+    assert rows["input"][:2] == ["(5, 2)", "10"]
+    assert table(gradcheck(config, "--samples", "0", "--batch", "5", "--seed", "3").stdout) == rows
+
+
+def test_a_wrong_gradient_exits_1_and_names_the_tensor(config, monkeypatch):
+    original = BatchNorm.backward
+
+    def broken(self, dout):
+        dx = original(self, dout)
+        self.grads["gamma"] *= 1.01  # the input gradient stays right: only gamma is wrong
+        return dx
+
+    monkeypatch.setattr(BatchNorm, "backward", broken)
+    result = gradcheck(config)
+    assert result.exit_code == 1, result.output
+    rows = table(result.stdout)
+    assert rows["layers.1.gamma"][4] == "FAIL" and float(rows["layers.1.gamma"][2]) > 1e-3
+    assert [name for name, row in rows.items() if row[4] == "FAIL"] == ["layers.1.gamma"]
+    assert "1 of 9 tensors at or above tolerance 1e-06" in result.stdout
+    assert result.stderr.startswith("error: gradient check failed for layers.1.gamma (relative error")
+    assert "Traceback" not in result.output
+
+
+def test_a_looser_tolerance_lets_it_pass(config, monkeypatch):
+    original = BatchNorm.backward
+
+    def slightly_off(self, dout):
+        dx = original(self, dout)
+        self.grads["gamma"] *= 1 + 1e-4
+        return dx
+
+    monkeypatch.setattr(BatchNorm, "backward", slightly_off)
+    assert gradcheck(config).exit_code == 1
+    assert gradcheck(config, "--tol", "1e-3").exit_code == 0
+
+
+def test_weights_of_a_checkpoint(config, tmp_path):
+    trained = CliRunner().invoke(cli, ["train", str(config), "--run-dir", "run", "--quiet"])
+    assert trained.exit_code == 0, trained.output
+    with_config = gradcheck(config, "--checkpoint", "run")
+    assert with_config.exit_code == 0, with_config.output
+    assert "with the weights of run/checkpoints/best.pkl" in with_config.stdout
+    alone = gradcheck("--checkpoint", "run/checkpoints/last.pkl")
+    assert alone.exit_code == 0, alone.output
+    assert list(table(alone.stdout)) == TENSORS
+
+    other = tmp_path / "wider.yaml"
+    other.write_text(CONFIG.replace("units: 16", "units: 24"))
+    mismatch = gradcheck(other, "--checkpoint", "run")
+    assert mismatch.exit_code == 1
+    assert "does not fit" in mismatch.stderr and "the model expects (2, 24)" in mismatch.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "give a CONFIG to check, or --checkpoint CKPT"),
+        (("spiral_bn.yaml", "--samples", "many"), "--samples expects a number of entries or 'all'"),
+        (("missing.yaml",), "config file missing.yaml does not exist"),
+        (("--checkpoint", "nowhere.pkl"), "checkpoint nowhere.pkl does not exist"),
+    ],
+)
+def test_usage_mistakes_are_one_line(config, args, message):
+    result = gradcheck(*args)
+    assert result.exit_code != 0
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and message in line
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("name", ["mnist_mlp", "mnist_mlp_bn_dropout"])
+def test_the_mnist_configs_pass(real_data_dir, name):
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"
+    result = gradcheck(config, "--data-dir", real_data_dir)
+    assert result.exit_code == 0, result.output
+
+
+def test_a_kink_inside_the_stencil_is_skipped_not_failed():
+    # 1.5 steps from a ReLU's kink: the one-sided slopes at +-h agree, the stencil's -2h point
+    # crosses 0, so the wide estimate is off; a narrower stencil clears the kink and agrees.
+    import numpy as np
+
+    from nncli.gradcheck import STEP, check_model
+    from nncli.layers import LAYERS
+    from nncli.losses import LOSSES
+    from nncli.model import Sequential
+
+    model = Sequential([LAYERS.create("relu")])
+    model.build((3,), np.random.default_rng(0), np.float64)
+    x = np.array([[1.5 * STEP, 1.0, -1.0]])
+    (inp,) = check_model(model, LOSSES.create("mse"), x, np.full((1, 3), 2.0), tol=1e-6)
+    assert inp.kinks == 1
+    assert inp.max_rel_error < 1e-6
