@@ -143,13 +143,9 @@ def build_experiment(config: Config, data_dir: Path, progress: bool = True) -> E
     check_fit(config, model, loss, splits)
 
     optimizer = create(config, config.optimizer, OPTIMIZERS)
-    reg = config.regularization
-    decayed = model.param_names(decayed_only=reg.decay_applies_to == "weights")
-    if type(optimizer).registered_name == "adamw":
-        optimizer.decayed = set(decayed)
-        regularizer = Regularizer(0.0, reg.l1, reg.decay_applies_to)
-    else:
-        regularizer = Regularizer(reg.weight_decay, reg.l1, reg.decay_applies_to)
+    regularizer = build_regularizer(config)
+    if config.optimizer.type == "adamw":
+        optimizer.decayed = set(regularizer.names(model))
     schedule = create(config, config.schedule, SCHEDULES)
     with config.located(config.schedule.path):
         schedule.setup(optimizer.base_lr, config.train.epochs)
