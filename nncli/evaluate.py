@@ -89,16 +89,17 @@ def evaluate(
     model's outputs."""
     if len(x) == 0:
         raise NncliError("the split has no samples")
-    total, correct, outputs = 0.0, 0, []
+    total, weight, correct, outputs = 0.0, 0.0, 0, []
     for start in range(0, len(x), batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
         out = model.forward(xb, training=False)
-        total += loss.forward(out, yb) * len(xb)
+        total += loss.forward(out, yb) * loss.batch_weight  # see Loss.batch_weight
+        weight += loss.batch_weight
         if loss.task == "classification":
             correct += loss.correct(out, yb)
         outputs.append(out)
     out = np.concatenate(outputs)
-    report: dict = {"samples": int(len(x)), "task": loss.task, "loss": total / len(x)}
+    report: dict = {"samples": int(len(x)), "task": loss.task, "loss": total / weight}
     if loss.task != "classification":
         report.update(regression_metrics(out, y))
         return report, out

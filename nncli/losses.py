@@ -5,6 +5,10 @@ A loss compares a batch of predictions with targets:
     value = loss.forward(pred, target)   # a Python float, the batch mean
     dpred = loss.backward()              # dL/dpred, same shape and dtype as pred
 
+`value` is a weighted mean and `loss.batch_weight` its total weight (the batch size, or the sum
+of class weights), so the mean over many batches is sum(value * weight) / sum(weight), whatever
+the batch size.
+
 Classification losses take integer labels of shape (N,) (and, where noted, one-hot or soft
 labels of shape (N, K)); `correct(pred, target)` counts right predictions for accuracy.
 """
@@ -25,6 +29,8 @@ class Loss:
     task = "classification"
     #: the targets this loss wants: "labels" (integers), "one_hot", or "values" (regression)
     target_kind = "labels"
+    #: the total weight behind the last `forward`'s mean
+    batch_weight = 0.0
 
     def forward(self, pred: np.ndarray, target: np.ndarray) -> float:
         raise NotImplementedError
@@ -118,9 +124,11 @@ class SoftmaxCrossEntropy(_WeightedClassLoss):
         self.dpred = np.exp(log_p) * q.sum(axis=1, keepdims=True) - q
         if w is None:
             self.dpred /= pred.shape[0]
+            self.batch_weight = float(pred.shape[0])
             return float(per_sample.mean())
         total = w.sum()
         self.dpred *= (w / total)[:, None]
+        self.batch_weight = float(total)
         return float(np.dot(w, per_sample) / total)
 
     def backward(self):
@@ -154,9 +162,11 @@ class MulticlassHinge(_WeightedClassLoss):
         grad[rows, labels] = -active.sum(axis=1)
         if self.class_weights is None:
             w = np.full(n, 1.0 / n, dtype=pred.dtype)
+            self.batch_weight = float(n)
         else:
             w = np.asarray(self.class_weights, dtype=pred.dtype)[labels]
-            w /= w.sum()
+            self.batch_weight = float(w.sum())
+            w /= self.batch_weight
         self.dpred = grad * w[:, None]
         return float(np.dot(w, per_sample))
 
@@ -181,6 +191,7 @@ class MeanSquaredError(Loss):
         target = target.reshape(pred.shape).astype(pred.dtype, copy=False)
         diff = pred - target
         self.dpred = diff * pred.dtype.type(2.0 / diff.size)
+        self.batch_weight = float(pred.shape[0])  # every sample has the same number of entries
         return float(np.mean(diff * diff))
 
     def backward(self):
@@ -221,11 +232,13 @@ class BinaryCrossEntropy(Loss):
         grad = sigmoid(pred) - t
         if self.class_weights is None:
             self.dpred = grad / pred.dtype.type(pred.size)
+            self.batch_weight = float(pred.size)
             return float(per_entry.mean())
         w_neg, w_pos = self.class_weights
         w = (t * w_pos + (1 - t) * w_neg).astype(pred.dtype, copy=False)
         total = w.sum()
         self.dpred = grad * w / total
+        self.batch_weight = float(total)
         return float(np.sum(w * per_entry) / total)
 
     def backward(self):

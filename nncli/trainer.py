@@ -47,6 +47,7 @@ class Progress:
     batch: int
     order: np.ndarray
     loss_sum: float
+    weight: float
     correct: int
     seen: int
     elapsed: float
@@ -130,14 +131,10 @@ class Trainer:
         self.state.progress = None
         if resumed is not None:
             order, first = resumed.order, resumed.batch
-            loss_sum, correct, seen, elapsed = (
-                resumed.loss_sum,
-                resumed.correct,
-                resumed.seen,
-                resumed.elapsed,
-            )
+            loss_sum, weight, correct = resumed.loss_sum, resumed.weight, resumed.correct
+            seen, elapsed = resumed.seen, resumed.elapsed
         else:
-            first, loss_sum, correct, seen, elapsed = 0, 0.0, 0, 0, 0.0
+            first, loss_sum, weight, correct, seen, elapsed = 0, 0.0, 0.0, 0, 0, 0.0
         epoch_lr = schedule.lr_at(epoch)
         self._call("on_epoch_begin", epoch, batches, first)
         start = time.perf_counter()
@@ -156,20 +153,21 @@ class Trainer:
             if reg:
                 reg.add_grads(model)
             optimizer.step(params, grads)
-            loss_sum += value * len(idx)
+            loss_sum += value * loss.batch_weight
+            weight += loss.batch_weight
             correct += loss.correct(out, yb) or 0
             seen += len(idx)
             self._call("on_batch_end", b, value)
             if self.stop_requested is not None:
                 elapsed += time.perf_counter() - start
-                self.state.progress = Progress(epoch, b + 1, order, loss_sum, correct, seen, elapsed)
+                self.state.progress = Progress(epoch, b + 1, order, loss_sum, weight, correct, seen, elapsed)
                 self._call("on_interrupt", self.stop_requested)
                 raise Interrupted(self.stop_requested)
         elapsed += time.perf_counter() - start
 
         classification = loss.task == "classification"
         row = dict.fromkeys(COLUMNS)
-        row.update(epoch=epoch + 1, train_loss=loss_sum / seen, lr=epoch_lr, epoch_time_s=elapsed)
+        row.update(epoch=epoch + 1, train_loss=loss_sum / weight, lr=epoch_lr, epoch_time_s=elapsed)
         if classification:
             row["train_acc"] = correct / seen
         if exp.splits.x_val is not None and len(exp.splits.x_val):

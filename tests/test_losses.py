@@ -129,3 +129,30 @@ def test_config_round_trip(name):
     loss = LOSSES.create(name)
     again = LOSSES.create(name, loss.get_config())
     assert again.get_config() == loss.get_config()
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "make_target"),
+    [
+        ("softmax_cross_entropy", {"class_weights": [1.0, 5.0, 20.0]}, lambda r: r.integers(0, 3, 50)),
+        ("multiclass_hinge", {"class_weights": [1.0, 5.0, 20.0]}, lambda r: r.integers(0, 3, 50)),
+        (
+            "binary_cross_entropy",
+            {"class_weights": [1.0, 4.0]},
+            lambda r: r.integers(0, 2, (50, 3)).astype(float),
+        ),
+        ("mse", {}, lambda r: r.standard_normal((50, 3))),
+    ],
+)
+def test_a_split_mean_does_not_depend_on_the_batch_size(name, options, make_target):
+    from nncli.evaluation import loss_and_accuracy
+    from nncli.layers import LAYERS
+
+    rng = np.random.default_rng(0)
+    model = Sequential([LAYERS.create("identity")])
+    model.build((3,), rng, np.float64)
+    x, y = rng.standard_normal((50, 3)), make_target(rng)
+    loss = LOSSES.create(name, options)
+    whole = loss.forward(x, y)
+    for batch_size in (1, 7, 50):
+        assert loss_and_accuracy(model, loss, x, y, batch_size)[0] == pytest.approx(whole, rel=1e-12)
