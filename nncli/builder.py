@@ -51,7 +51,6 @@ class Experiment:
         optimizer.update({k: v for k, v in out["optimizer"].items() if k not in optimizer})
         out["optimizer"] = optimizer
         out["schedule"] = {"type": type(self.schedule).registered_name, **self.schedule.get_config()}
-        out["train"]["monitor"], out["train"]["mode"] = monitor_of(self.config, self.splits)
         return out
 
 
@@ -111,10 +110,15 @@ def check_fit(config: Config, model: Sequential, loss: Loss, splits: Splits) -> 
         raise config.source.error(
             ("loss",), f"{loss.name} is a classification loss but {info.name} is a regression dataset"
         )
-    if loss.name == "binary_cross_entropy":
-        expected = 1 if info.num_classes == 2 else info.num_outputs
-    else:
-        expected = info.num_outputs
+    expected = info.num_outputs
+    if loss.name == "binary_cross_entropy" and splits.y_train.ndim == 1:
+        if info.num_classes != 2:
+            raise config.source.error(
+                ("loss",),
+                f"binary_cross_entropy needs two classes (labels 0 and 1) but {info.name} has"
+                f" {info.num_classes}: use softmax_cross_entropy, or one_hot labels for one output each",
+            )
+        expected = 1
     if width != expected:
         what = (
             f"{info.num_classes} classes" if info.task == "classification" else f"{info.num_outputs} targets"
@@ -149,19 +153,22 @@ def build_experiment(config: Config, data_dir: Path, progress: bool = True) -> E
     schedule = create(config, config.schedule, SCHEDULES)
     with config.located(config.schedule.path):
         schedule.setup(optimizer.base_lr, config.train.epochs)
-    _check_monitors(config, splits)
+    _check_monitors(config, splits, loss, schedule)
     return Experiment(config, rng, splits, model, loss, optimizer, schedule, regularizer)
 
 
-def _check_monitors(config: Config, splits: Splits) -> None:
+def _check_monitors(config: Config, splits: Splits, loss: Loss, schedule: Schedule) -> None:
+    """Every metric the config watches must be one the run produces."""
     has_val = splits.x_val is not None and len(splits.x_val) > 0
-    accuracy = splits.info.task == "classification"
+    accuracy = loss.task == "classification"
     available = ["train_loss"] + (["train_acc"] if accuracy else [])
     if has_val:
         available += ["val_loss"] + (["val_acc"] if accuracy else [])
     checks = [(("train", "monitor"), config.train.monitor)]
     if config.train.early_stopping is not None:
         checks.append((("train", "early_stopping", "monitor"), config.train.early_stopping.monitor))
+    if getattr(schedule, "monitor", None) is not None:
+        checks.append(((*config.schedule.path, "monitor"), schedule.monitor))
     for path, metric in checks:
         if metric is not None and metric not in available:
             hint = " (set data.val_size to have a validation split)" if metric.startswith("val") else ""

@@ -83,6 +83,16 @@ def prepare_new(config_path: str, overrides, data_dir: Path, run_dir: str | None
     return exp, run, TrainingState()
 
 
+# What a resumed run may change: how long it goes on, and how it evaluates. Anything else (the
+# batch size, what "best" means) would make the saved state mean something else.
+RESUMABLE = (
+    ("train", "epochs"),
+    ("train", "eval_batch_size"),
+    ("train", "early_stopping", "patience"),
+    ("train", "early_stopping", "min_delta"),
+)
+
+
 def prepare_resume(resume: str, overrides, data_dir: Path, progress: bool):
     run = RunDir(Path(resume))
     if not run.path.is_dir():
@@ -96,25 +106,54 @@ def prepare_resume(resume: str, overrides, data_dir: Path, progress: bool):
             path = parse_path(key)
         except ValueError:
             path = ()
-        if not path or path[0] != "train":
+        if path not in RESUMABLE:
+            allowed = ", ".join(".".join(p) for p in RESUMABLE)
             raise ConfigError(
-                f"--set {key}: a resumed run keeps its model, data and optimizer; only train.*"
-                " settings (such as train.epochs) can change"
+                f"--set {key}: a resumed run keeps its model, data, optimizer and monitored metrics;"
+                f" only {allowed} can change"
             )
+    if not isinstance(saved["config"], dict):
+        raise CheckpointError(f"{run.last} holds no config mapping")
     source = parse_yaml(dump_config(saved["config"]), str(run.config))
     for assignment in overrides:
         apply_override(source, assignment)
     config = parse_config(source)
     exp = build_experiment(config, data_dir, progress)
-    state = TrainingState.from_dict(saved["training"])
+    try:
+        state = TrainingState.from_dict(saved["training"])
+    except (KeyError, TypeError, AttributeError) as err:
+        raise CheckpointError(f"{run.last} has no usable training state ({err!r})") from None
     restore(exp, saved, config)
-    if state.stopped_early and config.train.epochs > state.epoch:
+    _check_resumable(run, state, config, saved_epochs=saved["config"].get("train", {}).get("epochs"))
+    return exp, run, state
+
+
+def _check_resumable(run: RunDir, state: TrainingState, config: Config, saved_epochs) -> None:
+    epochs = config.train.epochs
+    if state.progress is not None:
+        if epochs <= state.progress.epoch:
+            raise ConfigError(
+                f"{run.path} was interrupted in epoch {state.progress.epoch + 1}; train.epochs must be"
+                f" at least {state.progress.epoch + 1} to finish it"
+            )
+        return
+    if state.stopped_early:
+        overridden = config.source.overridden
+        changed = ("train", "early_stopping", "patience") in overridden or (
+            "train",
+            "early_stopping",
+            "min_delta",
+        ) in overridden
+        if epochs == saved_epochs and not changed:
+            raise NncliError(
+                f"{run.path} stopped early after {state.epoch} epochs; to go on, raise"
+                " train.early_stopping.patience or train.epochs with --set"
+            )
         state.stopped_early, state.bad_epochs = False, 0
-    if state.epoch >= config.train.epochs and state.progress is None:
+    if state.epoch >= epochs:
         raise NncliError(
             f"{run.path} already finished {state.epoch} epochs; extend it with --set train.epochs=N"
         )
-    return exp, run, state
 
 
 def restore(exp: Experiment, saved: dict, config: Config) -> None:
@@ -124,8 +163,11 @@ def restore(exp: Experiment, saved: dict, config: Config) -> None:
         exp.optimizer.load_state_dict(saved["optimizer"])
         exp.schedule.load_state_dict(saved["schedule"])
         exp.rng.bit_generator.state = saved["rng"]
-    except (KeyError, ValueError, TypeError) as err:
-        raise CheckpointError(f"{saved['path']} does not match its run's config: {err}") from None
+    except CheckpointError as err:
+        raise CheckpointError(f"{saved['path']}: {err}") from None
+    except (KeyError, ValueError, TypeError, AttributeError) as err:
+        what = f"no {err.args[0]!r} entry" if isinstance(err, KeyError) else str(err)
+        raise CheckpointError(f"{saved['path']} does not match its run's config: {what}") from None
     exp.schedule.setup(exp.optimizer.base_lr, config.train.epochs)
 
 

@@ -67,12 +67,14 @@ def new_run_dir(root: Path, name: str) -> RunDir:
 
 
 def given_run_dir(path: Path) -> RunDir:
-    """`--run-dir`: use it as it is, refusing one that already holds a run."""
+    """`--run-dir`: a new or empty directory (a run never writes over someone's files)."""
     path = Path(path)
     if (path / "checkpoints" / "last.pkl").exists():
         raise NncliError(
             f"{path} already holds a run; resume it with --resume {path}, or pick another directory"
         )
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise NncliError(f"{path} exists and is not empty: a run needs a new or empty directory")
     try:
         (path / "checkpoints").mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -155,6 +155,26 @@ CASES = [
         "expected 3 weights",
     ),
     (
+        "accuracy-of-a-regression-loss",
+        _replace("loss: softmax_cross_entropy", "loss: mse").replace(
+            "{epochs: 1, batch_size: 16}", "{epochs: 1, batch_size: 16, monitor: val_acc}"
+        ),
+        "x.yaml:14 train.monitor:",
+        "cannot monitor 'val_acc'",
+    ),
+    (
+        "plateau-on-an-unknown-metric",
+        _replace("{type: constant}", "{type: plateau, monitor: val_f1}"),
+        "x.yaml:13 schedule.monitor:",
+        "cannot monitor 'val_f1'",
+    ),
+    (
+        "binary-loss-on-three-classes",
+        _replace("loss: softmax_cross_entropy", "loss: binary_cross_entropy"),
+        "x.yaml:11 loss:",
+        "needs two classes",
+    ),
+    (
         "linear-on-images",
         _replace("dataset: spiral\n  points_per_class: 20", "dataset: mnist_small")
         .replace("  - relu\n", "  - relu\n")

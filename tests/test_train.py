@@ -120,7 +120,9 @@ def test_resume_is_exact(workdir):
 def test_resume_refuses_other_changes_and_finished_runs(workdir):
     train("spiral.yaml", "--run-dir", "r", "--quiet", "--set", "train.epochs=1")
     code, out = train("--resume", "r", "--set", "optimizer.lr=0.5")
-    assert code == 2 and "only train.*" in out
+    assert code == 2 and "only train.epochs" in out
+    code, out = train("--resume", "r", "--set", "train.batch_size=64")
+    assert code == 2 and "only train.epochs" in out
     code, out = train("--resume", "r")
     assert code == 1 and "already finished 1 epochs" in out
     code, out = train("--resume", "nowhere")
@@ -224,3 +226,61 @@ def test_a_regression_loss_on_class_labels_gets_one_hot_targets(workdir):
     assert float(rows(workdir / "r")[-1]["train_loss"]) < 1.0  # per-entry MSE against one-hot rows
     saved = checkpoint.load(workdir / "r" / "checkpoints" / "last.pkl")
     assert [s["name"] for s in saved["preprocessor"]["steps"]][-1] == "one_hot"
+
+
+def test_an_early_stopped_run_resumes_only_when_asked_to_go_on(workdir):
+    code, out = train(
+        "spiral.yaml",
+        "--run-dir",
+        "r",
+        "--quiet",
+        "--set",
+        "train.epochs=6",
+        "--set",
+        "train.early_stopping={monitor: val_loss, patience: 1, min_delta: 100}",
+    )
+    assert code == 0, out
+    assert len(rows(workdir / "r")) == 2  # the second epoch cannot improve by 100
+    code, out = train("--resume", "r")
+    assert code == 1 and "stopped early after 2 epochs" in out
+    assert len(rows(workdir / "r")) == 2
+    code, out = train("--resume", "r", "--quiet", "--set", "train.early_stopping.min_delta=0")
+    assert code == 0, out
+    assert len(rows(workdir / "r")) > 2
+
+
+def test_an_interrupted_epoch_must_be_finished(workdir, monkeypatch):
+    """The epoch count cannot drop below an unfinished epoch, and finishing it is exact."""
+    from nncli.callbacks.files import MetricsWriter
+
+    def stop_in_epoch_two(self, trainer, batch, loss):
+        if trainer.state.epoch == 1 and batch == 2:
+            trainer.stop_requested = signal.SIGINT
+
+    with monkeypatch.context() as patch:
+        patch.setattr(MetricsWriter, "on_batch_end", stop_in_epoch_two, raising=False)
+        code, out = train("spiral.yaml", "--run-dir", "cut", "--quiet")
+    assert code == 130 and "resume with: nncli train --resume cut" in out
+    code, out = train("--resume", "cut", "--set", "train.epochs=1")
+    assert code == 2 and "interrupted in epoch 2" in out, out
+    assert train("spiral.yaml", "--run-dir", "straight", "--quiet")[0] == 0
+    assert train("--resume", "cut", "--quiet")[0] == 0
+    assert without_times(rows(workdir / "cut")) == without_times(rows(workdir / "straight"))
+
+
+def test_a_checkpoint_without_training_state_is_one_error(workdir):
+    train("spiral.yaml", "--run-dir", "r", "--quiet", "--set", "train.epochs=1")
+    last = workdir / "r" / "checkpoints" / "last.pkl"
+    state = checkpoint.load(last)
+    del state["training"], state["path"]
+    last.write_bytes(pickle.dumps(state))
+    code, out = train("--resume", "r", "--set", "train.epochs=2")
+    assert code == 1 and "no usable training state" in out and "Traceback" not in out
+
+
+def test_run_dir_refuses_a_folder_that_holds_other_files(workdir):
+    (workdir / "mine").mkdir()
+    (workdir / "mine" / "config.yaml").write_text("# my notes\n")
+    code, out = train("spiral.yaml", "--run-dir", "mine")
+    assert code == 1 and "not empty" in out
+    assert (workdir / "mine" / "config.yaml").read_text() == "# my notes\n"

@@ -47,9 +47,10 @@ class Checkpointer(Callback):
             self._save(trainer, self.run.last)
 
     def on_epoch_end(self, trainer, row):
-        self._save(trainer, self.run.last)
+        # best first: a last.pkl that names a best epoch always has its best.pkl beside it
         if trainer.improved:
             self._save(trainer, self.run.best)
+        self._save(trainer, self.run.last)
 
     def on_interrupt(self, trainer, signum):
         self._save(trainer, self.run.last)
