@@ -33,6 +33,12 @@ def _user_errors(debug: bool):
             raise
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except OSError as err:  # a file that cannot be written or read: a full disk, a folder in the way
+        if debug:
+            raise
+        where = f": {err.filename}" if err.filename else ""
+        click.echo(f"error: {err.strerror or err}{where}", err=True)
+        sys.exit(1)
 
 
 @click.group(context_settings=CONTEXT)

@@ -100,7 +100,10 @@ def get_initializer(spec) -> Initializer:
     if isinstance(spec, Initializer):
         return spec
     if isinstance(spec, str):
-        return INITIALIZERS.create(spec)
+        try:
+            return INITIALIZERS.create(spec)
+        except ConfigError as err:
+            raise err.at("init") from None
     if isinstance(spec, dict) and "type" in spec:
         options = {k: v for k, v in spec.items() if k != "type"}
         try:

@@ -71,3 +71,22 @@ def test_a_layer_option_error_points_at_its_line():
     with pytest.raises(ConfigError) as err, config.located(config.model[0].path):
         LAYERS.create("linear", dict(config.model[0].options))
     assert str(err.value) == "c.yaml:3 model[0].linear.units: expected a positive integer, got 0"
+
+
+def test_duplicate_keys_recursive_aliases_and_merge_keys():
+    with pytest.raises(ConfigError, match="c.yaml:2 .*duplicate key 'seed' \\(the first is on line 1\\)"):
+        parse_yaml("seed: 1\nseed: 2\n", "c.yaml")
+    with pytest.raises(ConfigError, match="an alias refers to itself"):
+        parse_yaml("name: &a [*a]\n", "c.yaml")
+    merged = parse_yaml("a: &d {units: 4, init: he}\nb: {<<: *d, units: 8}\n", "c.yaml").data
+    assert merged["b"] == {"units": 8, "init": "he"}
+
+
+def test_values_from_set_are_located_at_set_even_over_file_lines():
+    source = parse_yaml(TEXT, "c.yaml")
+    apply_override(source, "model=[batchnorm, {linear: {units: 3}}]")
+    assert source.location(("model", 0, "batchnorm")) == "--set"
+    source = parse_yaml(TEXT, "c.yaml")
+    apply_override(source, "model[-1].linear.units=-5")
+    assert source.location(("model", 2, "linear", "units")) == "--set"
+    assert source.location(("model", 0, "linear", "units")) == "c.yaml:3"

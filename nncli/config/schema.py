@@ -170,7 +170,7 @@ def parse_config(source: Source, default_name: str = "run") -> Config:
             raise source.error(path, err.message) from None
 
     name = raw.get("name", default_name)
-    if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+    if not isinstance(name, str) or not name.isprintable() or not name or "/" in name or name.startswith("."):
         raise source.error(("name",), f"expected a name usable as a folder, got {name!r}")
     seed = value(("seed",), lambda k: check.non_negative_int(k, raw.get("seed", 0)))
     dtype = value(("dtype",), lambda k: check.one_of(k, raw.get("dtype", "float32"), DTYPES))

@@ -83,12 +83,12 @@ class Source:
 
     def location(self, path: YamlPath) -> str:
         """`file:line` of the nearest node on `path` (`--set` for an overridden value)."""
+        path = tuple(path)
+        if any(path[:n] in self.overridden for n in range(len(path) + 1)):
+            return "--set"  # the value, or a mapping or list around it, came from the command line
         for n in range(len(path), -1, -1):
-            prefix = tuple(path[:n])
-            if prefix in self.overridden:
-                return "--set"
-            if prefix in self.lines:
-                return f"{self.file}:{self.lines[prefix]}"
+            if path[:n] in self.lines:
+                return f"{self.file}:{self.lines[path[:n]]}"
         return self.file
 
     def error(self, path: YamlPath, message: str) -> ConfigError:
@@ -98,6 +98,8 @@ class Source:
 def _walk(node: yaml.Node, path: YamlPath, lines: dict, file: str) -> object:
     lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
+        _no_duplicate_keys(node, file)
+        _flatten_merge_keys(node)  # merged keys come first, so the mapping's own keys win
         out = {}
         for key_node, value_node in node.value:
             key = _construct(key_node)
@@ -112,6 +114,30 @@ def _walk(node: yaml.Node, path: YamlPath, lines: dict, file: str) -> object:
     if isinstance(node, yaml.SequenceNode):
         return [_walk(item, (*path, i), lines, file) for i, item in enumerate(node.value)]
     return _construct(node)
+
+
+def _no_duplicate_keys(node: yaml.MappingNode, file: str) -> None:
+    """PyYAML keeps the last of two equal keys without a word; a config should not."""
+    seen: dict = {}
+    for key_node, _ in node.value:
+        if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+            continue
+        key = _construct(key_node)
+        line = key_node.start_mark.line + 1
+        if key in seen:
+            raise ConfigError(
+                f"duplicate key {key!r} (the first is on line {seen[key]})", location=f"{file}:{line}"
+            )
+        seen[key] = line
+
+
+def _flatten_merge_keys(node: yaml.MappingNode) -> None:
+    """Resolve YAML merge keys (`<<: *defaults`) in place, as PyYAML's constructor does."""
+    loader = Loader("")
+    try:
+        loader.flatten_mapping(node)
+    finally:
+        loader.dispose()
 
 
 def _construct(node: yaml.Node):
@@ -148,8 +174,24 @@ def parse_yaml(text: str, file: str) -> Source:
     try:
         data = _walk(node, (), lines, file)
     except yaml.YAMLError as err:
-        raise ConfigError(f"not valid YAML: {err}", location=file) from None
+        mark = getattr(err, "problem_mark", None)
+        where = f"{file}:{mark.line + 1}" if mark else file
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"not valid YAML: {problem}", location=where) from None
+    except RecursionError:
+        raise ConfigError("not valid YAML: an alias refers to itself", location=file) from None
     return Source(data, file, lines)
+
+
+def _absolute(path: YamlPath, data) -> YamlPath:
+    """`path` with negative list indices replaced by their positive equivalents."""
+    out, node = [], data
+    for part in path:
+        if isinstance(part, int) and isinstance(node, list) and part < 0:
+            part += len(node)
+        out.append(part)
+        node = node[part] if isinstance(node, dict | list) else None
+    return tuple(out)
 
 
 def apply_override(source: Source, assignment: str) -> None:
@@ -185,4 +227,4 @@ def apply_override(source: Source, assignment: str) -> None:
     elif not isinstance(node, dict):
         raise ConfigError(f"--set {key}: {format_path(path[:-1])} is not a mapping")
     node[last] = value
-    source.overridden.add(path)
+    source.overridden.add(_absolute(path, source.data))
