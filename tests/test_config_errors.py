@@ -169,6 +169,12 @@ CASES = [
         "cannot monitor 'val_f1'",
     ),
     (
+        "mode-without-monitor",
+        _replace("{epochs: 1, batch_size: 16}", "{epochs: 1, batch_size: 16, mode: max}"),
+        "x.yaml:14 train.mode:",
+        "mode needs a monitor",
+    ),
+    (
         "binary-loss-on-three-classes",
         _replace("loss: softmax_cross_entropy", "loss: binary_cross_entropy"),
         "x.yaml:11 loss:",

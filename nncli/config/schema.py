@@ -349,6 +349,8 @@ def _train(source: Source, spec: Any) -> TrainConfig:
             min_delta=get("min_delta", check.non_negative_float, 0.0, path=path, block=early),
             mode=get("mode", check.one_of, None, MODES, path=path, block=early),
         )
+    if spec.get("mode") is not None and spec.get("monitor") is None:
+        raise source.error(("train", "mode"), "mode needs a monitor: say which metric it applies to")
     return TrainConfig(
         epochs=get("epochs", check.positive_int, 10),
         batch_size=get("batch_size", check.positive_int, 128),
