@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from nncli.config.schema import Component, Config, parse_config
-from nncli.config.yamlsource import Source
+from nncli.config.yamlsource import Source, apply_override
 from nncli.data.pipeline import Preprocessor, Splits, load_data
 from nncli.errors import CheckpointError
 from nncli.layers import LAYERS
@@ -190,10 +190,14 @@ class Rebuilt:
     checkpoint: dict
 
 
-def checkpoint_config(saved: dict) -> Config:
-    """The config saved in a checkpoint (resolved YAML data), parsed and validated; errors
-    name the checkpoint and the YAML path."""
-    source = Source(copy.deepcopy(saved["config"]), f"{saved['path']} (its config)")
+def checkpoint_config(saved: dict, overrides=(), label: str | None = None) -> Config:
+    """The config saved in a checkpoint (resolved YAML data) with `overrides` (`--set KEY=VALUE`)
+    applied, parsed and validated; errors name `label` (default: the checkpoint) and the path."""
+    if not isinstance(saved["config"], dict):
+        raise CheckpointError(f"{saved['path']} holds no config mapping")
+    source = Source(copy.deepcopy(saved["config"]), label or f"{saved['path']} (its config)")
+    for assignment in overrides:
+        apply_override(source, assignment)
     return parse_config(source)
 
 

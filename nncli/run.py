@@ -16,7 +16,7 @@ import numpy as np
 import yaml
 
 from nncli import checkpoint
-from nncli.builder import Experiment, build_experiment
+from nncli.builder import Experiment, build_experiment, checkpoint_config
 from nncli.callbacks import (
     Checkpointer,
     CurvePlotter,
@@ -26,8 +26,8 @@ from nncli.callbacks import (
     ProgressBar,
     SummaryWriter,
 )
-from nncli.config.schema import Config, load_config, parse_config
-from nncli.config.yamlsource import apply_override, parse_path, parse_yaml
+from nncli.config.schema import Config, load_config
+from nncli.config.yamlsource import parse_path
 from nncli.errors import CheckpointError, ConfigError, NncliError
 from nncli.fileio import atomic_write_text
 from nncli.rundir import RunDir, given_run_dir, new_run_dir
@@ -112,12 +112,7 @@ def prepare_resume(resume: str, overrides, data_dir: Path, progress: bool):
                 f"--set {key}: a resumed run keeps its model, data, optimizer and monitored metrics;"
                 f" only {allowed} can change"
             )
-    if not isinstance(saved["config"], dict):
-        raise CheckpointError(f"{run.last} holds no config mapping")
-    source = parse_yaml(dump_config(saved["config"]), str(run.config))
-    for assignment in overrides:
-        apply_override(source, assignment)
-    config = parse_config(source)
+    config = checkpoint_config(saved, overrides, label=str(run.config))
     exp = build_experiment(config, data_dir, progress)
     try:
         state = TrainingState.from_dict(saved["training"])
