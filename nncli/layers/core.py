@@ -10,6 +10,7 @@ from nncli import check
 from nncli.errors import ConfigError
 from nncli.initializers import get_initializer, initializer_config
 from nncli.layers.base import LAYERS, Layer
+from nncli.layers.blas import column_sums, matmul
 
 # the first layer skips all-zero input columns when at most this fraction of columns is active
 SPARSE_INPUT_FRACTION = 0.85
@@ -60,7 +61,7 @@ class Linear(Layer):
                 x = x[:, active]
                 W = W[active]
         self.x = x  # backward needs the (possibly column-reduced) input for dW
-        out = x @ W
+        out = matmul(x, W)
         if self.bias:
             out += self.params["b"]
         return out
@@ -73,10 +74,10 @@ class Linear(Layer):
             dW.fill(0)
             dW[self.cols] = self.x.T @ dout
         if self.bias:
-            np.sum(dout, axis=0, out=self.grads["b"])
+            column_sums(dout, out=self.grads["b"])
         if not self.needs_input_grad:
             return None
-        return dout @ self.params["W"].T
+        return matmul(dout, self.params["W"].T)
 
     def get_config(self):
         return {"units": self.units, "bias": self.bias, "init": initializer_config(self.init)}
