@@ -113,6 +113,8 @@ class SoftmaxCrossEntropy(_WeightedClassLoss):
         self.label_smoothing = check.fraction("label_smoothing", label_smoothing)
 
     def forward(self, pred, target):
+        if target.ndim == 1 and self.class_weights is None:
+            return self._forward_labels(pred, target)
         q = _target_distribution(pred, target)
         w = self.sample_weights(q, pred.dtype)  # by the true label, before smoothing
         if self.label_smoothing:
@@ -130,6 +132,29 @@ class SoftmaxCrossEntropy(_WeightedClassLoss):
         self.dpred *= (w / total)[:, None]
         self.batch_weight = float(total)
         return float(np.dot(w, per_sample) / total)
+
+    def _forward_labels(self, pred, labels):
+        # The common case, integer labels and a plain mean, without building (N, K) targets.
+        # With q = (1 - s) onehot(y) + s / K:  L_i = logsumexp(z_i) - sum_k q_ik z_ik, and
+        # dL/dz_i = (softmax(z_i) - q_i) / N.
+        n, k = pred.shape
+        s = self.label_smoothing
+        rows = np.arange(n)
+        shifted = pred - pred.max(axis=1, keepdims=True)
+        exp = np.exp(shifted)
+        sums = exp.sum(axis=1, keepdims=True)
+        target_logit = shifted[rows, labels]
+        if s:
+            target_logit = (1 - s) * target_logit + s * shifted.mean(axis=1)
+        per_sample = np.log(sums[:, 0]) - target_logit
+        exp /= sums
+        if s:
+            exp -= pred.dtype.type(s / k)
+        exp[rows, labels] -= pred.dtype.type(1 - s)
+        exp /= n
+        self.dpred = exp
+        self.batch_weight = float(n)
+        return float(per_sample.mean())
 
     def backward(self):
         return self.dpred

@@ -109,6 +109,17 @@ def test_gradients_match_central_differences(kind, name):
     assert "input" in names
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy_gradients_without_class_weights(smoothing):
+    # integer labels without class weights take the loss's own fast path
+    layers = [Linear(7), LAYERS.create("relu"), Linear(5)]
+    loss = LOSSES.create("softmax_cross_entropy", {"label_smoothing": smoothing})
+    results = _run_case(layers, (4,), loss, lambda r: r.integers(0, 5, N))
+    assert {r.name for r in results} >= {"input", "layers.0.W", "layers.2.W"}
+    for r in results:
+        assert r.max_rel_error < TOL, f"{r.name}: relative error {r.max_rel_error:.2e}"
+
+
 def test_regularization_term_gradients():
     reg = Regularizer(l2=0.3, l1=0.05, apply_to="all")
     layers = [Linear(6), LAYERS.create("tanh"), Linear(3)]

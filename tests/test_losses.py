@@ -22,11 +22,13 @@ def test_cross_entropy_is_stable_for_huge_logits():
     np.testing.assert_allclose(grad[0], [1 / (1 + math.e**10) - 1, 1 / (1 + math.e**-10), 0], atol=1e-6)
 
 
-def test_cross_entropy_one_hot_equals_integer_labels():
+@pytest.mark.parametrize("smoothing", [0.0, 0.2])
+def test_cross_entropy_one_hot_equals_integer_labels(smoothing):
+    # integer labels take a path of their own; one-hot targets take the general one
     rng = np.random.default_rng(0)
     logits = rng.standard_normal((8, 4))
     labels = rng.integers(0, 4, 8)
-    loss = LOSSES.create("softmax_cross_entropy")
+    loss = LOSSES.create("softmax_cross_entropy", {"label_smoothing": smoothing})
     a, ga = loss.forward(logits, labels), loss.backward()
     b, gb = loss.forward(logits, np.eye(4)[labels]), loss.backward()
     assert a == pytest.approx(b)
