@@ -3,16 +3,42 @@
 Parameters are named `layers.<i>.<name>` (`layers.0.W`); `model.params` and `model.grads` map
 those names to the layers' own arrays, so an optimizer updating them in place updates the
 layers.
+
+Once built, all parameters live in one contiguous array and all gradients in another
+(`model.flat`); each layer's arrays are views into them. An optimizer or a weight penalty then
+updates every parameter with a few passes over one array rather than a few passes per
+parameter (`Optimizer.step(..., flat=model.flat)`).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from nncli.errors import ConfigError
 from nncli.layers import Layer
+
+
+@dataclass(frozen=True)
+class FlatParams:
+    """A model's parameters packed into one array, and their gradients into another.
+
+    `slices[name]` is where parameter `name` lies in both, in the parameter's own shape
+    `shapes[name]`. The weights that weight decay covers by default (`Layer.decayed`) come first:
+    `decayed` is that prefix.
+    """
+
+    params: np.ndarray
+    grads: np.ndarray
+    slices: dict[str, slice]
+    shapes: dict[str, tuple[int, ...]]
+    decayed: slice
+
+    def view(self, flat: np.ndarray, name: str) -> np.ndarray:
+        """Parameter `name`'s part of `flat` (an array laid out like `params`), in its shape."""
+        return flat[self.slices[name]].reshape(self.shapes[name])
 
 
 class Sequential:
@@ -21,6 +47,7 @@ class Sequential:
         self.input_shape: tuple[int, ...] | None = None
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
+        self.flat: FlatParams | None = None
 
     def build(self, input_shape, rng: np.random.Generator, dtype=np.float32) -> tuple[int, ...]:
         """Build every layer for samples of `input_shape`; return the output shape.
@@ -35,7 +62,7 @@ class Sequential:
             except ConfigError as err:
                 raise err.at(f"[{i}].{layer.name}") from None
         self.layers[0].needs_input_grad = False
-        self._collect()
+        self._pack()
         return shape
 
     def _named(self, store: str) -> dict[str, tuple[Layer, str]]:
@@ -46,9 +73,32 @@ class Sequential:
             for key in getattr(layer, store)
         }
 
-    def _collect(self) -> None:
-        self.params = {name: layer.params[key] for name, (layer, key) in self._named("params").items()}
-        self.grads = {name: layer.grads[key] for name, (layer, key) in self._named("params").items()}
+    def _pack(self) -> None:
+        """Move the layers' parameters and gradients into `self.flat`, leaving views behind."""
+        named = self._named("params")
+        dtypes = {layer.params[key].dtype for layer, key in named.values()}
+        self.flat = None
+        if len(dtypes) == 1:
+            # decayed weights first, so that weight decay covers one slice
+            order = sorted(named, key=lambda name: named[name][1] not in named[name][0].decayed)
+            sizes = {name: named[name][0].params[key].size for name, (_, key) in named.items()}
+            flat_params = np.empty(sum(sizes.values()), dtypes.pop())
+            flat_grads = np.zeros_like(flat_params)
+            slices, shapes, start = {}, {}, 0
+            for name in order:
+                layer, key = named[name]
+                slices[name] = slice(start, start + sizes[name])
+                shapes[name] = layer.params[key].shape
+                start += sizes[name]
+            num_decayed = sum(sizes[name] for name in order if named[name][1] in named[name][0].decayed)
+            self.flat = FlatParams(flat_params, flat_grads, slices, shapes, slice(0, num_decayed))
+            for name, (layer, key) in named.items():
+                for store, flat in ((layer.params, flat_params), (layer.grads, flat_grads)):
+                    view = self.flat.view(flat, name)
+                    view[...] = store[key]
+                    store[key] = view
+        self.params = {name: layer.params[key] for name, (layer, key) in named.items()}
+        self.grads = {name: layer.grads[key] for name, (layer, key) in named.items()}
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -103,7 +153,7 @@ class Sequential:
     def astype(self, dtype) -> None:
         for layer in self.layers:
             layer.astype(dtype)
-        self._collect()
+        self._pack()
 
     def state_dict(self) -> dict:
         """Parameters and buffers as plain data: {'params': {...}, 'buffers': {...}}."""

@@ -40,16 +40,23 @@ class Regularizer:
 
     def add_grads(self, model) -> None:
         """Add the penalty's gradient to the model's gradients, in place."""
-        params, grads = model.params, model.grads
+        flat = model.flat
+        if flat is not None:
+            # packed parameters: the decayed weights are one slice, so two or three passes in all
+            covered = flat.decayed if self.apply_to == "weights" else slice(None)
+            self._add(flat.params[covered], flat.grads[covered], "")
+            return
         for name in self.names(model):
-            w, g = params[name], grads[name]
-            buf = self._scratch.get(name)
-            if buf is None or buf.shape != w.shape or buf.dtype != w.dtype:
-                buf = self._scratch[name] = np.empty_like(w)
-            if self.l2:
-                np.multiply(w, w.dtype.type(self.l2), out=buf)
-                g += buf
-            if self.l1:
-                np.sign(w, out=buf)
-                buf *= w.dtype.type(self.l1)
-                g += buf
+            self._add(model.params[name], model.grads[name], name)
+
+    def _add(self, w: np.ndarray, g: np.ndarray, name: str) -> None:
+        buf = self._scratch.get(name)
+        if buf is None or buf.shape != w.shape or buf.dtype != w.dtype:
+            buf = self._scratch[name] = np.empty_like(w)
+        if self.l2:
+            np.multiply(w, w.dtype.type(self.l2), out=buf)
+            g += buf
+        if self.l1:
+            np.sign(w, out=buf)
+            buf *= w.dtype.type(self.l1)
+            g += buf

@@ -152,7 +152,7 @@ class Trainer:
             model.backward(loss.backward())
             if reg:
                 reg.add_grads(model)
-            optimizer.step(params, grads)
+            optimizer.step(params, grads, model.flat)
             loss_sum += value * loss.batch_weight
             weight += loss.batch_weight
             correct += loss.correct(out, yb) or 0

@@ -155,3 +155,32 @@ def test_first_layer_skips_zero_columns_exactly():
     np.testing.assert_allclose(out_s, out_d, rtol=1e-12)
     np.testing.assert_allclose(dw_s, dw_d, rtol=1e-12, atol=1e-15)
     np.testing.assert_array_equal(db_s, db_d)
+
+
+def test_parameters_and_gradients_are_views_into_one_packed_array_each():
+    model = Sequential([Linear(6), LAYERS.create("batchnorm"), Linear(3, bias=False)])
+    model.build((4,), np.random.default_rng(0))
+    flat = model.flat
+    assert flat.params.size == model.num_params() == 4 * 6 + 6 + 2 * 6 + 6 * 3
+    for name, p in model.params.items():
+        assert np.shares_memory(p, flat.params) and np.shares_memory(model.grads[name], flat.grads)
+        np.testing.assert_array_equal(flat.view(flat.params, name), p)
+    # the decayed weights are the packed arrays' first slice, whatever their order in the model
+    decayed = model.param_names(decayed_only=True)
+    assert decayed == ["layers.0.W", "layers.2.W"]
+    assert flat.decayed == slice(0, 4 * 6 + 6 * 3)
+    assert sorted(flat.slices[name].start for name in decayed) == [0, 4 * 6]
+    model.layers[0].params["W"][0, 0] = 42.0  # a layer's array and the packed one are the same memory
+    assert 42.0 in flat.params[flat.slices["layers.0.W"]]
+
+
+def test_astype_packs_the_converted_parameters_again():
+    model = Sequential([Linear(3), LAYERS.create("relu"), Linear(2)])
+    model.build((4,), np.random.default_rng(0))
+    before = {name: p.copy() for name, p in model.params.items()}
+    model.astype(np.float64)
+    assert model.flat.params.dtype == np.float64
+    for name, p in model.params.items():
+        assert p.dtype == np.float64 and np.shares_memory(p, model.flat.params)
+        np.testing.assert_array_equal(p, before[name])
+        assert model.layers[int(name.split(".")[1])].params[name.rsplit(".", 1)[1]] is p

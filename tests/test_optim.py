@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 
 from nncli.errors import CheckpointError, ConfigError
+from nncli.layers import LAYERS
+from nncli.model import Sequential
 from nncli.optim import OPTIMIZERS, clip_global_norm
 
 # Update rules written out by hand, one step at a time, in float64 on one parameter.
@@ -298,3 +300,67 @@ def test_bad_arguments_are_config_errors_keyed_by_name(name, kwargs, key):
     with pytest.raises(ConfigError) as err:
         OPTIMIZERS.get(name)(**kwargs)
     assert err.value.key == key
+
+
+def packed_model():
+    layers = [
+        LAYERS.create("linear", {"units": 5}),
+        LAYERS.create("batchnorm"),
+        LAYERS.create("relu"),
+        LAYERS.create("linear", {"units": 3}),
+    ]
+    model = Sequential(layers)
+    model.build((4,), np.random.default_rng(0))
+    return model
+
+
+def fill_grads(model, rng):
+    for g in model.grads.values():
+        g[...] = rng.normal(size=g.shape)
+
+
+@pytest.mark.parametrize(("name", "kwargs"), ALL_CASES)
+@pytest.mark.parametrize("clip_norm", [None, 1.0])
+def test_packed_step_is_bit_identical_to_one_parameter_at_a_time(name, kwargs, clip_norm):
+    kwargs = {**kwargs, "clip_norm": clip_norm}
+    per_name, packed = packed_model(), packed_model()
+    opt_a, opt_b = OPTIMIZERS.get(name)(**kwargs), OPTIMIZERS.get(name)(**kwargs)
+    rng_a, rng_b = np.random.default_rng(1), np.random.default_rng(1)
+    for step in range(6):
+        fill_grads(per_name, rng_a)
+        fill_grads(packed, rng_b)
+        opt_a.step(per_name.params, per_name.grads)
+        opt_b.step(packed.params, packed.grads, packed.flat)
+        if step == 2:  # a checkpoint in the middle: the loaded state is packed again
+            opt_b = OPTIMIZERS.get(name)(**kwargs)
+            opt_b.load_state_dict(pickle.loads(pickle.dumps(opt_a.state_dict())))
+    initial = packed_model().params
+    for key in per_name.params:
+        np.testing.assert_array_equal(packed.params[key], per_name.params[key])
+        assert not np.array_equal(packed.params[key], initial[key])
+    saved_a, saved_b = opt_a.state_dict(), opt_b.state_dict()
+    assert saved_a["state"].keys() == saved_b["state"].keys()
+    for key, state in saved_a["state"].items():
+        for slot, array in state.items():
+            np.testing.assert_array_equal(saved_b["state"][key][slot], array)
+
+
+@pytest.mark.parametrize("apply_to", ["weights", "all"])
+def test_packed_weight_penalty_matches_one_parameter_at_a_time(apply_to):
+    from nncli.regularizers import Regularizer
+
+    per_name, packed = packed_model(), packed_model()
+    for model in (per_name, packed):
+        fill_grads(model, np.random.default_rng(1))
+        for p in model.params.values():  # gamma is all ones and beta all zeros: make them differ
+            p += np.random.default_rng(2).normal(size=p.shape).astype(p.dtype)
+    before = {name: g.copy() for name, g in packed.grads.items()}
+    flat, per_name.flat = per_name.flat, None  # the model without packing
+    Regularizer(l2=0.3, l1=0.05, apply_to=apply_to).add_grads(per_name)
+    Regularizer(l2=0.3, l1=0.05, apply_to=apply_to).add_grads(packed)
+    per_name.flat = flat
+    decayed = set(packed.param_names(decayed_only=True))
+    for name, g in packed.grads.items():
+        np.testing.assert_array_equal(g, per_name.grads[name])
+        changed = not np.array_equal(g, before[name])
+        assert changed == (apply_to == "all" or name in decayed), name
