@@ -189,3 +189,14 @@ def test_astype_packs_the_converted_parameters_again():
         assert p.dtype == np.float64 and np.shares_memory(p, model.flat.params)
         np.testing.assert_array_equal(p, before[name])
         assert model.layers[int(name.split(".")[1])].params[name.rsplit(".", 1)[1]] is p
+
+
+def test_relu_matches_maximum_whatever_the_input_layout():
+    relu = LAYERS.create("relu")
+    rng = np.random.default_rng(0)
+    full = rng.standard_normal((6, 8)).astype(np.float32)
+    full[0, :3] = [np.nan, -np.inf, np.inf]
+    # C order, the last smaller batch, Fortran order, a strided view, then C order again
+    for x in (full, full[:4], np.asfortranarray(full), full[:, ::2], full.astype(np.float64)):
+        np.testing.assert_array_equal(relu.forward(x, training=True), np.maximum(x, 0))
+        np.testing.assert_array_equal(relu.backward(np.ones_like(x)), (x > 0).astype(x.dtype))
