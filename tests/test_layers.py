@@ -200,3 +200,17 @@ def test_relu_matches_maximum_whatever_the_input_layout():
     for x in (full, full[:4], np.asfortranarray(full), full[:, ::2], full.astype(np.float64)):
         np.testing.assert_array_equal(relu.forward(x, training=True), np.maximum(x, 0))
         np.testing.assert_array_equal(relu.backward(np.ones_like(x)), (x > 0).astype(x.dtype))
+
+
+@pytest.mark.parametrize(("m", "k", "n"), [(8, 5, 12), (12, 5, 8), (7, 7, 7), (1, 3, 4)])
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_products_and_column_sums_whatever_their_orientation(m, k, n, order):
+    from nncli.layers.blas import column_sums, matmul
+
+    rng = np.random.default_rng(0)
+    a = np.asarray(rng.standard_normal((m, k)), order=order)
+    b = rng.standard_normal((k, n))
+    np.testing.assert_allclose(matmul(a, b), a @ b, rtol=1e-12)
+    out = np.empty(k)
+    assert column_sums(a, out=out) is out
+    np.testing.assert_allclose(out, a.sum(axis=0), rtol=1e-12)
