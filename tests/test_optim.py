@@ -334,6 +334,8 @@ def test_packed_step_is_bit_identical_to_one_parameter_at_a_time(name, kwargs, c
         if step == 2:  # a checkpoint in the middle: the loaded state is packed again
             opt_b = OPTIMIZERS.get(name)(**kwargs)
             opt_b.load_state_dict(pickle.loads(pickle.dumps(opt_a.state_dict())))
+    # every optimizer but AdamW (whose decay depends on the name) took the packed path
+    assert (opt_b._packed is not None) == (name != "adamw") == opt_b.packable
     initial = packed_model().params
     for key in per_name.params:
         np.testing.assert_array_equal(packed.params[key], per_name.params[key])

@@ -62,8 +62,10 @@ class Optimizer:
     """
 
     registered_name = ""  # set on each subclass by OPTIMIZERS.register
-    #: whether `_update` treats every parameter alike, so that it may run on packed parameters
-    packable = True
+    #: whether `_update` treats every parameter alike (element-wise, whatever its name or
+    #: shape), so that it may run once on the packed parameters. Opt-in: an update that looks
+    #: at names or per-tensor norms must not run packed.
+    packable = False
 
     def __init__(self, lr: float, clip_norm: float | None = None):
         self.base_lr = check.positive_float("lr", lr)
@@ -183,6 +185,8 @@ class SGD(Optimizer):
     v starts at zero.
     """
 
+    packable = True
+
     def __init__(
         self,
         lr: float,
@@ -227,6 +231,8 @@ class Adagrad(Optimizer):
     s starts at zero.
     """
 
+    packable = True
+
     def __init__(self, lr: float, eps: float = 1e-8, clip_norm: float | None = None):
         super().__init__(lr, clip_norm)
         self.eps = check.positive_float("eps", eps)
@@ -254,6 +260,8 @@ class RMSprop(Optimizer):
     With momentum mu (as in PyTorch):  v <- mu * v + g / (sqrt(s) + eps);  p <- p - lr * v
     s and v start at zero.
     """
+
+    packable = True
 
     def __init__(
         self,
@@ -309,6 +317,8 @@ class Adam(Optimizer):
     where m_hat = m / (1 - beta1^t) and v_hat = v / (1 - beta2^t).
     m and v start at zero.
     """
+
+    packable = True
 
     def __init__(
         self,
