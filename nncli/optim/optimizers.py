@@ -8,8 +8,9 @@ on first use with the parameter's shape and dtype, so float32 training stays flo
 When the model keeps its parameters packed in one array (`Sequential.flat`), `step(...,
 flat=model.flat)` updates them all at once: the state is packed the same way, each name's
 entry a view into it, so checkpoints see the same per-name arrays. The update rules are
-element-wise, so both ways give bit-identical results; the packed one makes 4 passes over one
-array instead of 4 per parameter (about 15% of an SGD step on the MNIST MLP).
+element-wise, so both ways give bit-identical results; the packed one makes its passes over one
+array instead of over each parameter in turn (SGD with momentum on the MNIST MLP: 290 -> 240 us
+a step). Only optimizers that set `packable` take it.
 
 Every update runs through `Optimizer.step`; a subclass only says how one parameter moves
 (`_update`) and what state it keeps (`_new_state`). Updates write into preallocated scratch
