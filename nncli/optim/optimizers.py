@@ -96,20 +96,20 @@ class Optimizer:
                 scale = self.clip_norm / self.last_grad_norm
         self.steps += 1
         if flat is not None and self.packable:
-            p, g = flat.params, flat.grads
-            if scale != 1.0:
-                g = np.multiply(g, scale, out=self._buffer("clipped", p))
-            self._update("", p, g, self._packed_state(flat), self._buffer("scratch", p))
-            return
-        for name, p in params.items():
-            g = grads[name]
+            units = [("", flat.params, flat.grads, self._packed_state(flat))]
+        else:
+            units = ((name, p, grads[name], self._state_of(name, p)) for name, p in params.items())
+        for name, p, g, state in units:
             if scale != 1.0:
                 # The gradients belong to the layers: clip into a buffer of ours instead.
                 g = np.multiply(g, scale, out=self._buffer("clipped", p))
-            state = self.state.get(name)
-            if state is None:
-                state = self.state[name] = self._new_state(p)
             self._update(name, p, g, state, self._buffer("scratch", p))
+
+    def _state_of(self, name: str, p: np.ndarray) -> State:
+        state = self.state.get(name)
+        if state is None:
+            state = self.state[name] = self._new_state(p)
+        return state
 
     def _packed_state(self, flat: FlatParams) -> State:
         """The state packed like `flat.params`, with `self.state[name]` made views into it.
