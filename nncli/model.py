@@ -80,17 +80,17 @@ class Sequential:
         self.flat = None
         if len(dtypes) == 1:
             # decayed weights first, so that weight decay covers one slice
-            order = sorted(named, key=lambda name: named[name][1] not in named[name][0].decayed)
-            sizes = {name: named[name][0].params[key].size for name, (_, key) in named.items()}
-            flat_params = np.empty(sum(sizes.values()), dtypes.pop())
-            flat_grads = np.zeros_like(flat_params)
-            slices, shapes, start = {}, {}, 0
+            decayed = self.param_names(decayed_only=True)
+            order = decayed + [name for name in named if name not in decayed]
+            shapes = {name: layer.params[key].shape for name, (layer, key) in named.items()}
+            slices, start = {}, 0
             for name in order:
-                layer, key = named[name]
-                slices[name] = slice(start, start + sizes[name])
-                shapes[name] = layer.params[key].shape
-                start += sizes[name]
-            num_decayed = sum(sizes[name] for name in order if named[name][1] in named[name][0].decayed)
+                size = math.prod(shapes[name])
+                slices[name] = slice(start, start + size)
+                start += size
+            flat_params = np.empty(start, dtypes.pop())
+            flat_grads = np.zeros_like(flat_params)
+            num_decayed = slices[decayed[-1]].stop if decayed else 0
             self.flat = FlatParams(flat_params, flat_grads, slices, shapes, slice(0, num_decayed))
             for name, (layer, key) in named.items():
                 for store, flat in ((layer.params, flat_params), (layer.grads, flat_grads)):
