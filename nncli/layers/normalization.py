@@ -7,6 +7,7 @@ import numpy as np
 from nncli import check
 from nncli.errors import ConfigError
 from nncli.layers.base import LAYERS, Layer
+from nncli.layers.blas import column_sums
 
 
 @LAYERS.register("batchnorm")
@@ -57,8 +58,8 @@ class BatchNorm(Layer):
         return self.x_hat * gamma + beta
 
     def backward(self, dout):
-        np.sum(dout, axis=0, out=self.grads["beta"])
-        np.sum(dout * self.x_hat, axis=0, out=self.grads["gamma"])
+        column_sums(dout, out=self.grads["beta"])
+        column_sums(dout * self.x_hat, out=self.grads["gamma"])
         # dx = gamma * inv_std * (dout - mean(dout) - x_hat * mean(dout * x_hat))
         n = dout.shape[0]
         dx_hat_mean = self.grads["beta"] / n
