@@ -15,6 +15,7 @@ and the test accuracies. Shared machines drift between speeds for tens of second
 one round proves little: run several and read them all.
 
     python bench/bench_mlp.py [--rounds 5] [--epochs 3] [--torch-python /tmp/torch-ref/bin/python]
+                              [--torch-ref ../shared/bench/torch_ref.py] [--data-dir ../shared/data]
 
 PyTorch lives in its own virtual environment, never nncli's (see torch_ref.py's docstring).
 """
@@ -67,11 +68,11 @@ def run_nncli(variant: str, epochs: int, data_dir: Path) -> tuple[list[float], f
     return times, usage.ru_maxrss / 1024, test
 
 
-def run_torch(python: str, epochs: int, data_dir: Path) -> tuple[list[float], float]:
+def run_torch(python: str, script: str, epochs: int, data_dir: Path) -> tuple[list[float], float]:
     out = subprocess.run(
         [
             python,
-            str(SHARED / "bench" / "torch_ref.py"),
+            script,
             "mlp",
             "--epochs",
             str(epochs),
@@ -91,14 +92,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--torch-python", default=os.environ.get("TORCH_PYTHON", "/tmp/torch-ref/bin/python"))
+    parser.add_argument("--torch-ref", default=str(SHARED / "bench" / "torch_ref.py"))
     parser.add_argument("--data-dir", default=os.environ.get("NNCLI_DATA_DIR", str(SHARED / "data")))
     args = parser.parse_args()
     data_dir = Path(args.data_dir)
     if not (data_dir / "mnist").is_dir():
         sys.exit(f"no MNIST files under {data_dir}/mnist: set NNCLI_DATA_DIR or --data-dir")
-    have_torch = Path(args.torch_python).exists()
-    if not have_torch:
+    have_torch = Path(args.torch_python).exists() and Path(args.torch_ref).is_file()
+    if not Path(args.torch_python).exists():
         print(f"no PyTorch interpreter at {args.torch_python}: timing nncli alone", file=sys.stderr)
+    elif not have_torch:
+        print(f"no torch_ref.py at {args.torch_ref}: timing nncli alone", file=sys.stderr)
 
     medians: dict[str, list[float]] = {name: [] for name in (*VARIANTS, "torch")}
     fastest: dict[str, float] = {}
@@ -108,7 +112,7 @@ def main() -> None:
             if name == "torch":
                 if not have_torch:
                     continue
-                times, acc = run_torch(args.torch_python, args.epochs, data_dir)
+                times, acc = run_torch(args.torch_python, args.torch_ref, args.epochs, data_dir)
                 extra = ""
             else:
                 times, rss, acc = run_nncli(name, args.epochs, data_dir)
