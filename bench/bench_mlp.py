@@ -87,6 +87,17 @@ def run_torch(python: str, script: str, epochs: int, data_dir: Path) -> tuple[li
     return times, float(re.search(r"epoch_s=[\d.]+ test_acc=([\d.]+)", out)[1])
 
 
+def openblas_kernels() -> str:
+    """Which OpenBLAS kernels the nncli runs will use (see nncli/_openblas.py)."""
+    code = "import nncli, os; print(os.environ.get('OPENBLAS_CORETYPE', ''))"
+    chosen = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip()
+    if not chosen:
+        return "OpenBLAS's own choice for this CPU"
+    if os.environ.get("OPENBLAS_CORETYPE"):
+        return f"OPENBLAS_CORETYPE={chosen}, set by you"
+    return f"OPENBLAS_CORETYPE={chosen}, set by nncli for this CPU"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -104,6 +115,7 @@ def main() -> None:
     elif not have_torch:
         print(f"no torch_ref.py at {args.torch_ref}: timing nncli alone", file=sys.stderr)
 
+    print(f"nncli's matrix products: {openblas_kernels()}", flush=True)
     medians: dict[str, list[float]] = {name: [] for name in (*VARIANTS, "torch")}
     fastest: dict[str, float] = {}
     peak = 0.0
