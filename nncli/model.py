@@ -100,6 +100,17 @@ class Sequential:
         self.params = {name: layer.params[key] for name, (layer, key) in named.items()}
         self.grads = {name: layer.grads[key] for name, (layer, key) in named.items()}
 
+    def __getstate__(self) -> dict:
+        # pickle and copy.deepcopy copy each array on its own, so a copy's layer parameters
+        # would no longer be views into its `flat`, and a packed optimizer step would update
+        # arrays the layers never read. Leave `flat` out and pack the copy afresh.
+        return {**self.__dict__, "flat": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if self.input_shape is not None:
+            self._pack()
+
     @property
     def output_shape(self) -> tuple[int, ...]:
         return self.layers[-1].output_shape

@@ -1,3 +1,6 @@
+import copy
+import pickle
+
 import numpy as np
 import pytest
 
@@ -177,6 +180,21 @@ def test_parameters_and_gradients_are_views_into_one_packed_array_each():
     assert sorted(flat.slices[name].start for name in decayed) == [0, 4 * 6]
     model.layers[0].params["W"][0, 0] = 42.0  # a layer's array and the packed one are the same memory
     assert 42.0 in flat.params[flat.slices["layers.0.W"]]
+
+
+@pytest.mark.parametrize("copy_model", [copy.deepcopy, lambda m: pickle.loads(pickle.dumps(m))])
+def test_a_copied_model_packs_its_own_parameters(copy_model):
+    model = Sequential([Linear(3), LAYERS.create("relu"), Linear(2)])
+    model.build((4,), np.random.default_rng(0))
+    clone = copy_model(model)
+    assert not np.shares_memory(clone.flat.params, model.flat.params)
+    for name, p in clone.params.items():
+        assert np.shares_memory(p, clone.flat.params)
+        assert np.shares_memory(clone.grads[name], clone.flat.grads)
+        assert clone.layers[int(name.split(".")[1])].params[name.rsplit(".", 1)[1]] is p
+        np.testing.assert_array_equal(p, model.params[name])
+    clone.flat.params[...] += 1.0  # what a packed optimizer step does: the clone's layers see it
+    np.testing.assert_array_equal(clone.layers[0].params["W"], model.layers[0].params["W"] + 1.0)
 
 
 def test_astype_packs_the_converted_parameters_again():
