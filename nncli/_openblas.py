@@ -12,7 +12,9 @@ OpenBLAS reads the choice from the environment variable OPENBLAS_CORETYPE once, 
 first imported, so this must run before that: `nncli/__init__.py` calls `apply()` first thing.
 A user's own OPENBLAS_CORETYPE, whatever its value, is left alone; so is a process that had
 imported numpy before nncli (the kernels are chosen by then). Zen 5 (family 26) has full-width
-AVX-512 units and is left alone too.
+AVX-512 units and is left alone too. OpenBLAS 0.3.34 retunes its blocking for Zen 4: when
+numpy's wheels move to it, `make bench` with OPENBLAS_CORETYPE=SkylakeX set says whether this
+still pays.
 """
 
 from __future__ import annotations
