@@ -285,10 +285,7 @@ class RMSprop(Optimizer):
 
     def _update(self, name, p, g, state, buf):
         s = state["square_avg"]
-        s *= self.rho
-        np.multiply(g, g, out=buf)
-        buf *= 1.0 - self.rho
-        s += buf
+        _moving_average(s, np.multiply(g, g, out=buf), self.rho, buf)
         if self.momentum:
             v = state["velocity"]
             _scaled_step(g, s, self.eps, 1.0, out=buf)
@@ -339,13 +336,8 @@ class Adam(Optimizer):
 
     def _update(self, name, p, g, state, buf):
         m, v = state["m"], state["v"]
-        m *= self.beta1
-        np.multiply(g, 1.0 - self.beta1, out=buf)
-        m += buf
-        v *= self.beta2
-        np.multiply(g, g, out=buf)
-        buf *= 1.0 - self.beta2
-        v += buf
+        _moving_average(m, g, self.beta1, buf)
+        _moving_average(v, np.multiply(g, g, out=buf), self.beta2, buf)
         # sqrt(v_hat) + eps, then m_hat / that, scaled by lr: three passes, no temporaries.
         np.sqrt(v, out=buf)
         buf *= 1.0 / math.sqrt(1.0 - self.beta2**self.steps)
@@ -396,6 +388,13 @@ class AdamW(Adam):
 
     def get_config(self):
         return {**super().get_config(), "weight_decay": self.weight_decay}
+
+
+def _moving_average(avg: np.ndarray, x: np.ndarray, decay: float, buf: np.ndarray) -> None:
+    """avg <- decay * avg + (1 - decay) * x, in place; `buf` is scratch and may be `x` itself."""
+    avg *= decay
+    np.multiply(x, 1.0 - decay, out=buf)
+    avg += buf
 
 
 def _scaled_step(g: np.ndarray, s: np.ndarray, eps: float, lr: float, out: np.ndarray) -> None:
