@@ -20,11 +20,11 @@ from nncli.config.schema import Component, Config, parse_config
 from nncli.config.yamlsource import Source, apply_override
 from nncli.data.pipeline import Preprocessor, Splits, load_data
 from nncli.errors import CheckpointError
-from nncli.layers import LAYERS
-from nncli.losses import LOSSES, Loss
-from nncli.model import Sequential
-from nncli.optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule
-from nncli.regularizers import Regularizer
+from nncli.nn.layers import LAYERS
+from nncli.nn.losses import LOSSES, Loss
+from nncli.nn.model import Sequential
+from nncli.nn.optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule
+from nncli.nn.regularizers import Regularizer
 
 
 @dataclass
@@ -209,7 +209,7 @@ def build_regularizer(config: Config) -> Regularizer:
 
 
 def rebuild(saved: dict, data_dir: Path) -> Rebuilt:
-    """Rebuild what `saved` (from `nncli.checkpoint.load`) was trained on.
+    """Rebuild what `saved` (from `nncli.training.checkpoint.load`) was trained on.
 
     The data is drawn from a fresh generator seeded as training's was, so the validation
     split is the same one, and preprocessed with the saved statistics rather than refitted.

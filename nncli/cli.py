@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from pathlib import Path
 
 import click
 
@@ -80,9 +79,9 @@ def _stderr_is_terminal() -> bool:
 @click.pass_obj
 def train(obj, config, overrides, run_dir, resume, data_dir, quiet):
     """Train the model described by CONFIG (a YAML file) and write a run directory."""
+    from nncli.commands.train import train as run_training
     from nncli.data import resolve_data_dir
     from nncli.errors import ConfigError
-    from nncli.run import train as run_training
 
     with _user_errors(obj["debug"]):
         if resume and config:
@@ -157,38 +156,21 @@ def eval_command(obj, checkpoint_path, split, data_dir, as_json, plot_path, batc
     """
     import json
 
+    from nncli.commands import eval as evaluation
     from nncli.data import resolve_data_dir
-    from nncli.evaluate import evaluate_checkpoint, format_report
+    from nncli.plotting import check_format
 
     with _user_errors(obj["debug"]):
         if plot_path:
-            _check_image_path(plot_path)
-        result = evaluate_checkpoint(checkpoint_path, split, resolve_data_dir(data_dir), batch_size)
-        report = result.report
+            check_format(plot_path)  # before the work, not after it
+        result = evaluation.evaluate_checkpoint(
+            checkpoint_path, split, resolve_data_dir(data_dir), batch_size
+        )
         if plot_path:
-            from nncli.plotting import plot_confusion, plot_predictions
-
-            title = f"{report['name']} (epoch {report['epoch']}), {report['split']} split"
-            if report["task"] == "classification":
-                plot_confusion(report["confusion_matrix"], report["classes"], Path(plot_path), title)
-            else:
-                plot_predictions(result.outputs, result.targets, Path(plot_path), title)
-        if as_json:
-            click.echo(json.dumps(report))
-        else:
-            click.echo(format_report(report))
+            evaluation.plot(result, plot_path)
+        click.echo(json.dumps(result.report) if as_json else evaluation.format_report(result.report))
         if plot_path:
             click.echo(f"wrote {plot_path}", err=as_json)
-
-
-def _check_image_path(path: str) -> None:
-    from nncli.errors import NncliError
-    from nncli.plotting import check_format
-
-    try:
-        check_format(path)
-    except ValueError as err:
-        raise NncliError(str(err)) from None
 
 
 def _parse_samples(value: str) -> int | None:
@@ -240,10 +222,10 @@ def gradcheck(obj, config, checkpoint_path, batch, samples, tol, seed, overrides
     every parameter tensor, the regularization term and the input. Exits 0 when every relative
     error is below --tol, 1 otherwise. Without CONFIG, the checkpoint's own config is used.
     """
+    from nncli.commands.gradcheck import failure_message, format_gradcheck
+    from nncli.commands.gradcheck import gradcheck as run_gradcheck
     from nncli.data import resolve_data_dir
     from nncli.errors import NncliError
-    from nncli.inspection import failure_message, format_gradcheck
-    from nncli.inspection import gradcheck as run_gradcheck
 
     with _user_errors(obj["debug"]):
         if config is None and overrides:
@@ -287,18 +269,10 @@ def plot(obj, runs, output, metrics):
     Train curves are solid, validation dashed; several runs are overlaid, one colour each, with
     their names in the legend.
     """
-    from nncli.errors import NncliError
-    from nncli.inspection import plot_metrics, runs_to_plot
-    from nncli.plotting import plot_curves
+    from nncli.commands.plot import plot as draw
 
     with _user_errors(obj["debug"]):
-        _check_image_path(output)
-        curves = runs_to_plot(list(runs))
-        try:
-            written = plot_curves(curves, Path(output), plot_metrics(list(metrics), curves))
-        except ValueError as err:  # nothing finite to draw
-            raise NncliError(f"cannot plot {', '.join(runs)}: {err}") from None
-        click.echo(f"wrote {written}")
+        click.echo(f"wrote {draw(list(runs), output, list(metrics))}")
 
 
 @cli.command(name="check", context_settings=CONTEXT)
@@ -314,8 +288,8 @@ def check_command(obj, config, overrides, data_dir):
     Prints each layer's output shape and parameter count, the total, and the memory of one
     batch's activations. A config that does not fit fails with the layer and the YAML line.
     """
+    from nncli.commands.check import check
     from nncli.data import resolve_data_dir
-    from nncli.inspection import check
 
     with _user_errors(obj["debug"]):
         click.echo(check(config, overrides, data_dir=resolve_data_dir(data_dir)))

@@ -14,6 +14,8 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 
+from nncli.errors import NncliError
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 
@@ -76,11 +78,11 @@ FORMATS = (".png", ".svg", ".pdf")
 
 
 def check_format(out: Path | str) -> None:
-    """Raise `ValueError` unless `out` ends in .png, .svg or .pdf."""
+    """Raise `NncliError` unless `out` ends in .png, .svg or .pdf."""
     suffix = Path(out).suffix.lower()
     if suffix not in FORMATS:
         given = f"{suffix!r}" if suffix else "no extension"
-        raise ValueError(f"{out}: cannot tell the image format from {given}; use .png, .svg or .pdf")
+        raise NncliError(f"{out}: cannot tell the image format from {given}; use .png, .svg or .pdf")
 
 
 def _save(fig, out: Path | str) -> Path:

@@ -66,7 +66,7 @@ def test_to_dict_parses_back_to_the_same_config():
 def test_a_layer_option_error_points_at_its_line():
     source = parse_yaml(TEXT.replace("{units: 16}", "{units: 0}"), "c.yaml")
     config = parse_config(source)
-    from nncli.layers import LAYERS
+    from nncli.nn.layers import LAYERS
 
     with pytest.raises(ConfigError) as err, config.located(config.model[0].path):
         LAYERS.create("linear", dict(config.model[0].options))

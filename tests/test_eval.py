@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from nncli import checkpoint
 from nncli.cli import cli
 from nncli.data import load_data
 from nncli.data.pipeline import Preprocessor
+from nncli.training import checkpoint
 
 SPIRAL = """\
 name: spiral

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nncli.gradcheck import check_model
-from nncli.layers import LAYERS
-from nncli.layers.core import Linear
-from nncli.losses import LOSSES
-from nncli.model import Sequential
-from nncli.regularizers import Regularizer
+from nncli.nn.gradcheck import check_model
+from nncli.nn.layers import LAYERS
+from nncli.nn.layers.core import Linear
+from nncli.nn.losses import LOSSES
+from nncli.nn.model import Sequential
+from nncli.nn.regularizers import Regularizer
 
 TOL = 1e-6
 N = 6
@@ -151,7 +151,7 @@ def test_a_wrong_gradient_fails_and_is_named():
 
 def test_kinks_are_reported_not_failed():
     # ReLU inputs placed exactly at 0: the derivative does not exist there.
-    from nncli.gradcheck import check_model as run
+    from nncli.nn.gradcheck import check_model as run
 
     model = Sequential([LAYERS.create("relu")])
     model.build((4,), np.random.default_rng(0), np.float64)

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from nncli.cli import cli
-from nncli.layers.normalization import BatchNorm
+from nncli.nn.layers.normalization import BatchNorm
 
 CONFIG = """\
 name: spiral_bn
@@ -162,10 +162,10 @@ def test_a_kink_inside_the_stencil_is_skipped_not_failed():
     # crosses 0, so the wide estimate is off; a narrower stencil clears the kink and agrees.
     import numpy as np
 
-    from nncli.gradcheck import STEP, check_model
-    from nncli.layers import LAYERS
-    from nncli.losses import LOSSES
-    from nncli.model import Sequential
+    from nncli.nn.gradcheck import STEP, check_model
+    from nncli.nn.layers import LAYERS
+    from nncli.nn.losses import LOSSES
+    from nncli.nn.model import Sequential
 
     model = Sequential([LAYERS.create("relu")])
     model.build((3,), np.random.default_rng(0), np.float64)

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from nncli.errors import ConfigError
-from nncli.initializers import INITIALIZERS, get_initializer
-from nncli.layers import LAYERS
-from nncli.layers.core import Linear
-from nncli.model import Sequential
+from nncli.nn.initializers import INITIALIZERS, get_initializer
+from nncli.nn.layers import LAYERS
+from nncli.nn.layers.core import Linear
+from nncli.nn.model import Sequential
 
 # the smallest valid arguments for layers that need some
 REQUIRED = {"linear": {"units": 3}}
@@ -223,7 +223,7 @@ def test_relu_matches_maximum_whatever_the_input_layout():
 @pytest.mark.parametrize(("m", "k", "n"), [(8, 5, 12), (12, 5, 8), (7, 7, 7), (1, 3, 4)])
 @pytest.mark.parametrize("order", ["C", "F"])
 def test_products_and_column_sums_whatever_their_orientation(m, k, n, order):
-    from nncli.layers.blas import column_sums, matmul
+    from nncli.nn.layers.blas import column_sums, matmul
 
     rng = np.random.default_rng(0)
     a = np.asarray(rng.standard_normal((m, k)), order=order)

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from nncli.errors import ConfigError
-from nncli.layers.core import Linear
-from nncli.losses import LOSSES
-from nncli.model import Sequential
-from nncli.regularizers import Regularizer
+from nncli.nn.layers.core import Linear
+from nncli.nn.losses import LOSSES
+from nncli.nn.model import Sequential
+from nncli.nn.regularizers import Regularizer
 
 
 def test_cross_entropy_is_stable_for_huge_logits():
@@ -86,7 +86,7 @@ def _mlp(rng, dtype=np.float32):
 
 
 def _relu():
-    from nncli.layers import LAYERS
+    from nncli.nn.layers import LAYERS
 
     return LAYERS.create("relu")
 
@@ -147,8 +147,8 @@ def test_config_round_trip(name):
     ],
 )
 def test_a_split_mean_does_not_depend_on_the_batch_size(name, options, make_target):
-    from nncli.evaluation import loss_and_accuracy
-    from nncli.layers import LAYERS
+    from nncli.nn.layers import LAYERS
+    from nncli.nn.metrics import loss_and_accuracy
 
     rng = np.random.default_rng(0)
     model = Sequential([LAYERS.create("identity")])

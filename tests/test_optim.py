@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from nncli.errors import CheckpointError, ConfigError
-from nncli.layers import LAYERS
-from nncli.model import Sequential
-from nncli.optim import OPTIMIZERS, clip_global_norm
+from nncli.nn.layers import LAYERS
+from nncli.nn.model import Sequential
+from nncli.nn.optim import OPTIMIZERS, clip_global_norm
 
 # Update rules written out by hand, one step at a time, in float64 on one parameter.
 
@@ -349,7 +349,7 @@ def test_packed_step_is_bit_identical_to_one_parameter_at_a_time(name, kwargs, c
 
 @pytest.mark.parametrize("apply_to", ["weights", "all"])
 def test_packed_weight_penalty_matches_one_parameter_at_a_time(apply_to):
-    from nncli.regularizers import Regularizer
+    from nncli.nn.regularizers import Regularizer
 
     per_name, packed = packed_model(), packed_model()
     for model in (per_name, packed):

@@ -4,7 +4,7 @@ import pickle
 import pytest
 
 from nncli.errors import CheckpointError, ConfigError
-from nncli.optim import SCHEDULES
+from nncli.nn.optim import SCHEDULES
 
 BASE, EPOCHS = 0.5, 10
 

@@ -16,9 +16,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from nncli import checkpoint
 from nncli.cli import cli
 from nncli.errors import CheckpointError
+from nncli.training import checkpoint
 
 SPIRAL = """\
 name: spiral
@@ -251,7 +251,7 @@ def test_an_early_stopped_run_resumes_only_when_asked_to_go_on(workdir):
 
 def test_an_interrupted_epoch_must_be_finished(workdir, monkeypatch):
     """The epoch count cannot drop below an unfinished epoch, and finishing it is exact."""
-    from nncli.callbacks.files import MetricsWriter
+    from nncli.training.callbacks.files import MetricsWriter
 
     def stop_in_epoch_two(self, trainer, batch, loss):
         if trainer.state.epoch == 1 and batch == 2:

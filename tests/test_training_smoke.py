@@ -3,12 +3,12 @@
 import numpy as np
 
 from nncli.data import DATASETS
-from nncli.layers import LAYERS
-from nncli.layers.core import Linear
-from nncli.losses import LOSSES
-from nncli.model import Sequential
-from nncli.optim import OPTIMIZERS
-from nncli.regularizers import Regularizer
+from nncli.nn.layers import LAYERS
+from nncli.nn.layers.core import Linear
+from nncli.nn.losses import LOSSES
+from nncli.nn.model import Sequential
+from nncli.nn.optim import OPTIMIZERS
+from nncli.nn.regularizers import Regularizer
 
 
 def test_mlp_fits_a_spiral():

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from nncli import check
+from nncli import validate
 from nncli.config.yamlsource import Source, YamlPath, apply_override, load_yaml
 from nncli.errors import ConfigError
 from nncli.registry import Registry, check_options, did_you_mean
@@ -151,9 +151,9 @@ def load_config(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -
 
 def parse_config(source: Source, default_name: str = "run") -> Config:
     from nncli.data import DATASETS
-    from nncli.layers import LAYERS
-    from nncli.losses import LOSSES
-    from nncli.optim import OPTIMIZERS, SCHEDULES
+    from nncli.nn.layers import LAYERS
+    from nncli.nn.losses import LOSSES
+    from nncli.nn.optim import OPTIMIZERS, SCHEDULES
 
     raw = source.data
     if not isinstance(raw, dict):
@@ -172,8 +172,8 @@ def parse_config(source: Source, default_name: str = "run") -> Config:
     name = raw.get("name", default_name)
     if not isinstance(name, str) or not name.isprintable() or not name or "/" in name or name.startswith("."):
         raise source.error(("name",), f"expected a name usable as a folder, got {name!r}")
-    seed = value(("seed",), lambda k: check.non_negative_int(k, raw.get("seed", 0)))
-    dtype = value(("dtype",), lambda k: check.one_of(k, raw.get("dtype", "float32"), DTYPES))
+    seed = value(("seed",), lambda k: validate.non_negative_int(k, raw.get("seed", 0)))
+    dtype = value(("dtype",), lambda k: validate.one_of(k, raw.get("dtype", "float32"), DTYPES))
 
     model = raw["model"]
     if not isinstance(model, list) or not model:
@@ -271,7 +271,7 @@ def _optimizer(source: Source, spec: Any, registry: Registry) -> tuple[Component
     }
     optimizer = _component(source, ("optimizer",), kept, registry)
     reg = {k: spec[k] for k in REGULARIZATION_KEYS if k in spec and not (decoupled and k == "weight_decay")}
-    from nncli.regularizers import Regularizer
+    from nncli.nn.regularizers import Regularizer
 
     try:
         built = Regularizer(
@@ -345,17 +345,17 @@ def _train(source: Source, spec: Any) -> TrainConfig:
         _no_unknown_keys(source, path, early, EARLY_KEYS)
         stopping = EarlyStopping(
             monitor=get("monitor", metric_name, "val_loss", path=path, block=early),
-            patience=get("patience", check.positive_int, 5, path=path, block=early),
-            min_delta=get("min_delta", check.non_negative_float, 0.0, path=path, block=early),
-            mode=get("mode", check.one_of, None, MODES, path=path, block=early),
+            patience=get("patience", validate.positive_int, 5, path=path, block=early),
+            min_delta=get("min_delta", validate.non_negative_float, 0.0, path=path, block=early),
+            mode=get("mode", validate.one_of, None, MODES, path=path, block=early),
         )
     if spec.get("mode") is not None and spec.get("monitor") is None:
         raise source.error(("train", "mode"), "mode needs a monitor: say which metric it applies to")
     return TrainConfig(
-        epochs=get("epochs", check.positive_int, 10),
-        batch_size=get("batch_size", check.positive_int, 128),
+        epochs=get("epochs", validate.positive_int, 10),
+        batch_size=get("batch_size", validate.positive_int, 128),
         monitor=get("monitor", metric_name, None),
-        mode=get("mode", check.one_of, None, MODES),
+        mode=get("mode", validate.one_of, None, MODES),
         early_stopping=stopping,
-        eval_batch_size=get("eval_batch_size", check.positive_int, 1000),
+        eval_batch_size=get("eval_batch_size", validate.positive_int, 1000),
     )

@@ -6,7 +6,7 @@ A loader is a function registered under its YAML name:
     def load_spiral(*, data_dir: Path, rng: np.random.Generator, classes: int = 3, ...) -> RawData
 
 Its keyword arguments after `data_dir` and `rng` are the dataset's own YAML options; each is
-checked with `nncli.check`, so a bad value is a `ConfigError` keyed by the option's name. A
+checked with `nncli.validate`, so a bad value is a `ConfigError` keyed by the option's name. A
 loader returns arrays as stored (uint8 images, say): `nncli.data.pipeline.load_data` converts
 them to float32 once, after the validation split.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nncli import check
+from nncli import validate
 from nncli.errors import ConfigError, DataError
 from nncli.registry import Registry
 
@@ -110,8 +110,8 @@ def count_of(key: str, value: object, n: int) -> int:
         raise ConfigError(f"expected a count (integer) or a fraction in [0, 1), got {value!r}",
                           key=key)
     if isinstance(value, float):
-        return round(check.fraction(key, value) * n)
-    return check.non_negative_int(key, value)
+        return round(validate.fraction(key, value) * n)
+    return validate.non_negative_int(key, value)
 
 
 def file_option(key: str, value: object, what: str) -> Path:

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from nncli import check
+from nncli import validate
 from nncli.data.datasets import DATASETS, DatasetInfo, count_of
 from nncli.data.download import progress_enabled
 from nncli.errors import CheckpointError, ConfigError
@@ -105,7 +105,7 @@ class Standardize(Step):
     (N, C, H, W) with `per_channel`. Features (or channels) that never vary are divided by 1."""
 
     def __init__(self, per_channel: bool = False):
-        self.per_channel = check.boolean("per_channel", per_channel)
+        self.per_channel = validate.boolean("per_channel", per_channel)
         self.mean: np.ndarray | None = None
         self.std: np.ndarray | None = None
 

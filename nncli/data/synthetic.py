@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nncli import check
+from nncli import validate
 from nncli.data.datasets import DATASETS, DatasetInfo, RawData, count_of
 from nncli.errors import ConfigError
 
@@ -34,11 +34,11 @@ def load_spiral(*, data_dir: Path, rng: np.random.Generator, classes: int = 3,
     Sample i belongs to arm i % classes, at radius r ~ U(0, 1) and angle
     2*pi*arm/classes + 4r + noise * N(0, 1).
     """
-    classes = check.positive_int("classes", classes)
+    classes = validate.positive_int("classes", classes)
     if classes < 2:
         raise ConfigError(f"expected at least 2 classes, got {classes}", key="classes")
-    n = classes * check.positive_int("points_per_class", points_per_class)
-    noise = check.non_negative_float("noise", noise)
+    n = classes * validate.positive_int("points_per_class", points_per_class)
+    noise = validate.non_negative_float("noise", noise)
 
     def sample(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         labels = np.arange(n) % classes
@@ -57,8 +57,8 @@ def load_xor(*, data_dir: Path, rng: np.random.Generator, samples: int = 400,
     """Points uniform in [-1, 1]^2, class 1 where exactly one coordinate is positive, classes
     alternating; then Gaussian jitter of standard deviation `noise` (labels keep the unjittered
     quadrant)."""
-    n = check.positive_int("samples", samples)
-    noise = check.non_negative_float("noise", noise)
+    n = validate.positive_int("samples", samples)
+    noise = validate.non_negative_float("noise", noise)
 
     def sample(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         labels = np.arange(n) % 2
@@ -76,8 +76,8 @@ def load_moons(*, data_dir: Path, rng: np.random.Generator, samples: int = 400,
                noise: float = 0.1, test_size: int | float = 0.2) -> RawData:
     """Two interleaved half circles (as scikit-learn's make_moons), classes alternating:
     class 0 at (cos t, sin t), class 1 at (1 - cos t, 0.5 - sin t), t ~ U(0, pi), plus noise."""
-    n = check.positive_int("samples", samples)
-    noise = check.non_negative_float("noise", noise)
+    n = validate.positive_int("samples", samples)
+    noise = validate.non_negative_float("noise", noise)
 
     def sample(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         labels = np.arange(n) % 2
@@ -95,8 +95,8 @@ def load_moons(*, data_dir: Path, rng: np.random.Generator, samples: int = 400,
 def load_sine(*, data_dir: Path, rng: np.random.Generator, samples: int = 200,
               noise: float = 0.1, test_size: int | float = 0.2) -> RawData:
     """1-D regression: x ~ U(-pi, pi) as (N, 1), target sin(x) + noise * N(0, 1) as (N, 1)."""
-    n = check.positive_int("samples", samples)
-    noise = check.non_negative_float("noise", noise)
+    n = validate.positive_int("samples", samples)
+    noise = validate.non_negative_float("noise", noise)
 
     def sample(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         x = rng.uniform(-np.pi, np.pi, (n, 1))

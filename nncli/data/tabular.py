@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nncli import check
+from nncli import validate
 from nncli.data.datasets import (
     DATASETS,
     TASKS,
@@ -171,7 +171,7 @@ def load_csv(
     pixel_max: float | None = None,
 ) -> RawData:
     """A CSV dataset; see the module docstring for the two layouts."""
-    task = check.one_of("task", task, TASKS)
+    task = validate.one_of("task", task, TASKS)
     if (labels_path is None) == (target is None):
         raise ConfigError("give either labels_path (a separate labels CSV) or target (a column"
                           " of the CSV at path), not both", key="target")
@@ -180,7 +180,7 @@ def load_csv(
     if labels_path is not None and (test_path is None) != (test_labels_path is None):
         raise ConfigError("give test_path and test_labels_path together", key="test_labels_path")
     if pixel_max is not None:
-        pixel_max = check.positive_float("pixel_max", pixel_max)
+        pixel_max = validate.positive_float("pixel_max", pixel_max)
     splits = [("path", "labels_path", path, labels_path)]
     if test_path is not None:
         splits.append(("test_path", "test_labels_path", test_path, test_labels_path))
@@ -250,7 +250,7 @@ def _row_shape(shape: object, width: int) -> tuple[int, ...]:
         return (width,)
     if not isinstance(shape, (list, tuple)) or not shape:
         raise ConfigError(f"expected a list of dimensions, got {shape!r}", key="shape")
-    dims = tuple(check.positive_int("shape", d) for d in shape)
+    dims = tuple(validate.positive_int("shape", d) for d in shape)
     if int(np.prod(dims)) != width:
         raise ConfigError(f"{list(dims)} holds {int(np.prod(dims))} values, but each row has"
                           f" {width}", key="shape")
@@ -263,7 +263,7 @@ def load_npz(
 ) -> RawData:
     """Arrays x_train, y_train and optional x_test, y_test from a NumPy .npz file."""
     if task is not None:
-        task = check.one_of("task", task, TASKS)
+        task = validate.one_of("task", task, TASKS)
     file = file_option("path", path, "npz file")
     if not zipfile.is_zipfile(file):
         raise DataError(f"{file} is not an .npz file (an .npz is a zip archive of arrays)")

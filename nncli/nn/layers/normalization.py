@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from nncli import check
+from nncli import validate
 from nncli.errors import ConfigError
-from nncli.layers.base import LAYERS, Layer
-from nncli.layers.blas import column_sums
+from nncli.nn.layers.base import LAYERS, Layer
+from nncli.nn.layers.blas import column_sums
 
 
 @LAYERS.register("batchnorm")
@@ -23,8 +23,8 @@ class BatchNorm(Layer):
 
     def __init__(self, momentum: float = 0.9, eps: float = 1e-5):
         super().__init__()
-        self.momentum = check.fraction("momentum", momentum)
-        self.eps = check.positive_float("eps", eps)
+        self.momentum = validate.fraction("momentum", momentum)
+        self.eps = validate.positive_float("eps", eps)
 
     def infer_output_shape(self, input_shape):
         if len(input_shape) != 1:

@@ -5,9 +5,15 @@ plots and reports. The trainer calls each callback's hooks in order:
     on_epoch_end(row)  on_interrupt(signum)  on_nonfinite(report)  on_train_end
 """
 
-from nncli.callbacks.base import Callback
-from nncli.callbacks.console import EpochLog, ProgressBar
-from nncli.callbacks.files import Checkpointer, CurvePlotter, MetricsWriter, NanReporter, SummaryWriter
+from nncli.training.callbacks.base import Callback
+from nncli.training.callbacks.console import EpochLog, ProgressBar
+from nncli.training.callbacks.files import (
+    Checkpointer,
+    CurvePlotter,
+    MetricsWriter,
+    NanReporter,
+    SummaryWriter,
+)
 
 __all__ = [
     "Callback",

@@ -28,12 +28,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from nncli import check
+from nncli import validate
 from nncli.errors import CheckpointError, ConfigError
 from nncli.registry import Registry
 
 if TYPE_CHECKING:
-    from nncli.model import FlatParams
+    from nncli.nn.model import FlatParams
 
 OPTIMIZERS: Registry[type[Optimizer]] = Registry("optimizer")
 
@@ -69,9 +69,9 @@ class Optimizer:
     packable = False
 
     def __init__(self, lr: float, clip_norm: float | None = None):
-        self.base_lr = check.positive_float("lr", lr)
+        self.base_lr = validate.positive_float("lr", lr)
         self.lr = self.base_lr
-        self.clip_norm = None if clip_norm is None else check.positive_float("clip_norm", clip_norm)
+        self.clip_norm = None if clip_norm is None else validate.positive_float("clip_norm", clip_norm)
         self.steps = 0  # calls to step(); Adam's t
         self.state: dict[str, State] = {}
         self.last_grad_norm: float | None = None  # set by step() when clip_norm is set
@@ -196,8 +196,8 @@ class SGD(Optimizer):
         clip_norm: float | None = None,
     ):
         super().__init__(lr, clip_norm)
-        self.momentum = check.fraction("momentum", momentum)
-        self.nesterov = check.boolean("nesterov", nesterov)
+        self.momentum = validate.fraction("momentum", momentum)
+        self.nesterov = validate.boolean("nesterov", nesterov)
         if self.nesterov and self.momentum == 0:
             raise ConfigError("Nesterov momentum needs momentum > 0", key="nesterov")
 
@@ -236,7 +236,7 @@ class Adagrad(Optimizer):
 
     def __init__(self, lr: float, eps: float = 1e-8, clip_norm: float | None = None):
         super().__init__(lr, clip_norm)
-        self.eps = check.positive_float("eps", eps)
+        self.eps = validate.positive_float("eps", eps)
 
     def _new_state(self, p):
         return {"sum_sq": np.zeros_like(p)}
@@ -273,9 +273,9 @@ class RMSprop(Optimizer):
         clip_norm: float | None = None,
     ):
         super().__init__(lr, clip_norm)
-        self.rho = check.fraction("rho", rho)
-        self.eps = check.positive_float("eps", eps)
-        self.momentum = check.fraction("momentum", momentum)
+        self.rho = validate.fraction("rho", rho)
+        self.eps = validate.positive_float("eps", eps)
+        self.momentum = validate.fraction("momentum", momentum)
 
     def _new_state(self, p):
         state = {"square_avg": np.zeros_like(p)}
@@ -327,9 +327,9 @@ class Adam(Optimizer):
         clip_norm: float | None = None,
     ):
         super().__init__(lr, clip_norm)
-        self.beta1 = check.fraction("beta1", beta1)
-        self.beta2 = check.fraction("beta2", beta2)
-        self.eps = check.positive_float("eps", eps)
+        self.beta1 = validate.fraction("beta1", beta1)
+        self.beta2 = validate.fraction("beta2", beta2)
+        self.eps = validate.positive_float("eps", eps)
 
     def _new_state(self, p):
         return {"m": np.zeros_like(p), "v": np.zeros_like(p)}
@@ -378,7 +378,7 @@ class AdamW(Adam):
         clip_norm: float | None = None,
     ):
         super().__init__(lr, beta1, beta2, eps, clip_norm)
-        self.weight_decay = check.non_negative_float("weight_decay", weight_decay)
+        self.weight_decay = validate.non_negative_float("weight_decay", weight_decay)
         self.decayed: set[str] | None = None
 
     def _update(self, name, p, g, state, buf):

@@ -6,7 +6,7 @@ import sys
 
 from tqdm import tqdm
 
-from nncli.callbacks.base import Callback
+from nncli.training.callbacks.base import Callback
 
 
 def format_row(row: dict, epochs: int) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nncli.errors import ConfigError
-from nncli.layers import Layer
+from nncli.nn.layers import Layer
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The training loop, and nothing more: progress bars, files, pickles and plots live in the
-callbacks it calls (`nncli.callbacks`).
+callbacks it calls (`nncli.training.callbacks`).
 
 One epoch: draw a fresh permutation from the run's generator, then for each batch set the
 learning rate from the schedule, forward, loss, backward, regularization, optimizer step.
@@ -21,7 +21,7 @@ import numpy as np
 
 from nncli.builder import Experiment, monitor_of
 from nncli.errors import NncliError
-from nncli.evaluation import loss_and_accuracy
+from nncli.nn.metrics import loss_and_accuracy
 
 COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s")
 
@@ -197,7 +197,7 @@ class Trainer:
         self._call("on_epoch_end", row)
 
     def _nonfinite(self, epoch: int, batch: int, xb, yb, value: float):
-        from nncli.diagnostics import nonfinite_report
+        from nncli.training.diagnostics import nonfinite_report
 
         report = nonfinite_report(self.exp, xb, yb, epoch=epoch + 1, batch=batch, loss=value)
         self._call("on_nonfinite", report)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from nncli import check
-from nncli.layers.base import LAYERS, Layer
+from nncli import validate
+from nncli.nn.layers.base import LAYERS, Layer
 
 
 @LAYERS.register("relu")
@@ -38,7 +38,7 @@ class LeakyReLU(Layer):
 
     def __init__(self, alpha: float = 0.01):
         super().__init__()
-        self.alpha = check.non_negative_float("alpha", alpha)
+        self.alpha = validate.non_negative_float("alpha", alpha)
 
     def forward(self, x, training):
         self.positive = x > 0

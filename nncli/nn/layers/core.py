@@ -6,11 +6,11 @@ import math
 
 import numpy as np
 
-from nncli import check
+from nncli import validate
 from nncli.errors import ConfigError
-from nncli.initializers import get_initializer, initializer_config
-from nncli.layers.base import LAYERS, Layer
-from nncli.layers.blas import column_sums, matmul
+from nncli.nn.initializers import get_initializer, initializer_config
+from nncli.nn.layers.base import LAYERS, Layer
+from nncli.nn.layers.blas import column_sums, matmul
 
 # the first layer skips all-zero input columns when at most this fraction of columns is active
 SPARSE_INPUT_FRACTION = 0.85
@@ -28,8 +28,8 @@ class Linear(Layer):
 
     def __init__(self, units: int, bias: bool = True, init="xavier"):
         super().__init__()
-        self.units = check.positive_int("units", units)
-        self.bias = check.boolean("bias", bias)
+        self.units = validate.positive_int("units", units)
+        self.bias = validate.boolean("bias", bias)
         self.init = get_initializer(init)
 
     def infer_output_shape(self, input_shape):
@@ -119,7 +119,7 @@ class Dropout(Layer):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        self.p = check.fraction("p", p)
+        self.p = validate.fraction("p", p)
         self.frozen = False
         self.mask: np.ndarray | None = None
 

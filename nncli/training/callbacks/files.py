@@ -9,16 +9,16 @@ import time
 
 import numpy as np
 
-from nncli import checkpoint
-from nncli.callbacks.base import Callback
-from nncli.evaluation import loss_and_accuracy
 from nncli.fileio import atomic_write_json, atomic_write_text
-from nncli.rundir import RunDir
-from nncli.trainer import COLUMNS
+from nncli.nn.metrics import loss_and_accuracy
+from nncli.training import checkpoint
+from nncli.training.callbacks.base import Callback
+from nncli.training.rundir import RunDir
+from nncli.training.trainer import COLUMNS
 
 
 def training_checkpoint(trainer, config: dict) -> dict:
-    """The whole state of a run as plain data (see `nncli.checkpoint`)."""
+    """The whole state of a run as plain data (see `nncli.training.checkpoint`)."""
     exp = trainer.exp
     return {
         "config": config,

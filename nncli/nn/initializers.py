@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from nncli import check
+from nncli import validate
 from nncli.errors import ConfigError
 from nncli.registry import Registry
 
@@ -34,7 +34,7 @@ class _VarianceScaling(Initializer):
     default_distribution = "normal"
 
     def __init__(self, distribution: str | None = None):
-        self.distribution = check.one_of(
+        self.distribution = validate.one_of(
             "distribution", distribution or self.default_distribution, _DISTRIBUTIONS
         )
 
@@ -57,7 +57,7 @@ class Normal(Initializer):
     """N(0, scale^2): the tutorials' `weight_scale`."""
 
     def __init__(self, scale: float = 0.01):
-        self.scale = check.positive_float("scale", scale)
+        self.scale = validate.positive_float("scale", scale)
 
     def __call__(self, shape, fan_in, fan_out, rng, dtype):
         return (rng.standard_normal(size=shape) * self.scale).astype(dtype, copy=False)

@@ -15,9 +15,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from nncli import checkpoint
 from nncli.builder import Experiment, build_experiment, checkpoint_config
-from nncli.callbacks import (
+from nncli.config.schema import Config, load_config
+from nncli.config.yamlsource import parse_path
+from nncli.errors import CheckpointError, ConfigError, NncliError
+from nncli.fileio import atomic_write_text
+from nncli.training import checkpoint
+from nncli.training.callbacks import (
     Checkpointer,
     CurvePlotter,
     EpochLog,
@@ -26,12 +30,8 @@ from nncli.callbacks import (
     ProgressBar,
     SummaryWriter,
 )
-from nncli.config.schema import Config, load_config
-from nncli.config.yamlsource import parse_path
-from nncli.errors import CheckpointError, ConfigError, NncliError
-from nncli.fileio import atomic_write_text
-from nncli.rundir import RunDir, given_run_dir, new_run_dir
-from nncli.trainer import Interrupted, Trainer, TrainingState
+from nncli.training.rundir import RunDir, given_run_dir, new_run_dir
+from nncli.training.trainer import Interrupted, Trainer, TrainingState
 
 RUNS_ROOT = Path("runs")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 import math
 
-from nncli import check
+from nncli import validate
 from nncli.errors import CheckpointError, ConfigError
 from nncli.registry import Registry, did_you_mean
 
@@ -28,14 +28,14 @@ class Schedule:
     registered_name = ""  # set on each subclass by SCHEDULES.register
 
     def __init__(self, warmup_epochs: float = 0.0, warmup_start: float = 0.0):
-        self.warmup_epochs = check.non_negative_float("warmup_epochs", warmup_epochs)
-        self.warmup_start = check.fraction("warmup_start", warmup_start)
+        self.warmup_epochs = validate.non_negative_float("warmup_epochs", warmup_epochs)
+        self.warmup_start = validate.fraction("warmup_start", warmup_start)
         self.base_lr: float | None = None
         self.total_epochs: float | None = None
 
     def setup(self, base_lr: float, total_epochs: float) -> None:
-        self.base_lr = check.positive_float("lr", base_lr)
-        self.total_epochs = check.positive_float("epochs", total_epochs)
+        self.base_lr = validate.positive_float("lr", base_lr)
+        self.total_epochs = validate.positive_float("epochs", total_epochs)
         if self.warmup_epochs >= self.total_epochs:
             raise ConfigError(
                 f"expected fewer warmup epochs than the {total_epochs} epochs of training,"
@@ -79,7 +79,7 @@ class Schedule:
 
 
 def _decay_factor(key: str, value: object) -> float:
-    return check.fraction(key, value, closed_low=False, closed_high=True)
+    return validate.fraction(key, value, closed_low=False, closed_high=True)
 
 
 @SCHEDULES.register("constant")
@@ -102,7 +102,7 @@ class Step(Schedule):
         warmup_start: float = 0.0,
     ):
         super().__init__(warmup_epochs, warmup_start)
-        self.step_size = check.positive_float("step_size", step_size)
+        self.step_size = validate.positive_float("step_size", step_size)
         self.gamma = _decay_factor("gamma", gamma)
 
     def _lr(self, t, horizon):
@@ -129,7 +129,7 @@ class MultiStep(Schedule):
                 f"expected a non-empty list of epochs, got {milestones!r}", key="milestones"
             )
         self.milestones = [
-            check.positive_float(f"milestones[{i}]", m) for i, m in enumerate(milestones)
+            validate.positive_float(f"milestones[{i}]", m) for i, m in enumerate(milestones)
         ]
         for i in range(1, len(self.milestones)):
             if self.milestones[i] <= self.milestones[i - 1]:
@@ -167,7 +167,7 @@ class Cosine(Schedule):
 
     def __init__(self, min_lr: float = 0.0, warmup_epochs: float = 0.0, warmup_start: float = 0.0):
         super().__init__(warmup_epochs, warmup_start)
-        self.min_lr = check.non_negative_float("min_lr", min_lr)
+        self.min_lr = validate.non_negative_float("min_lr", min_lr)
 
     def setup(self, base_lr, total_epochs):
         super().setup(base_lr, total_epochs)
@@ -213,12 +213,12 @@ class Plateau(Schedule):
         if not isinstance(monitor, str) or not monitor:
             raise ConfigError(f"expected the name of a metric, got {monitor!r}", key="monitor")
         self.monitor = monitor
-        self.mode = check.one_of("mode", mode, ("min", "max"))
-        self.factor = check.fraction("factor", factor, closed_low=False)
-        self.patience = check.positive_int("patience", patience)
-        self.threshold = check.non_negative_float("threshold", threshold)
-        self.min_lr = check.non_negative_float("min_lr", min_lr)
-        self.cooldown = check.non_negative_int("cooldown", cooldown)
+        self.mode = validate.one_of("mode", mode, ("min", "max"))
+        self.factor = validate.fraction("factor", factor, closed_low=False)
+        self.patience = validate.positive_int("patience", patience)
+        self.threshold = validate.non_negative_float("threshold", threshold)
+        self.min_lr = validate.non_negative_float("min_lr", min_lr)
+        self.cooldown = validate.non_negative_int("cooldown", cooldown)
         self.best = math.inf if self.mode == "min" else -math.inf
         self.bad_epochs = 0
         self.reductions = 0

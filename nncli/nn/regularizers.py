@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from nncli import check
+from nncli import validate
 
 
 class Regularizer:
     def __init__(self, l2: float = 0.0, l1: float = 0.0, apply_to: str = "weights"):
-        self.l2 = check.non_negative_float("weight_decay", l2)
-        self.l1 = check.non_negative_float("l1", l1)
-        self.apply_to = check.one_of("decay_applies_to", apply_to, ("weights", "all"))
+        self.l2 = validate.non_negative_float("weight_decay", l2)
+        self.l1 = validate.non_negative_float("l1", l1)
+        self.apply_to = validate.one_of("decay_applies_to", apply_to, ("weights", "all"))
         self._scratch: dict[str, np.ndarray] = {}  # per-parameter buffers: no allocation per step
 
     def __bool__(self) -> bool:

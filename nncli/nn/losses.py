@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from nncli import check
+from nncli import validate
 from nncli.errors import ConfigError
-from nncli.layers.activations import log_softmax, sigmoid
+from nncli.nn.layers.activations import log_softmax, sigmoid
 from nncli.registry import Registry
 
 LOSSES: Registry[type[Loss]] = Registry("loss")
@@ -67,7 +67,7 @@ class _WeightedClassLoss(Loss):
                     f"expected a list of positive numbers, got {class_weights!r}", key="class_weights"
                 )
             self.class_weights = [
-                check.positive_float(f"class_weights[{i}]", w) for i, w in enumerate(class_weights)
+                validate.positive_float(f"class_weights[{i}]", w) for i, w in enumerate(class_weights)
             ]
 
     def check_outputs(self, num_outputs):
@@ -110,7 +110,7 @@ class SoftmaxCrossEntropy(_WeightedClassLoss):
 
     def __init__(self, label_smoothing: float = 0.0, class_weights: list[float] | None = None):
         super().__init__(class_weights)
-        self.label_smoothing = check.fraction("label_smoothing", label_smoothing)
+        self.label_smoothing = validate.fraction("label_smoothing", label_smoothing)
 
     def forward(self, pred, target):
         if target.ndim == 1 and self.class_weights is None:
@@ -175,7 +175,7 @@ class MulticlassHinge(_WeightedClassLoss):
 
     def __init__(self, margin: float = 1.0, class_weights: list[float] | None = None):
         super().__init__(class_weights)
-        self.margin = check.positive_float("margin", margin)
+        self.margin = validate.positive_float("margin", margin)
 
     def forward(self, pred, target):
         labels = target if target.ndim == 1 else target.argmax(axis=1)
@@ -251,7 +251,7 @@ class BinaryCrossEntropy(Loss):
         self.class_weights = (
             None
             if class_weights is None
-            else [check.positive_float(f"class_weights[{i}]", w) for i, w in enumerate(class_weights)]
+            else [validate.positive_float(f"class_weights[{i}]", w) for i, w in enumerate(class_weights)]
         )
 
     def forward(self, pred, target):

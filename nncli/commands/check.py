@@ -1,0 +1,85 @@
+"""`nncli check`: validate a config and build its model and data without training; the layer
+table, the parameter count and the memory of one batch's activations."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import numpy as np
+
+from nncli.builder import build_experiment
+from nncli.config.schema import load_config
+from nncli.errors import NncliError
+from nncli.nn.layers import Layer
+
+
+def format_bytes(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"
+
+
+def describe_layer(layer: Layer) -> str:
+    """`linear(units=512, init=he)`: the layer's YAML arguments that differ from their defaults
+    (an initializer shown by its type)."""
+    config = layer.get_config()
+    required = {
+        name
+        for name, p in inspect.signature(type(layer).__init__).parameters.items()
+        if p.default is inspect.Parameter.empty and name != "self"
+    }
+    try:
+        defaults = type(layer)(**{k: v for k, v in config.items() if k in required}).get_config()
+    except (TypeError, ValueError, NncliError):
+        defaults = {}
+    args = []
+    for key, value in config.items():
+        if key not in required and key in defaults and defaults[key] == value:
+            continue
+        if isinstance(value, dict) and "type" in value:
+            value = value["type"]
+        args.append(f"{key}={value}")
+    return f"{layer.name}({', '.join(args)})" if args else layer.name
+
+
+def check(config_path: str, overrides=(), *, data_dir: Path) -> str:
+    """Validate and build `config_path` (loading its data, training nothing); the report."""
+    config = load_config(config_path, overrides)
+    exp = build_experiment(config, data_dir)
+    model, splits, info = exp.model, exp.splits, exp.splits.info
+    dtype = np.dtype(config.dtype)
+    batch = config.train.batch_size
+
+    counts = [
+        f"{len(x):,} {what}"
+        for what, x in (("training", splits.x_train), ("validation", splits.x_val), ("test", splits.x_test))
+        if x is not None
+    ]
+    task = f"{info.num_classes} classes" if info.task == "classification" else f"{info.num_outputs} targets"
+    rows = [("#", "layer", "output shape", "parameters")]
+    rows += [(str(i), describe_layer(layer), str(shape), f"{n:,}") for i, layer, shape, n in _summary(model)]
+    widths = [max(len(row[c]) for row in rows) for c in range(4)]
+    table = [
+        f"{r[0]:>{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:>{widths[3]}}" for r in rows
+    ]
+    total = model.num_params()
+    return "\n".join(
+        [
+            f"{config_path}: {config.name}, {config.dtype}",
+            f"data: {info.name}, {', '.join(counts)} samples; input {info.input_shape}, {task}",
+            *table,
+            f"total parameters: {total:,} ({format_bytes(total * dtype.itemsize)})",
+            f"activations of one batch: {format_bytes(model.activation_bytes(batch, dtype))}"
+            f" (batch_size {batch}, {dtype.name})",
+            f"loss {exp.loss.name}, optimizer {type(exp.optimizer).registered_name},"
+            f" schedule {type(exp.schedule).registered_name}, {config.train.epochs} epochs",
+            "config OK",
+        ]
+    )
+
+
+def _summary(model):
+    for i, _, shape, n in model.summary():
+        yield i, model.layers[i], shape, n

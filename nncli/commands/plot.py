@@ -1,0 +1,79 @@
+"""`nncli plot`: the curves of one or more runs, each run's metrics.csv labelled by its name."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import yaml
+
+from nncli.errors import NncliError
+from nncli.plotting import check_format, plot_curves
+from nncli.registry import did_you_mean
+from nncli.training.callbacks.files import read_metrics
+
+
+def plot(runs: list[str], output: str | Path, metrics: list[str] = ()) -> Path:
+    """Draw the runs' curves (loss and accuracy, or `metrics`) into `output`; the path written."""
+    check_format(output)
+    curves = runs_to_plot(list(runs))
+    try:
+        return plot_curves(curves, Path(output), plot_metrics(list(metrics), curves))
+    except ValueError as err:  # nothing finite to draw
+        raise NncliError(f"cannot plot {', '.join(map(str, runs))}: {err}") from None
+
+
+def runs_to_plot(paths: list[str]) -> list[tuple[str, list[dict]]]:
+    """(label, metrics rows) per run directory (or metrics.csv file). A run is labelled by its
+    config's name; runs sharing a name are told apart by their folder."""
+    found = []
+    for given in paths:
+        path = Path(given)
+        if not path.exists():
+            raise NncliError(f"{path} does not exist")
+        table = path / "metrics.csv" if path.is_dir() else path
+        if not table.is_file():
+            raise NncliError(f"{path} has no metrics.csv: is it a run directory?")
+        try:
+            rows = read_metrics(table)
+        except (OSError, UnicodeDecodeError, ValueError, csv.Error) as err:
+            raise NncliError(f"cannot read {table}: {err}") from None
+        if not rows or "epoch" not in rows[0]:
+            raise NncliError(f"{table} has no epochs to plot")
+        found.append((_run_name(table.parent), table.parent, rows))
+
+    def label(name: str, folder: Path) -> str:
+        if sum(n == name for n, _, _ in found) == 1:
+            return name
+        if sum(n == name and f.name == folder.name for n, f, _ in found) == 1:
+            return f"{name} ({folder.name})"
+        return f"{name} ({folder})"
+
+    return [(label(name, folder), rows) for name, folder, rows in found]
+
+
+def _run_name(folder: Path) -> str:
+    """The `name` in the run's config.yaml, else the folder's name."""
+    try:
+        config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+        name = config.get("name") if isinstance(config, dict) else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        name = None
+    return name if isinstance(name, str) and name else folder.resolve().name
+
+
+def plot_metrics(names: list[str], runs: list[tuple[str, list[dict]]]) -> list[str] | None:
+    """`--metric` values checked against what the runs have: loss, acc (or accuracy) and any
+    metrics.csv column but epoch. None (the default panels, loss and accuracy) when empty."""
+    if not names:
+        return None
+    valid = ["loss", "acc", *sorted({key for _, rows in runs for key in rows[0] if key != "epoch"})]
+    out = []
+    for name in names:
+        name = {"accuracy": "acc"}.get(name, name)
+        if name not in valid:
+            raise NncliError(
+                f"unknown metric {name!r}{did_you_mean(name, valid)}; valid metrics: {', '.join(valid)}"
+            )
+        out.append(name)
+    return out

@@ -1,0 +1,2 @@
+"""The configuration: YAML files (`yamlsource`) turned into validated, frozen dataclasses
+(`schema`), every error located at its file, line and YAML path."""

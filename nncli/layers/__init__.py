@@ -1,6 +1,0 @@
-"""Layers, each registered in `LAYERS` under its YAML name."""
-
-from nncli.layers import activations, core, normalization  # noqa: F401  (registration)
-from nncli.layers.base import LAYERS, Layer
-
-__all__ = ["LAYERS", "Layer"]
