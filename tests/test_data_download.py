@@ -15,7 +15,7 @@ import pytest
 from nncli.data import DATASETS, download, resolve_data_dir
 from nncli.data.download import RemoteFile, ensure_files, mirrors_for
 from nncli.data.idx import write_idx
-from nncli.data.mnist import MNIST_FILES
+from nncli.data.mnist import FASHION_FILES, MNIST_FILES
 from nncli.errors import DataError
 
 CONTENT = bytes(range(256)) * 1000
@@ -247,3 +247,21 @@ def test_resolve_data_dir_order(monkeypatch, tmp_path):
     assert resolve_data_dir(None) == tmp_path / "xdg" / "nncli"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert resolve_data_dir(None) == Path.home() / ".cache" / "nncli"
+
+
+@pytest.mark.parametrize("folder, files", [("mnist", MNIST_FILES), ("fashion_mnist", FASHION_FILES)])
+def test_every_pinned_digest_matches_the_published_files(server, tmp_path, shared_data_dir, folder, files):
+    """The real files, served from a mirror on 127.0.0.1, pass the downloader's own checks: a
+    wrong digest in the source would make every real download of them fail."""
+    source = shared_data_dir / folder
+    missing = [f.name for f in files if not (source / f.name).is_file()]
+    if missing:
+        pytest.skip(f"the published {folder} files are not in {source} (missing {', '.join(missing)});"
+                    " set NNCLI_DATA_DIR to a folder holding them")
+    for remote in files:
+        server.routes[f"/{folder}/{remote.name}"] = (source / remote.name).read_bytes()
+    paths = ensure_files(folder, files, tmp_path / folder, [server.url(folder)])
+    assert [p.name for p in paths] == [f.name for f in files]
+    assert len(server.requests) == len(files)
+    for remote, path in zip(files, paths, strict=True):
+        assert path.read_bytes() == (source / remote.name).read_bytes()
