@@ -173,3 +173,68 @@ def test_gradcheck_leaves_the_model_as_it_was():
         for k in before[kind]:
             np.testing.assert_array_equal(before[kind][k], after[kind][k])
     assert not model.layers[2].frozen
+
+
+class _ScaledInputGradient(Linear):
+    """dL/dx scaled by (1 + error): a small bug in the input gradient."""
+
+    def __init__(self, units, error):
+        super().__init__(units)
+        self.error = error
+
+    def backward(self, dout):
+        dx = super().backward(dout)
+        return None if dx is None else dx * (1 + self.error)
+
+
+def _input_check(hidden, seed=0):
+    """The input row of a full check (every entry) of linear 16 -> `hidden` -> linear 10 on
+    50 sparse, MNIST-like inputs under softmax cross-entropy: gradients small against the loss,
+    where wrong entries used to pass as kinks."""
+    rng = np.random.default_rng(seed)
+    first = hidden.pop(0) if isinstance(hidden[0], Linear) else Linear(16)
+    model = Sequential([first, *hidden, Linear(10)])
+    model.build((50,), rng, np.float64)
+    x = rng.random((8, 50)) * (rng.random((8, 50)) > 0.7)
+    results = check_model(
+        model, LOSSES.create("softmax_cross_entropy"), x, rng.integers(0, 10, 8), tol=TOL, rng=rng
+    )
+    return {r.name: r for r in results}["input"]
+
+
+def test_a_smooth_network_excuses_no_entry():
+    # sigmoid has no kinks: every entry must meet the tolerance, and a 1e-5 error in the input
+    # gradient must fail (entries used to be excused when step sizes disagreed: 7 of 400 here)
+    good = _input_check([LAYERS.create("sigmoid")])
+    assert good.kinks == 0 and good.max_rel_error < TOL
+    bad = _input_check([_ScaledInputGradient(16, 1e-5), LAYERS.create("sigmoid")])
+    assert bad.kinks == 0 and bad.max_rel_error > TOL
+
+
+def test_batchnorm_then_relu_inputs_are_kinks_only_where_a_relu_input_crosses_zero():
+    # batch norm couples the samples, so moving one input moves every ReLU input a little; an
+    # entry is a kink only if some ReLU input actually crosses 0 within the stencil
+    good = _input_check([LAYERS.create("batchnorm"), LAYERS.create("relu")], seed=3)
+    assert good.kinks == 0 and good.max_rel_error < TOL
+    hidden = [_ScaledInputGradient(16, 1e-5), LAYERS.create("batchnorm"), LAYERS.create("relu")]
+    bad = _input_check(hidden, seed=3)
+    assert bad.kinks == 0 and bad.max_rel_error > TOL
+
+
+def test_an_l1_weight_at_zero_is_a_kink_of_the_penalty():
+    reg = Regularizer(l1=0.1)
+    model = Sequential([Linear(2)])
+    model.build((2,), np.random.default_rng(0), np.float64)
+    model.params["layers.0.W"][...] = [[0.0, 0.5], [-0.5, 1e-5]]
+    results = check_model(
+        model, LOSSES.create("mse"), np.ones((1, 2)), np.zeros((1, 2)), regularizer=reg, tol=TOL
+    )
+    penalty = {r.name: r for r in results}["regularization[layers.0.W]"]
+    # at exactly 0 the symmetric stencil of |w| gives 0, as sign(0) does: no failure to excuse;
+    # 1e-5 is within 2h of the kink, so the stencil is off there, and excused
+    assert penalty.kinks == 1 and penalty.max_rel_error < TOL
+    # without the L1 term the same weights are smooth: nothing is excused
+    results = check_model(
+        model, LOSSES.create("mse"), np.ones((1, 2)), np.zeros((1, 2)), regularizer=Regularizer(l2=0.1)
+    )
+    assert all(r.kinks == 0 and r.max_rel_error < TOL for r in results)

@@ -46,6 +46,11 @@ class Loss:
         labels = target if target.ndim == 1 else target.argmax(axis=1)
         return int(np.count_nonzero(pred.argmax(axis=1) == labels))
 
+    def switch_pattern(self) -> np.ndarray | None:
+        """As `Layer.switch_pattern`: where the last `forward` sat relative to the loss's kinks
+        (a hinge's active margins), or None for a smooth loss."""
+        return None
+
     def get_config(self) -> dict:
         return {}
 
@@ -183,6 +188,7 @@ class MulticlassHinge(_WeightedClassLoss):
         rows = np.arange(n)
         margins = pred - pred[rows, labels][:, None] + pred.dtype.type(self.margin)
         margins[rows, labels] = 0
+        self.margins = margins
         active = (margins > 0).astype(pred.dtype)
         per_sample = np.sum(margins * active, axis=1)
         # each active margin pushes its score up and the true score down
@@ -200,6 +206,9 @@ class MulticlassHinge(_WeightedClassLoss):
 
     def backward(self):
         return self.dpred
+
+    def switch_pattern(self):
+        return self.margins > 0
 
     def get_config(self):
         return {"margin": self.margin, **super().get_config()}

@@ -157,6 +157,11 @@ class Sequential:
         itemsize = np.dtype(dtype).itemsize
         return sum(batch_size * math.prod(layer.output_shape) * itemsize for layer in self.layers)
 
+    def switch_patterns(self) -> list[np.ndarray]:
+        """The non-smooth layers' `switch_pattern()` after the last forward pass."""
+        found = (layer.switch_pattern() for layer in self.layers)
+        return [pattern for pattern in found if pattern is not None]
+
     def freeze_randomness(self, frozen: bool) -> None:
         for layer in self.layers:
             layer.freeze_randomness(frozen)

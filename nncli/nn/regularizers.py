@@ -38,6 +38,13 @@ class Regularizer:
                 total += self.l1 * float(np.abs(w).sum())
         return total
 
+    def switch_pattern(self, model) -> np.ndarray | None:
+        """The signs of the covered weights when there is an L1 term (|w| has a kink at 0),
+        else None: the L2 term is smooth (see `Layer.switch_pattern`)."""
+        if not self.l1:
+            return None
+        return np.concatenate([np.sign(model.params[name]).ravel() for name in self.names(model)])
+
     def add_grads(self, model) -> None:
         """Add the penalty's gradient to the model's gradients, in place."""
         flat = model.flat

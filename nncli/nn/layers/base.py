@@ -56,6 +56,12 @@ class Layer:
     def backward(self, dout: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def switch_pattern(self) -> np.ndarray | None:
+        """Which side of its kinks each unit of the last forward pass fell on (ReLU: input > 0),
+        or None for a layer smooth everywhere. Gradient checks compare it across a finite
+        difference stencil: a change means the stencil straddled a kink (`nncli.nn.gradcheck`)."""
+        return None
+
     def get_config(self) -> dict:
         """Exactly the layer's YAML arguments; `type(layer)(**layer.get_config())` rebuilds it."""
         return {}
