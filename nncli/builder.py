@@ -130,6 +130,12 @@ def check_fit(config: Config, model: Sequential, loss: Loss, splits: Splits) -> 
         loss.check_outputs(width)
 
 
+def steps_per_epoch(config: Config, splits: Splits) -> int:
+    """Optimizer steps in one epoch: the training set in batches, the last one possibly short
+    (the data pipeline never leaves the training set empty)."""
+    return -(-len(splits.x_train) // config.train.batch_size)
+
+
 def monitor_of(config: Config, splits: Splits) -> tuple[str, str]:
     """The metric that picks the best checkpoint, and whether lower or higher is better."""
     has_val = splits.x_val is not None and len(splits.x_val) > 0
@@ -152,7 +158,7 @@ def build_experiment(config: Config, data_dir: Path, progress: bool = True) -> E
         optimizer.decayed = set(regularizer.names(model))
     schedule = create(config, config.schedule, SCHEDULES)
     with config.located(config.schedule.path):
-        schedule.setup(optimizer.base_lr, config.train.epochs)
+        schedule.setup(optimizer.base_lr, config.train.epochs, steps_per_epoch(config, splits))
     _check_monitors(config, splits, loss, schedule)
     return Experiment(config, rng, splits, model, loss, optimizer, schedule, regularizer)
 

@@ -225,3 +225,13 @@ def test_cosine_floor_above_the_lr_is_a_config_error():
     with pytest.raises(ConfigError) as err:
         schedule.setup(BASE, EPOCHS)
     assert err.value.key == "min_lr"
+
+
+@pytest.mark.parametrize("name", SCHEDULES.names())
+def test_warmup_steps_take_the_ramp_at_their_end(name):
+    # 4 steps an epoch, 2 warmup epochs from 0: step k of the 8 warmup steps trains at (k+1)/8
+    # of the base lr, so the first step is not wasted at lr 0 and the last one reaches the base
+    schedule = SCHEDULES.get(name)(**FORMULAS[name][0], warmup_epochs=2)
+    schedule.setup(BASE, EPOCHS, steps_per_epoch=4)
+    lrs = [schedule.lr_at(step / 4) for step in range(8)]
+    assert lrs == pytest.approx([BASE * (k + 1) / 8 for k in range(8)], rel=1e-12)

@@ -117,6 +117,27 @@ def test_resume_is_exact(workdir):
     assert all((a[k] == b[k]).all() for k in a)
 
 
+def test_warmup_starts_at_the_first_steps_share_and_resumes_exactly(workdir, monkeypatch):
+    from nncli.training.callbacks.files import MetricsWriter
+
+    warm = ("--set", "schedule={type: constant, warmup_epochs: 3}")
+    assert train("spiral.yaml", "--run-dir", "straight", "--quiet", *warm)[0] == 0
+    # 144 training samples in batches of 16: 9 steps an epoch, 27 warmup steps; the lr column
+    # is each epoch's first step: 1/27, 10/27 and 19/27 of the base 0.1, then the base
+    lrs = [float(row["lr"]) for row in rows(workdir / "straight")]
+    assert lrs == pytest.approx([0.1 / 27, 0.1 * 10 / 27, 0.1 * 19 / 27, 0.1], rel=1e-12)
+
+    def stop_in_epoch_two(self, trainer, batch, loss):  # in the middle of the warmup
+        if trainer.state.epoch == 1 and batch == 4:
+            trainer.stop_requested = signal.SIGINT
+
+    with monkeypatch.context() as patch:
+        patch.setattr(MetricsWriter, "on_batch_end", stop_in_epoch_two, raising=False)
+        assert train("spiral.yaml", "--run-dir", "cut", "--quiet", *warm)[0] == 130
+    assert train("--resume", "cut", "--quiet")[0] == 0
+    assert without_times(rows(workdir / "cut")) == without_times(rows(workdir / "straight"))
+
+
 def test_resume_refuses_other_changes_and_finished_runs(workdir):
     train("spiral.yaml", "--run-dir", "r", "--quiet", "--set", "train.epochs=1")
     code, out = train("--resume", "r", "--set", "optimizer.lr=0.5")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from nncli.builder import Experiment, build_experiment, checkpoint_config
+from nncli.builder import Experiment, build_experiment, checkpoint_config, steps_per_epoch
 from nncli.config.schema import Config, load_config
 from nncli.config.yamlsource import parse_path
 from nncli.errors import CheckpointError, ConfigError, NncliError
@@ -163,7 +163,7 @@ def restore(exp: Experiment, saved: dict, config: Config) -> None:
     except (KeyError, ValueError, TypeError, AttributeError) as err:
         what = f"no {err.args[0]!r} entry" if isinstance(err, KeyError) else str(err)
         raise CheckpointError(f"{saved['path']} does not match its run's config: {what}") from None
-    exp.schedule.setup(exp.optimizer.base_lr, config.train.epochs)
+    exp.schedule.setup(exp.optimizer.base_lr, config.train.epochs, steps_per_epoch(config, exp.splits))
 
 
 def train(

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from nncli.builder import Experiment, monitor_of
+from nncli.builder import Experiment, monitor_of, steps_per_epoch
 from nncli.errors import NncliError
 from nncli.nn.metrics import loss_and_accuracy
 
@@ -125,7 +125,7 @@ class Trainer:
         params, grads = model.params, model.grads
         batch_size = cfg.batch_size
         n = len(x)
-        batches = -(-n // batch_size)
+        batches = steps_per_epoch(exp.config, exp.splits)
 
         resumed = self.state.progress
         self.state.progress = None

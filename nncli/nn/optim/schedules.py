@@ -1,13 +1,18 @@
 """Learning-rate schedules: the lr as a function of fractional epoch progress.
 
-The trainer calls `setup(base_lr, total_epochs)` once, then `lr_at(t)` before every optimizer
-step, with t = epoch_index + batch_index / batches_per_epoch (0.0 at the very start), and
-`observe(metrics)` at the end of every epoch.
+The trainer calls `setup(base_lr, total_epochs, steps_per_epoch)` once, then `lr_at(t)` before
+every optimizer step, with t = epoch_index + batch_index / steps_per_epoch (0.0 at the very
+start), and `observe(metrics)` at the end of every epoch.
 
 Every schedule takes a linear warmup of W = `warmup_epochs` epochs:
 
-    lr(t) = base * (warmup_start + (1 - warmup_start) * t / W)     for t < W
+    lr(t) = base * (warmup_start + (1 - warmup_start) * min(1, (t + 1/S) / W))   for t < W
     lr(t) = the schedule's formula at t - W, over a horizon T = total_epochs - W,   from W on
+
+S is the number of steps per epoch: each warmup step takes the lr the ramp reaches at the end
+of the step, so the first one trains at 1/(W S) of the way up (not at warmup_start, which would
+waste it at lr 0 by default) and the last warmup step reaches the base lr. Without S (None) the
+ramp is read at t itself.
 """
 
 from __future__ import annotations
@@ -32,10 +37,13 @@ class Schedule:
         self.warmup_start = validate.fraction("warmup_start", warmup_start)
         self.base_lr: float | None = None
         self.total_epochs: float | None = None
+        self.step_share = 0.0  # 1 / steps per epoch: how far one step moves t
 
-    def setup(self, base_lr: float, total_epochs: float) -> None:
+    def setup(self, base_lr: float, total_epochs: float, steps_per_epoch: int | None = None) -> None:
         self.base_lr = validate.positive_float("lr", base_lr)
         self.total_epochs = validate.positive_float("epochs", total_epochs)
+        if steps_per_epoch is not None:
+            self.step_share = 1.0 / validate.positive_int("steps_per_epoch", steps_per_epoch)
         if self.warmup_epochs >= self.total_epochs:
             raise ConfigError(
                 f"expected fewer warmup epochs than the {total_epochs} epochs of training,"
@@ -48,7 +56,8 @@ class Schedule:
             raise RuntimeError("Schedule.setup() must be called before lr_at()")
         w = self.warmup_epochs
         if t < w:
-            return self.base_lr * (self.warmup_start + (1.0 - self.warmup_start) * t / w)
+            ramp = min(1.0, (t + self.step_share) / w)
+            return self.base_lr * (self.warmup_start + (1.0 - self.warmup_start) * ramp)
         return self._lr(t - w, self.total_epochs - w)
 
     def _lr(self, t: float, horizon: float) -> float:
@@ -169,8 +178,8 @@ class Cosine(Schedule):
         super().__init__(warmup_epochs, warmup_start)
         self.min_lr = validate.non_negative_float("min_lr", min_lr)
 
-    def setup(self, base_lr, total_epochs):
-        super().setup(base_lr, total_epochs)
+    def setup(self, base_lr, total_epochs, steps_per_epoch=None):
+        super().setup(base_lr, total_epochs, steps_per_epoch)
         if self.min_lr > self.base_lr:
             raise ConfigError(
                 f"expected at most the learning rate {self.base_lr:g}, got {self.min_lr:g}",
