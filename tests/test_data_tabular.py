@@ -145,7 +145,7 @@ def test_missing_file_is_a_data_error(tmp_path):
     [
         ({"target": "specis"}, "target", 'no column "specis" \\(did you mean "species"\\?\\)'),
         ({"target": "species", "labels_path": "y.csv"}, "target", "not both"),
-        ({}, "target", "give either labels_path"),
+        ({}, "target", "missing: name the label column .* or give labels_path"),
         ({"target": "species", "task": "clustering"}, "task", "classification, regression"),
         ({"target": ["a", "species"]}, "target", "one column"),
         ({"target": "species", "shape": [3, 3]}, "shape", "holds 9 values, but each row has 2"),

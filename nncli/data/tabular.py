@@ -172,9 +172,12 @@ def load_csv(
 ) -> RawData:
     """A CSV dataset; see the module docstring for the two layouts."""
     task = validate.one_of("task", task, TASKS)
-    if (labels_path is None) == (target is None):
-        raise ConfigError("give either labels_path (a separate labels CSV) or target (a column"
-                          " of the CSV at path), not both", key="target")
+    if labels_path is None and target is None:
+        raise ConfigError("missing: name the label column of the CSV at path here, or give"
+                          " labels_path (a CSV with one label per row of path)", key="target")
+    if labels_path is not None and target is not None:
+        raise ConfigError("give target (a column of path) or labels_path (a separate CSV), not both",
+                          key="target")
     if labels_path is None and test_labels_path is not None:
         raise ConfigError("only used with labels_path", key="test_labels_path")
     if labels_path is not None and (test_path is None) != (test_labels_path is None):
