@@ -47,3 +47,11 @@ class DataError(NncliError):
 
 class CheckpointError(NncliError):
     """A checkpoint that is missing, corrupt, hostile or of an unknown format."""
+
+
+class WriteError(NncliError):
+    """A file that could not be written (a full disk, a read-only folder); the message names it."""
+
+    def __init__(self, message: str, path: str | None = None):
+        super().__init__(message)
+        self.path = path

@@ -7,20 +7,30 @@ import os
 import tempfile
 from pathlib import Path
 
+from nncli.errors import WriteError
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, flush, fsync, then rename it over `path`."""
+    """Write to a temporary file beside `path`, flush, fsync, then rename it over `path`.
+
+    On failure the temporary file is removed and `path` is as it was; an OS error (a full
+    disk, a read-only folder) becomes a `WriteError` naming `path`.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(err, OSError):
+            raise WriteError(f"cannot write {path}: {err.strerror or err}", str(path)) from None
         raise
 
 

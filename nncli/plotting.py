@@ -2,12 +2,13 @@
 display needed). Used by training (curves.png) and by `nncli plot`; `nncli eval --plot` draws
 the confusion matrix (or, for regression, predictions against targets).
 
-Every figure is written as PNG, SVG or PDF according to the file's extension. SVG keeps its
+Every figure is written, atomically, as PNG, SVG or PDF according to the file's extension. SVG keeps its
 text as text (not glyph outlines), so labels and legends can be searched and read.
 """
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import matplotlib
 import numpy as np
 
 from nncli.errors import NncliError
+from nncli.fileio import atomic_write_bytes
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
@@ -89,11 +91,12 @@ def _save(fig, out: Path | str) -> Path:
     out = Path(out)
     try:
         check_format(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
+        image = io.BytesIO()
         with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": "nncli"}):
-            fig.savefig(out, dpi=100, format=out.suffix.lower()[1:])
+            fig.savefig(image, dpi=100, format=out.suffix.lower()[1:])
     finally:
         plt.close(fig)
+    atomic_write_bytes(out, image.getvalue())  # like every file nncli writes: whole or not at all
     return out
 
 

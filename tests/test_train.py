@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
 import pickle
@@ -287,6 +288,32 @@ def test_an_interrupted_epoch_must_be_finished(workdir, monkeypatch):
     assert train("spiral.yaml", "--run-dir", "straight", "--quiet")[0] == 0
     assert train("--resume", "cut", "--quiet")[0] == 0
     assert without_times(rows(workdir / "cut")) == without_times(rows(workdir / "straight"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to tell files apart")
+def test_a_full_disk_names_the_file_and_the_run_which_resumes_exactly(workdir, monkeypatch):
+    real_fsync, written = os.fsync, []
+
+    def fsync(fd):  # the third last.pkl finds the disk full
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        written.append(Path(name).name)
+        if sum(n.startswith(".last.pkl.") for n in written) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fsync", fsync)
+        code, out = train("spiral.yaml", "--run-dir", "full", "--quiet")
+    assert code == 1, out
+    assert out.strip().splitlines() == [
+        f"error: cannot write {Path('full/checkpoints/last.pkl')}: No space left on device; the run full"
+        " keeps its last checkpoint; make room, then resume with: nncli train --resume full"
+    ]
+    assert not list((workdir / "full").rglob("*.tmp"))
+    assert checkpoint.load(workdir / "full" / "checkpoints" / "last.pkl")["epoch"] == 1
+    assert train("--resume", "full", "--quiet")[0] == 0
+    assert train("spiral.yaml", "--run-dir", "straight", "--quiet")[0] == 0
+    assert without_times(rows(workdir / "full")) == without_times(rows(workdir / "straight"))
 
 
 def test_a_checkpoint_without_training_state_is_one_error(workdir):

@@ -18,7 +18,7 @@ import yaml
 from nncli.builder import Experiment, build_experiment, checkpoint_config, steps_per_epoch
 from nncli.config.schema import Config, load_config
 from nncli.config.yamlsource import parse_path
-from nncli.errors import CheckpointError, ConfigError, NncliError
+from nncli.errors import CheckpointError, ConfigError, NncliError, WriteError
 from nncli.fileio import atomic_write_text
 from nncli.training import checkpoint
 from nncli.training.callbacks import (
@@ -166,6 +166,20 @@ def restore(exp: Experiment, saved: dict, config: Config) -> None:
     exp.schedule.setup(exp.optimizer.base_lr, config.train.epochs, steps_per_epoch(config, exp.splits))
 
 
+@contextlib.contextmanager
+def _naming_the_run(run: RunDir):
+    """A file the run cannot write (a full disk) stops it; say which run, and how it goes on.
+    Every file is written atomically, so the last checkpoint is whole and resuming is exact."""
+    try:
+        yield
+    except WriteError as err:
+        if run.last.exists():
+            then = f"keeps its last checkpoint; make room, then resume with: nncli train --resume {run.path}"
+        else:
+            then = "has no checkpoint yet; make room and start it again"
+        raise WriteError(f"{err}; the run {run.path} {then}", err.path) from None
+
+
 def train(
     config_path: str | None,
     overrides=(),
@@ -181,7 +195,8 @@ def train(
     else:
         exp, run, state = prepare_new(config_path, overrides, data_dir, run_dir, verbose)
     resolved = exp.resolved_config()
-    atomic_write_text(run.config, dump_config(resolved))
+    with _naming_the_run(run):
+        atomic_write_text(run.config, dump_config(resolved))
 
     summary = SummaryWriter(run)
     callbacks = [ProgressBar()] if bars else []
@@ -194,7 +209,11 @@ def train(
         summary,
     ]
     trainer = Trainer(exp, callbacks, state)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), stop_on_signals(trainer):
+    with (
+        np.errstate(over="ignore", invalid="ignore", divide="ignore"),
+        stop_on_signals(trainer),
+        _naming_the_run(run),
+    ):
         try:
             trainer.fit()
         except Interrupted as stop:
