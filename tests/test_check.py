@@ -5,9 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from click.testing import CliRunner
-
-from nncli.cli import cli
 
 # mnist_small (shipped in the package): images of shape (1, 28, 28), 10 classes
 IMAGES = """\
@@ -29,15 +26,14 @@ train: {batch_size: 50}
 """
 
 
+@pytest.fixture(autouse=True)
+def small_yaml(workdir):
+    (workdir / "small.yaml").write_text(IMAGES)
+
+
 @pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "small.yaml").write_text(IMAGES)
-    return tmp_path
-
-
-def check(*args):
-    return CliRunner().invoke(cli, ["check", *args])
+def check(nncli):
+    return lambda *args: nncli("check", *args)
 
 
 def layer_rows(stdout: str) -> list[list[str]]:
@@ -54,7 +50,7 @@ def layer_rows(stdout: str) -> list[list[str]]:
     return rows
 
 
-def test_shapes_and_parameters_of_a_known_config(workdir):
+def test_shapes_and_parameters_of_a_known_config(workdir, check):
     result = check("small.yaml")
     assert result.exit_code == 0, result.output
     assert layer_rows(result.stdout) == [
@@ -75,7 +71,7 @@ def test_shapes_and_parameters_of_a_known_config(workdir):
     assert list(workdir.iterdir()) == [workdir / "small.yaml"]  # nothing written, nothing trained
 
 
-def test_overrides_apply(workdir):
+def test_overrides_apply(workdir, check):
     result = check("small.yaml", "--set", "model[1].linear.units=8", "--set", "dtype=float64")
     assert result.exit_code == 0, result.output
     rows = layer_rows(result.stdout)
@@ -83,7 +79,7 @@ def test_overrides_apply(workdir):
     assert "total parameters: 6,386 (49.9 KiB)" in result.stdout  # 8 bytes each
 
 
-def test_a_missing_flatten_names_the_layer_and_line(workdir):
+def test_a_missing_flatten_names_the_layer_and_line(workdir, check):
     (workdir / "bad.yaml").write_text(IMAGES.replace("  - flatten\n", ""))
     result = check("bad.yaml")
     assert result.exit_code == 2
@@ -94,7 +90,7 @@ def test_a_missing_flatten_names_the_layer_and_line(workdir):
     assert result.stdout == ""
 
 
-def test_a_last_layer_of_the_wrong_width_names_the_layer_and_line(workdir):
+def test_a_last_layer_of_the_wrong_width_names_the_layer_and_line(workdir, check):
     (workdir / "bad.yaml").write_text(IMAGES.replace("units: 10", "units: 12"))
     result = check("bad.yaml")
     assert result.exit_code == 2
@@ -104,7 +100,7 @@ def test_a_last_layer_of_the_wrong_width_names_the_layer_and_line(workdir):
     )
 
 
-def test_config_mistakes_are_reported_as_by_train(workdir):
+def test_config_mistakes_are_reported_as_by_train(workdir, check):
     (workdir / "typo.yaml").write_text(IMAGES.replace("batchnorm", "batchnrm"))
     result = check("typo.yaml")
     assert result.exit_code == 2

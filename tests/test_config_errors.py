@@ -6,9 +6,6 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from click.testing import CliRunner
-
-from nncli.cli import cli
 
 BASE = """\
 name: bad
@@ -191,23 +188,17 @@ CASES = [
 ]
 
 
-@pytest.fixture
-def in_tmp(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
 @pytest.mark.parametrize(("text", "where", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_config_is_one_clear_error(in_tmp, text, where, words):
-    (in_tmp / "x.yaml").write_text(text)
-    result = CliRunner().invoke(cli, ["train", "x.yaml", "--quiet"])
+def test_bad_config_is_one_clear_error(workdir, text, where, words, nncli):
+    (workdir / "x.yaml").write_text(text)
+    result = nncli("train", "x.yaml", "--quiet")
     message = result.output.strip()
     assert result.exit_code == 2, message
     assert "Traceback" not in message
     assert len(message.splitlines()) == 1, message
     assert where in message, message
     assert words in message, message
-    assert not (in_tmp / "runs").exists()
+    assert not (workdir / "runs").exists()
 
 
 def test_the_corpus_is_large_and_distinct():
@@ -215,20 +206,20 @@ def test_the_corpus_is_large_and_distinct():
     assert len({c[1] for c in CASES}) == len(CASES)
 
 
-def test_bad_override_is_a_config_error(in_tmp):
-    (in_tmp / "x.yaml").write_text(BASE)
-    result = CliRunner().invoke(cli, ["train", "x.yaml", "--set", "model[0].linear.units=-3"])
+def test_bad_override_is_a_config_error(workdir, nncli):
+    (workdir / "x.yaml").write_text(BASE)
+    result = nncli("train", "x.yaml", "--set", "model[0].linear.units=-3")
     assert result.exit_code == 2
     assert "--set model[0].linear.units: expected a positive integer, got -3" in result.output
-    result = CliRunner().invoke(cli, ["train", "x.yaml", "--set", "model[7].linear.units=3"])
+    result = nncli("train", "x.yaml", "--set", "model[7].linear.units=3")
     assert result.exit_code == 2 and "does not exist" in result.output
-    result = CliRunner().invoke(cli, ["train", "x.yaml", "--set", "novalue"])
+    result = nncli("train", "x.yaml", "--set", "novalue")
     assert result.exit_code == 2 and "KEY=VALUE" in result.output
-    assert not (in_tmp / "runs").exists()
+    assert not (workdir / "runs").exists()
 
 
-def test_missing_config_file(in_tmp):
-    result = CliRunner().invoke(cli, ["train", "nope.yaml"])
+def test_missing_config_file(workdir, nncli):
+    result = nncli("train", "nope.yaml")
     assert result.exit_code == 2
     assert "nope.yaml does not exist" in result.output
 

@@ -9,27 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
-from nncli.cli import cli
 from nncli.data import load_data
 from nncli.data.pipeline import Preprocessor
 from nncli.training import checkpoint
-
-SPIRAL = """\
-name: spiral
-seed: 3
-data: {dataset: spiral, classes: 3, points_per_class: 60, val_size: 0.2, preprocess: [standardize]}
-model:
-  - linear: {units: 32, init: he}
-  - relu
-  - dropout: {p: 0.1}
-  - linear: {units: 3}
-loss: softmax_cross_entropy
-optimizer: {type: sgd, lr: 0.1, momentum: 0.9, weight_decay: 1.0e-4}
-schedule: {type: constant}
-train: {epochs: 4, batch_size: 16, eval_batch_size: 10}
-"""
 
 SINE = """\
 name: sine
@@ -45,32 +28,42 @@ train: {epochs: 5, batch_size: 32}
 """
 
 
-def invoke(*args):
-    return CliRunner().invoke(cli, list(args))
-
-
-def trained(folder: Path, text: str, *overrides: str) -> Path:
-    (folder / "config.yaml").write_text(text)
-    run = folder / "run"
-    sets = [arg for o in overrides for arg in ("--set", o)]
-    result = invoke("train", str(folder / "config.yaml"), "--run-dir", str(run), "--quiet", *sets)
-    assert result.exit_code == 0, result.output
-    return run
+# the spiral config, standardized, evaluated in batches that do not divide the splits
+EVAL_CHANGES = {"data.preprocess": ["standardize"], "train.eval_batch_size": 10}
 
 
 @pytest.fixture(scope="module")
-def spiral_run(tmp_path_factory) -> Path:
-    return trained(tmp_path_factory.mktemp("spiral"), SPIRAL)
+def trained(nncli):
+    """Train `text` (YAML) with `overrides` in `folder`; the run directory."""
+
+    def train(folder: Path, text: str, *overrides: str) -> Path:
+        (folder / "config.yaml").write_text(text)
+        run = folder / "run"
+        sets = [arg for o in overrides for arg in ("--set", o)]
+        result = nncli("train", folder / "config.yaml", "--run-dir", run, "--quiet", *sets)
+        assert result.exit_code == 0, result.output
+        return run
+
+    return train
 
 
-def eval_json(*args) -> dict:
-    result = invoke("eval", *args, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)  # the whole of stdout is one JSON object
+@pytest.fixture(scope="module")
+def spiral_run(tmp_path_factory, trained, spiral) -> Path:
+    return trained(tmp_path_factory.mktemp("spiral"), spiral(EVAL_CHANGES))
+
+
+@pytest.fixture(scope="module")
+def eval_json(nncli):
+    def run(*args) -> dict:
+        result = nncli("eval", *args, "--json")
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)  # the whole of stdout is one JSON object
+
+    return run
 
 
 def spiral_test_set(tmp_path) -> tuple[np.ndarray, np.ndarray]:
-    """The raw (unpreprocessed) test split of the SPIRAL config, drawn as training drew it."""
+    """The raw (unpreprocessed) test split of the spiral config, drawn as training drew it."""
     splits = load_data(
         "spiral",
         {"classes": 3, "points_per_class": 60},
@@ -83,7 +76,7 @@ def spiral_test_set(tmp_path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def spiral_logits(saved: dict, x: np.ndarray) -> np.ndarray:
-    """The SPIRAL model by hand: standardize, linear, relu, (dropout: identity), linear."""
+    """The spiral model by hand: standardize, linear, relu, (dropout: identity), linear."""
     [step] = saved["preprocessor"]["steps"]
     assert step["name"] == "standardize"
     x = (x - step["state"]["mean"]) / step["state"]["std"]
@@ -92,7 +85,7 @@ def spiral_logits(saved: dict, x: np.ndarray) -> np.ndarray:
     return hidden @ p["layers.3.W"] + p["layers.3.b"]
 
 
-def test_eval_accuracy_equals_an_independent_count(spiral_run, tmp_path):
+def test_eval_accuracy_equals_an_independent_count(spiral_run, tmp_path, eval_json):
     report = eval_json(str(spiral_run / "checkpoints" / "best.pkl"))
     saved = checkpoint.load(spiral_run / "checkpoints" / "best.pkl")
     x, y = spiral_test_set(tmp_path)
@@ -116,13 +109,13 @@ def test_eval_accuracy_equals_an_independent_count(spiral_run, tmp_path):
     assert report["accuracy"] == summary["test"]["accuracy"]
 
 
-def test_a_run_directory_means_its_best_checkpoint(spiral_run):
+def test_a_run_directory_means_its_best_checkpoint(spiral_run, eval_json):
     report = eval_json(str(spiral_run))
     assert report["checkpoint"].endswith("best.pkl")
     assert report == eval_json(str(spiral_run / "checkpoints" / "best.pkl"))
 
 
-def test_the_validation_split_is_the_one_training_used(spiral_run):
+def test_the_validation_split_is_the_one_training_used(spiral_run, eval_json):
     report = eval_json(str(spiral_run), "--split", "val")
     with open(spiral_run / "metrics.csv", newline="") as f:
         rows = {int(r["epoch"]): r for r in csv.DictReader(f)}
@@ -135,7 +128,7 @@ def test_the_validation_split_is_the_one_training_used(spiral_run):
     assert sum(map(sum, train["confusion_matrix"])) == 144
 
 
-def test_eval_applies_the_saved_statistics_instead_of_refitting(spiral_run, tmp_path):
+def test_eval_applies_the_saved_statistics_instead_of_refitting(spiral_run, tmp_path, eval_json):
     saved = checkpoint.load(spiral_run / "checkpoints" / "best.pkl")
     state = {k: v for k, v in saved.items() if k not in ("format_version", "nncli_version", "path")}
     step = state["preprocessor"]["steps"][0]["state"]
@@ -169,8 +162,8 @@ def test_load_data_with_a_fitted_preprocessor_gives_the_same_arrays(tmp_path):
     assert again.info == fitted.info
 
 
-def test_human_output_and_the_confusion_matrix_plot(spiral_run, tmp_path):
-    result = invoke("eval", str(spiral_run), "--plot", str(tmp_path / "cm.png"))
+def test_human_output_and_the_confusion_matrix_plot(spiral_run, tmp_path, nncli):
+    result = nncli("eval", str(spiral_run), "--plot", str(tmp_path / "cm.png"))
     assert result.exit_code == 0, result.output
     assert "on the test split, 36 samples" in result.stdout
     assert "accuracy" in result.stdout and "precision" in result.stdout
@@ -178,14 +171,14 @@ def test_human_output_and_the_confusion_matrix_plot(spiral_run, tmp_path):
     assert (tmp_path / "cm.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # with --json, stdout is the JSON object alone; the note about the file goes to stderr
-    result = invoke("eval", str(spiral_run), "--json", "--plot", str(tmp_path / "cm.pdf"))
+    result = nncli("eval", str(spiral_run), "--json", "--plot", str(tmp_path / "cm.pdf"))
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["samples"] == 36
     assert "wrote" in result.stderr
     assert (tmp_path / "cm.pdf").read_bytes()[:5] == b"%PDF-"
 
 
-def test_regression_metrics_of_a_sine_run(tmp_path):
+def test_regression_metrics_of_a_sine_run(tmp_path, nncli, trained, eval_json):
     run = trained(tmp_path, SINE)
     report = eval_json(str(run))
     assert report["task"] == "regression" and "accuracy" not in report
@@ -208,52 +201,58 @@ def test_regression_metrics_of_a_sine_run(tmp_path):
     assert report["mae"] == pytest.approx(np.mean(np.abs(pred - y)), rel=1e-4)
     assert report["r2"] == pytest.approx(1 - np.sum((pred - y) ** 2) / np.sum((y - y.mean()) ** 2), rel=1e-4)
 
-    result = invoke("eval", str(run), "--plot", str(tmp_path / "pred.svg"))
+    result = nncli("eval", str(run), "--plot", str(tmp_path / "pred.svg"))
     assert result.exit_code == 0, result.output
     assert "MSE" in result.stdout and "R^2" in result.stdout
     assert (tmp_path / "pred.svg").read_text().lstrip().startswith("<?xml")
 
 
-def test_val_split_of_a_run_without_one_is_a_clear_error(tmp_path):
-    run = trained(tmp_path, SPIRAL, "data.val_size=0", "train.epochs=1")
-    result = invoke("eval", str(run), "--split", "val")
+def test_val_split_of_a_run_without_one_is_a_clear_error(tmp_path, nncli, trained, spiral):
+    run = trained(tmp_path, spiral(EVAL_CHANGES), "data.val_size=0", "train.epochs=1")
+    result = nncli("eval", str(run), "--split", "val")
     assert result.exit_code == 1
     assert result.stderr.startswith("error: ") and "has no validation split" in result.stderr
     assert "Traceback" not in result.output
 
 
-def _one_line_error(args) -> str:
-    result = invoke("eval", *args)
-    assert result.exit_code != 0
-    assert result.stdout == ""
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
+@pytest.fixture
+def one_line_error(nncli):
+    """The single error line of `nncli eval ARGS`, which must fail and print nothing else."""
+
+    def run(args) -> str:
+        result = nncli("eval", *args)
+        assert result.exit_code != 0
+        assert result.stdout == ""
+        assert "Traceback" not in result.output
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+        return lines[0]
+
+    return run
 
 
-def test_missing_and_broken_checkpoints_give_one_line(spiral_run, tmp_path):
-    assert "does not exist" in _one_line_error([str(tmp_path / "nothing.pkl")])
-    assert "no checkpoints/best.pkl" in _one_line_error([str(tmp_path)])
+def test_missing_and_broken_checkpoints_give_one_line(spiral_run, tmp_path, one_line_error):
+    assert "does not exist" in one_line_error([str(tmp_path / "nothing.pkl")])
+    assert "no checkpoints/best.pkl" in one_line_error([str(tmp_path)])
 
     garbage = tmp_path / "garbage.pkl"
     garbage.write_bytes(b"this is not a pickle at all")
-    assert "not a valid pickle" in _one_line_error([str(garbage)])
+    assert "not a valid pickle" in one_line_error([str(garbage)])
 
     other = tmp_path / "list.pkl"
     other.write_bytes(pickle.dumps([1, 2, 3]))
-    assert "not an nncli checkpoint" in _one_line_error([str(other)])
+    assert "not an nncli checkpoint" in one_line_error([str(other)])
 
     saved = checkpoint.load(spiral_run / "checkpoints" / "best.pkl")
     saved["format_version"] = checkpoint.FORMAT_VERSION + 1
     del saved["path"]
     newer = tmp_path / "newer.pkl"
     newer.write_bytes(pickle.dumps(saved))
-    message = _one_line_error([str(newer)])
+    message = one_line_error([str(newer)])
     assert f"checkpoint format {checkpoint.FORMAT_VERSION + 1}" in message and "upgrade nncli" in message
 
 
-def test_an_unsupported_plot_format_fails_before_evaluating(spiral_run, tmp_path):
-    message = _one_line_error([str(spiral_run), "--plot", str(tmp_path / "cm.jpg")])
+def test_an_unsupported_plot_format_fails_before_evaluating(spiral_run, tmp_path, one_line_error):
+    message = one_line_error([str(spiral_run), "--plot", str(tmp_path / "cm.jpg")])
     assert "use .png, .svg or .pdf" in message
     assert not (tmp_path / "cm.jpg").exists()

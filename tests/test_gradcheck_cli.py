@@ -6,9 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from click.testing import CliRunner
 
-from nncli.cli import cli
 from nncli.nn.layers.normalization import BatchNorm
 
 CONFIG = """\
@@ -40,15 +38,15 @@ TENSORS = [
 
 
 @pytest.fixture
-def config(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    path = tmp_path / "spiral_bn.yaml"
+def config(workdir):
+    path = workdir / "spiral_bn.yaml"
     path.write_text(CONFIG)
     return path
 
 
-def gradcheck(*args):
-    return CliRunner().invoke(cli, ["gradcheck", *map(str, args)])
+@pytest.fixture
+def gradcheck(nncli):
+    return lambda *args: nncli("gradcheck", *args)
 
 
 def table(stdout: str) -> dict[str, list[str]]:
@@ -61,7 +59,7 @@ def table(stdout: str) -> dict[str, list[str]]:
     return rows
 
 
-def test_a_correct_model_passes(config):
+def test_a_correct_model_passes(config, gradcheck):
     result = gradcheck(config)
     assert result.exit_code == 0, result.output
     rows = table(result.stdout)
@@ -73,7 +71,7 @@ def test_a_correct_model_passes(config):
     assert "all 9 tensors below tolerance 1e-06" in result.stdout
 
 
-def test_samples_all_and_batch(config):
+def test_samples_all_and_batch(config, gradcheck):
     result = gradcheck(config, "--samples", "all", "--batch", "5", "--seed", "3")
     assert result.exit_code == 0, result.output
     rows = table(result.stdout)
@@ -82,7 +80,7 @@ def test_samples_all_and_batch(config):
     assert table(gradcheck(config, "--samples", "0", "--batch", "5", "--seed", "3").stdout) == rows
 
 
-def test_a_wrong_gradient_exits_1_and_names_the_tensor(config, monkeypatch):
+def test_a_wrong_gradient_exits_1_and_names_the_tensor(config, monkeypatch, gradcheck):
     original = BatchNorm.backward
 
     def broken(self, dout):
@@ -101,7 +99,7 @@ def test_a_wrong_gradient_exits_1_and_names_the_tensor(config, monkeypatch):
     assert "Traceback" not in result.output
 
 
-def test_a_looser_tolerance_lets_it_pass(config, monkeypatch):
+def test_a_looser_tolerance_lets_it_pass(config, monkeypatch, gradcheck):
     original = BatchNorm.backward
 
     def slightly_off(self, dout):
@@ -114,8 +112,8 @@ def test_a_looser_tolerance_lets_it_pass(config, monkeypatch):
     assert gradcheck(config, "--tol", "1e-3").exit_code == 0
 
 
-def test_weights_of_a_checkpoint(config, tmp_path):
-    trained = CliRunner().invoke(cli, ["train", str(config), "--run-dir", "run", "--quiet"])
+def test_weights_of_a_checkpoint(config, tmp_path, gradcheck, nncli):
+    trained = nncli("train", config, "--run-dir", "run", "--quiet")
     assert trained.exit_code == 0, trained.output
     with_config = gradcheck(config, "--checkpoint", "run")
     assert with_config.exit_code == 0, with_config.output
@@ -140,7 +138,7 @@ def test_weights_of_a_checkpoint(config, tmp_path):
         (("--checkpoint", "nowhere.pkl"), "checkpoint nowhere.pkl does not exist"),
     ],
 )
-def test_usage_mistakes_are_one_line(config, args, message):
+def test_usage_mistakes_are_one_line(config, args, message, gradcheck):
     result = gradcheck(*args)
     assert result.exit_code != 0
     [line] = result.stderr.strip().splitlines()
@@ -149,7 +147,7 @@ def test_usage_mistakes_are_one_line(config, args, message):
 
 
 @pytest.mark.parametrize("name", ["mnist_mlp", "mnist_mlp_bn_dropout"])
-def test_the_mnist_configs_pass(real_data_dir, name):
+def test_the_mnist_configs_pass(real_data_dir, name, gradcheck):
     from pathlib import Path
 
     config = Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml"

@@ -6,40 +6,20 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
-
-from nncli.cli import cli
-
-CONFIG = """\
-name: spiral
-seed: 3
-data: {dataset: spiral, classes: 3, points_per_class: 30, val_size: 0.2}
-model:
-  - linear: {units: 8}
-  - relu
-  - linear: {units: 3}
-loss: softmax_cross_entropy
-optimizer: {type: sgd, lr: 0.1}
-train: {epochs: 3, batch_size: 16}
-"""
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> Path:
+def runs(tmp_path_factory, nncli, spiral) -> Path:
     """alpha, beta (named by --set name=...) and a/b (two runs of the same config)."""
     root = tmp_path_factory.mktemp("runs")
-    (root / "spiral.yaml").write_text(CONFIG)
+    (root / "spiral.yaml").write_text(spiral())
     for folder, sets in (
         ("alpha", ["--set", "name=alpha"]),
         ("beta", ["--set", "name=beta", "--set", "optimizer.lr=0.02"]),
         ("a", []),
         ("b", ["--set", "seed=4"]),
     ):
-        result = invoke("train", root / "spiral.yaml", "--run-dir", root / folder, "--quiet", *sets)
+        result = nncli("train", root / "spiral.yaml", "--run-dir", root / folder, "--quiet", *sets)
         assert result.exit_code == 0, result.output
     return root
 
@@ -51,9 +31,9 @@ def svg_texts(path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("suffix", [".png", ".svg", ".pdf", ".PNG"])
-def test_the_extension_picks_the_format(runs, tmp_path, suffix):
+def test_the_extension_picks_the_format(runs, tmp_path, suffix, nncli):
     out = tmp_path / f"curves{suffix}"
-    result = invoke("plot", runs / "alpha", "-o", out)
+    result = nncli("plot", runs / "alpha", "-o", out)
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == f"wrote {out}"
     data = out.read_bytes()
@@ -66,9 +46,9 @@ def test_the_extension_picks_the_format(runs, tmp_path, suffix):
         assert "epoch" in texts and "loss" in texts and "accuracy" in texts
 
 
-def test_two_runs_are_overlaid_with_their_names(runs, tmp_path):
+def test_two_runs_are_overlaid_with_their_names(runs, tmp_path, nncli):
     out = tmp_path / "both.svg"
-    result = invoke("plot", runs / "alpha", runs / "beta", "-o", out)
+    result = nncli("plot", runs / "alpha", runs / "beta", "-o", out)
     assert result.exit_code == 0, result.output
     texts = svg_texts(out)
     for name in ("alpha", "beta"):
@@ -77,32 +57,31 @@ def test_two_runs_are_overlaid_with_their_names(runs, tmp_path):
             assert texts.count(f"{name} {split}") == 2, texts
 
 
-def test_runs_sharing_a_name_are_told_apart_by_folder(runs, tmp_path):
+def test_runs_sharing_a_name_are_told_apart_by_folder(runs, tmp_path, nncli):
     out = tmp_path / "same.svg"
-    result = invoke("plot", runs / "a", runs / "b" / "metrics.csv", "-o", out)
+    result = nncli("plot", runs / "a", runs / "b" / "metrics.csv", "-o", out)
     assert result.exit_code == 0, result.output
     texts = svg_texts(out)
     assert "spiral (a) train" in texts and "spiral (b) val" in texts
 
 
-def test_a_chosen_metric(runs, tmp_path):
+def test_a_chosen_metric(runs, tmp_path, nncli):
     out = tmp_path / "lr.svg"
-    result = invoke("plot", runs / "alpha", runs / "beta", "--metric", "lr", "-o", out)
+    result = nncli("plot", runs / "alpha", runs / "beta", "--metric", "lr", "-o", out)
     assert result.exit_code == 0, result.output
     texts = svg_texts(out)
     assert "lr" in texts and "alpha lr" in texts and "beta lr" in texts
     assert "accuracy" not in texts
 
-    result = invoke("plot", runs / "alpha", "--metric", "accuracy", "-o", tmp_path / "acc.svg")
+    result = nncli("plot", runs / "alpha", "--metric", "accuracy", "-o", tmp_path / "acc.svg")
     assert result.exit_code == 0, result.output
     assert "accuracy" in svg_texts(tmp_path / "acc.svg") and "loss" not in svg_texts(tmp_path / "acc.svg")
 
 
-def test_the_default_output_is_curves_png_here(runs, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    result = invoke("plot", runs / "alpha")
+def test_the_default_output_is_curves_png_here(runs, workdir, nncli):
+    result = nncli("plot", runs / "alpha")
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (workdir / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.parametrize(
@@ -115,9 +94,9 @@ def test_the_default_output_is_curves_png_here(runs, tmp_path, monkeypatch):
         (["."], "has no metrics.csv"),
     ],
 )
-def test_mistakes_are_one_line(runs, tmp_path, monkeypatch, args, message):
+def test_mistakes_are_one_line(runs, tmp_path, monkeypatch, args, message, nncli):
     monkeypatch.chdir(runs)
-    result = invoke("plot", *args)
+    result = nncli("plot", *args)
     assert result.exit_code == 1
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("error: ") and message in line

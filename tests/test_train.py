@@ -15,38 +15,25 @@ from pathlib import Path
 
 import pytest
 import yaml
-from click.testing import CliRunner
 
-from nncli.cli import cli
 from nncli.errors import CheckpointError
 from nncli.training import checkpoint
 
-SPIRAL = """\
-name: spiral
-seed: 3
-data: {dataset: spiral, classes: 3, points_per_class: 60, val_size: 0.2}
-model:
-  - linear: {units: 32, init: he}
-  - relu
-  - dropout: {p: 0.1}
-  - linear: {units: 3}
-loss: softmax_cross_entropy
-optimizer: {type: sgd, lr: 0.1, momentum: 0.9, weight_decay: 1.0e-4}
-schedule: {type: constant}
-train: {epochs: 4, batch_size: 16}
-"""
+
+@pytest.fixture(autouse=True)
+def spiral_yaml(workdir, spiral):
+    (workdir / "spiral.yaml").write_text(spiral())
 
 
 @pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "spiral.yaml").write_text(SPIRAL)
-    return tmp_path
+def train(nncli):
+    """`nncli train ARGS...`: (exit code, output)."""
 
+    def run(*args) -> tuple[int, str]:
+        result = nncli("train", *args)
+        return result.exit_code, result.output
 
-def train(*args) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, ["train", *args])
-    return result.exit_code, result.output
+    return run
 
 
 def rows(run: Path) -> list[dict]:
@@ -58,7 +45,7 @@ def without_times(table: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k != "epoch_time_s"} for row in table]
 
 
-def test_a_run_directory_has_everything(workdir):
+def test_a_run_directory_has_everything(workdir, train):
     code, out = train("spiral.yaml", "--run-dir", "run", "--quiet")
     assert code == 0, out
     run = workdir / "run"
@@ -90,14 +77,14 @@ def test_a_run_directory_has_everything(workdir):
     assert without_times(rows(workdir / "again")) == without_times(table)
 
 
-def test_new_run_directories_never_collide(workdir):
+def test_new_run_directories_never_collide(workdir, train):
     for _ in range(2):
         assert train("spiral.yaml", "--quiet", "--set", "train.epochs=1")[0] == 0
     runs = sorted((workdir / "runs" / "spiral").iterdir())
     assert len(runs) == 2
 
 
-def test_same_seed_same_metrics_and_overrides_apply(workdir):
+def test_same_seed_same_metrics_and_overrides_apply(workdir, train):
     train("spiral.yaml", "--run-dir", "a", "--quiet")
     train("spiral.yaml", "--run-dir", "b", "--quiet")
     assert without_times(rows(workdir / "a")) == without_times(rows(workdir / "b"))
@@ -106,7 +93,7 @@ def test_same_seed_same_metrics_and_overrides_apply(workdir):
     assert yaml.safe_load((workdir / "c" / "config.yaml").read_text())["model"][0]["linear"]["units"] == 8
 
 
-def test_resume_is_exact(workdir):
+def test_resume_is_exact(workdir, train):
     assert train("spiral.yaml", "--run-dir", "straight", "--quiet")[0] == 0
     assert train("spiral.yaml", "--run-dir", "split", "--quiet", "--set", "train.epochs=2")[0] == 0
     assert len(rows(workdir / "split")) == 2
@@ -118,7 +105,7 @@ def test_resume_is_exact(workdir):
     assert all((a[k] == b[k]).all() for k in a)
 
 
-def test_warmup_starts_at_the_first_steps_share_and_resumes_exactly(workdir, monkeypatch):
+def test_warmup_starts_at_the_first_steps_share_and_resumes_exactly(workdir, monkeypatch, train):
     from nncli.training.callbacks.files import MetricsWriter
 
     warm = ("--set", "schedule={type: constant, warmup_epochs: 3}")
@@ -139,7 +126,7 @@ def test_warmup_starts_at_the_first_steps_share_and_resumes_exactly(workdir, mon
     assert without_times(rows(workdir / "cut")) == without_times(rows(workdir / "straight"))
 
 
-def test_resume_refuses_other_changes_and_finished_runs(workdir):
+def test_resume_refuses_other_changes_and_finished_runs(workdir, train):
     train("spiral.yaml", "--run-dir", "r", "--quiet", "--set", "train.epochs=1")
     code, out = train("--resume", "r", "--set", "optimizer.lr=0.5")
     assert code == 2 and "only train.epochs" in out
@@ -156,7 +143,7 @@ class _Boom:
         return (os.system, ("touch pwned",))
 
 
-def test_a_malicious_checkpoint_is_refused_and_runs_nothing(workdir):
+def test_a_malicious_checkpoint_is_refused_and_runs_nothing(workdir, train):
     train("spiral.yaml", "--run-dir", "r", "--quiet", "--set", "train.epochs=1")
     last = workdir / "r" / "checkpoints" / "last.pkl"
     state = checkpoint.load(last)
@@ -173,7 +160,7 @@ def test_a_malicious_checkpoint_is_refused_and_runs_nothing(workdir):
     assert not (workdir / "pwned").exists()
 
 
-def test_a_non_finite_loss_stops_with_a_report(workdir):
+def test_a_non_finite_loss_stops_with_a_report(workdir, train):
     code, out = train(
         "spiral.yaml",
         "--run-dir",
@@ -195,7 +182,7 @@ def test_a_non_finite_loss_stops_with_a_report(workdir):
     assert checkpoint.load(workdir / "r" / "checkpoints" / "last.pkl")["epoch"] == report["epoch"] - 1
 
 
-def test_regression_leaves_accuracy_empty(workdir):
+def test_regression_leaves_accuracy_empty(workdir, train):
     (workdir / "sine.yaml").write_text("""\
 data: {dataset: sine, samples: 100, val_size: 20}
 model: [{linear: {units: 8}}, tanh, {linear: {units: 1}}]
@@ -210,12 +197,9 @@ train: {epochs: 2, batch_size: 16}
     assert float(table[0]["val_loss"]) > 0
 
 
-SLOW = SPIRAL.replace("points_per_class: 60", "points_per_class: 3000").replace("epochs: 4", "epochs: 6")
-
-
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_saves_and_the_run_resumes_exactly(workdir, signum):
-    (workdir / "slow.yaml").write_text(SLOW)
+def test_a_signal_saves_and_the_run_resumes_exactly(workdir, signum, spiral):
+    (workdir / "slow.yaml").write_text(spiral({"data.points_per_class": 3000, "train.epochs": 6}))
     command = [sys.executable, "-m", "nncli", "train", "slow.yaml", "--quiet"]
     straight = subprocess.run([*command, "--run-dir", "straight"], capture_output=True, text=True)
     assert straight.returncode == 0, straight.stderr
@@ -241,8 +225,8 @@ def test_a_signal_saves_and_the_run_resumes_exactly(workdir, signum):
     assert without_times(rows(workdir / "cut")) == without_times(rows(workdir / "straight"))
 
 
-def test_a_regression_loss_on_class_labels_gets_one_hot_targets(workdir):
-    (workdir / "mse.yaml").write_text(SPIRAL.replace("loss: softmax_cross_entropy", "loss: mse"))
+def test_a_regression_loss_on_class_labels_gets_one_hot_targets(workdir, train, spiral):
+    (workdir / "mse.yaml").write_text(spiral({"loss": "mse"}))
     code, out = train("mse.yaml", "--run-dir", "r", "--quiet", "--set", "train.epochs=2")
     assert code == 0, out
     assert float(rows(workdir / "r")[-1]["train_loss"]) < 1.0  # per-entry MSE against one-hot rows
@@ -250,7 +234,7 @@ def test_a_regression_loss_on_class_labels_gets_one_hot_targets(workdir):
     assert [s["name"] for s in saved["preprocessor"]["steps"]][-1] == "one_hot"
 
 
-def test_an_early_stopped_run_resumes_only_when_asked_to_go_on(workdir):
+def test_an_early_stopped_run_resumes_only_when_asked_to_go_on(workdir, train):
     code, out = train(
         "spiral.yaml",
         "--run-dir",
@@ -271,7 +255,7 @@ def test_an_early_stopped_run_resumes_only_when_asked_to_go_on(workdir):
     assert len(rows(workdir / "r")) > 2
 
 
-def test_an_interrupted_epoch_must_be_finished(workdir, monkeypatch):
+def test_an_interrupted_epoch_must_be_finished(workdir, monkeypatch, train):
     """The epoch count cannot drop below an unfinished epoch, and finishing it is exact."""
     from nncli.training.callbacks.files import MetricsWriter
 
@@ -291,7 +275,7 @@ def test_an_interrupted_epoch_must_be_finished(workdir, monkeypatch):
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to tell files apart")
-def test_a_full_disk_names_the_file_and_the_run_which_resumes_exactly(workdir, monkeypatch):
+def test_a_full_disk_names_the_file_and_the_run_which_resumes_exactly(workdir, monkeypatch, train):
     real_fsync, written = os.fsync, []
 
     def fsync(fd):  # the third last.pkl finds the disk full
@@ -316,7 +300,7 @@ def test_a_full_disk_names_the_file_and_the_run_which_resumes_exactly(workdir, m
     assert without_times(rows(workdir / "full")) == without_times(rows(workdir / "straight"))
 
 
-def test_a_checkpoint_without_training_state_is_one_error(workdir):
+def test_a_checkpoint_without_training_state_is_one_error(workdir, train):
     train("spiral.yaml", "--run-dir", "r", "--quiet", "--set", "train.epochs=1")
     last = workdir / "r" / "checkpoints" / "last.pkl"
     state = checkpoint.load(last)
@@ -326,7 +310,7 @@ def test_a_checkpoint_without_training_state_is_one_error(workdir):
     assert code == 1 and "no usable training state" in out and "Traceback" not in out
 
 
-def test_run_dir_refuses_a_folder_that_holds_other_files(workdir):
+def test_run_dir_refuses_a_folder_that_holds_other_files(workdir, train):
     (workdir / "mine").mkdir()
     (workdir / "mine" / "config.yaml").write_text("# my notes\n")
     code, out = train("spiral.yaml", "--run-dir", "mine")
