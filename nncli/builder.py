@@ -11,7 +11,7 @@ load its checkpoint into an identical setting.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,9 @@ class Experiment:
     optimizer: Optimizer
     schedule: Schedule
     regularizer: Regularizer
+    # one line each, located at the config's file and line: "note: ..." for what the builder
+    # did on the user's behalf, "warning: ..." for what is legal but probably not meant
+    notes: list[str] = field(default_factory=list)
 
     @property
     def dtype(self) -> np.dtype:
@@ -59,12 +62,52 @@ def create(config: Config, component: Component, registry):
         return registry.create(component.type, dict(component.options))
 
 
-def build_model(config: Config, input_shape, rng: np.random.Generator) -> Sequential:
+# A final activation that the loss applies itself, on logits, in a fused and stable form.
+FUSED_OUTPUTS = {"sigmoid": "binary_cross_entropy", "softmax": "softmax_cross_entropy"}
+# What each activation limits its outputs to, for the warnings below.
+BOUNDED = {"relu": "[0, inf)", "leaky_relu": "mostly [0, inf)", "sigmoid": "(0, 1)",
+           "tanh": "(-1, 1)", "softmax": "(0, 1), summing to 1"}
+
+
+def build_model(config: Config, input_shape, rng: np.random.Generator, loss: Loss) -> Sequential:
+    """The configured layers, built for `input_shape`. A final sigmoid before
+    binary_cross_entropy (softmax before softmax_cross_entropy) becomes the model's `output`:
+    training and the loss see the logits, `predict` returns probabilities."""
     layers = [create(config, spec, LAYERS) for spec in config.model]
-    model = Sequential(layers)
+    output = None
+    if len(layers) > 1 and FUSED_OUTPUTS.get(layers[-1].name) == loss.name:
+        output = layers.pop()
+    model = Sequential(layers, output)
     with config.located(("model",)):
         model.build(input_shape, rng, np.dtype(config.dtype))
     return model
+
+
+def output_notes(config: Config, model: Sequential, loss: Loss, splits: Splits) -> list[str]:
+    """What the model's last layer means for its loss, one located line each."""
+    last = model.stack[-1].name
+    index = len(model.stack) - 1
+    where = config.source.location(("model", index))
+
+    def line(kind: str, text: str) -> str:
+        return f"{kind}: {where} model[{index}].{last}: {text}"
+
+    if model.output is not None:
+        return [line("note", f"applied to predictions only; training runs {loss.name} on the logits"
+                             " before it, the same loss computed stably in one step")]
+    if last not in BOUNDED:
+        return []
+    if loss.task == "classification":
+        own = {"binary_cross_entropy": "sigmoid", "softmax_cross_entropy": "softmax"}.get(loss.name)
+        applies = f" and applies its own {own}" if own else ""
+        return [line("warning", f"{loss.name} expects unbounded scores (logits){applies}, but a final"
+                                f" {last} limits them to {BOUNDED[last]}: remove it")]
+    one_hot = splits.info.task == "classification"
+    if last in ("softmax", "sigmoid") and one_hot:
+        return [line("warning", f"{last} before mse on one-hot class targets is legal but unusual: its"
+                                " gradients vanish as outputs saturate; softmax_cross_entropy on the"
+                                " logits trains better")]
+    return []
 
 
 def build_loss(config: Config) -> Loss:
@@ -149,8 +192,9 @@ def build_experiment(config: Config, data_dir: Path, progress: bool = True) -> E
     rng = np.random.default_rng(config.seed)
     loss = build_loss(config)
     splits = load_splits(config, data_dir, rng, loss, progress)
-    model = build_model(config, splits.info.input_shape, rng)
+    model = build_model(config, splits.info.input_shape, rng, loss)
     check_fit(config, model, loss, splits)
+    notes = output_notes(config, model, loss, splits)
 
     optimizer = create(config, config.optimizer, OPTIMIZERS)
     regularizer = build_regularizer(config)
@@ -160,7 +204,7 @@ def build_experiment(config: Config, data_dir: Path, progress: bool = True) -> E
     with config.located(config.schedule.path):
         schedule.setup(optimizer.base_lr, config.train.epochs, steps_per_epoch(config, splits))
     _check_monitors(config, splits, loss, schedule)
-    return Experiment(config, rng, splits, model, loss, optimizer, schedule, regularizer)
+    return Experiment(config, rng, splits, model, loss, optimizer, schedule, regularizer, notes)
 
 
 def _check_monitors(config: Config, splits: Splits, loss: Loss, schedule: Schedule) -> None:
@@ -242,7 +286,7 @@ def rebuild(saved: dict, data_dir: Path) -> Rebuilt:
             raise CheckpointError(
                 f"{saved['path']}: the saved preprocessing does not fit {config.data.dataset} ({err})"
             ) from None
-    model = build_model(config, splits.info.input_shape, rng)
+    model = build_model(config, splits.info.input_shape, rng, loss)
     check_fit(config, model, loss, splits)
     try:
         model.load_state_dict(saved["model"])

@@ -75,6 +75,7 @@ def check(config_path: str, overrides=(), *, data_dir: Path) -> str:
             f" (batch_size {batch}, {dtype.name})",
             f"loss {exp.loss.name}, optimizer {type(exp.optimizer).registered_name},"
             f" schedule {type(exp.schedule).registered_name}, {config.train.epochs} epochs",
+            *exp.notes,
             "config OK",
         ]
     )
@@ -82,4 +83,4 @@ def check(config_path: str, overrides=(), *, data_dir: Path) -> str:
 
 def _summary(model):
     for i, _, shape, n in model.summary():
-        yield i, model.layers[i], shape, n
+        yield i, model.stack[i], shape, n

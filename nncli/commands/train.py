@@ -194,6 +194,9 @@ def train(
         exp, run, state = prepare_resume(resume, overrides, data_dir, verbose)
     else:
         exp, run, state = prepare_new(config_path, overrides, data_dir, run_dir, verbose)
+    for note in exp.notes:  # warnings even when quiet: they may mean the run is not what was meant
+        if verbose or note.startswith("warning"):
+            print(note, file=sys.stderr)
     resolved = exp.resolved_config()
     with _naming_the_run(run):
         atomic_write_text(run.config, dump_config(resolved))

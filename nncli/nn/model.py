@@ -4,6 +4,10 @@ Parameters are named `layers.<i>.<name>` (`layers.0.W`); `model.params` and `mod
 those names to the layers' own arrays, so an optimizer updating them in place updates the
 layers.
 
+An `output` layer (a final sigmoid or softmax whose loss applies it itself, fused and stable) is
+applied only by `predict`: `forward` returns the logits that training and the loss see, and
+`predict` the probabilities a user wants.
+
 Once built, all parameters live in one contiguous array and all gradients in another
 (`model.flat`); each layer's arrays are views into them. An optimizer or a weight penalty then
 updates every parameter with a few passes over one array rather than a few passes per
@@ -42,8 +46,9 @@ class FlatParams:
 
 
 class Sequential:
-    def __init__(self, layers: list[Layer]):
+    def __init__(self, layers: list[Layer], output: Layer | None = None):
         self.layers = list(layers)
+        self.output = output  # applied by predict() only; it has no parameters
         self.input_shape: tuple[int, ...] | None = None
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
@@ -62,6 +67,14 @@ class Sequential:
             except ConfigError as err:
                 raise err.at(f"[{i}].{layer.name}") from None
         self.layers[0].needs_input_grad = False
+        if self.output is not None:
+            i = len(self.layers)
+            try:
+                shape = self.output.build(shape, rng, dtype)
+            except ConfigError as err:
+                raise err.at(f"[{i}].{self.output.name}") from None
+            if self.output.params:
+                raise ValueError(f"an output layer has no parameters; {self.output.name} has")
         self._pack()
         return shape
 
@@ -112,8 +125,13 @@ class Sequential:
             self._pack()
 
     @property
+    def stack(self) -> list[Layer]:
+        """Every layer as configured: the trained ones, then the output layer if any."""
+        return self.layers + ([self.output] if self.output is not None else [])
+
+    @property
     def output_shape(self) -> tuple[int, ...]:
-        return self.layers[-1].output_shape
+        return self.stack[-1].output_shape
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         for layer in self.layers:
@@ -133,8 +151,14 @@ class Sequential:
         self.layers[0].needs_input_grad = needed
 
     def predict(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-        """Outputs in evaluation mode, computed in batches."""
-        outs = [self.forward(x[i : i + batch_size], training=False) for i in range(0, len(x), batch_size)]
+        """Outputs in evaluation mode, computed in batches, through the output layer if any
+        (probabilities where training saw logits)."""
+
+        def run(xb: np.ndarray) -> np.ndarray:
+            out = self.forward(xb, training=False)
+            return out if self.output is None else self.output.forward(out, training=False)
+
+        outs = [run(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
         return np.concatenate(outs) if outs else np.empty((0, *self.output_shape), x.dtype)
 
     def param_names(self, decayed_only: bool = False) -> list[str]:
@@ -149,7 +173,7 @@ class Sequential:
         """(index, layer, output shape, parameter count) per layer."""
         return [
             (i, repr(layer), layer.output_shape, sum(v.size for v in layer.params.values()))
-            for i, layer in enumerate(self.layers)
+            for i, layer in enumerate(self.stack)
         ]
 
     def activation_bytes(self, batch_size: int, dtype=np.float32) -> int:
@@ -196,4 +220,4 @@ class Sequential:
                 target[...] = value
 
     def get_config(self) -> list:
-        return [{layer.name: layer.get_config()} for layer in self.layers]
+        return [{layer.name: layer.get_config()} for layer in self.stack]
