@@ -130,6 +130,7 @@ def load_splits(
                 rng=generator,
                 dtype=np.dtype(config.dtype),
                 progress=progress,
+                loss_task=loss.task,
             )
 
     preprocess = list(config.data.preprocess)
@@ -281,6 +282,7 @@ def rebuild(saved: dict, data_dir: Path) -> Rebuilt:
                 rng=rng,
                 dtype=np.dtype(config.dtype),
                 preprocessor=preprocessor,
+                loss_task=loss.task,
             )
         except ValueError as err:  # statistics that do not broadcast against the data
             raise CheckpointError(

@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nncli.data import DATASETS
+from nncli.data import DATASETS, load_data
+from nncli.data.datasets import for_loss_task
 from nncli.errors import ConfigError, DataError
 
 NO_DATA = Path("/nonexistent/nncli-data")
@@ -72,10 +73,11 @@ def test_single_csv_with_a_named_class_column(tmp_path):
 
 def test_single_csv_with_numeric_labels_in_the_first_column(tmp_path):
     # Kaggle's MNIST CSV: "label,1x1,1x2,..." with whole-number labels (also as "3.0").
-    path = write(tmp_path / "train.csv", "label,a,b\n3,0,255\n1.0,128,0\n")
+    path = write(tmp_path / "train.csv", "label,a,b\n0,0,255\n1.0,128,0\n2,1,1\n")
     data = load("csv", path=path, target="label")
-    assert data.y_train.tolist() == [3, 1] and data.info.num_classes == 4
-    np.testing.assert_array_equal(data.x_train, [[0, 255], [128, 0]])
+    assert data.y_train.tolist() == [0, 1, 2] and data.info.num_classes == 3
+    assert data.info.class_names is None and data.info.task == "classification"
+    np.testing.assert_array_equal(data.x_train, [[0, 255], [128, 0], [1, 1]])
 
 
 def test_single_csv_regression_with_several_targets(tmp_path):
@@ -103,14 +105,15 @@ def test_non_numeric_cell_names_file_line_and_column(tmp_path):
 def test_non_numeric_cell_without_header(tmp_path):
     path = write(tmp_path / "x.csv", "1,2\n3,4\n5,x\n")
     y = write(tmp_path / "y.csv", "0\n1\n0\n")
-    with pytest.raises(DataError, match=r"x\.csv:3: column 2 is not a number: 'x'"):
+    with pytest.raises(DataError, match=r"x\.csv:3: column 1 \(counting from 0\) is not a number: 'x'"):
         load("csv", path=path, labels_path=y)
 
 
 def test_missing_value_is_a_data_error(tmp_path):
     path = write(tmp_path / "x.csv", "1,2\n3,nan\n")
     y = write(tmp_path / "y.csv", "0\n1\n")
-    with pytest.raises(DataError, match=r"x\.csv:2: column 2 is missing or not finite"):
+    with pytest.raises(DataError, match=r"x\.csv:2: column 1 \(counting from 0\) is missing or not"
+                                        r" finite: 'nan'"):
         load("csv", path=path, labels_path=y)
 
 
@@ -124,8 +127,9 @@ def test_label_count_must_match(images, tmp_path):
 def test_fractional_class_label_is_a_data_error(images, tmp_path):
     x, _, _ = images
     y = write(tmp_path / "y.csv", "0\n1\n0.5\n1\n1\n0\n")
-    with pytest.raises(DataError, match="not whole numbers"):
-        load("csv", path=x, labels_path=y)
+    with pytest.raises(DataError, match=r"y\.csv:3: column 0 \(counting from 0\) is '0\.5', but class"
+                                        " labels are whole numbers or names"):
+        load("csv", path=x, labels_path=y, task="classification")
 
 
 def test_unknown_test_class_is_a_data_error(tmp_path):
@@ -147,7 +151,17 @@ def test_missing_file_is_a_data_error(tmp_path):
         ({"target": "species", "labels_path": "y.csv"}, "target", "not both"),
         ({}, "target", "missing: name the label column .* or give labels_path"),
         ({"target": "species", "task": "clustering"}, "task", "classification, regression"),
-        ({"target": ["a", "species"]}, "target", "one column"),
+        ({"target": ["a", "species"], "task": "classification"}, "target", "one column"),
+        ({"target": "species", "header": "no"}, "header", "expected true or false"),
+        ({"target": "species", "columns": ["a"], "drop": ["b"]}, "drop", "columns .* or drop .*not both"),
+        ({"target": "species", "drop": ["bb"]}, "drop", 'no column "bb" \\(did you mean "b"\\?\\)'),
+        ({"target": "species", "columns": ["a", "species"]}, "columns", "'species' is the target"),
+        ({"target": "species", "drop": "species"}, "drop", "'species' is the target"),
+        ({"target": "species", "drop": ["a", "b"]}, "drop", "leaves none of the columns"),
+        ({"target": "species", "columns": [0, -3]}, "columns", "column 'a' is given twice"),
+        ({"target": 3}, "target", "has 3 columns, so a position is from -3 to 2; got 3"),
+        ({"target": True}, "target", "expected a column name or position"),
+        ({"target": "species", "val_labels_path": "v.csv"}, "val_labels_path", "only used with"),
         ({"target": "species", "shape": [3, 3]}, "shape", "holds 9 values, but each row has 2"),
     ],
 )
@@ -161,9 +175,9 @@ def test_option_mistakes_are_keyed(tmp_path, options, key, message):
 def test_npz_classification(tmp_path):
     x = np.random.default_rng(0).integers(0, 256, (10, 3, 4, 4), dtype=np.uint8)
     np.savez(tmp_path / "d.npz", x_train=x, y_train=np.arange(10) % 3,
-             x_test=x[:2], y_test=np.array([0, 4]))
+             x_test=x[:2], y_test=np.array([0, 2]))
     data = load("npz", path=str(tmp_path / "d.npz"))
-    assert data.info.task == "classification" and data.info.num_classes == 5
+    assert data.info.task == "classification" and data.info.num_classes == 3
     assert data.info.input_shape == (3, 4, 4) and data.info.pixel_max == 255.0
     assert data.y_train.dtype == np.int64
 
@@ -204,3 +218,274 @@ def test_numbers_beyond_int32_and_decimals_parse_as_floats(tmp_path):
     y = write(tmp_path / "y.csv", "0\n1\n")
     data = load("csv", path=path, labels_path=y)
     np.testing.assert_array_equal(data.x_train, np.array([[1e10, 1], [-2, 0.25]], np.float32))
+
+
+# Missing and non-finite values, in labels as in features: one error at the file, line and column.
+
+
+@pytest.mark.parametrize(("cell", "message"), [
+    ("", "column 'label' is missing"),
+    ("nan", "column 'label' is missing or not finite: 'nan'"),
+    ("inf", "column 'label' is missing or not finite: 'inf'"),
+])
+def test_a_missing_label_is_an_error_not_a_class(tmp_path, cell, message):
+    # One blank cell used to make every label a string: 11 classes, each index shifted.
+    rows = ["label,a,b", "3,0,255", f"{cell},1,2", "1,128,0"]
+    path = write(tmp_path / "train.csv", "\n".join(rows) + "\n")
+    with pytest.raises(DataError, match=rf"train\.csv:3: {message}$"):
+        load("csv", path=path, target="label")
+
+
+def test_a_missing_label_among_class_names_is_an_error(tmp_path):
+    path = write(tmp_path / "iris.csv", "f,species\n1,setosa\n2,\n3,virginica\n")
+    with pytest.raises(DataError, match=r"iris\.csv:3: column 'species' is missing$"):
+        load("csv", path=path, target="species")
+
+
+def test_a_missing_label_in_a_labels_file_names_its_line(images, tmp_path):
+    x, _, _ = images
+    y = write(tmp_path / "y.csv", "0\n1\nnan\n1\n1\n0\n")
+    with pytest.raises(DataError, match=r"y\.csv:3: column 0 \(counting from 0\) is missing or not"
+                                        r" finite: 'nan'"):
+        load("csv", path=x, labels_path=y)
+
+
+def test_an_empty_feature_cell_is_missing(tmp_path):
+    path = write(tmp_path / "x.csv", "a,b,label\n1,2,0\n3,,1\n")
+    with pytest.raises(DataError, match=r"x\.csv:3: column 'b' is missing$"):
+        load("csv", path=path, target="label")
+
+
+def test_a_first_row_with_a_missing_value_is_not_taken_for_a_header(tmp_path):
+    path = write(tmp_path / "x.csv", "1,,0\n3,4,1\n")
+    with pytest.raises(DataError, match=r"x\.csv:1: column 1 \(counting from 0\) is missing$"):
+        load("csv", path=path, target=-1)
+
+
+def test_a_missing_regression_target_names_its_line(tmp_path):
+    path = write(tmp_path / "r.csv", "a,y\n1,0.5\n2,\n")
+    with pytest.raises(DataError, match=r"r\.csv:3: column 'y' is missing$"):
+        load("csv", path=path, target="y", task="regression")
+
+
+def test_npz_non_finite_values_name_the_array(tmp_path):
+    np.savez(tmp_path / "d.npz", x_train=np.array([[1.0], [np.nan]]), y_train=np.array([0, 1]))
+    with pytest.raises(DataError, match=r"d\.npz: x_train\[1\] holds a value that is missing or not"):
+        load("npz", path=str(tmp_path / "d.npz"))
+
+
+# Columns by position and files without a header: the CS229 MNIST layout.
+
+
+def cs229(path: Path, labels, pixels) -> str:
+    """Rows "label,p0,p1,...", no header, as CS229's mnist_train.csv."""
+    return write(path, "".join(f"{y}," + ",".join(map(str, row)) + "\n"
+                               for y, row in zip(labels, pixels, strict=True)))
+
+
+@pytest.mark.parametrize("header", [False, None])
+def test_cs229_layout_label_first_and_no_header(tmp_path, header):
+    pixels = np.arange(24).reshape(6, 4) * 10
+    path = cs229(tmp_path / "mnist_train.csv", [5, 0, 4, 1, 9, 2], pixels)
+    test = cs229(tmp_path / "mnist_test.csv", [9, 2], pixels[:2])
+    options = {} if header is None else {"header": header}
+    data = load("csv", path=path, test_path=test, target=0, shape=[1, 2, 2], pixel_max=255, **options)
+    assert data.x_train.shape == (6, 1, 2, 2) and data.x_train.dtype == np.float32
+    np.testing.assert_array_equal(data.x_train.reshape(6, 4), pixels)  # no row taken for a header
+    assert data.info.class_names == ("0", "1", "2", "4", "5", "9")
+    assert data.y_train.tolist() == [4, 0, 3, 1, 5, 2]
+
+
+def test_target_by_negative_position_counts_from_the_end(tmp_path):
+    path = write(tmp_path / "d.csv", "a,b,label\n1,2,0\n3,4,1\n")
+    data = load("csv", path=path, target=-1)
+    np.testing.assert_array_equal(data.x_train, [[1, 2], [3, 4]])
+    assert data.y_train.tolist() == [0, 1]
+
+
+def test_header_false_reads_the_first_line_as_data(tmp_path):
+    path = write(tmp_path / "d.csv", "label,a,b\n1,2,0\n")
+    with pytest.raises(DataError, match=r"d\.csv:1: column 1 \(counting from 0\) is not a number: 'a'"):
+        load("csv", path=path, target=0, header=False)
+
+
+def test_header_true_requires_one(tmp_path):
+    path = write(tmp_path / "d.csv", "1,2,0\n3,4,1\n")
+    with pytest.raises(DataError, match=r"d\.csv has no header row \(its first line is all numbers\),"
+                                        " but header is true"):
+        load("csv", path=path, target=0, header=True)
+
+
+@pytest.mark.parametrize("header", [False, None])
+def test_without_a_header_the_target_must_be_a_position(tmp_path, header):
+    path = cs229(tmp_path / "mnist_train.csv", [1, 0], [[0, 255], [255, 0]])
+    options = {} if header is None else {"header": header}
+    with pytest.raises(ConfigError, match=r"mnist_train\.csv is read without a header row, so columns"
+                                          r" are given by position \(0 is the first, -1 the last\),"
+                                          " not by name: got 'label'") as info:
+        load("csv", path=path, target="label", **options)
+    assert info.value.key == "target"
+
+
+# Whole-number labels other than 0..K-1.
+
+
+def test_labels_1_to_3_are_three_classes_named_by_their_values(tmp_path):
+    path = write(tmp_path / "d.csv", "f,y\n1,3\n2,1\n3,2\n4,1\n")
+    test = write(tmp_path / "t.csv", "f,y\n5,2\n")
+    data = load("csv", path=path, target="y", test_path=test)
+    assert data.info.num_classes == 3 and data.info.class_names == ("1", "2", "3")
+    assert data.y_train.tolist() == [2, 0, 1, 0] and data.y_test.tolist() == [1]
+
+
+def test_negative_labels_are_numbered_in_order(tmp_path):
+    path = write(tmp_path / "d.csv", "f,y\n1,1\n2,-1\n")
+    data = load("csv", path=path, target="y")
+    assert data.y_train.tolist() == [1, 0] and data.info.class_names == ("-1", "1")
+
+
+def test_a_test_label_the_training_set_lacks_is_an_error(tmp_path):
+    path = write(tmp_path / "d.csv", "f,y\n1,1\n2,2\n")
+    test = write(tmp_path / "t.csv", "f,y\n5,4\n")
+    with pytest.raises(DataError, match=r"t\.csv has class 4, which the training set lacks"):
+        load("csv", path=path, target="y", test_path=test)
+
+
+def test_npz_labels_are_numbered_too(tmp_path):
+    np.savez(tmp_path / "d.npz", x_train=np.ones((3, 2)), y_train=np.array([1, 3, 2]),
+             x_test=np.ones((1, 2)), y_test=np.array([7]))
+    with pytest.raises(DataError, match=r"d\.npz: y_test has class 7, which the training set lacks"):
+        load("npz", path=str(tmp_path / "d.npz"))
+    np.savez(tmp_path / "d.npz", x_train=np.ones((3, 2)), y_train=np.array([1, 3, 2]))
+    data = load("npz", path=str(tmp_path / "d.npz"))
+    assert data.y_train.tolist() == [0, 2, 1] and data.info.class_names == ("1", "2", "3")
+
+
+# task: decide. Fractions are regression targets; whole numbers follow the loss.
+
+
+def test_fractional_labels_are_regression_targets_without_a_task(tmp_path):
+    path = write(tmp_path / "houses.csv", "rooms,price\n3,1.5\n5,2.25\n")
+    data = load("csv", path=path, target="price")
+    assert data.info.task == "regression" and data.info.notes == ()
+    np.testing.assert_array_equal(data.y_train, np.array([[1.5], [2.25]], np.float32))
+
+
+def test_several_target_columns_are_regression_without_a_task(tmp_path):
+    path = write(tmp_path / "d.csv", "a,y1,y2\n1,2,3\n4,5,6\n")
+    data = load("csv", path=path, target=["y1", "y2"])
+    assert data.info.task == "regression" and data.y_train.shape == (2, 2)
+
+
+@pytest.mark.parametrize(("loss", "task", "notes"), [
+    (None, "classification", 0),
+    ("classification", "classification", 0),
+    ("regression", "regression", 1),
+])
+def test_whole_number_labels_follow_the_loss(tmp_path, loss, task, notes):
+    path = write(tmp_path / "ages.csv", "height,age\n1.1,3\n1.5,7\n1.8,30\n")
+    with for_loss_task(loss):
+        data = load("csv", path=path, target="age")
+    assert data.info.task == task and len(data.info.notes) == notes
+    if notes:
+        assert data.info.notes[0] == (
+            f"the labels of {path} are whole numbers, read as regression targets because the loss"
+            " is a regression loss; set task: classification to read them as classes")
+        np.testing.assert_array_equal(data.y_train, [[3], [7], [30]])
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_an_explicit_task_wins_over_the_loss(tmp_path, task):
+    path = write(tmp_path / "d.csv", "f,y\n1,0\n2,1\n")
+    other = "regression" if task == "classification" else "classification"
+    with for_loss_task(other):
+        data = load("csv", path=path, target="y", task=task)
+    assert data.info.task == task and data.info.notes == ()
+
+
+def test_load_data_passes_the_loss_task_and_keeps_the_note(tmp_path):
+    path = write(tmp_path / "d.csv", "f,y\n1,0\n2,1\n3,5\n")
+    splits = load_data("csv", {"path": path, "target": "y"}, val_size=None, preprocess=[],
+                       data_dir=NO_DATA, rng=np.random.default_rng(0), loss_task="regression")
+    assert splits.info.task == "regression" and splits.y_train.shape == (3, 1)
+    assert "read as regression targets" in splits.info.notes[0]
+
+
+@pytest.mark.parametrize(("y", "loss", "task", "noted"), [
+    (np.array([0, 1, 2]), "regression", "regression", True),
+    (np.array([0.0, 1.0, 2.0]), "classification", "classification", True),
+    (np.array([0.0, 1.0, 2.0]), None, "regression", False),
+    (np.array([0.5, 1.0, 2.0]), "classification", "regression", False),
+])
+def test_npz_decides_the_same_way(tmp_path, y, loss, task, noted):
+    np.savez(tmp_path / "d.npz", x_train=np.ones((3, 2)), y_train=y)
+    with for_loss_task(loss):
+        data = load("npz", path=str(tmp_path / "d.npz"))
+    assert data.info.task == task and bool(data.info.notes) == noted
+
+
+# columns, drop and a validation file.
+
+
+def test_drop_leaves_an_id_column_out_of_the_features(tmp_path):
+    path = write(tmp_path / "d.csv", "id,a,b,label\n101,1,2,0\n102,3,4,1\n")
+    data = load("csv", path=path, target="label", drop="id")
+    np.testing.assert_array_equal(data.x_train, [[1, 2], [3, 4]])
+
+
+@pytest.mark.parametrize("columns", [["b", "a"], [2, 1], [-2, "a"]])
+def test_columns_picks_the_features_in_order(tmp_path, columns):
+    path = write(tmp_path / "d.csv", "id,a,b,label\n101,1,2,0\n102,3,4,1\n")
+    data = load("csv", path=path, target="label", columns=columns)
+    np.testing.assert_array_equal(data.x_train, [[2, 1], [4, 3]])
+
+
+def test_columns_apply_to_a_features_file_without_header(images):
+    x, y, pixels = images
+    data = load("csv", path=x, labels_path=y, drop=[0, -1], header=False)
+    np.testing.assert_array_equal(data.x_train, pixels[:, 1:3])
+
+
+def test_val_path_is_the_validation_set(tmp_path):
+    path = write(tmp_path / "train.csv", "f,y\n1,a\n2,b\n3,a\n")
+    val = write(tmp_path / "val.csv", "f,y\n4,b\n5,a\n")
+    test = write(tmp_path / "test.csv", "f,y\n6,a\n")
+    options = {"path": path, "target": "y", "val_path": val, "test_path": test}
+    splits = load_data("csv", options, val_size=None, preprocess=[], data_dir=NO_DATA,
+                       rng=np.random.default_rng(0))
+    assert splits.x_train[:, 0].tolist() == [1, 2, 3] and splits.x_val[:, 0].tolist() == [4, 5]
+    assert splits.y_val.tolist() == [1, 0] and splits.x_test[:, 0].tolist() == [6]
+    with pytest.raises(ConfigError, match="reads its validation set from val_path; remove val_size") as info:
+        load_data("csv", options, val_size=0.2, preprocess=[], data_dir=NO_DATA,
+                  rng=np.random.default_rng(0))
+    assert info.value.key == "val_size"
+
+
+def test_val_path_in_the_labels_file_layout(images, tmp_path):
+    x, y, _ = images
+    vx = write(tmp_path / "vx.csv", "1,2,3,4\n")
+    vy = write(tmp_path / "vy.csv", "1\n")
+    data = load("csv", path=x, labels_path=y, val_path=vx, val_labels_path=vy)
+    assert data.x_val.tolist() == [[1, 2, 3, 4]] and data.y_val.tolist() == [1]
+    assert data.x_test is None
+    with pytest.raises(ConfigError, match="give val_path and val_labels_path together"):
+        load("csv", path=x, labels_path=y, val_path=vx)
+
+
+@pytest.mark.parametrize(("val_text", "message"), [
+    ("f,y\n4,3\n", r"val\.csv has class 3, which the training set lacks"),
+    ("f,g,y\n4,4,1\n", r"val\.csv does not have the same columns as .*train\.csv"),
+    ("4,1\n", r"train\.csv has a header row and .*val\.csv does not"),
+])
+def test_a_validation_file_must_match_the_training_file(tmp_path, val_text, message):
+    path = write(tmp_path / "train.csv", "f,y\n1,0\n2,1\n")
+    val = write(tmp_path / "val.csv", val_text)
+    with pytest.raises(DataError, match=message):
+        load("csv", path=path, target="y", val_path=val)
+
+
+def test_files_without_a_header_must_have_as_many_columns(tmp_path):
+    path = cs229(tmp_path / "train.csv", [1, 0], [[0, 255], [255, 0]])
+    test = cs229(tmp_path / "test.csv", [1], [[0, 255, 3]])
+    with pytest.raises(DataError, match=r"test\.csv has 4 values per row, .*train\.csv has 3"):
+        load("csv", path=path, target=0, test_path=test)

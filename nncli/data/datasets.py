@@ -9,12 +9,18 @@ Its keyword arguments after `data_dir` and `rng` are the dataset's own YAML opti
 checked with `nncli.validate`, so a bad value is a `ConfigError` keyed by the option's name. A
 loader returns arrays as stored (uint8 images, say): `nncli.data.pipeline.load_data` converts
 them to float32 once, after the validation split.
+
+A loader that settles its task from the labels (csv and npz with `task: decide`) reads
+`loss_task()`, the task of the run's loss, which `load_data` sets around the call. It is
+context rather than an option so that no YAML can say one thing while the loss says another.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +34,8 @@ DATASETS: Registry[Callable[..., RawData]] = Registry("dataset")
 
 TASKS = ("classification", "regression")
 
+_loss_task: ContextVar[str | None] = ContextVar("loss_task", default=None)
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -36,7 +44,9 @@ class DatasetInfo:
     `input_shape` excludes the batch dimension: (1, 28, 28) for MNIST, (3, 32, 32) for
     CIFAR-10, (2,) for the spiral. `num_outputs` is the width of the model's last layer: the
     number of classes, or the number of regression targets. `pixel_max` is set for images
-    (255.0) and is what `scale` divides by.
+    (255.0) and is what `scale` divides by. `class_names[i]` names class i where the labels
+    were not already 0..K-1. `notes` are one-line sentences on what the loader decided for the
+    user (whole-number labels read as regression targets, say), for the caller to show.
     """
 
     name: str
@@ -46,6 +56,7 @@ class DatasetInfo:
     num_outputs: int
     pixel_max: float | None = None
     class_names: tuple[str, ...] | None = None
+    notes: tuple[str, ...] = ()
 
     @classmethod
     def classification(
@@ -56,21 +67,25 @@ class DatasetInfo:
         *,
         pixel_max: float | None = None,
         class_names: tuple[str, ...] | None = None,
+        notes: tuple[str, ...] = (),
     ) -> DatasetInfo:
         return cls(name, tuple(input_shape), "classification", num_classes, num_classes,
-                   pixel_max, class_names)
+                   pixel_max, class_names, tuple(notes))
 
     @classmethod
     def regression(
         cls, name: str, input_shape: tuple[int, ...], num_outputs: int, *,
-        pixel_max: float | None = None,
+        pixel_max: float | None = None, notes: tuple[str, ...] = (),
     ) -> DatasetInfo:
-        return cls(name, tuple(input_shape), "regression", None, num_outputs, pixel_max)
+        return cls(name, tuple(input_shape), "regression", None, num_outputs, pixel_max,
+                   notes=tuple(notes))
 
 
 @dataclass(frozen=True)
 class RawData:
-    """A dataset as loaded: train arrays, test arrays (or None) and `info`.
+    """A dataset as loaded: train arrays, test arrays (or None), `info`, and validation arrays
+    where the dataset has its own (csv's `val_path`; None otherwise: the pipeline may then draw
+    a validation split from the training set).
 
     Images are (N, C, H, W); labels are integers of shape (N,) for classification and
     targets of shape (N, k) for regression.
@@ -81,11 +96,16 @@ class RawData:
     x_test: np.ndarray | None
     y_test: np.ndarray | None
     info: DatasetInfo
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
 
     def __post_init__(self) -> None:
-        if (self.x_test is None) != (self.y_test is None):
-            raise ValueError("x_test and y_test must both be given or both be None")
-        for x, y in ((self.x_train, self.y_train), (self.x_test, self.y_test)):
+        pairs = ((self.x_train, self.y_train), (self.x_test, self.y_test), (self.x_val, self.y_val))
+        for x, y in pairs[1:]:
+            if (x is None) != (y is None):
+                raise ValueError("test (and validation) inputs and targets must both be given or"
+                                 " both be None")
+        for x, y in pairs:
             if x is not None and len(x) != len(y):
                 raise ValueError(f"{len(x)} samples but {len(y)} targets")
 
@@ -124,15 +144,70 @@ def file_option(key: str, value: object, what: str) -> Path:
     return path
 
 
-def num_classes_of(labels: list[np.ndarray], source: str) -> int:
-    """Number of classes of integer labels 0..K-1 spread over `labels` (train and test)."""
-    present = [y for y in labels if y is not None and y.size]
-    if not present:
-        raise DataError(f"{source} has no samples")
-    low = min(int(y.min()) for y in present)
-    if low < 0:
-        raise DataError(f"{source} has a negative class label ({low}); labels must be 0, 1, ...")
-    return max(int(y.max()) for y in present) + 1
+def index_classes(
+    labels: list[np.ndarray | None], sources: list[str]
+) -> tuple[list[np.ndarray | None], tuple[str, ...] | None]:
+    """Whole-number class labels (int64 arrays; the first is the training set) as 0..K-1, and
+    the class names, or None where they need none.
+
+    Training labels that are exactly 0..K-1 are kept. Any other set (1..3, or -1 and 1) is
+    sorted and numbered 0..K-1, its values kept as the names ("1", "2", "3"): a class never
+    seen would be an output the model can only learn to avoid. A label of another array that
+    the training set lacks is a `DataError` naming that array's source. None stays None.
+    """
+    if labels[0].size == 0:
+        raise DataError(f"{sources[0]} has no samples")
+    classes = np.unique(labels[0])
+    dense = classes[0] == 0 and classes[-1] == len(classes) - 1
+    out = []
+    for y, source in zip(labels, sources, strict=True):
+        if y is None:
+            out.append(None)
+            continue
+        unknown = np.setdiff1d(y, classes)
+        if unknown.size:
+            raise DataError(f"{source} has class {unknown[0]}, which the training set lacks")
+        out.append(y if dense else np.searchsorted(classes, y).astype(np.int64))
+    return out, None if dense else tuple(str(c) for c in classes.tolist())
+
+
+@contextlib.contextmanager
+def for_loss_task(task: str | None) -> Iterator[None]:
+    """Within this block, `loss_task()` is `task`: "classification", "regression", or None for
+    no loss (a dataset loaded outside a run)."""
+    if task is not None and task not in TASKS:
+        raise ValueError(f"loss task {task!r} is not one of {TASKS}")
+    token = _loss_task.set(task)
+    try:
+        yield
+    finally:
+        _loss_task.reset(token)
+
+
+def loss_task() -> str | None:
+    """The task of the run's loss while `load_data` calls a loader; None otherwise."""
+    return _loss_task.get()
+
+
+def decide_task(y: np.ndarray, source: str, unless_the_loss_says: str) -> tuple[str, tuple[str, ...]]:
+    """The task of labels `y` (finite numbers, (N,) or (N, k)) under `task: decide`, and the
+    notes that say what the loss decided.
+
+    Several columns, or any fraction, make regression targets. Whole numbers are what the
+    run's loss needs (`loss_task()`), or `unless_the_loss_says` without a loss; where the loss
+    turns them from that, one note says so and how to choose otherwise.
+    """
+    if (y.ndim == 2 and y.shape[1] > 1) or not np.array_equal(y, np.round(y)):
+        return "regression", ()
+    task = loss_task() or unless_the_loss_says
+    if task == unless_the_loss_says:
+        return task, ()
+    if task == "regression":
+        read, otherwise = "regression targets", "classification to read them as classes"
+    else:
+        read, otherwise = "classes", "regression to read them as targets"
+    return task, (f"the labels of {source} are whole numbers, read as {read} because the loss is"
+                  f" a {task} loss; set task: {otherwise}",)
 
 
 def as_labels(y: np.ndarray, source: str) -> np.ndarray:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from nncli import validate
-from nncli.data.datasets import DATASETS, DatasetInfo, count_of
+from nncli.data.datasets import DATASETS, DatasetInfo, count_of, for_loss_task
 from nncli.data.download import progress_enabled
 from nncli.errors import CheckpointError, ConfigError
 from nncli.registry import Registry, check_options
@@ -309,11 +309,15 @@ def load_data(
     dtype=np.float32,
     progress: bool = True,
     preprocessor: Preprocessor | None = None,
+    loss_task: str | None = None,
 ) -> Splits:
     """Load dataset `name` with its YAML `options` and prepare its splits.
 
     `val_size` is a count or a fraction of the training set, drawn with `rng`; None or 0 means
-    no validation split. `progress` allows download progress bars (shown on a terminal only).
+    no validation split; a dataset with its own validation set (csv's `val_path`) takes None.
+    `progress` allows download progress bars (shown on a terminal only). `loss_task`, the task
+    of the run's loss, settles whole-number labels for loaders that decide their task
+    (`nncli.data.datasets.loss_task`); what they decided is in `info.notes`.
     Option errors are `ConfigError`s keyed by the option (`classes`, `val_size`,
     `preprocess[1].per_channel`).
 
@@ -327,10 +331,13 @@ def load_data(
     fitted = preprocessor is not None
     if not fitted:
         preprocessor = Preprocessor.from_config(preprocess, dtype)
-    with progress_enabled(progress):
+    with progress_enabled(progress), for_loss_task(loss_task):
         raw = loader(data_dir=Path(data_dir), rng=rng, **options)
 
     n = len(raw.x_train)
+    if raw.x_val is not None and val_size is not None:
+        raise ConfigError(f"{name} reads its validation set from val_path; remove val_size (or"
+                          " val_path, to draw the split from the training set)", key="val_size")
     n_val = 0 if val_size is None else count_of("val_size", val_size, n)
     if n_val >= n:
         raise ConfigError(f"{val_size!r} would leave none of the {n:,} training samples for"
@@ -350,6 +357,9 @@ def load_data(
     if n_val:
         x_val = preprocessor._transform_owned(_inputs(raw.x_train, val, preprocessor.dtype))
         y_val = preprocessor.apply_labels(raw.y_train[val])
+    elif raw.x_val is not None:
+        x_val = preprocessor._transform_owned(_inputs(raw.x_val, None, preprocessor.dtype))
+        y_val = preprocessor.apply_labels(raw.y_val)
     if raw.x_test is not None:
         x_test = preprocessor._transform_owned(_inputs(raw.x_test, None, preprocessor.dtype))
         y_test = preprocessor.apply_labels(raw.y_test)

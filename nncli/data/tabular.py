@@ -2,23 +2,42 @@
 current directory.
 
 `csv` reads one of two layouts:
+  - `path` + `target`: one table; `target` is the label column, by header name or by position
+    (0 is the first column, -1 the last), or a list of them for several regression targets.
+    The other columns are the features, or those `columns` lists, or all but those `drop`
+    lists (names or positions; one of the two at most).
   - `path` + `labels_path`: one flattened sample per row of `path`, its label on the same row
-    of `labels_path` (the seeds' images and labels files). A first line with a cell that is not
-    a number is a header, and skipped.
-  - `path` + `target`: one CSV with a header row; `target` names the label column (for
-    regression, one target column or a list of them); every other column is a feature.
-`test_path` (and `test_labels_path`) add a test set in the same layout. `shape` reshapes each
-row ([1, 28, 28] for MNIST images); `pixel_max` says the features are pixels with that maximum,
-so that `scale` divides by it. Class labels are whole numbers 0..K-1, or names (sorted, then
-numbered). A ragged row, a cell that is not a number, or a missing value is one `DataError`
-naming the file and line. Fields are split at every comma: quoted commas are not supported.
+    of `labels_path` (the seeds' images and labels files); `columns`/`drop` apply to `path`.
+`header`: by default a first line with a cell that is not a number is a header, and skipped;
+`true` requires one, `false` reads the first line as data, and `target` must then be a
+position. It applies to every file. The CS229 MNIST files, the digit then 784 pixels and no
+header, are `{path: mnist_train.csv, header: false, target: 0, shape: [1, 28, 28],
+pixel_max: 255}`.
 
-`npz` reads `x_train`, `y_train` and optionally `x_test`, `y_test`; the task is classification
-when `y_train` holds integers, regression otherwise, unless `task` says.
+`test_path` (and `test_labels_path`) add a test set, `val_path` (and `val_labels_path`) the
+validation set, in place of a split drawn with `val_size`; each has the columns of `path` (the
+same header, or as many columns). `shape` reshapes each row ([1, 28, 28] for MNIST images);
+`pixel_max` says the features are pixels with that maximum, so that `scale` divides by it.
+
+`task: decide` (the default) settles what the labels are: several target columns, or any
+fraction, are regression targets; names are classes; whole numbers are what the run's loss
+needs (`loss_task()`; classes outside a run), with a note in `DatasetInfo.notes` where a
+regression loss made them targets. `task: classification` or `regression` always wins. Class
+labels exactly 0..K-1 are the classes; other whole numbers (1..3) and names are sorted and
+numbered 0..K-1, their values kept as `class_names`; a validation or test label the training
+set lacks is an error. A ragged row, a cell that is not a number, or a missing or non-finite
+value (a feature or a label) is one `DataError` naming the file, the line and the column:
+its header name, or its position counted from 0. Fields are split at every comma: quoted
+commas are not supported.
+
+`npz` reads `x_train`, `y_train` and optionally `x_test`, `y_test`, with the same `task` rule
+(outside a run whole numbers are classes in an integer array, targets in a float one) and the
+same numbering of classes; a value that is not finite is a `DataError` naming the array.
 """
 
 from __future__ import annotations
 
+import math
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -34,11 +53,18 @@ from nncli.data.datasets import (
     RawData,
     as_labels,
     as_targets,
+    decide_task,
     file_option,
-    num_classes_of,
+    index_classes,
 )
 from nncli.errors import ConfigError, DataError
 from nncli.registry import did_you_mean
+
+# `task` of csv and npz: "decide" settles it from the labels and the run's loss.
+TASK_OPTIONS = (*TASKS, "decide")
+
+# A column given in the config: a header name, or a position (negative from the end).
+ColumnRef = str | int
 
 
 @dataclass(frozen=True)
@@ -55,7 +81,8 @@ class _Table:
         return len(self.header) if self.header else self.lines[0].count(",") + 1
 
     def column_name(self, column: int) -> str:
-        return repr(self.header[column]) if self.header else str(column + 1)
+        """How messages name column `column` (>= 0): its header name, else its position."""
+        return repr(self.header[column]) if self.header else f"{column} (counting from 0)"
 
     def numbers(self, columns: list[int] | None = None) -> np.ndarray:
         """float32 (rows, columns) of `columns` (all by default); one clear error otherwise."""
@@ -67,25 +94,40 @@ class _Table:
             try:
                 values = np.loadtxt(self.lines, dtype=np.float32, **options)
             except ValueError as err:
-                raise self._not_a_number(columns) or DataError(f"{self.path}: {err}") from None
+                raise self._bad_cell(columns) or DataError(f"{self.path}: {err}") from None
         finite = np.isfinite(values)
         if not finite.all():
             row, col = np.argwhere(~finite)[0]
             column = columns[col] if columns is not None else col
-            raise DataError(f"{self.path}:{self.line_numbers[row]}: column"
-                            f" {self.column_name(column)} is missing or not finite")
+            raise self._bad_value(row, column, self.lines[row].split(",")[column])
         return values
 
     def strings(self, column: int) -> list[str]:
         return [_cell(line.split(",", column + 1)[column]) for line in self.lines]
 
-    def _not_a_number(self, columns: list[int] | None) -> DataError | None:
-        for number, line in zip(self.line_numbers, self.lines, strict=True):
+    def labels(self, column: int) -> list[str]:
+        """The cells of `column`; a `DataError` at the first that is empty or not finite."""
+        cells = self.strings(column)
+        for row, cell in enumerate(cells):
+            if not cell or (_is_number(cell) and not math.isfinite(float(cell))):
+                raise self._bad_value(row, column, cell)
+        return cells
+
+    def _bad_value(self, row: int, column: int, text: str) -> DataError:
+        where = f"{self.path}:{self.line_numbers[row]}: column {self.column_name(column)}"
+        if not _cell(text):
+            return DataError(f"{where} is missing")
+        return DataError(f"{where} is missing or not finite: {_cell(text)!r}")
+
+    def _bad_cell(self, columns: list[int] | None) -> DataError | None:
+        for row, line in enumerate(self.lines):
             cells = line.split(",")
             for column in range(len(cells)) if columns is None else columns:
+                if not _cell(cells[column]):
+                    return self._bad_value(row, column, cells[column])
                 if not _is_number(cells[column]):
-                    return DataError(f"{self.path}:{number}: column {self.column_name(column)}"
-                                     f" is not a number: {cells[column]!r}")
+                    return DataError(f"{self.path}:{self.line_numbers[row]}: column"
+                                     f" {self.column_name(column)} is not a number: {cells[column]!r}")
         return None
 
 
@@ -104,8 +146,8 @@ def _is_number(text: str) -> bool:
 def read_table(path: Path, *, header: bool | None) -> _Table:
     """`path` split into lines, every row checked to have as many fields as the first.
 
-    `header`: True requires a header row, None detects one (a first line with a cell that is
-    not a number).
+    `header`: True requires a header row, False reads the first line as data, None detects
+    one (a first line with a cell that is neither empty nor a number).
     """
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -117,10 +159,13 @@ def read_table(path: Path, *, header: bool | None) -> _Table:
     if not numbered:
         raise DataError(f"{path} is empty")
     first = numbered[0][1].split(",")
-    has_header = not all(_is_number(cell) for cell in first)
-    if header and not has_header:
-        raise DataError(f"{path} has no header row (its first line is all numbers); the target"
-                        " option names a column of the header")
+    # An empty cell says nothing: a header may leave one blank (an index column), and a data
+    # row with a missing value must not be taken for a header and dropped.
+    looks_like_header = any(_cell(cell) and not _is_number(cell) for cell in first)
+    if header and not looks_like_header:
+        raise DataError(f"{path} has no header row (its first line is all numbers), but header"
+                        " is true")
+    has_header = looks_like_header if header is None else header
     numbers = [i for i, _ in numbered]
     lines = [line for _, line in numbered]
     commas = len(first) - 1
@@ -136,17 +181,21 @@ def read_table(path: Path, *, header: bool | None) -> _Table:
 
 
 def class_labels(
-    cells: list[list[str]], sources: list[str]
+    columns: list[tuple[_Table, int]],
 ) -> tuple[list[np.ndarray], tuple[str, ...] | None]:
-    """int64 labels for each list of `cells`, and the class names if the labels are names.
+    """int64 labels 0..K-1 from column `column` of each table (the first is the training
+    set), and the class names where the labels were not already 0..K-1.
 
-    Numbers must be whole and >= 0 and are the labels; otherwise the names of the first list
-    (the training set), sorted, are numbered 0..K-1, and other lists may use only those.
+    Whole numbers are numbered by `index_classes`; otherwise the names of the training set,
+    sorted, are numbered 0..K-1, and other tables may use only those. An empty or non-finite
+    cell, or a number that is not whole, is a `DataError` at its line.
     """
+    cells = [table.labels(column) for table, column in columns]
+    sources = [str(table.path) for table, _ in columns]
     if all(_is_number(c) for part in cells for c in part):
-        labels = [as_labels(np.array([float(c) for c in part]), source)
-                  for part, source in zip(cells, sources, strict=True)]
-        return labels, None
+        values = [_whole_numbers(table, column, part)
+                  for (table, column), part in zip(columns, cells, strict=True)]
+        return index_classes(values, sources)
     names = tuple(sorted(set(cells[0])))
     index = {name: i for i, name in enumerate(names)}
     for part, source in zip(cells[1:], sources[1:], strict=True):
@@ -156,6 +205,16 @@ def class_labels(
     return [np.array([index[c] for c in part], dtype=np.int64) for part in cells], names
 
 
+def _whole_numbers(table: _Table, column: int, cells: list[str]) -> np.ndarray:
+    values = np.array([float(c) for c in cells])
+    fractions = np.flatnonzero(values != np.round(values))
+    if fractions.size:
+        row = fractions[0]
+        raise DataError(f"{table.path}:{table.line_numbers[row]}: column {table.column_name(column)}"
+                        f" is {cells[row]!r}, but class labels are whole numbers or names")
+    return values.astype(np.int64)
+
+
 @DATASETS.register("csv")
 def load_csv(
     *,
@@ -163,89 +222,188 @@ def load_csv(
     rng: np.random.Generator,
     path: str,
     labels_path: str | None = None,
-    target: str | list[str] | None = None,
-    task: str = "classification",
+    target: ColumnRef | list[ColumnRef] | None = None,
+    header: bool | None = None,
+    columns: ColumnRef | list[ColumnRef] | None = None,
+    drop: ColumnRef | list[ColumnRef] | None = None,
+    task: str = "decide",
     test_path: str | None = None,
     test_labels_path: str | None = None,
+    val_path: str | None = None,
+    val_labels_path: str | None = None,
     shape: list[int] | None = None,
     pixel_max: float | None = None,
 ) -> RawData:
-    """A CSV dataset; see the module docstring for the two layouts."""
-    task = validate.one_of("task", task, TASKS)
+    """A CSV dataset; see the module docstring for the layouts and options."""
+    task = validate.one_of("task", task, TASK_OPTIONS)
+    if header is not None:
+        header = validate.boolean("header", header)
     if labels_path is None and target is None:
         raise ConfigError("missing: name the label column of the CSV at path here, or give"
                           " labels_path (a CSV with one label per row of path)", key="target")
     if labels_path is not None and target is not None:
         raise ConfigError("give target (a column of path) or labels_path (a separate CSV), not both",
                           key="target")
-    if labels_path is None and test_labels_path is not None:
-        raise ConfigError("only used with labels_path", key="test_labels_path")
-    if labels_path is not None and (test_path is None) != (test_labels_path is None):
-        raise ConfigError("give test_path and test_labels_path together", key="test_labels_path")
+    for data_key, labels_key, data_file, labels_file in (
+        ("test_path", "test_labels_path", test_path, test_labels_path),
+        ("val_path", "val_labels_path", val_path, val_labels_path),
+    ):
+        if labels_path is None and labels_file is not None:
+            raise ConfigError("only used with labels_path", key=labels_key)
+        if labels_path is not None and (data_file is None) != (labels_file is None):
+            raise ConfigError(f"give {data_key} and {labels_key} together", key=labels_key)
+    targets = None if target is None else _column_refs("target", target)
+    if task == "classification" and targets is not None and len(targets) > 1:
+        raise ConfigError("a classification target is one column", key="target")
+    if columns is not None and drop is not None:
+        raise ConfigError("give columns (the features to use) or drop (the columns to leave out),"
+                          " not both", key="drop")
+    chosen = None if columns is None else _column_refs("columns", columns)
+    dropped = None if drop is None else _column_refs("drop", drop)
     if pixel_max is not None:
         pixel_max = validate.positive_float("pixel_max", pixel_max)
     splits = [("path", "labels_path", path, labels_path)]
+    if val_path is not None:
+        splits.append(("val_path", "val_labels_path", val_path, val_labels_path))
     if test_path is not None:
         splits.append(("test_path", "test_labels_path", test_path, test_labels_path))
 
-    xs, ys, sources = [], [], []
-    header = columns = None
+    # Columns are resolved on the training file; the others must have the same ones.
+    first: _Table | None = None
+    label_columns: list[int] = []
+    features: list[int] = []
+    xs: list[np.ndarray] = []
+    ys: list[tuple[_Table, list[int]]] = []
     for path_key, labels_key, x_path, y_path in splits:
-        x_file = file_option(path_key, x_path, "CSV file")
-        if y_path is None:
-            table = read_table(x_file, header=True)
-            if columns is None:
-                header, columns = table.header, _target_columns(table, target, task)
-            elif table.header != header:
-                raise DataError(f"{x_file} does not have the same columns as {path}")
-            features = [c for c in range(table.width) if c not in columns]
-            xs.append(table.numbers(features))
-            ys.append(table.strings(columns[0]) if task == "classification"
-                      else table.numbers(columns))
-            sources.append(str(x_file))
+        table = read_table(file_option(path_key, x_path, "CSV file"), header=header)
+        if first is None:
+            first = table
+            label_columns = [] if targets is None else _resolve(table, "target", targets)
+            features = _features(table, label_columns, chosen, dropped)
         else:
-            y_file = file_option(labels_key, y_path, "labels CSV file")
-            xs.append(read_table(x_file, header=None).numbers())
-            labels = read_table(y_file, header=None)
-            if task == "classification" and labels.width != 1:
-                raise DataError(f"{y_file} has {labels.width} columns; a classification labels"
-                                " file has one label per line")
-            ys.append(labels.strings(0) if task == "classification" else labels.numbers())
-            if len(ys[-1]) != len(xs[-1]):
-                raise DataError(f"{y_file} has {len(ys[-1]):,} labels for the {len(xs[-1]):,}"
-                                f" rows of {x_file}")
-            sources.append(str(y_file))
-    if len(xs) == 2 and xs[1].shape[1] != xs[0].shape[1]:
-        raise DataError(f"{test_path} has {xs[1].shape[1]} values per row, {path} has"
-                        f" {xs[0].shape[1]}")
+            _check_same_columns(table, first)
+        xs.append(table.numbers(features))
+        if y_path is None:
+            ys.append((table, label_columns))
+            continue
+        label_table = read_table(file_option(labels_key, y_path, "labels CSV file"), header=header)
+        if ys and label_table.width != ys[0][0].width:
+            raise DataError(f"{label_table.path} has {label_table.width} columns, {ys[0][0].path}"
+                            f" has {ys[0][0].width}")
+        if len(label_table.lines) != len(table.lines):
+            raise DataError(f"{label_table.path} has {len(label_table.lines):,} labels for the"
+                            f" {len(table.lines):,} rows of {table.path}")
+        ys.append((label_table, list(range(label_table.width))))
 
-    input_shape = _row_shape(shape, xs[0].shape[1])
+    notes: tuple[str, ...] = ()
+    train_labels, train_columns = ys[0]
+    if task == "decide":
+        if len(train_columns) > 1:
+            task = "regression"
+        else:
+            cells = train_labels.labels(train_columns[0])
+            if all(_is_number(c) for c in cells):
+                task, notes = decide_task(np.array([float(c) for c in cells]),
+                                          str(train_labels.path), "classification")
+            else:
+                task = "classification"
+    input_shape = _row_shape(shape, len(features))
     xs = [x.reshape(len(x), *input_shape) for x in xs]
     if task == "classification":
-        ys, names = class_labels(ys, sources)
-        info = DatasetInfo.classification("csv", input_shape, num_classes_of(ys, path),
-                                          pixel_max=pixel_max, class_names=names)
+        if len(train_columns) != 1:
+            raise DataError(f"{train_labels.path} has {len(train_columns)} columns; a classification"
+                            " labels file has one label per line")
+        labels, names = class_labels([(table, cols[0]) for table, cols in ys])
+        info = DatasetInfo.classification("csv", input_shape, int(labels[0].max()) + 1,
+                                          pixel_max=pixel_max, class_names=names, notes=notes)
     else:
-        ys = [as_targets(y, source) for y, source in zip(ys, sources, strict=True)]
-        info = DatasetInfo.regression("csv", input_shape, ys[0].shape[1], pixel_max=pixel_max)
-    x_test, y_test = (xs[1], ys[1]) if len(xs) == 2 else (None, None)
-    return RawData(xs[0], ys[0], x_test, y_test, info)
+        labels = [as_targets(table.numbers(cols), str(table.path)) for table, cols in ys]
+        info = DatasetInfo.regression("csv", input_shape, labels[0].shape[1], pixel_max=pixel_max,
+                                      notes=notes)
+    x_val = y_val = x_test = y_test = None
+    if val_path is not None:
+        x_val, y_val = xs[1], labels[1]
+    if test_path is not None:
+        x_test, y_test = xs[-1], labels[-1]
+    return RawData(xs[0], labels[0], x_test, y_test, info, x_val, y_val)
 
 
-def _target_columns(table: _Table, target: str | list[str], task: str) -> list[int]:
-    names = [target] if isinstance(target, str) else target
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
-        raise ConfigError(f"expected a column name or a list of them, got {target!r}", key="target")
-    if task == "classification" and len(names) > 1:
-        raise ConfigError("a classification target is one column", key="target")
-    header = table.header or []
-    for name in names:
-        if name not in header:
-            raise ConfigError(f'{table.path} has no column "{name}"{did_you_mean(name, header)};'
-                              f" its columns are {', '.join(header)}", key="target")
-    if len(names) == len(header):
+def _column_refs(key: str, value: object) -> list[ColumnRef]:
+    """An option naming columns, one name or position or a list of them, as a list."""
+    refs = value if isinstance(value, list) else [value]
+    if not refs or not all(isinstance(r, str) or (isinstance(r, int) and not isinstance(r, bool))
+                           for r in refs):
+        raise ConfigError(f"expected a column name or position (0 is the first column, -1 the"
+                          f" last), or a list of them, got {value!r}", key=key)
+    return refs
+
+
+def _resolve(table: _Table, key: str, refs: list[ColumnRef]) -> list[int]:
+    """The indices (>= 0) of the columns `refs` of `table`; errors keyed by `key`."""
+    out: list[int] = []
+    for ref in refs:
+        if isinstance(ref, int):
+            if not -table.width <= ref < table.width:
+                raise ConfigError(f"{table.path} has {table.width} columns, so a position is from"
+                                  f" {-table.width} to {table.width - 1}; got {ref}", key=key)
+            column = ref % table.width
+        elif table.header is None:
+            raise ConfigError(f"{table.path} is read without a header row, so columns are given by"
+                              f" position (0 is the first, -1 the last), not by name: got {ref!r}",
+                              key=key)
+        elif ref not in table.header:
+            raise ConfigError(f'{table.path} has no column "{ref}"{did_you_mean(ref, table.header)};'
+                              f" its columns are {_listing(table.header)}", key=key)
+        else:
+            column = table.header.index(ref)
+        if column in out:
+            raise ConfigError(f"column {table.column_name(column)} is given twice", key=key)
+        out.append(column)
+    return out
+
+
+def _listing(names: list[str], most: int = 12) -> str:
+    if len(names) <= most:
+        return ", ".join(names)
+    return f"{', '.join(names[:most])}, ... ({len(names):,} in all)"
+
+
+def _features(
+    table: _Table, targets: list[int], chosen: list[ColumnRef] | None, dropped: list[ColumnRef] | None
+) -> list[int]:
+    """The feature columns of `table`: `chosen` in its order, else every column but the
+    targets and `dropped`."""
+    label = set(targets)
+    if chosen is not None:
+        features = _resolve(table, "columns", chosen)
+        for column in features:
+            if column in label:
+                raise ConfigError(f"column {table.column_name(column)} is the target, not a feature",
+                                  key="columns")
+        return features
+    left_out = set() if dropped is None else set(_resolve(table, "drop", dropped))
+    if left_out & label:
+        column = min(left_out & label)
+        raise ConfigError(f"column {table.column_name(column)} is the target, which is never a"
+                          " feature: drop lists only feature columns", key="drop")
+    features = [c for c in range(table.width) if c not in label and c not in left_out]
+    if not features:
+        if dropped is not None:
+            raise ConfigError(f"leaves none of the columns of {table.path} as features", key="drop")
         raise DataError(f"{table.path} has no feature columns besides the target")
-    return [header.index(name) for name in names]
+    return features
+
+
+def _check_same_columns(table: _Table, first: _Table) -> None:
+    """The columns resolved on `first` mean the same in `table`: same header, or same width."""
+    if (table.header is None) != (first.header is None):
+        with_header, without = (table, first) if table.header else (first, table)
+        raise DataError(f"{with_header.path} has a header row and {without.path} does not")
+    if table.header != first.header:
+        raise DataError(f"{table.path} does not have the same columns as {first.path}")
+    if table.width != first.width:
+        raise DataError(f"{table.path} has {table.width} values per row, {first.path} has"
+                        f" {first.width}")
 
 
 def _row_shape(shape: object, width: int) -> tuple[int, ...]:
@@ -262,11 +420,10 @@ def _row_shape(shape: object, width: int) -> tuple[int, ...]:
 
 @DATASETS.register("npz")
 def load_npz(
-    *, data_dir: Path, rng: np.random.Generator, path: str, task: str | None = None
+    *, data_dir: Path, rng: np.random.Generator, path: str, task: str = "decide"
 ) -> RawData:
     """Arrays x_train, y_train and optional x_test, y_test from a NumPy .npz file."""
-    if task is not None:
-        task = validate.one_of("task", task, TASKS)
+    task = validate.one_of("task", task, TASK_OPTIONS)
     file = file_option("path", path, "npz file")
     if not zipfile.is_zipfile(file):
         raise DataError(f"{file} is not an .npz file (an .npz is a zip archive of arrays)")
@@ -296,16 +453,24 @@ def load_npz(
     for x, y, key in ((x_train, y_train, "train"), (x_test, y_test, "test")):
         if x is not None and len(x) != len(y):
             raise DataError(f"{file}: x_{key} has {len(x):,} samples, y_{key} {len(y):,}")
-    if task is None:
-        task = "classification" if y_train.dtype.kind in "iu" else "regression"
+    for key in ("x_train", "y_train", "x_test", "y_test"):
+        values = arrays.get(key)
+        if values is not None and values.dtype.kind == "f" and not np.isfinite(values).all():
+            sample = int(np.argwhere(~np.isfinite(values))[0][0])
+            raise DataError(f"{file}: {key}[{sample}] holds a value that is missing or not finite")
+    notes: tuple[str, ...] = ()
+    if task == "decide":
+        integers = y_train.dtype.kind in "iu"
+        task, notes = (decide_task(y_train, str(file), "classification" if integers else "regression")
+                       if y_train.dtype.kind in "iuf" else ("classification", ()))
     pixel_max = 255.0 if x_train.dtype == np.uint8 else None
     source = str(file)
     if task == "classification":
-        y_train = as_labels(y_train, source)
-        y_test = None if y_test is None else as_labels(y_test, source)
-        info = DatasetInfo.classification("npz", x_train.shape[1:],
-                                          num_classes_of([y_train, y_test], source),
-                                          pixel_max=pixel_max)
+        (y_train, y_test), names = index_classes(
+            [as_labels(y_train, source), None if y_test is None else as_labels(y_test, source)],
+            [f"{file}: y_train", f"{file}: y_test"])
+        info = DatasetInfo.classification("npz", x_train.shape[1:], int(y_train.max()) + 1,
+                                          pixel_max=pixel_max, class_names=names, notes=notes)
     else:
         y_train = as_targets(y_train, source)
         y_test = None if y_test is None else as_targets(y_test, source)
@@ -313,5 +478,5 @@ def load_npz(
             raise DataError(f"{file}: y_test has {y_test.shape[1]} targets per sample,"
                             f" y_train {y_train.shape[1]}")
         info = DatasetInfo.regression("npz", x_train.shape[1:], y_train.shape[1],
-                                      pixel_max=pixel_max)
+                                      pixel_max=pixel_max, notes=notes)
     return RawData(x_train, y_train, x_test, y_test, info)
