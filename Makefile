@@ -26,7 +26,9 @@ quickstart: $(STAMP)
 
 # Speed and memory targets, measured one run after another (never in timed tests). The MLP
 # benchmark compares with ../shared/bench/torch_ref.py run from a separate PyTorch venv
-# (TORCH_PYTHON, default /tmp/torch-ref/bin/python); without it nncli is timed alone.
+# (TORCH_PYTHON, default /tmp/torch-ref/bin/python); without it nncli is timed alone and the
+# benchmark prints how to make one:
+#   python3 -m venv /tmp/torch-ref && /tmp/torch-ref/bin/pip install torch==2.13.0 numpy
 NNCLI_DATA_DIR ?= ../shared/data
 bench: $(STAMP)
 	$(BIN)/python bench/bench_data.py --data-dir $(NNCLI_DATA_DIR)

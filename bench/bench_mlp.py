@@ -111,7 +111,14 @@ def main() -> None:
         sys.exit(f"no MNIST files under {data_dir}/mnist: set NNCLI_DATA_DIR or --data-dir")
     have_torch = Path(args.torch_python).exists() and Path(args.torch_ref).is_file()
     if not Path(args.torch_python).exists():
-        print(f"no PyTorch interpreter at {args.torch_python}: timing nncli alone", file=sys.stderr)
+        print(
+            f"no PyTorch interpreter at {args.torch_python}: timing nncli alone. To compare with"
+            " PyTorch, set up its reference in a virtual environment of its own (never nncli's):\n"
+            f"  python3 -m venv {Path(args.torch_python).parent.parent}"
+            f" && {Path(args.torch_python).parent}/pip install torch==2.13.0 numpy\n"
+            "then run make bench again (TORCH_PYTHON=... names another interpreter)",
+            file=sys.stderr,
+        )
     elif not have_torch:
         print(f"no torch_ref.py at {args.torch_ref}: timing nncli alone", file=sys.stderr)
 

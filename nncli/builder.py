@@ -11,20 +11,23 @@ load its checkpoint into an identical setting.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
 from nncli.config.schema import Component, Config, parse_config
 from nncli.config.yamlsource import Source, apply_override
 from nncli.data.pipeline import Preprocessor, Splits, load_data
-from nncli.errors import CheckpointError
+from nncli.errors import CheckpointError, DataError
 from nncli.nn.layers import LAYERS
 from nncli.nn.losses import LOSSES, Loss
 from nncli.nn.model import Sequential
 from nncli.nn.optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule
 from nncli.nn.regularizers import Regularizer
+from nncli.registry import did_you_mean
+from nncli.words import count
 
 
 @dataclass
@@ -81,6 +84,34 @@ def build_model(config: Config, input_shape, rng: np.random.Generator, loss: Los
     with config.located(("model",)):
         model.build(input_shape, rng, np.dtype(config.dtype))
     return model
+
+
+def data_notes(config: Config, splits: Splits) -> list[str]:
+    """What the dataset's loader decided on the config's behalf (whole-number labels read as
+    regression targets because of the loss, say), one located line each."""
+    where = config.source.location(("data",))
+    return [f"note: {where} data: {note}" for note in splits.info.notes]
+
+
+# Inputs beyond this size (after preprocessing) are far from the scale networks train well on.
+INPUT_SCALE_LIMIT = 20.0
+
+
+def input_notes(config: Config, splits: Splits) -> list[str]:
+    """A warning when the training inputs, as the model sees them, are far from order 1 (raw
+    0..255 pixels, say): they saturate activations and need a far smaller learning rate."""
+    sample = splits.x_train[:4096]  # the head is enough to tell, and costs nothing
+    finite = sample[np.isfinite(sample)]
+    largest = float(np.abs(finite).max()) if finite.size else 0.0
+    if largest <= INPUT_SCALE_LIMIT:
+        return []
+    path = ("data", "preprocess") if config.data.preprocess else ("data",)
+    if splits.info.pixel_max is not None:
+        fix = f"add scale to data.preprocess (it divides pixels by {splits.info.pixel_max:g})"
+    else:
+        fix = "add standardize (or scale) to data.preprocess"
+    return [f"warning: {config.source.location(path)} data: the inputs reach {largest:g} as the model"
+            f" sees them, far from the order-1 values networks train well on; {fix}"]
 
 
 def output_notes(config: Config, model: Sequential, loss: Loss, splits: Splits) -> list[str]:
@@ -165,10 +196,14 @@ def check_fit(config: Config, model: Sequential, loss: Loss, splits: Splits) -> 
         expected = 1
     if width != expected:
         what = (
-            f"{info.num_classes} classes" if info.task == "classification" else f"{info.num_outputs} targets"
+            count(info.num_classes, "class", "classes")
+            if info.task == "classification"
+            else count(info.num_outputs, "target")
         )
+        why = f" ({'; '.join(info.notes)})" if info.notes else ""
         raise config.source.error(
-            last, f"the last layer gives {width} outputs but {info.name} has {what} (expected {expected})"
+            last,
+            f"the last layer gives {width} outputs but {info.name} has {what} (expected {expected}){why}",
         )
     with config.located(("loss",)):
         loss.check_outputs(width)
@@ -188,14 +223,58 @@ def monitor_of(config: Config, splits: Splits) -> tuple[str, str]:
     return monitor, mode
 
 
+def is_path_option(key: str) -> bool:
+    """Dataset options naming files: `path` and every `*_path` (csv's labels_path, test_path...)."""
+    return key == "path" or key.endswith("_path")
+
+
+def resolve_data_paths(config: Config, data_dir: Path) -> Config:
+    """`config` with its dataset's file options made absolute.
+
+    A relative path is looked up in the config file's folder, then in the data directory; a
+    path that is absolute already (a checkpoint's config) is also looked up by its name in the
+    data directory when it is no longer there. A file found nowhere is an error naming every
+    place looked in.
+    """
+    options, changed = dict(config.data.options), False
+    for key, value in config.data.options.items():
+        if not is_path_option(key) or not isinstance(value, str) or not value:
+            continue
+        given = Path(value).expanduser()
+        if given.is_absolute():
+            places = [given, Path(data_dir) / given.name]
+        else:
+            folder = config.source.folder
+            places = ([folder / given] if folder is not None else [Path.cwd() / given]) + [
+                Path(data_dir) / given
+            ]
+        found = next((p for p in places if p.is_file()), None)
+        if found is None:
+            looked = " and ".join(str(p) for p in dict.fromkeys(places))
+            raise DataError(
+                f"{config.source.location(('data', key))} data.{key}: {value} not found; looked in"
+                f" {looked} (relative paths are read from the config's folder, then --data-dir)"
+            )
+        if str(found.resolve()) != value:
+            options[key], changed = str(found.resolve()), True
+    if not changed:
+        return config
+    return replace(config, data=replace(config.data, options=MappingProxyType(options)))
+
+
 def build_experiment(config: Config, data_dir: Path, progress: bool = True) -> Experiment:
     """Everything a run needs; `progress` allows download progress bars."""
+    config = resolve_data_paths(config, data_dir)
     rng = np.random.default_rng(config.seed)
     loss = build_loss(config)
     splits = load_splits(config, data_dir, rng, loss, progress)
     model = build_model(config, splits.info.input_shape, rng, loss)
     check_fit(config, model, loss, splits)
-    notes = output_notes(config, model, loss, splits)
+    notes = [
+        *data_notes(config, splits),
+        *input_notes(config, splits),
+        *output_notes(config, model, loss, splits),
+    ]
 
     optimizer = create(config, config.optimizer, OPTIMIZERS)
     regularizer = build_regularizer(config)
@@ -206,6 +285,9 @@ def build_experiment(config: Config, data_dir: Path, progress: bool = True) -> E
         schedule.setup(optimizer.base_lr, config.train.epochs, steps_per_epoch(config, splits))
     _check_monitors(config, splits, loss, schedule)
     return Experiment(config, rng, splits, model, loss, optimizer, schedule, regularizer, notes)
+
+
+METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")  # what a run can watch
 
 
 def _check_monitors(config: Config, splits: Splits, loss: Loss, schedule: Schedule) -> None:
@@ -222,9 +304,11 @@ def _check_monitors(config: Config, splits: Splits, loss: Loss, schedule: Schedu
         checks.append(((*config.schedule.path, "monitor"), schedule.monitor))
     for path, metric in checks:
         if metric is not None and metric not in available:
-            hint = " (set data.val_size to have a validation split)" if metric.startswith("val") else ""
+            typo = "" if metric in METRICS else did_you_mean(metric, list(METRICS))
+            no_val = metric.startswith("val") and not has_val
+            hint = " (set data.val_size to have a validation split)" if no_val else ""
             raise config.source.error(
-                path, f"cannot monitor {metric!r}: available metrics are {', '.join(available)}{hint}"
+                path, f"cannot monitor {metric!r}{typo}: available metrics are {', '.join(available)}{hint}"
             )
 
 
@@ -239,6 +323,41 @@ class Rebuilt:
     regularizer: Regularizer
     splits: Splits
     checkpoint: dict
+
+
+def data_record(config: Config, splits: Splits) -> dict:
+    """What a checkpoint keeps of its data: the dataset, the fingerprint, the class names."""
+    names = splits.info.class_names
+    return {
+        "dataset": config.data.dataset,
+        "fingerprint": splits.fingerprint,
+        "class_names": list(names) if names else None,
+    }
+
+
+def data_change(saved: dict, splits: Splits) -> str | None:
+    """None when `saved` was trained on the data `splits` holds now (or cannot tell: a
+    checkpoint written before fingerprints); else one sentence saying so."""
+    record = saved.get("data")
+    recorded = record.get("fingerprint") if isinstance(record, dict) else None
+    if not recorded or recorded == splits.fingerprint:
+        return None
+    return (
+        f"the data has changed since {saved['path']} was trained ({splits.info.name}: fingerprint"
+        f" {recorded[:12]} then, {splits.fingerprint[:12]} now)"
+    )
+
+
+def refuse_changed_data(saved: dict, splits: Splits, allow: bool) -> str | None:
+    """Raise `DataError` when the data changed since training, unless `allow`; then the
+    sentence to warn with (None when nothing changed)."""
+    change = data_change(saved, splits)
+    if change and not allow:
+        raise DataError(
+            f"{change}: the validation split would no longer be the one training used, and could"
+            " hold training rows; pass --allow-data-change to go on anyway"
+        )
+    return change
 
 
 def checkpoint_config(saved: dict, overrides=(), label: str | None = None) -> Config:
@@ -265,7 +384,7 @@ def rebuild(saved: dict, data_dir: Path) -> Rebuilt:
     The data is drawn from a fresh generator seeded as training's was, so the validation
     split is the same one, and preprocessed with the saved statistics rather than refitted.
     """
-    config = checkpoint_config(saved)
+    config = resolve_data_paths(checkpoint_config(saved), data_dir)
     if "preprocessor" not in saved:
         raise CheckpointError(f"{saved['path']} has no preprocessing state to rebuild its data with")
     preprocessor = Preprocessor.from_state(saved["preprocessor"])

@@ -13,6 +13,7 @@ import click
 
 from nncli import __version__
 from nncli.errors import NncliError
+from nncli.words import count
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -76,8 +77,13 @@ def _stderr_is_terminal() -> bool:
     help="Where datasets live (else $NNCLI_DATA_DIR, else a user cache).",
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print only the final summary.")
+@click.option(
+    "--allow-data-change",
+    is_flag=True,
+    help="Resume even though the data changed since the checkpoint was written.",
+)
 @click.pass_obj
-def train(obj, config, overrides, run_dir, resume, data_dir, quiet):
+def train(obj, config, overrides, run_dir, resume, data_dir, quiet, allow_data_change):
     """Train the model described by CONFIG (a YAML file) and write a run directory."""
     from nncli.commands.train import train as run_training
     from nncli.data import resolve_data_dir
@@ -103,13 +109,14 @@ def train(obj, config, overrides, run_dir, resume, data_dir, quiet):
             resume=resume,
             verbose=not quiet,
             bars=not quiet and _stderr_is_terminal(),
+            allow_data_change=allow_data_change,
         )
         _print_summary(result)
 
 
 def _print_summary(result) -> None:
     state, summary = result.state, result.summary or {}
-    line = f"run {result.run.path}: {state.epoch} epochs"
+    line = f"run {result.run.path}: {count(state.epoch, 'epoch')}"
     if state.best_epoch is not None:
         line += f", best {summary.get('monitor')} {state.best_value:.4f} at epoch {state.best_epoch}"
     test = summary.get("test")
@@ -147,8 +154,13 @@ DATA_DIR_OPTION = click.option(
 @click.option(
     "--batch-size", type=click.IntRange(min=1), help="Samples per forward pass [train.eval_batch_size]."
 )
+@click.option(
+    "--allow-data-change",
+    is_flag=True,
+    help="Evaluate the validation split even though the data changed since training.",
+)
 @click.pass_obj
-def eval_command(obj, checkpoint_path, split, data_dir, as_json, plot_path, batch_size):
+def eval_command(obj, checkpoint_path, split, data_dir, as_json, plot_path, batch_size, allow_data_change):
     """Evaluate a saved model on a split of its data.
 
     CHECKPOINT is a checkpoint file or a run directory (its best checkpoint is used). The model,
@@ -164,8 +176,10 @@ def eval_command(obj, checkpoint_path, split, data_dir, as_json, plot_path, batc
         if plot_path:
             check_format(plot_path)  # before the work, not after it
         result = evaluation.evaluate_checkpoint(
-            checkpoint_path, split, resolve_data_dir(data_dir), batch_size
+            checkpoint_path, split, resolve_data_dir(data_dir), batch_size, allow_data_change
         )
+        for warning in result.warnings:
+            click.echo(warning, err=True)
         if plot_path:
             evaluation.plot(result, plot_path)
         click.echo(json.dumps(result.report) if as_json else evaluation.format_report(result.report))

@@ -106,6 +106,8 @@ def check_options(factory: Callable, options: dict[str, Any], skip: tuple[str, .
             raise ConfigError(
                 f"unknown option{did_you_mean(str(key), names)}; valid options: {valid}", key=str(key)
             )
-    for key in required:
-        if key not in skip and key not in options:
-            raise ConfigError("this option is required", key=key)
+    missing = [key for key in required if key not in skip and key not in options]
+    if len(missing) == 1:
+        raise ConfigError("this option is required", key=missing[0])
+    if missing:  # all of them at once, not one per attempt
+        raise ConfigError(f"missing required options {', '.join(missing)}")

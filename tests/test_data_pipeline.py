@@ -118,6 +118,26 @@ def test_standardize_is_fitted_on_the_training_part_only(ids_npz):
     np.testing.assert_allclose(splits.x_val, (plain.x_val - step.mean) / step.std, rtol=1e-6)
 
 
+def test_standardize_never_magnifies_a_pixel_more_than_the_images_as_a_whole(tmp_path):
+    # a border pixel lit in 2 of 1,000 training images has a std of about 11 (in 0..255): a
+    # lit test pixel used to become ~22 standard deviations; now at most (255 - mean) / the
+    # RMS of the pixels' stds
+    rng = np.random.default_rng(0)
+    x = np.zeros((1000, 1, 6, 6), np.uint8)
+    x[:, :, 1:5, 1:5] = rng.integers(0, 256, (1000, 1, 4, 4))
+    x[:2, 0, 0, 0] = 255
+    test = np.zeros((1, 1, 6, 6), np.uint8)
+    test[0, 0, 0, 0] = 255
+    np.savez(tmp_path / "img.npz", x_train=x, y_train=np.arange(1000) % 2, x_test=test, y_test=[0])
+    splits = load("npz", {"path": str(tmp_path / "img.npz")}, preprocess=["standardize"])
+    typical = np.sqrt(np.mean(x.astype(np.float64).var(axis=0)))
+    assert splits.x_test[0, 0, 0, 0] == pytest.approx((255 - 255 * 2 / 1000) / typical, rel=1e-4)
+    assert splits.x_test.max() < 6  # unfloored: 22
+    # the pixels that vary as much as the whole are standardized as before
+    inner = splits.x_train[:, 0, 1:5, 1:5]
+    np.testing.assert_allclose(inner.std(axis=0), 1, rtol=1e-4)
+
+
 def test_standardize_per_channel(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (50, 3, 4, 4), dtype=np.uint8)

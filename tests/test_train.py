@@ -133,7 +133,7 @@ def test_resume_refuses_other_changes_and_finished_runs(workdir, train):
     code, out = train("--resume", "r", "--set", "train.batch_size=64")
     assert code == 2 and "only train.epochs" in out
     code, out = train("--resume", "r")
-    assert code == 1 and "already finished 1 epochs" in out
+    assert code == 1 and "already finished 1 epoch;" in out  # not "1 epochs"
     code, out = train("--resume", "nowhere")
     assert code != 0 and "no such run directory" in out
 

@@ -12,6 +12,7 @@ from nncli.builder import build_experiment
 from nncli.config.schema import load_config
 from nncli.errors import NncliError
 from nncli.nn.layers import Layer
+from nncli.words import count
 
 
 def format_bytes(n: int) -> str:
@@ -57,7 +58,11 @@ def check(config_path: str, overrides=(), *, data_dir: Path) -> str:
         for what, x in (("training", splits.x_train), ("validation", splits.x_val), ("test", splits.x_test))
         if x is not None
     ]
-    task = f"{info.num_classes} classes" if info.task == "classification" else f"{info.num_outputs} targets"
+    task = (
+        count(info.num_classes, "class", "classes")
+        if info.task == "classification"
+        else count(info.num_outputs, "target")
+    )
     rows = [("#", "layer", "output shape", "parameters")]
     rows += [(str(i), describe_layer(layer), str(shape), f"{n:,}") for i, layer, shape, n in _summary(model)]
     widths = [max(len(row[c]) for row in rows) for c in range(4)]
@@ -74,7 +79,7 @@ def check(config_path: str, overrides=(), *, data_dir: Path) -> str:
             f"activations of one batch: {format_bytes(model.activation_bytes(batch, dtype))}"
             f" (batch_size {batch}, {dtype.name})",
             f"loss {exp.loss.name}, optimizer {type(exp.optimizer).registered_name},"
-            f" schedule {type(exp.schedule).registered_name}, {config.train.epochs} epochs",
+            f" schedule {type(exp.schedule).registered_name}, {count(config.train.epochs, 'epoch')}",
             *exp.notes,
             "config OK",
         ]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nncli.builder import rebuild
+from nncli.builder import rebuild, refuse_changed_data
 from nncli.errors import NncliError
 from nncli.nn.metrics import evaluate
 from nncli.training import checkpoint
@@ -28,20 +28,32 @@ class Evaluation:
     outputs: np.ndarray  # the model's outputs on the split
     targets: np.ndarray
     checkpoint: dict
+    warnings: list[str]  # one line each, for stderr
 
 
 def evaluate_checkpoint(
-    path: str | Path, split: str, data_dir: Path, batch_size: int | None = None
+    path: str | Path,
+    split: str,
+    data_dir: Path,
+    batch_size: int | None = None,
+    allow_data_change: bool = False,
 ) -> Evaluation:
     """`split` of the data the checkpoint was trained on, through its model.
 
-    `path` is a checkpoint file or a run directory (its best checkpoint, else its last).
+    `path` is a checkpoint file or a run directory (its best checkpoint, else its last). When
+    the data changed since training, the validation split is refused (it could hold training
+    rows) unless `allow_data_change`; other splits are evaluated with a warning.
     """
     if split not in SPLITS:
         raise NncliError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
     saved = checkpoint.load(path)
     built = rebuild(saved, data_dir)
     splits = built.splits
+    change = refuse_changed_data(saved, splits, allow_data_change or split != "val")
+    warnings = [f"warning: {change}; the figures are of the data as it is now"] if change else []
+    partly = _partly_trained(saved)
+    if partly:
+        warnings.append(f"warning: {saved['path']} {partly}")
     x, y = {
         "test": (splits.x_test, splits.y_test),
         "val": (splits.x_val, splits.y_val),
@@ -69,7 +81,21 @@ def evaluate_checkpoint(
         "epoch": int(saved["epoch"]),
         "split": split,
     }
-    return Evaluation({**head, **report}, outputs, y, saved)
+    return Evaluation({**head, **report}, outputs, y, saved, warnings)
+
+
+def _partly_trained(saved: dict) -> str | None:
+    """What is unusual about when `saved` was written: inside an epoch, or before any."""
+    training = saved.get("training")
+    progress = training.get("progress") if isinstance(training, dict) else None
+    if isinstance(progress, dict):
+        return (
+            f"was saved during epoch {progress['epoch'] + 1}, after {progress['batch']} of its batches:"
+            " the model is partly trained"
+        )
+    if saved["epoch"] == 0:
+        return "was saved before the first batch: the model is untrained"
+    return None
 
 
 def plot(result: Evaluation, path: str | Path) -> Path:

@@ -32,6 +32,11 @@ def runs_to_plot(paths: list[str]) -> list[tuple[str, list[dict]]]:
         if not path.exists():
             raise NncliError(f"{path} does not exist")
         table = path / "metrics.csv" if path.is_dir() else path
+        if not table.is_file() and (path / "checkpoints" / "last.pkl").is_file():
+            raise NncliError(
+                f"{path} has no finished epoch to plot yet (it was stopped in its first epoch);"
+                f" resume it with: nncli train --resume {path}"
+            )
         if not table.is_file():
             raise NncliError(f"{path} has no metrics.csv: is it a run directory?")
         try:

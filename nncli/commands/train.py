@@ -15,7 +15,13 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from nncli.builder import Experiment, build_experiment, checkpoint_config, steps_per_epoch
+from nncli.builder import (
+    Experiment,
+    build_experiment,
+    checkpoint_config,
+    refuse_changed_data,
+    steps_per_epoch,
+)
 from nncli.config.schema import Config, load_config
 from nncli.config.yamlsource import parse_path
 from nncli.errors import CheckpointError, ConfigError, NncliError, WriteError
@@ -30,8 +36,9 @@ from nncli.training.callbacks import (
     ProgressBar,
     SummaryWriter,
 )
-from nncli.training.rundir import RunDir, given_run_dir, new_run_dir
+from nncli.training.rundir import RunDir, discard, given_run_dir, new_run_dir
 from nncli.training.trainer import Interrupted, Trainer, TrainingState
+from nncli.words import count
 
 RUNS_ROOT = Path("runs")
 
@@ -93,7 +100,7 @@ RESUMABLE = (
 )
 
 
-def prepare_resume(resume: str, overrides, data_dir: Path, progress: bool):
+def prepare_resume(resume: str, overrides, data_dir: Path, progress: bool, allow_data_change: bool = False):
     run = RunDir(Path(resume))
     if not run.path.is_dir():
         raise NncliError(f"cannot resume {run.path}: no such run directory")
@@ -114,6 +121,9 @@ def prepare_resume(resume: str, overrides, data_dir: Path, progress: bool):
             )
     config = checkpoint_config(saved, overrides, label=str(run.config))
     exp = build_experiment(config, data_dir, progress)
+    change = refuse_changed_data(saved, exp.splits, allow_data_change)
+    if change:
+        exp.notes.append(f"warning: {change}; resuming on the data as it is now")
     try:
         state = TrainingState.from_dict(saved["training"])
     except (KeyError, TypeError, AttributeError) as err:
@@ -141,14 +151,15 @@ def _check_resumable(run: RunDir, state: TrainingState, config: Config, saved_ep
         ) in overridden
         if epochs == saved_epochs and not changed:
             raise NncliError(
-                f"{run.path} stopped early after {state.epoch} epochs; to go on, raise"
+                f"{run.path} stopped early after {count(state.epoch, 'epoch')}; to go on, raise"
                 " train.early_stopping.patience or train.epochs with --set"
             )
         state.stopped_early, state.bad_epochs = False, 0
-    if state.epoch >= epochs:
+    if state.epoch >= epochs and run.summary.exists():
         raise NncliError(
-            f"{run.path} already finished {state.epoch} epochs; extend it with --set train.epochs=N"
+            f"{run.path} already finished {count(state.epoch, 'epoch')}; extend it with --set train.epochs=N"
         )
+    # finished but stopped before its summary: resuming writes the summary and the curves
 
 
 def restore(exp: Experiment, saved: dict, config: Config) -> None:
@@ -176,7 +187,7 @@ def _naming_the_run(run: RunDir):
         if run.last.exists():
             then = f"keeps its last checkpoint; make room, then resume with: nncli train --resume {run.path}"
         else:
-            then = "has no checkpoint yet; make room and start it again"
+            then = "had no checkpoint yet and was removed; make room and start it again"
         raise WriteError(f"{err}; the run {run.path} {then}", err.path) from None
 
 
@@ -189,11 +200,24 @@ def train(
     resume: str | None = None,
     verbose: bool = True,
     bars: bool = True,
+    allow_data_change: bool = False,
 ) -> TrainResult:
     if resume:
-        exp, run, state = prepare_resume(resume, overrides, data_dir, verbose)
+        exp, run, state = prepare_resume(resume, overrides, data_dir, verbose, allow_data_change)
     else:
         exp, run, state = prepare_new(config_path, overrides, data_dir, run_dir, verbose)
+    try:
+        return _run(exp, run, state, verbose=verbose, bars=bars)
+    except BaseException:
+        # a new run stopped before its first checkpoint (Ctrl-C during start-up, a full disk)
+        # leaves nothing behind; from the first checkpoint on, it can be resumed
+        if not resume and not run.last.exists():
+            discard(run)
+        raise
+
+
+def _run(exp: Experiment, run: RunDir, state: TrainingState, *, verbose: bool, bars: bool) -> TrainResult:
+    """Train `exp` in `run` from `state`: the config file, the callbacks, the loop."""
     for note in exp.notes:  # warnings even when quiet: they may mean the run is not what was meant
         if verbose or note.startswith("warning"):
             print(note, file=sys.stderr)

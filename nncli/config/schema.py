@@ -159,9 +159,10 @@ def parse_config(source: Source, default_name: str = "run") -> Config:
     if not isinstance(raw, dict):
         raise source.error((), f"expected a mapping of {', '.join(TOP_LEVEL)}, got {_kind(raw)}")
     _no_unknown_keys(source, (), raw, TOP_LEVEL)
-    for key in ("data", "model", "loss", "optimizer"):
-        if key not in raw:
-            raise source.error((), f"missing required key '{key}'")
+    missing = [f"'{key}'" for key in ("data", "model", "loss", "optimizer") if key not in raw]
+    if missing:
+        keys = "key" if len(missing) == 1 else "keys"
+        raise source.error((), f"missing required {keys} {', '.join(missing)}")
 
     def value(path: YamlPath, checker, *args):
         try:

@@ -80,6 +80,7 @@ class Source:
     file: str
     lines: dict[YamlPath, int] = field(default_factory=dict)
     overridden: set[YamlPath] = field(default_factory=set)
+    folder: Path | None = None  # the folder of the file read, against which its paths resolve
 
     def location(self, path: YamlPath) -> str:
         """`file:line` of the nearest node on `path` (`--set` for an overridden value)."""
@@ -157,7 +158,9 @@ def load_yaml(path: str | Path) -> Source:
         raise ConfigError(f"config file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read config file {path}: {err}") from None
-    return parse_yaml(text, str(path))
+    source = parse_yaml(text, str(path))
+    source.folder = path.resolve().parent
+    return source
 
 
 def parse_yaml(text: str, file: str) -> Source:

@@ -3,7 +3,8 @@
 A checkpoint is a dict of builtins and numpy arrays only:
 
     format_version, nncli_version, config (the resolved YAML data), model (params, buffers),
-    optimizer, schedule, preprocessor (fitted statistics), rng (the generator's state),
+    optimizer, schedule, preprocessor (fitted statistics), data (the dataset, a fingerprint of
+    it and its class names), rng (the generator's state),
     epoch (epochs completed), progress (where an interrupted epoch stopped, or None),
     history (metrics rows so far), tracker (best and early-stopping state)
 
@@ -48,6 +49,11 @@ def resolve(path: str | Path) -> Path:
 
 def load(path: str | Path) -> dict[str, Any]:
     path = resolve(path)
+    if path.suffix.lower() in (".yaml", ".yml"):
+        raise CheckpointError(
+            f"{path} is a config, not a checkpoint: train it (nncli train {path}) and give the run"
+            " directory, or a .pkl file from its checkpoints/"
+        )
     try:
         with open(path, "rb") as f:
             state = safe_pickle.load(f, what=f"checkpoint {path}", error=CheckpointError)

@@ -23,6 +23,7 @@ import math
 from nncli import validate
 from nncli.errors import CheckpointError, ConfigError
 from nncli.registry import Registry, did_you_mean
+from nncli.words import count
 
 SCHEDULES: Registry[type[Schedule]] = Registry("schedule")
 
@@ -46,7 +47,7 @@ class Schedule:
             self.step_share = 1.0 / validate.positive_int("steps_per_epoch", steps_per_epoch)
         if self.warmup_epochs >= self.total_epochs:
             raise ConfigError(
-                f"expected fewer warmup epochs than the {total_epochs} epochs of training,"
+                f"expected fewer warmup epochs than the {count(total_epochs, 'epoch')} of training,"
                 f" got {self.warmup_epochs:g}",
                 key="warmup_epochs",
             )

@@ -7,6 +7,7 @@ import sys
 from tqdm import tqdm
 
 from nncli.training.callbacks.base import Callback
+from nncli.words import count
 
 
 def format_row(row: dict, epochs: int) -> str:
@@ -74,7 +75,7 @@ class EpochLog(Callback):
         if trainer.state.stopped_early:
             early = trainer.exp.config.train.early_stopping
             print(
-                f"early stopping: {early.monitor} has not improved for {early.patience} epochs",
+                f"early stopping: {early.monitor} has not improved for {count(early.patience, 'epoch')}",
                 file=self.stream,
                 flush=True,
             )

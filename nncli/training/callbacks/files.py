@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from nncli.builder import data_record
 from nncli.fileio import atomic_write_json, atomic_write_text
 from nncli.nn.metrics import loss_and_accuracy
 from nncli.training import checkpoint
@@ -26,6 +27,7 @@ def training_checkpoint(trainer, config: dict) -> dict:
         "optimizer": exp.optimizer.state_dict(),
         "schedule": exp.schedule.state_dict(),
         "preprocessor": exp.splits.preprocessor.state_dict(),
+        "data": data_record(exp.config, exp.splits),
         "rng": exp.rng.bit_generator.state,
         "epoch": trainer.state.epoch,
         "training": trainer.state.to_dict(),
