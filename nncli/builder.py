@@ -3,9 +3,9 @@
     config --build_experiment--> Experiment(rng, splits, model, loss, optimizer, schedule, ...)
 
 One seeded generator per run feeds, in this order, the dataset (synthetic sets, the validation
-split), the model's initialization, and then training (shuffling, dropout masks). Rebuilding
-from the same config therefore reproduces the split exactly, which is what lets a resumed run
-load its checkpoint into an identical setting.
+split), the model's initialization, and then training (shuffling, augmentation, dropout
+masks). Rebuilding from the same config therefore reproduces the split exactly, which is what
+lets a resumed run load its checkpoint into an identical setting.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import numpy as np
 
 from nncli.config.schema import Component, Config, parse_config
 from nncli.config.yamlsource import Source, apply_override
+from nncli.data.augment import AUGMENTATIONS, Augmenter
 from nncli.data.pipeline import Preprocessor, Splits, load_data
 from nncli.errors import CheckpointError, DataError
 from nncli.nn.layers import LAYERS
@@ -43,6 +44,8 @@ class Experiment:
     # one line each, located at the config's file and line: "note: ..." for what the builder
     # did on the user's behalf, "warning: ..." for what is legal but probably not meant
     notes: list[str] = field(default_factory=list)
+    # applied by the trainer to each training batch, `augment(xb, rng)`; None without data.augment
+    augment: Augmenter | None = None
 
     @property
     def dtype(self) -> np.dtype:
@@ -57,6 +60,7 @@ class Experiment:
         optimizer.update({k: v for k, v in out["optimizer"].items() if k not in optimizer})
         out["optimizer"] = optimizer
         out["schedule"] = {"type": type(self.schedule).registered_name, **self.schedule.get_config()}
+        out["data"]["augment"] = self.augment.get_config() if self.augment is not None else []
         return out
 
 
@@ -173,6 +177,38 @@ def load_splits(
     return splits
 
 
+def build_augment(config: Config, splits: Splits) -> Augmenter | None:
+    """The configured augmentations, checked against the inputs as the model sees them (after
+    preprocessing): every one needs images (N, C, H, W). None without data.augment."""
+    if not config.data.augment:
+        return None
+    shape = splits.info.input_shape
+    augmentations = []
+    for spec in config.data.augment:
+        augmentation = create(config, spec, AUGMENTATIONS)
+        if len(shape) != 3:
+            raise config.source.error(spec.path, f"needs images (N, C, H, W); {_not_images(config, shape)}")
+        with config.located(spec.path):
+            augmentation.check_input(shape)
+        augmentations.append(augmentation)
+    return Augmenter(augmentations)
+
+
+def _not_images(config: Config, shape: tuple[int, ...]) -> str:
+    """What the inputs are instead of images, and how to make them images."""
+    if len(shape) != 1:
+        fix = " (give each image a channel axis: (1, H, W))" if len(shape) == 2 else ""
+        return f"the inputs have shape {shape} per sample{fix}"
+    steps = [entry if isinstance(entry, str) else next(iter(entry), None) for entry in config.data.preprocess]
+    if "flatten" in steps:
+        fix = " (leave flatten out of data.preprocess and put a flatten layer in the model)"
+    elif config.data.dataset == "csv":
+        fix = " (give data.shape, the (C, H, W) of each row: [1, 28, 28] for MNIST)"
+    else:
+        fix = ""
+    return f"the inputs are flat vectors of {shape[0]} values{fix}"
+
+
 def check_fit(config: Config, model: Sequential, loss: Loss, splits: Splits) -> None:
     """The model's output must suit the loss and the data; say where it does not."""
     info = splits.info
@@ -268,6 +304,7 @@ def build_experiment(config: Config, data_dir: Path, progress: bool = True) -> E
     rng = np.random.default_rng(config.seed)
     loss = build_loss(config)
     splits = load_splits(config, data_dir, rng, loss, progress)
+    augment = build_augment(config, splits)
     model = build_model(config, splits.info.input_shape, rng, loss)
     check_fit(config, model, loss, splits)
     notes = [
@@ -284,7 +321,7 @@ def build_experiment(config: Config, data_dir: Path, progress: bool = True) -> E
     with config.located(config.schedule.path):
         schedule.setup(optimizer.base_lr, config.train.epochs, steps_per_epoch(config, splits))
     _check_monitors(config, splits, loss, schedule)
-    return Experiment(config, rng, splits, model, loss, optimizer, schedule, regularizer, notes)
+    return Experiment(config, rng, splits, model, loss, optimizer, schedule, regularizer, notes, augment)
 
 
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")  # what a run can watch

@@ -274,6 +274,61 @@ def test_an_interrupted_epoch_must_be_finished(workdir, monkeypatch, train):
     assert without_times(rows(workdir / "cut")) == without_times(rows(workdir / "straight"))
 
 
+# Images through augmentation, without convolutions: mnist_small's 5,500 training images in
+# 43 batches an epoch, each randomly cropped and flipped with draws from the run's generator.
+AUGMENTED = """\
+name: augmented
+seed: 1
+data:
+  dataset: mnist_small
+  val_size: 500
+  preprocess: [scale]
+  augment: [{random_crop: {padding: 2}}, hflip]
+model: [flatten, {linear: {units: 32}}, relu, {linear: {units: 10}}]
+loss: softmax_cross_entropy
+optimizer: {type: sgd, lr: 0.05, momentum: 0.9}
+train: {epochs: 2}
+"""
+
+
+def test_resume_is_exact_with_augmentation(workdir, monkeypatch, train):
+    from nncli.training.callbacks.files import MetricsWriter
+
+    (workdir / "aug.yaml").write_text(AUGMENTED)
+    assert train("aug.yaml", "--run-dir", "straight", "--quiet")[0] == 0
+    # resumed at an epoch's end
+    assert train("aug.yaml", "--run-dir", "split", "--quiet", "--set", "train.epochs=1")[0] == 0
+    assert train("--resume", "split", "--quiet", "--set", "train.epochs=2")[0] == 0
+
+    # and in the middle of an epoch
+    def stop_in_epoch_two(self, trainer, batch, loss):
+        if trainer.state.epoch == 1 and batch == 5:
+            trainer.stop_requested = signal.SIGINT
+
+    with monkeypatch.context() as patch:
+        patch.setattr(MetricsWriter, "on_batch_end", stop_in_epoch_two, raising=False)
+        assert train("aug.yaml", "--run-dir", "cut", "--quiet")[0] == 130
+    assert checkpoint.load(workdir / "cut" / "checkpoints" / "last.pkl")["training"]["progress"]["batch"] == 6
+    assert train("--resume", "cut", "--quiet")[0] == 0
+
+    straight = without_times(rows(workdir / "straight"))
+    assert len(straight) == 2
+    final = checkpoint.load(workdir / "straight" / "checkpoints" / "last.pkl")["model"]["params"]
+    for run in ("split", "cut"):
+        assert without_times(rows(workdir / run)) == straight, run
+        params = checkpoint.load(workdir / run / "checkpoints" / "last.pkl")["model"]["params"]
+        assert all((params[k] == final[k]).all() for k in final), run
+
+    # the augmentation changes training, and only training
+    plain_yaml = AUGMENTED.replace("  augment: [{random_crop: {padding: 2}}, hflip]\n", "")
+    assert plain_yaml != AUGMENTED
+    (workdir / "plain.yaml").write_text(plain_yaml)
+    assert train("plain.yaml", "--run-dir", "plain", "--quiet")[0] == 0
+    plain = without_times(rows(workdir / "plain"))
+    assert all(a["train_loss"] != b["train_loss"] for a, b in zip(plain, straight, strict=True))
+    assert float(straight[-1]["train_loss"]) > float(plain[-1]["train_loss"])  # harder to fit
+
+
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to tell files apart")
 def test_a_full_disk_names_the_file_and_the_run_which_resumes_exactly(workdir, monkeypatch, train):
     real_fsync, written = os.fsync, []

@@ -24,7 +24,7 @@ TOP_LEVEL = ("name", "seed", "dtype", "data", "model", "loss", "optimizer", "sch
 DTYPES = ("float32", "float64")
 # options of the optimizer block that configure the regularizer rather than the optimizer
 REGULARIZATION_KEYS = ("weight_decay", "l1", "decay_applies_to")
-DATA_KEYS = ("dataset", "val_size", "preprocess")
+DATA_KEYS = ("dataset", "val_size", "preprocess", "augment")
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class DataConfig:
     options: Mapping[str, Any]
     val_size: int | float | None
     preprocess: tuple
+    augment: tuple[Component, ...] = ()  # applied to training batches only, in this order
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,7 @@ class Config:
         if self.data.val_size is not None:
             data["val_size"] = self.data.val_size
         data["preprocess"] = list(self.data.preprocess)
+        data["augment"] = [step.to_yaml(name_key=False) for step in self.data.augment]
         optimizer = self.optimizer.to_yaml()
         for key in REGULARIZATION_KEYS:
             optimizer[key] = getattr(self.regularization, key)
@@ -150,7 +152,7 @@ def load_config(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -
 
 
 def parse_config(source: Source, default_name: str = "run") -> Config:
-    from nncli.data import DATASETS
+    from nncli.data import AUGMENTATIONS, DATASETS
     from nncli.nn.layers import LAYERS
     from nncli.nn.losses import LOSSES
     from nncli.nn.optim import OPTIMIZERS, SCHEDULES
@@ -184,7 +186,7 @@ def parse_config(source: Source, default_name: str = "run") -> Config:
     loss = _component(source, ("loss",), raw["loss"], LOSSES)
     optimizer, regularization = _optimizer(source, raw["optimizer"], OPTIMIZERS)
     schedule = _component(source, ("schedule",), raw.get("schedule", "constant"), SCHEDULES)
-    data = _data(source, raw["data"], DATASETS)
+    data = _data(source, raw["data"], DATASETS, AUGMENTATIONS)
     train = _train(source, raw.get("train", {}))
     return Config(name, seed, dtype, data, layers, loss, optimizer, regularization, schedule, train, source)
 
@@ -236,7 +238,9 @@ def _component(source: Source, path: YamlPath, spec: Any, registry: Registry) ->
     return Component(registry.canonical(name), _freeze(options), path)
 
 
-def _component_entry(source: Source, path: YamlPath, entry: Any, registry: Registry) -> Component:
+def _component_entry(
+    source: Source, path: YamlPath, entry: Any, registry: Registry, example: str = "linear: {units: 64}"
+) -> Component:
     """A list entry: `relu` or `linear: {units: 512}` (a one-key mapping)."""
     if isinstance(entry, str):
         name, options = entry, {}
@@ -251,7 +255,7 @@ def _component_entry(source: Source, path: YamlPath, entry: Any, registry: Regis
     else:
         raise source.error(
             path,
-            f"expected a {registry.kind} name or a one-key mapping like 'linear: {{units: 64}}',"
+            f"expected a {registry.kind} name or a one-key mapping like '{example}',"
             f" got {_kind(entry)}",
         )
     try:
@@ -284,7 +288,7 @@ def _optimizer(source: Source, spec: Any, registry: Registry) -> tuple[Component
     return optimizer, Regularization(weight_decay, built.l1, built.apply_to)
 
 
-def _data(source: Source, spec: Any, registry: Registry) -> DataConfig:
+def _data(source: Source, spec: Any, registry: Registry, augmentations: Registry) -> DataConfig:
     if isinstance(spec, str):
         spec = {"dataset": spec}
     if not isinstance(spec, dict) or "dataset" not in spec:
@@ -307,7 +311,20 @@ def _data(source: Source, spec: Any, registry: Registry) -> DataConfig:
     preprocess = spec.get("preprocess", [])
     if not isinstance(preprocess, list):
         raise source.error(("data", "preprocess"), f"expected a list of steps, got {_kind(preprocess)}")
-    return DataConfig(registry.canonical(spec["dataset"]), _freeze(options), val_size, tuple(preprocess))
+    augment = spec.get("augment")
+    if augment is None:
+        augment = []
+    if not isinstance(augment, list):
+        raise source.error(
+            ("data", "augment"), f"expected a list of augmentations like [hflip], got {_kind(augment)}"
+        )
+    steps = tuple(
+        _component_entry(source, ("data", "augment", i), entry, augmentations, "random_crop: {padding: 4}")
+        for i, entry in enumerate(augment)
+    )
+    return DataConfig(
+        registry.canonical(spec["dataset"]), _freeze(options), val_size, tuple(preprocess), steps
+    )
 
 
 TRAIN_KEYS = ("epochs", "batch_size", "eval_batch_size", "monitor", "mode", "early_stopping")

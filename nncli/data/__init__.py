@@ -1,14 +1,18 @@
-"""Datasets: loaders registered by YAML name, preprocessing, validation split and batches.
+"""Datasets: loaders registered by YAML name, preprocessing, validation split, batches and
+image augmentation (`AUGMENTATIONS`).
 
 Importing this package registers every dataset in `DATASETS`.
 """
 
 from nncli.data import cifar, mnist, synthetic, tabular  # noqa: F401  (registers the loaders)
+from nncli.data.augment import AUGMENTATIONS, Augmenter
 from nncli.data.datasets import DATASETS, DatasetInfo, RawData, resolve_data_dir
 from nncli.data.pipeline import Preprocessor, Splits, iterate_batches, load_data
 
 __all__ = [
+    "AUGMENTATIONS",
     "DATASETS",
+    "Augmenter",
     "DatasetInfo",
     "Preprocessor",
     "RawData",
