@@ -234,9 +234,10 @@ def gradcheck(obj, config, checkpoint_path, batch, samples, tol, seed, overrides
 
     In float64, on a small batch of the configured training data, with dropout masks frozen:
     every parameter tensor, the regularization term and the input. Exits 0 when every relative
-    error is below --tol, 1 otherwise. Without CONFIG, the checkpoint's own config is used.
+    error is below --tol or within the rounding noise, 1 otherwise; Ctrl-C prints the tensors
+    checked so far and exits 130. Without CONFIG, the checkpoint's own config is used.
     """
-    from nncli.commands.gradcheck import failure_message, format_gradcheck
+    from nncli.commands.gradcheck import GradcheckInterrupted, failure_message, format_gradcheck
     from nncli.commands.gradcheck import gradcheck as run_gradcheck
     from nncli.data import resolve_data_dir
     from nncli.errors import NncliError
@@ -244,16 +245,21 @@ def gradcheck(obj, config, checkpoint_path, batch, samples, tol, seed, overrides
     with _user_errors(obj["debug"]):
         if config is None and overrides:
             raise NncliError("--set needs a CONFIG (a checkpoint's config is checked as it was saved)")
-        result = run_gradcheck(
-            config,
-            overrides,
-            data_dir=resolve_data_dir(data_dir),
-            checkpoint_path=checkpoint_path,
-            batch=batch,
-            samples=_parse_samples(samples),
-            tol=tol,
-            seed=seed,
-        )
+        try:
+            result = run_gradcheck(
+                config,
+                overrides,
+                data_dir=resolve_data_dir(data_dir),
+                checkpoint_path=checkpoint_path,
+                batch=batch,
+                samples=_parse_samples(samples),
+                tol=tol,
+                seed=seed,
+                progress=_stderr_is_terminal(),
+            )
+        except GradcheckInterrupted as stop:
+            click.echo(format_gradcheck(stop.result))  # the rows finished; then exit 130
+            raise
         click.echo(format_gradcheck(result))
         if result.failed:
             raise NncliError(failure_message(result))

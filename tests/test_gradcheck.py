@@ -58,6 +58,39 @@ LAYER_CASES = {
         "mse",
         lambda r: _regression_target(r, 5),
     ),
+    # images: (C, H, W) in, flattened for the loss
+    "conv2d": lambda: (
+        [
+            LAYERS.create("conv2d", {"filters": 3, "kernel": 3, "stride": 2, "padding": 1}),
+            LAYERS.create("conv2d", {"filters": 2, "kernel": [2, 1]}),
+            LAYERS.create("flatten"),
+        ],
+        (2, 6, 5),
+        "mse",
+        lambda r: _regression_target(r, 12),
+    ),
+    "maxpool2d": lambda: (
+        [
+            LAYERS.create("maxpool2d", {"size": 2}),  # windows that tile the input
+            LAYERS.create("maxpool2d", {"size": 3, "stride": 1, "padding": 1}),  # overlapping
+            LAYERS.create("flatten"),
+        ],
+        (2, 4, 6),
+        "mse",
+        lambda r: _regression_target(r, 12),
+    ),
+    "avgpool2d": lambda: (
+        [LAYERS.create("avgpool2d", {"size": 3, "stride": 2, "padding": 1}), LAYERS.create("flatten")],
+        (2, 5, 4),
+        "mse",
+        lambda r: _regression_target(r, 12),
+    ),
+    "global_avgpool": lambda: (
+        [LAYERS.create("conv2d", {"filters": 3, "kernel": 2}), LAYERS.create("global_avgpool")],
+        (2, 4, 3),
+        "mse",
+        lambda r: _regression_target(r, 3),
+    ),
 }
 
 LOSS_CASES = {
@@ -85,13 +118,21 @@ LOSS_CASES = {
 ALL = [("layer", n) for n in LAYERS.names()] + [("loss", n) for n in LOSSES.names()]
 
 
-def _run_case(layers, input_shape, loss, make_target, regularizer=None, seed=0):
+def _run_case(layers, input_shape, loss, make_target, regularizer=None, seed=0, samples=None):
     rng = np.random.default_rng(seed)
     model = Sequential(layers)
     model.build(input_shape, rng, np.float64)
     loss = LOSSES.create(loss) if isinstance(loss, str) else loss
     x = rng.standard_normal((N, *input_shape))
-    return check_model(model, loss, x, make_target(rng), regularizer=regularizer, tol=TOL, rng=rng)
+    return check_model(model, loss, x, make_target(rng), regularizer=regularizer, rng=rng, samples=samples)
+
+
+def _assert_passes(results):
+    for r in results:
+        assert r.passed(TOL), (
+            f"{r.name}: relative error {r.max_rel_error:.2e} above its noise floor {r.noise_floor:.2e}"
+            f" at {r.worst_index}"
+        )
 
 
 @pytest.mark.parametrize(("kind", "name"), ALL, ids=[f"{k}-{n}" for k, n in ALL])
@@ -101,9 +142,9 @@ def test_gradients_match_central_differences(kind, name):
         pytest.fail(f"registered {kind} {name!r} has no gradient-check case: add one")
     results = _run_case(*cases[name]())
     assert results, "nothing was checked"
+    _assert_passes(results)
     for r in results:
         assert r.checked > 0
-        assert r.max_rel_error < TOL, f"{r.name}: relative error {r.max_rel_error:.2e} at {r.worst_index}"
         assert r.kinks <= r.checked // 4, f"{r.name}: {r.kinks} of {r.checked} entries at kinks"
     names = {r.name for r in results}
     assert "input" in names
@@ -116,8 +157,7 @@ def test_cross_entropy_gradients_without_class_weights(smoothing):
     loss = LOSSES.create("softmax_cross_entropy", {"label_smoothing": smoothing})
     results = _run_case(layers, (4,), loss, lambda r: r.integers(0, 5, N))
     assert {r.name for r in results} >= {"input", "layers.0.W", "layers.2.W"}
-    for r in results:
-        assert r.max_rel_error < TOL, f"{r.name}: relative error {r.max_rel_error:.2e}"
+    _assert_passes(results)
 
 
 def test_regularization_term_gradients():
@@ -126,7 +166,7 @@ def test_regularization_term_gradients():
     results = _run_case(layers, (4,), "mse", lambda r: _regression_target(r, 3), regularizer=reg)
     reg_rows = [r for r in results if r.name.startswith("regularization")]
     assert {r.name for r in reg_rows} == {f"regularization[layers.{i}.{p}]" for i in (0, 2) for p in "Wb"}
-    assert all(r.max_rel_error < TOL for r in results)
+    _assert_passes(results)
 
 
 class _BrokenLinear(Linear):
@@ -146,7 +186,8 @@ def test_a_wrong_gradient_fails_and_is_named():
     assert by_name["layers.0.W"].max_rel_error > 1e-3
     assert by_name["layers.0.W"].worst_index[1] == 0
     assert by_name["layers.0.W"].kinks == 0
-    assert by_name["layers.0.b"].max_rel_error < TOL
+    assert not by_name["layers.0.W"].passed(TOL)
+    assert by_name["layers.0.b"].max_rel_error < TOL and by_name["layers.0.b"].passed(TOL)
 
 
 def test_kinks_are_reported_not_failed():
@@ -156,7 +197,7 @@ def test_kinks_are_reported_not_failed():
     model = Sequential([LAYERS.create("relu")])
     model.build((4,), np.random.default_rng(0), np.float64)
     x = np.array([[0.0, 1.0, -1.0, 0.0], [0.5, 0.0, -0.5, 2.0]])
-    results = run(model, LOSSES.create("mse"), x, np.ones((2, 4)) * 3, tol=TOL)
+    results = run(model, LOSSES.create("mse"), x, np.ones((2, 4)) * 3)
     (inp,) = results
     assert inp.kinks == 3
     assert inp.max_rel_error < TOL
@@ -196,9 +237,7 @@ def _input_check(hidden, seed=0):
     model = Sequential([first, *hidden, Linear(10)])
     model.build((50,), rng, np.float64)
     x = rng.random((8, 50)) * (rng.random((8, 50)) > 0.7)
-    results = check_model(
-        model, LOSSES.create("softmax_cross_entropy"), x, rng.integers(0, 10, 8), tol=TOL, rng=rng
-    )
+    results = check_model(model, LOSSES.create("softmax_cross_entropy"), x, rng.integers(0, 10, 8), rng=rng)
     return {r.name: r for r in results}["input"]
 
 
@@ -208,7 +247,7 @@ def test_a_smooth_network_excuses_no_entry():
     good = _input_check([LAYERS.create("sigmoid")])
     assert good.kinks == 0 and good.max_rel_error < TOL
     bad = _input_check([_ScaledInputGradient(16, 1e-5), LAYERS.create("sigmoid")])
-    assert bad.kinks == 0 and bad.max_rel_error > TOL
+    assert bad.kinks == 0 and bad.max_rel_error > TOL and not bad.passed(TOL)
 
 
 def test_batchnorm_then_relu_inputs_are_kinks_only_where_a_relu_input_crosses_zero():
@@ -218,7 +257,7 @@ def test_batchnorm_then_relu_inputs_are_kinks_only_where_a_relu_input_crosses_ze
     assert good.kinks == 0 and good.max_rel_error < TOL
     hidden = [_ScaledInputGradient(16, 1e-5), LAYERS.create("batchnorm"), LAYERS.create("relu")]
     bad = _input_check(hidden, seed=3)
-    assert bad.kinks == 0 and bad.max_rel_error > TOL
+    assert bad.kinks == 0 and bad.max_rel_error > TOL and not bad.passed(TOL)
 
 
 def test_an_l1_weight_at_zero_is_a_kink_of_the_penalty():
@@ -226,9 +265,7 @@ def test_an_l1_weight_at_zero_is_a_kink_of_the_penalty():
     model = Sequential([Linear(2)])
     model.build((2,), np.random.default_rng(0), np.float64)
     model.params["layers.0.W"][...] = [[0.0, 0.5], [-0.5, 1e-5]]
-    results = check_model(
-        model, LOSSES.create("mse"), np.ones((1, 2)), np.zeros((1, 2)), regularizer=reg, tol=TOL
-    )
+    results = check_model(model, LOSSES.create("mse"), np.ones((1, 2)), np.zeros((1, 2)), regularizer=reg)
     penalty = {r.name: r for r in results}["regularization[layers.0.W]"]
     # at exactly 0 the symmetric stencil of |w| gives 0, as sign(0) does: no failure to excuse;
     # 1e-5 is within 2h of the kink, so the stencil is off there, and excused
@@ -238,3 +275,283 @@ def test_an_l1_weight_at_zero_is_a_kink_of_the_penalty():
         model, LOSSES.create("mse"), np.ones((1, 2)), np.zeros((1, 2)), regularizer=Regularizer(l2=0.1)
     )
     assert all(r.kinks == 0 and r.max_rel_error < TOL for r in results)
+    _assert_passes(results)
+
+
+# --- Injected errors: the check must see a relative error of 1e-5 in any gradient ------------
+
+ERRORS = [1e-3, 1e-4, 1e-5, 1e-6]
+
+
+def _inject(obj, error: float, target: str) -> None:
+    """Make `obj.backward` wrong by a relative `error`: scale the gradient it returns
+    (`target="dx"`) or its `grads[target]` by (1 + error), in every entry."""
+    original = obj.backward
+
+    def backward(*args):
+        out = original(*args)
+        if target == "dx":
+            return None if out is None else out * (1 + error)
+        obj.grads[target] *= 1 + error
+        return out
+
+    obj.backward = backward  # an instance attribute: this object only
+
+
+def _sites(kind: str, name: str) -> list[tuple[int | None, str]]:
+    """Where an error can be injected: (position, target) for each parameter gradient and the
+    input gradient ("dx") of every layer named `name` in its case, (None, "dx") for a loss's
+    gradient; (None, "?") where the case is missing, so that the test fails saying so."""
+    if kind == "loss":
+        return [(None, "dx")]
+    if name not in LAYER_CASES:
+        return [(None, "?")]
+    layers, input_shape, _, _ = LAYER_CASES[name]()
+    Sequential(layers).build(input_shape, np.random.default_rng(0), np.float64)
+    found = [
+        (i, target)
+        for i, layer in enumerate(layers)
+        if layer.name == name
+        for target in [*layer.params, "dx"]
+    ]
+    assert found, f"the case for {name} has no {name} layer"
+    return found
+
+
+def _check_injected(make_case, position, target, error):
+    """Run the case with `error` injected into `target` of the layer at `position`, or of the
+    loss (position None); the results. The error is in every entry, so 96 entries a tensor find
+    it, even in a max-pool's input gradient, which is mostly zero."""
+    layers, input_shape, loss, make_target = make_case()
+    loss = LOSSES.create(loss) if isinstance(loss, str) else loss
+    _inject(loss if position is None else layers[position], error, target)
+    return _run_case(layers, input_shape, loss, make_target, samples=96)
+
+
+def _assert_caught(results, error, what):
+    failed = [r for r in results if not r.passed(TOL)]
+    expected = error / (2 + error)  # |a(1 + e) - a| / (|a(1 + e)| + |a|)
+    if error >= 1e-5:
+        assert failed, f"{what}: an error of {error:g} passed: " + ", ".join(
+            f"{r.name} {r.max_rel_error:.2e} (noise {r.noise_floor:.2e})" for r in results
+        )
+        for r in failed:  # what is reported is the injected error itself, whatever the tolerance
+            assert r.max_rel_error == pytest.approx(expected, rel=0.1), f"{what}: {r.name}"
+    else:
+        # 1e-6 is 5e-7 relative: below the tolerance, and reported as such where resolved
+        for r in results:
+            if r.max_rel_error > r.noise_floor and r.max_rel_error > 1e-7:
+                assert r.max_rel_error == pytest.approx(expected, rel=0.1), f"{what}: {r.name}"
+    return failed
+
+
+INJECTIONS = [(kind, name, *site) for kind, name in ALL for site in _sites(kind, name)]
+
+
+@pytest.mark.parametrize(
+    ("kind", "name", "position", "target"),
+    INJECTIONS,
+    ids=[f"{k}-{n}" + ("" if i is None else f"-layers.{i}") + f"-{t}" for k, n, i, t in INJECTIONS],
+)
+def test_an_injected_error_of_1e_5_fails_for_every_layer_and_loss(kind, name, position, target):
+    cases = LAYER_CASES if kind == "layer" else LOSS_CASES
+    if name not in cases:
+        pytest.fail(f"registered {kind} {name!r} has no gradient-check case: add one")
+    # the correct version of the same case passes: test_gradients_match_central_differences
+    for error in ERRORS:
+        results = _check_injected(cases[name], position, target, error)
+        failed = _assert_caught(results, error, f"{kind} {name}, {position} {target} off by {error:g}")
+        if error >= 1e-5 and target != "dx":
+            assert f"layers.{position}.{target}" in {r.name for r in failed}  # its own row
+
+
+def _network(activation: str) -> list:
+    return [Linear(6), LAYERS.create(activation), Linear(5), LAYERS.create(activation), Linear(3)]
+
+
+def _network_targets() -> list[tuple[int, str]]:
+    layers = _network("tanh")
+    Sequential(layers).build((4,), np.random.default_rng(0), np.float64)
+    return [(i, target) for i, layer in enumerate(layers) for target in [*layer.params, "dx"]]
+
+
+def _check_network(activation, inject=None, seed=0):
+    """A check of every entry of linear 4 -> 6 -> 5 -> 3 with `activation` between, under
+    softmax cross-entropy; `inject(layers)` makes some gradient wrong first."""
+    layers = _network(activation)
+    if inject:
+        inject(layers)
+    loss = LOSSES.create("softmax_cross_entropy")
+    return {r.name: r for r in _run_case(layers, (4,), loss, lambda r: r.integers(0, 3, N), seed=seed)}
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
+def test_a_correct_network_passes(activation):
+    results = _check_network(activation)
+    assert list(results) == [f"layers.{i}.{p}" for i in (0, 2, 4) for p in "Wb"] + ["input"]
+    _assert_passes(results.values())
+    assert all(r.kinks == 0 for r in results.values())
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
+@pytest.mark.parametrize(("index", "target"), _network_targets())
+def test_injected_errors_in_sigmoid_tanh_and_relu_networks(activation, index, target):
+    for error in ERRORS:
+        results = _check_network(activation, lambda layers, e=error: _inject(layers[index], e, target))
+        what = f"{activation} network, layers.{index} {target} off by {error:g}"
+        failed = {r.name for r in _assert_caught(results.values(), error, what)}
+        if error < 1e-5:
+            continue
+        if target == "dx":
+            # the input gradient is downstream of every layer's dx, and so is layers.0.W
+            assert "input" in failed and (index == 0 or "layers.0.W" in failed), what
+        else:
+            assert f"layers.{index}.{target}" in failed, what
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
+def test_one_wrong_entry_fails(activation):
+    # the largest entry of each weight gradient, off by 1e-5 on its own
+    for index in (0, 2, 4):
+
+        def one_entry(layers, index=index):
+            layer = layers[index]
+            original = layer.backward
+
+            def backward(dout):
+                out = original(dout)
+                g = layer.grads["W"]
+                g.flat[np.argmax(np.abs(g))] *= 1 + 1e-5
+                return out
+
+            layer.backward = backward
+
+        row = _check_network(activation, one_entry)[f"layers.{index}.W"]
+        assert not row.passed(TOL)
+        assert row.max_rel_error == pytest.approx(1e-5 / (2 + 1e-5), rel=0.1)
+
+
+def test_the_sparse_first_layer_path_is_checked():
+    # 80 input columns, half of them zero across the batch: in training the first linear layer
+    # computes no input gradient and skips those columns, and the check must take that path
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((N, 80))
+    x[:, ::2] = 0
+    y = rng.standard_normal((N, 3))
+
+    def check(error):
+        model = Sequential([Linear(6), LAYERS.create("tanh"), Linear(3)])
+        model.build((80,), np.random.default_rng(1), np.float64)
+        first, original, sparse = model.layers[0], model.layers[0].backward, []
+
+        def backward(dout):  # wrong on the sparse path only
+            out = original(dout)
+            sparse.append(first.cols is not None)
+            if first.cols is not None:
+                first.grads["W"] *= 1 + error
+            return out
+
+        first.backward = backward
+        results = {r.name: r for r in check_model(model, LOSSES.create("mse"), x, y, samples=200)}
+        return results, sparse
+
+    results, sparse = check(0.0)
+    assert sparse[0], "the parameters were not checked on the sparse path"
+    _assert_passes(results.values())
+    results, _ = check(1e-5)
+    assert not results["layers.0.W"].passed(TOL)
+    assert results["input"].passed(TOL)  # checked with the input gradient on: the dense path
+
+
+def test_the_relative_error_is_reported_as_it_is_and_noise_decides_only_below_the_floor():
+    from nncli.nn.gradcheck import NOISE_FACTOR, STEP, check_array
+
+    def stencil(f, w, i):
+        values = []
+        for delta in (-2 * STEP, -STEP, STEP, 2 * STEP):
+            w[i] += delta
+            values.append(f())
+            w[i] -= delta
+        return (values[0] - 8 * values[1] + 8 * values[2] - values[3]) / (12 * STEP)
+
+    w = np.zeros(2)
+    # a gradient of 1e-9 under a loss of 1e3: rounding (about 3e-8 here) hides it entirely
+    loss = lambda: 1e3 + 1e-9 * w[0] + 1e-9 * w[1]  # noqa: E731
+    analytic = np.array([1.1e-9, 1e-9])
+    tiny = check_array(loss, w, analytic, "w")
+    a, n = analytic[tiny.worst_index], stencil(loss, w, tiny.worst_index[0])
+    assert tiny.max_rel_error == pytest.approx(abs(a - n) / (abs(a) + abs(n)))  # unmodified
+    assert tiny.max_rel_error > TOL
+    assert tiny.noise_floor > tiny.max_rel_error and tiny.passed(TOL) and tiny.passed(1e-12)
+    assert tiny.noise_floor == pytest.approx(NOISE_FACTOR * 1e3 / STEP / (abs(a) + abs(n)), rel=1e-6)
+    # the same loss with a gradient of 3: a relative error of 5e-6 is resolved, and fails
+    big = check_array(lambda: 1e3 + 3 * w[0] + 3 * w[1], w, np.array([3 * (1 + 1e-5), 3.0]), "w")
+    assert big.max_rel_error == pytest.approx(1e-5 / (2 + 1e-5), rel=1e-3)
+    assert big.worst_index == (0,) and big.noise_floor < 1e-8
+    assert not big.passed(TOL) and big.passed(1e-5)
+    # a NaN gradient is never within the noise
+    nan = check_array(lambda: 1e3 + 3 * w[0], w[:1], np.array([np.nan]), "w")
+    assert not nan.passed(TOL) and not nan.passed(1.0)
+
+
+def test_progress_hears_of_every_entry_in_order():
+    rng = np.random.default_rng(0)
+    model = Sequential([Linear(3), LAYERS.create("tanh")])
+    model.build((2,), rng, np.float64)
+    heard = []
+    results = check_model(
+        model,
+        LOSSES.create("mse"),
+        rng.standard_normal((4, 2)),
+        rng.standard_normal((4, 3)),
+        progress=lambda name, done, total: heard.append((name, done, total)),
+    )
+    expected = [(r.name, k + 1, r.checked) for r in results for k in range(r.checked)]
+    assert heard == expected
+    assert [r.name for r in results] == ["layers.0.W", "layers.0.b", "input"]
+
+
+def test_an_interrupted_check_keeps_the_finished_tensors_and_restores_the_model():
+    from nncli.nn.gradcheck import CheckInterrupted, iter_check_model
+
+    rng = np.random.default_rng(0)
+    model = Sequential([Linear(3), LAYERS.create("dropout", {"p": 0.5}), Linear(2)])
+    model.build((4,), rng, np.float64)
+    before = model.state_dict()
+
+    def stop(name, done, total):
+        if name == "layers.0.b" and done == 2:  # half-way through the second tensor
+            raise KeyboardInterrupt
+
+    finished = []
+    checks = iter_check_model(
+        model, LOSSES.create("mse"), rng.standard_normal((5, 4)), rng.standard_normal((5, 2)), progress=stop
+    )
+    with pytest.raises(KeyboardInterrupt) as stop:
+        for check in checks:
+            finished.append(check)
+    assert [c.name for c in finished] == ["layers.0.W"]
+    assert isinstance(stop.value, CheckInterrupted)
+    assert (stop.value.partial.name, stop.value.partial.checked, stop.value.total) == ("layers.0.b", 2, 3)
+    after = model.state_dict()
+    for name, value in before["params"].items():
+        np.testing.assert_array_equal(value, after["params"][name])
+    assert not model.layers[1].frozen and not model.layers[0].needs_input_grad
+
+
+def test_the_planned_tensors_are_the_rows_checked():
+    from nncli.nn.gradcheck import planned_tensors
+
+    reg = Regularizer(l2=0.1)
+    model = Sequential([Linear(3), LAYERS.create("tanh"), Linear(2)])
+    rng = np.random.default_rng(0)
+    model.build((4,), rng, np.float64)
+    x, y = rng.standard_normal((5, 4)), rng.standard_normal((5, 2))
+    results = check_model(model, LOSSES.create("mse"), x, y, regularizer=reg)
+    assert [r.name for r in results] == planned_tensors(model, reg)
+    assert planned_tensors(model, check_input=False) == [
+        "layers.0.W",
+        "layers.0.b",
+        "layers.2.W",
+        "layers.2.b",
+    ]

@@ -4,15 +4,18 @@ and the batch, and formats the table)."""
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from nncli.builder import build_experiment, build_regularizer, rebuild
 from nncli.config.schema import load_config
 from nncli.errors import CheckpointError, NncliError
-from nncli.nn.gradcheck import TensorCheck, check_model
+from nncli.nn.gradcheck import CheckInterrupted, TensorCheck, iter_check_model, planned_tensors
 from nncli.training import checkpoint
 
 
@@ -22,10 +25,27 @@ class GradcheckResult:
     tol: float
     batch: int
     source: str  # what was checked, for the table's last line
+    planned: int = 0  # the tensors to check; more than len(checks) when interrupted
+    interrupted: bool = False
+    # interrupted in the middle of a tensor: its row for the entries done, and its entries in all
+    unfinished: TensorCheck | None = None
+    unfinished_total: int = 0
+
+    @property
+    def rows(self) -> list[TensorCheck]:
+        return self.checks + ([self.unfinished] if self.unfinished else [])
 
     @property
     def failed(self) -> list[TensorCheck]:
-        return [c for c in self.checks if not c.passed(self.tol)]
+        return [c for c in self.rows if not c.passed(self.tol)]
+
+
+class GradcheckInterrupted(KeyboardInterrupt):
+    """Ctrl-C during the check; `result` holds the tensors finished before it."""
+
+    def __init__(self, result: GradcheckResult):
+        super().__init__()
+        self.result = result
 
 
 def gradcheck(
@@ -38,11 +58,14 @@ def gradcheck(
     samples: int | None = 20,
     tol: float = 1e-6,
     seed: int = 0,
+    progress: bool = False,
 ) -> GradcheckResult:
     """Check the configured model (with a checkpoint's weights when given) on `batch` training
     samples drawn with `seed`, `samples` entries per tensor (None: all), in float64.
 
     Without `config_path` the checkpoint's own config, data and preprocessing are used.
+    `progress` shows a bar of the entries checked on stderr. Ctrl-C raises
+    `GradcheckInterrupted`, which carries the tensors finished so far.
     """
     if config_path is None and checkpoint_path is None:
         raise NncliError("give a CONFIG to check, or --checkpoint CKPT")
@@ -72,37 +95,108 @@ def gradcheck(
     y = splits.y_train[rows]
     if y.dtype.kind == "f":
         y = y.astype(np.float64)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        checks = check_model(
-            model, loss, x, y, regularizer=regularizer or None, tol=tol, samples=samples, rng=rng
-        )
-    return GradcheckResult(checks, tol, n, f"{source}: {n} training samples of {splits.info.name}")
+    regularizer = regularizer or None
+    planned = len(planned_tensors(model, regularizer))
+    result = GradcheckResult([], tol, n, f"{source}: {n} training samples of {splits.info.name}", planned)
+    bar = _ProgressBar(planned) if progress else None
+    try:
+        with (
+            np.errstate(over="ignore", invalid="ignore", divide="ignore"),
+            contextlib.closing(
+                iter_check_model(
+                    model, loss, x, y, regularizer=regularizer, samples=samples, rng=rng, progress=bar
+                )
+            ) as checks,
+        ):
+            for check in checks:
+                result.checks.append(check)
+    except KeyboardInterrupt as stop:
+        result.interrupted = True
+        if isinstance(stop, CheckInterrupted):
+            result.unfinished, result.unfinished_total = stop.partial, stop.total
+        raise GradcheckInterrupted(result) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    return result
+
+
+class _ProgressBar:
+    """A tqdm bar on stderr for the tensor being checked: its entries done, the rate, the time
+    left. It appears only when a tensor takes more than half a second."""
+
+    DELAY = 0.5  # seconds before a tensor's bar appears
+
+    def __init__(self, planned: int):
+        self.planned = planned
+        self.started = 0
+        self.name: str | None = None
+        self.bar: tqdm | None = None
+
+    def __call__(self, name: str, done: int, total: int) -> None:
+        if name != self.name:
+            self.close()
+            self.name, self.started = name, self.started + 1
+            self.bar = tqdm(
+                total=total,
+                desc=f"{name} ({self.started}/{self.planned})",
+                file=sys.stderr,
+                leave=False,
+                dynamic_ncols=True,
+                mininterval=0.2,
+                delay=self.DELAY,
+                unit="entry",
+            )
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 def format_gradcheck(result: GradcheckResult) -> str:
-    rows = [("tensor", "shape", "checked", "max rel error", "at kinks", "")]
-    for c in result.checks:
+    """One row per tensor: the largest relative error above the noise and that entry's noise
+    floor (the relative error rounding alone can produce there; see `nncli.nn.gradcheck`), the
+    entries excused at kinks, and ok or FAIL; then a line with the verdict."""
+    rows = [("tensor", "shape", "checked", "max rel error", "noise floor", "at kinks", "")]
+    for c in result.rows:
+        checked = f"{c.checked:,}"
+        if c is result.unfinished:
+            checked += f"/{result.unfinished_total:,}"
         rows.append(
             (
                 c.name,
                 str(c.shape),
-                f"{c.checked:,}",
+                checked,
                 f"{c.max_rel_error:.2e}",
+                f"{c.noise_floor:.2e}",
                 f"{c.kinks:,}",
                 "ok" if c.passed(result.tol) else "FAIL",
             )
         )
-    widths = [max(len(row[col]) for row in rows) for col in range(6)]
-    align = ["<", "<", ">", ">", ">", "<"]
+    widths = [max(len(row[col]) for row in rows) for col in range(len(rows[0]))]
+    align = ["<", "<", ">", ">", ">", ">", "<"]
     lines = [
         "  ".join(f"{cell:{a}{w}}" for cell, a, w in zip(row, align, widths, strict=True)).rstrip()
         for row in rows
     ]
-    failed = result.failed
-    if failed:
-        verdict = f"{len(failed)} of {len(result.checks)} tensors at or above tolerance {result.tol:g}"
+    failed, tol = result.failed, f"{result.tol:g}"
+    if result.interrupted:
+        verdict = f"interrupted after {len(result.checks)} of {result.planned} tensors"
+        part = result.unfinished
+        if part is not None:
+            verdict += f" and {part.checked:,} of the {result.unfinished_total:,} entries of {part.name}"
+        if not result.rows:
+            verdict += ": none checked"
+        elif failed:
+            verdict += f": {len(failed)} at or above tolerance {tol}"
+        else:
+            verdict += f": all below tolerance {tol}"
+    elif failed:
+        verdict = f"{len(failed)} of {len(result.checks)} tensors at or above tolerance {tol}"
     else:
-        verdict = f"all {len(result.checks)} tensors below tolerance {result.tol:g}"
+        verdict = f"all {len(result.checks)} tensors below tolerance {tol}"
     return "\n".join([*lines, f"{verdict} ({result.source}, float64)"])
 
 

@@ -3,27 +3,47 @@
 For each parameter tensor (and the input) the check perturbs entries one at a time and
 estimates dL/dw with the five-point stencil
 
-    (f(w - 2h) - 8 f(w - h) + 8 f(w + h) - f(w + 2h)) / (12 h)
+    n = (f(w - 2h) - 8 f(w - h) + 8 f(w + h) - f(w + 2h)) / (12 h)
 
-whose truncation error is O(h^4), then compares it with the analytic gradient a by the
-relative error |a - n| / max(|a| + |n|, noise / tol). The floor matters only for gradients
-that are (nearly) zero, such as a bias feeding batch norm: rounding in f leaves about
-eps * |f| / h of noise in n, and below that level an entry is judged by absolute error
-against the noise rather than by a ratio of two noise-sized numbers. Random layers are
-frozen so every evaluation sees the same dropout masks.
+whose truncation error is O(h^4), and compares it with the analytic gradient a. Random layers
+are frozen so every evaluation sees the same dropout masks.
+
+Relative error and noise floor. An entry's relative error is |a - n| / (|a| + |n|) (0 where
+both are 0): a property of the two gradients, whatever the tolerance. The estimate n carries
+the rounding of the loss: each f is a float64 off by about eps |f|, which the stencil's
+coefficients, (1 + 8 + 8 + 1) / 12h, amplify to about 1.5 eps |f| / h. Ten times that,
+`NOISE_FACTOR * max |f| / h` over the entry's four evaluations, bounds the noise of n; divided
+by |a| + |n| it is the entry's noise floor, the smallest relative error the check can resolve
+there. An entry fails when its relative error reaches the tolerance *and* exceeds its noise
+floor (|a - n| is more than rounding explains): a gradient that is zero up to rounding, such as
+a bias feeding batch norm, is not judged by the ratio of two noise-sized numbers.
+
+A tensor's row (`TensorCheck`) reports one entry, chosen without reference to any tolerance:
+the entry with the largest relative error among those above their noise floor (it decides the
+verdict at every tolerance); where no entry is above its floor, the largest among the entries
+whose gradient itself is above the noise, else among all. `max_rel_error` and `noise_floor` are
+that entry's, so `passed(tol)` reads off the row: an error below tol, or within the noise.
 
 Kinks. No finite difference measures a derivative where the function is not smooth: a ReLU or
 leaky ReLU input at 0, a hinge at its margin, an L1 penalty's weight at 0. Each non-smooth
 piece of the model says which side of its switch points the last evaluation fell on
 (`switch_pattern()` of layers and losses, `Regularizer.switch_pattern`). An entry whose
 stencil changes any of those patterns straddles a kink within +-2h; only such an entry, and
-only when it fails, is excused and counted under "kinks". Every other entry must meet the
-tolerance: a smooth network (sigmoid, tanh) has no kinks at all, so nothing in it is excused.
+only when its difference exceeds the noise, is excused: counted under "kinks" and left out of
+the verdict (an entry that straddles a kink and agrees within the noise is neither counted nor
+reported). Every other entry must meet the tolerance: a smooth network (sigmoid, tanh) has no
+kinks at all, so nothing in it is excused.
+
+Parameters are checked with the model as training runs it: the first layer computes no input
+gradient, so a linear first layer takes its sparse path (it skips all-zero input columns).
+The input is checked in a pass of its own, with the input gradient on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,25 +54,43 @@ STEP = 1e-4
 NOISE_FACTOR = 15 * np.finfo(np.float64).eps
 
 Patterns = Callable[[], list[np.ndarray]]
+#: progress(tensor name, entries done, entries to check), called after each entry
+Progress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True)
 class TensorCheck:
-    """The outcome for one tensor."""
+    """The outcome for one tensor: its reported entry's relative error and noise floor (see the
+    module docstring), the entries excused at kinks, and where the reported entry is."""
 
     name: str
     shape: tuple[int, ...]
     checked: int
     max_rel_error: float
+    noise_floor: float
     kinks: int
     worst_index: tuple[int, ...] | None = None
 
     def passed(self, tol: float) -> bool:
-        return self.max_rel_error < tol
+        """No entry's relative error reaches `tol` above its noise floor (NaN fails)."""
+        return self.max_rel_error < tol or self.max_rel_error <= self.noise_floor
 
 
-def relative_error(analytic, numeric, floor: float = 1e-12):
-    return np.abs(analytic - numeric) / np.maximum(np.abs(analytic) + np.abs(numeric), floor)
+class CheckInterrupted(KeyboardInterrupt):
+    """Ctrl-C in the middle of a tensor: `partial` is its row for the entries done (None before
+    the first), `total` the entries it was to check."""
+
+    def __init__(self, partial: TensorCheck | None, total: int):
+        super().__init__()
+        self.partial, self.total = partial, total
+
+
+def relative_error(analytic, numeric):
+    """|a - n| / (|a| + |n|), and 0 where both are 0."""
+    analytic, numeric = np.asarray(analytic, np.float64), np.asarray(numeric, np.float64)
+    scale = np.abs(analytic) + np.abs(numeric)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(scale > 0, np.abs(analytic - numeric) / scale, 0.0)
 
 
 def _same_patterns(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
@@ -65,18 +103,20 @@ def check_array(
     analytic: np.ndarray,
     name: str,
     *,
-    tol: float = 1e-6,
     samples: int | None = None,
     rng: np.random.Generator | None = None,
     step: float = STEP,
     patterns: Patterns | None = None,
+    progress: Progress | None = None,
 ) -> TensorCheck:
     """Compare `analytic` with numerical derivatives of `f` w.r.t. entries of `array`.
 
-    `f` must read `array` (which is perturbed in place and restored exactly). With `samples`,
-    that many entries drawn without replacement are checked, else all of them. `patterns`,
-    called after each evaluation of `f`, gives the switch patterns of the function's
-    non-smooth pieces (see the module docstring); without it the function counts as smooth.
+    `f` must read `array` (which is perturbed in place and restored exactly, also when
+    interrupted). With `samples`, that many entries drawn without replacement are checked, else
+    all of them. `patterns`, called after each evaluation of `f`, gives the switch patterns of
+    the function's non-smooth pieces (see the module docstring); without it the function counts
+    as smooth. `progress` hears of every entry done. Ctrl-C raises `CheckInterrupted` with the
+    row of the entries done.
     """
     size = array.size
     if samples is not None and samples < size:
@@ -84,32 +124,72 @@ def check_array(
         flat_indices = np.sort(rng.choice(size, samples, replace=False))
     else:
         flat_indices = np.arange(size)
-    f0 = f()
+    count = len(flat_indices)
+    f()
     centre = patterns() if patterns else []
-    noise = NOISE_FACTOR * max(abs(f0), 1e-30) / step
-    floor = max(noise / tol, 1e-12)
-    worst, worst_index, kinks = 0.0, None, 0
+    numeric, noise = np.empty(count), np.empty(count)
+    crossed = np.zeros(count, dtype=bool)
     flat = array.reshape(-1)  # a view: writes reach `array`
     assert np.shares_memory(flat, array)
-    for i in flat_indices:
-        original = flat[i]
-        values, crossed = [], False
-        for delta in (-2 * step, -step, step, 2 * step):
-            flat[i] = original + delta
-            values.append(f())
-            if patterns and not crossed:
-                crossed = not _same_patterns(patterns(), centre)
-        flat[i] = original
-        fm2, fm1, fp1, fp2 = values
-        numeric = (fm2 - 8 * fm1 + 8 * fp1 - fp2) / (12 * step)
-        a = float(analytic.reshape(-1)[i])
-        err = float(relative_error(a, numeric, floor))
-        if err >= tol and crossed:
-            kinks += 1
-            continue
-        if err > worst or worst_index is None:
-            worst, worst_index = err, tuple(int(j) for j in np.unravel_index(i, array.shape))
-    return TensorCheck(name, tuple(array.shape), len(flat_indices), worst, kinks, worst_index)
+    a = analytic.reshape(-1)[flat_indices].astype(np.float64)
+    done = 0
+    try:
+        for k, i in enumerate(flat_indices):
+            original = flat[i]
+            values = []
+            try:
+                for delta in (-2 * step, -step, step, 2 * step):
+                    flat[i] = original + delta
+                    values.append(f())
+                    if patterns and not crossed[k]:
+                        crossed[k] = not _same_patterns(patterns(), centre)
+            finally:
+                flat[i] = original
+            fm2, fm1, fp1, fp2 = values
+            numeric[k] = (fm2 - 8 * fm1 + 8 * fp1 - fp2) / (12 * step)
+            noise[k] = NOISE_FACTOR * max(abs(v) for v in values) / step
+            done = k + 1
+            if progress:
+                progress(name, done, count)
+    except KeyboardInterrupt:
+        part = slice(0, done)
+        partial = _summarize(
+            name, array.shape, flat_indices[part], a[part], numeric[part], noise[part], crossed[part]
+        )
+        raise CheckInterrupted(partial if done else None, count) from None
+    return _summarize(name, array.shape, flat_indices, a, numeric, noise, crossed)
+
+
+def _summarize(name, shape, flat_indices, a, numeric, noise, crossed) -> TensorCheck:
+    """One row from the entries' analytic and numeric gradients (see the module docstring)."""
+    diff = np.abs(a - numeric)
+    scale = np.abs(a) + np.abs(numeric)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(scale > 0, diff / scale, 0.0)
+        floor = np.where(scale > 0, noise / scale, math.inf)
+    broken = ~(np.isfinite(a) & np.isfinite(numeric))  # a NaN or inf gradient fails
+    rel[broken], floor[broken] = math.nan, math.nan
+    resolved = (diff > noise) | broken
+    excused = crossed & resolved & ~broken
+    kinks = int(np.count_nonzero(excused))
+    judged = np.flatnonzero(~crossed | broken)
+    if len(judged) == 0:
+        return TensorCheck(name, tuple(shape), len(flat_indices), 0.0, math.inf, kinks)
+    # rank by (above its noise floor, gradient above the noise, relative error); NaN highest
+    keys = (np.nan_to_num(rel[judged], nan=math.inf), scale[judged] > noise[judged], resolved[judged])
+    best = judged[np.lexsort(keys)[-1]]
+    index = tuple(int(j) for j in np.unravel_index(flat_indices[best], shape))
+    return TensorCheck(
+        name, tuple(shape), len(flat_indices), float(rel[best]), float(floor[best]), kinks, index
+    )
+
+
+def planned_tensors(model, regularizer=None, check_input: bool = True) -> list[str]:
+    """The names of the rows `check_model` returns, in order."""
+    names = list(model.params)
+    if regularizer:
+        names += [f"regularization[{name}]" for name in regularizer.names(model)]
+    return names + (["input"] if check_input else [])
 
 
 def check_model(
@@ -119,22 +199,51 @@ def check_model(
     y: np.ndarray,
     *,
     regularizer=None,
-    tol: float = 1e-6,
     samples: int | None = None,
     rng: np.random.Generator | None = None,
     check_input: bool = True,
+    progress: Progress | None = None,
 ) -> list[TensorCheck]:
     """Check every parameter tensor, the regularization term and the input of `model`.
 
     The model must be built in float64. Its buffers (batch-norm running statistics) are
-    restored afterwards, and its random layers unfrozen.
+    restored afterwards, and its random layers unfrozen. `progress` hears of every entry done.
     """
+    with contextlib.closing(
+        iter_check_model(
+            model,
+            loss,
+            x,
+            y,
+            regularizer=regularizer,
+            samples=samples,
+            rng=rng,
+            check_input=check_input,
+            progress=progress,
+        )
+    ) as checks:
+        return list(checks)
+
+
+def iter_check_model(
+    model,
+    loss,
+    x: np.ndarray,
+    y: np.ndarray,
+    *,
+    regularizer=None,
+    samples: int | None = None,
+    rng: np.random.Generator | None = None,
+    check_input: bool = True,
+    progress: Progress | None = None,
+) -> Iterator[TensorCheck]:
+    """`check_model` one tensor at a time, so that a caller interrupted half-way keeps the
+    tensors already checked. Close it (or run it to the end) to restore the model."""
     if any(p.dtype != np.float64 for p in model.params.values()) or x.dtype != np.float64:
         raise ValueError("gradient checks need float64 parameters and input")
     rng = rng or np.random.default_rng(0)
     saved = model.state_dict()
     x = x.copy()
-    model.input_gradient(check_input)
     model.freeze_randomness(True)
     try:
 
@@ -146,56 +255,58 @@ def check_model(
             found = model.switch_patterns() + _present(loss.switch_pattern())
             return found + (_present(regularizer.switch_pattern(model)) if regularizer else [])
 
-        total_loss()  # draws the masks every later evaluation reuses
-        dx = model.backward(loss.backward())
-        if regularizer:
-            regularizer.add_grads(model)
-        analytic = {name: g.copy() for name, g in model.grads.items()}
-
-        results = [
-            check_array(
+        def check(array, analytic, name) -> TensorCheck:
+            return check_array(
                 total_loss,
-                model.params[name],
-                analytic[name],
+                array,
+                analytic,
                 name,
-                tol=tol,
                 samples=samples,
                 rng=rng,
                 patterns=patterns,
+                progress=progress,
             )
-            for name in model.params
-        ]
+
+        # The parameters as training computes them: no input gradient in the first layer, so a
+        # linear first layer skips the input columns that are zero across the batch.
+        model.input_gradient(False)
+        total_loss()  # draws the masks every later evaluation reuses
+        model.backward(loss.backward())
         if regularizer:
-            results.extend(_check_regularizer(model, regularizer, tol, samples, rng))
+            regularizer.add_grads(model)
+        analytic = {name: g.copy() for name, g in model.grads.items()}
+        for name in model.params:
+            yield check(model.params[name], analytic[name], name)
+        if regularizer:
+            yield from _check_regularizer(model, regularizer, samples, rng, progress)
         if check_input:
-            results.append(
-                check_array(total_loss, x, dx, "input", tol=tol, samples=samples, rng=rng, patterns=patterns)
-            )
-        return results
+            model.input_gradient(True)
+            total_loss()
+            dx = model.backward(loss.backward()).copy()
+            yield check(x, dx, "input")
     finally:
         model.freeze_randomness(False)
         model.input_gradient(False)
         model.load_state_dict(saved)
 
 
-def _check_regularizer(model, regularizer, tol, samples, rng) -> list[TensorCheck]:
+def _check_regularizer(model, regularizer, samples, rng, progress) -> Iterator[TensorCheck]:
     """The penalty's own gradient, apart from the data loss, for each tensor it covers."""
     for g in model.grads.values():
         g[...] = 0
     regularizer.add_grads(model)
-    return [
-        check_array(
+    analytic = {name: model.grads[name].copy() for name in regularizer.names(model)}
+    for name in regularizer.names(model):
+        yield check_array(
             lambda: regularizer.penalty(model),
             model.params[name],
-            model.grads[name].copy(),
+            analytic[name],
             f"regularization[{name}]",
-            tol=tol,
             samples=samples,
             rng=rng,
             patterns=lambda: _present(regularizer.switch_pattern(model)),
+            progress=progress,
         )
-        for name in regularizer.names(model)
-    ]
 
 
 def _present(pattern: np.ndarray | None) -> list[np.ndarray]:
