@@ -11,7 +11,9 @@ from nncli.nn.layers.core import Linear
 from nncli.nn.model import Sequential
 
 # the smallest valid arguments for layers that need some
-REQUIRED = {"linear": {"units": 3}}
+REQUIRED = {"linear": {"units": 3}, "conv2d": {"filters": 2}}
+# layers that take images: built for (C, H, W), called channels-last as inside a model
+IMAGES = {"conv2d", "maxpool2d", "avgpool2d", "global_avgpool"}
 
 
 @pytest.mark.parametrize("name", LAYERS.names())
@@ -104,8 +106,9 @@ def test_backward_leaves_its_input_alone():
     rng = np.random.default_rng(0)
     for name in LAYERS.names():
         layer = LAYERS.create(name, REQUIRED.get(name))
-        layer.build((6,), rng, np.float64)
-        out = layer.forward(rng.standard_normal((4, 6)), training=True)
+        image = name in IMAGES
+        layer.build((2, 6, 6) if image else (6,), rng, np.float64)
+        out = layer.forward(rng.standard_normal((4, 6, 6, 2) if image else (4, 6)), training=True)
         dout = rng.standard_normal(out.shape)
         before = dout.copy()
         layer.backward(dout)

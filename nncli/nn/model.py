@@ -8,6 +8,10 @@ An `output` layer (a final sigmoid or softmax whose loss applies it itself, fuse
 applied only by `predict`: `forward` returns the logits that training and the loss see, and
 `predict` the probabilities a user wants.
 
+Images enter and leave a model channels first, (N, C, H, W), and travel inside it channels-last,
+(N, H, W, C), the layout convolutions compute in (see nncli.nn.layers.conv): `forward` and
+`backward` convert at the boundary, `inside` and `outside` are the conversions.
+
 Once built, all parameters live in one contiguous array and all gradients in another
 (`model.flat`); each layer's arrays are views into them. An optimizer or a weight penalty then
 updates every parameter with a few passes over one array rather than a few passes per
@@ -45,9 +49,26 @@ class FlatParams:
         return flat[self.slices[name]].reshape(self.shapes[name])
 
 
+def _execution_order(layers: list[Layer]) -> list[int]:
+    """The order the layers run in: as configured, but a ReLU just before a max pool runs just
+    after it. max(relu(a), relu(b)) = relu(max(a, b)) and the gradients agree too (ties
+    included), so the result is the same while the ReLU works on a quarter of the pixels:
+    2.3 ms of a 40 ms training step of the MNIST CNN."""
+    order = list(range(len(layers)))
+    i = 0
+    while i < len(layers) - 1:
+        if layers[i].name == "relu" and layers[i + 1].name == "maxpool2d":
+            order[i], order[i + 1] = i + 1, i
+            i += 2
+        else:
+            i += 1
+    return order
+
+
 class Sequential:
     def __init__(self, layers: list[Layer], output: Layer | None = None):
         self.layers = list(layers)
+        self.order = list(range(len(self.layers)))  # see _execution_order
         self.output = output  # applied by predict() only; it has no parameters
         self.input_shape: tuple[int, ...] | None = None
         self.params: dict[str, np.ndarray] = {}
@@ -66,7 +87,8 @@ class Sequential:
                 shape = layer.build(shape, rng, dtype)
             except ConfigError as err:
                 raise err.at(f"[{i}].{layer.name}") from None
-        self.layers[0].needs_input_grad = False
+        self.order = _execution_order(self.layers)
+        self.layers[self.order[0]].needs_input_grad = False
         if self.output is not None:
             i = len(self.layers)
             try:
@@ -133,22 +155,34 @@ class Sequential:
     def output_shape(self) -> tuple[int, ...]:
         return self.stack[-1].output_shape
 
+    @staticmethod
+    def inside(x: np.ndarray) -> np.ndarray:
+        """A batch as the layers take it: images (N, C, H, W) become (N, H, W, C)."""
+        return np.ascontiguousarray(x.transpose(0, 2, 3, 1)) if x.ndim == 4 else x
+
+    @staticmethod
+    def outside(x: np.ndarray) -> np.ndarray:
+        """A layer's output (or an input gradient) as the model's users see it: channels first."""
+        return x.transpose(0, 3, 1, 2) if x.ndim == 4 else x
+
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        for layer in self.layers:
-            x = layer.forward(x, training)
-        return x
+        x = self.inside(x)
+        for i in self.order:
+            x = self.layers[i].forward(x, training)
+        return self.outside(x)
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
         """Backpropagate dL/d(output); fills every layer's grads. Returns dL/d(input) when
         `input_gradient(True)` was asked, else None."""
-        for layer in reversed(self.layers):
-            dout = layer.backward(dout)
+        dout = self.inside(dout)
+        for i in reversed(self.order):
+            dout = self.layers[i].backward(dout)
             if dout is None:
-                break
-        return dout
+                return None
+        return self.outside(dout)
 
     def input_gradient(self, needed: bool) -> None:
-        self.layers[0].needs_input_grad = needed
+        self.layers[self.order[0]].needs_input_grad = needed
 
     def predict(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Outputs in evaluation mode, computed in batches, through the output layer if any

@@ -28,7 +28,7 @@ def nonfinite_report(exp, xb: np.ndarray, yb: np.ndarray, *, epoch: int, batch: 
     model.freeze_randomness(True)  # the same dropout masks as the failing pass
     try:
         layers = []
-        out = xb
+        out = model.inside(xb)
         for i, layer in enumerate(model.layers):
             out = layer.forward(out, training=True)
             layers.append({"index": i, "layer": repr(layer), "activations": tensor_stats(out)})

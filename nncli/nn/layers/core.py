@@ -86,15 +86,24 @@ class Linear(Layer):
 
 @LAYERS.register("flatten")
 class Flatten(Layer):
-    """Shape: (N, *dims) -> (N, prod(dims))."""
+    """Shape: (N, *dims) -> (N, prod(dims)).
+
+    Images, channels-last inside a model, are flattened in PyTorch's (channel, row, column)
+    order, so that the weights of the linear layer after it can be exchanged with PyTorch's.
+    """
 
     def infer_output_shape(self, input_shape):
         return (math.prod(input_shape),)
 
     def forward(self, x, training):
+        if x.ndim == 4:  # (N, H, W, C) -> (N, C*H*W)
+            x = x.transpose(0, 3, 1, 2)
         return x.reshape(x.shape[0], -1)
 
     def backward(self, dout):
+        if len(self.input_shape) == 3:
+            c, h, w = self.input_shape
+            return dout.reshape(dout.shape[0], c, h, w).transpose(0, 2, 3, 1)
         return dout.reshape((dout.shape[0], *self.input_shape))
 
 

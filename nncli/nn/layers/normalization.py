@@ -12,13 +12,16 @@ from nncli.nn.layers.blas import column_sums
 
 @LAYERS.register("batchnorm")
 class BatchNorm(Layer):
-    """Batch normalization over the features of 2-D input (Ioffe & Szegedy, 2015).
+    """Batch normalization (Ioffe & Szegedy, 2015): per feature of flat input, per channel of
+    images (statistics over the batch and every pixel, as PyTorch's BatchNorm2d).
 
     Training: y = gamma * (x - mean_B) / sqrt(var_B + eps) + beta with batch statistics, and
     running = momentum * running + (1 - momentum) * batch (the biased batch variance, as in
     the classic tutorials). Evaluation uses the running statistics.
 
-    Shape: (N, D) -> (N, D).
+    Shape: (D,) -> (D,), or (C, H, W) -> (C, H, W) with gamma and beta of shape (C,). Images
+    arrive channels-last inside a model (see nncli.nn.layers.conv), so a (N*H*W, C) view of
+    them is normalized exactly as flat input is.
     """
 
     def __init__(self, momentum: float = 0.9, eps: float = 1e-5):
@@ -27,10 +30,10 @@ class BatchNorm(Layer):
         self.eps = validate.positive_float("eps", eps)
 
     def infer_output_shape(self, input_shape):
-        if len(input_shape) != 1:
+        if len(input_shape) not in (1, 3):
             raise ConfigError(
-                f"batchnorm expects flat input of shape (features,), got {input_shape}:"
-                " put a flatten layer before it"
+                f"batchnorm expects flat input (features,) or images (channels, height, width),"
+                f" got {input_shape}"
             )
         return input_shape
 
@@ -41,6 +44,21 @@ class BatchNorm(Layer):
         self.buffers = {"running_mean": np.zeros(d, dtype=dtype), "running_var": np.ones(d, dtype=dtype)}
 
     def forward(self, x, training):
+        if x.ndim == 4:  # (N, H, W, C): the channels are the features of N*H*W rows
+            return self._flat(x, lambda flat: self._forward(flat, training))
+        return self._forward(x, training)
+
+    def backward(self, dout):
+        if dout.ndim == 4:
+            return self._flat(dout, self._backward)
+        return self._backward(dout)
+
+    @staticmethod
+    def _flat(x, fn):
+        out = fn(x.reshape(-1, x.shape[-1]))
+        return out.reshape(x.shape)
+
+    def _forward(self, x, training):
         gamma, beta = self.params["gamma"], self.params["beta"]
         if not training:
             inv_std = 1 / np.sqrt(self.buffers["running_var"] + self.eps)
@@ -57,7 +75,7 @@ class BatchNorm(Layer):
             running += (1 - m) * batch_value
         return self.x_hat * gamma + beta
 
-    def backward(self, dout):
+    def _backward(self, dout):
         column_sums(dout, out=self.grads["beta"])
         column_sums(dout * self.x_hat, out=self.grads["gamma"])
         # dx = gamma * inv_std * (dout - mean(dout) - x_hat * mean(dout * x_hat))

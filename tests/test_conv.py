@@ -1,0 +1,230 @@
+"""Convolution and pooling against straightforward loops over samples and pixels (channels
+first, as the textbook writes them), on random inputs: outputs and input gradients."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nncli.errors import ConfigError
+from nncli.nn import LAYERS, Sequential
+
+RNG = np.random.default_rng(0)
+
+
+def model_of(name: str, options: dict, shape: tuple[int, ...], dtype=np.float64) -> Sequential:
+    model = Sequential([LAYERS.create(name, options)])
+    model.build(shape, np.random.default_rng(1), dtype)
+    model.input_gradient(True)
+    if name == "conv2d" and "b" in model.params:
+        model.params["layers.0.b"][...] = RNG.standard_normal(model.params["layers.0.b"].shape)
+    return model
+
+
+def padded(x: np.ndarray, pads, value=0.0) -> np.ndarray:
+    (top, bottom), (left, right) = pads
+    return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=value)
+
+
+def windows_of(shape, k, s, pads):
+    """(i, j, row slice, column slice) of every output pixel, by the textbook formula."""
+    _, _, h, w = shape
+    (top, bottom), (left, right) = pads
+    oh = (h + top + bottom - k[0]) // s[0] + 1
+    ow = (w + left + right - k[1]) // s[1] + 1
+    for i in range(oh):
+        for j in range(ow):
+            yield i, j, slice(i * s[0], i * s[0] + k[0]), slice(j * s[1], j * s[1] + k[1])
+
+
+def conv_loop(x, W, b, s, pads, dout=None):
+    n, c, h, w = x.shape
+    f, _, kh, kw = W.shape
+    xp = padded(x, pads)
+    items = list(windows_of(x.shape, (kh, kw), s, pads))
+    oh, ow = items[-1][0] + 1, items[-1][1] + 1
+    out = np.zeros((n, f, oh, ow))
+    dxp = np.zeros_like(xp)
+    for m in range(n):
+        for i, j, rows, cols in items:
+            for g in range(f):
+                out[m, g, i, j] = np.sum(xp[m, :, rows, cols] * W[g]) + b[g]
+                if dout is not None:
+                    dxp[m, :, rows, cols] += dout[m, g, i, j] * W[g]
+    (top, _), (left, _) = pads
+    return out, dxp[:, :, top : top + h, left : left + w]
+
+
+def pool_loop(x, k, s, pads, kind, dout=None):
+    n, c, h, w = x.shape
+    xp = padded(x, pads, -np.inf if kind == "max" else 0.0)
+    items = list(windows_of(x.shape, k, s, pads))
+    oh, ow = items[-1][0] + 1, items[-1][1] + 1
+    out = np.zeros((n, c, oh, ow))
+    dxp = np.zeros_like(xp)
+    for m in range(n):
+        for ch in range(c):
+            for i, j, rows, cols in items:
+                window = xp[m, ch, rows, cols]
+                if kind == "max":
+                    out[m, ch, i, j] = window.max()
+                    first = np.unravel_index(np.argmax(window), window.shape)  # the first maximum
+                    if dout is not None:
+                        dxp[m, ch, rows, cols][first] += dout[m, ch, i, j]
+                else:
+                    out[m, ch, i, j] = window.mean()
+                    if dout is not None:
+                        dxp[m, ch, rows, cols] += dout[m, ch, i, j] / window.size
+    (top, _), (left, _) = pads
+    return out, dxp[:, :, top : top + h, left : left + w]
+
+
+def run(model: Sequential, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    out = model.forward(x, training=True)
+    dout = RNG.standard_normal(out.shape)
+    return out, dout, model.backward(dout)
+
+
+CONV_CASES = [
+    ({"filters": 4, "kernel": 3, "padding": 1}, (3, 8, 8), ((1, 1), (1, 1))),
+    ({"filters": 2, "kernel": 3, "stride": 2}, (2, 9, 7), ((0, 0), (0, 0))),  # odd sizes
+    ({"filters": 3, "kernel": [2, 3], "stride": [1, 2]}, (1, 6, 7), ((0, 0), (0, 0))),  # non-square
+    ({"filters": 2, "kernel": 3, "stride": 2, "padding": "same"}, (2, 7, 8), ((1, 1), (0, 1))),
+    ({"filters": 2, "kernel": 4, "padding": "same"}, (1, 5, 5), ((1, 2), (1, 2))),
+    ({"filters": 2, "kernel": 5, "padding": [2, 0], "bias": False}, (2, 6, 6), ((2, 2), (0, 0))),
+]
+
+
+@pytest.mark.parametrize(("options", "shape", "pads"), CONV_CASES)
+def test_conv2d_matches_the_loop(options, shape, pads):
+    model = model_of("conv2d", options, shape)
+    x = RNG.standard_normal((3, *shape))
+    out, dout, dx = run(model, x)
+    W = model.params["layers.0.W"]
+    b = model.params.get("layers.0.b", np.zeros(W.shape[0]))
+    stride = options.get("stride", 1)
+    stride = tuple(stride) if isinstance(stride, list) else (stride, stride)
+    expected, expected_dx = conv_loop(x, W, b, stride, pads, dout)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, expected_dx, rtol=1e-12, atol=1e-12)
+    # dW by the loop's definition: the sum over outputs of dout times the window
+    xp = padded(x, pads)
+    dW = np.zeros_like(W)
+    for i, j, rows, cols in windows_of(x.shape, W.shape[2:], stride, pads):
+        dW += np.einsum("nf,nchw->fchw", dout[:, :, i, j], xp[:, :, rows, cols])
+    np.testing.assert_allclose(model.grads["layers.0.W"], dW, rtol=1e-12, atol=1e-12)
+
+
+POOL_CASES = [
+    ({"size": 2}, (3, 8, 6), ((0, 0), (0, 0))),  # tiling windows: the reshape path
+    ({"size": 2}, (2, 7, 5), ((0, 0), (0, 0))),  # odd sizes: the last row and column are dropped
+    ({"size": 3, "stride": 2}, (2, 9, 8), ((0, 0), (0, 0))),  # overlapping
+    ({"size": 3, "stride": 2, "padding": 1}, (1, 7, 7), ((1, 1), (1, 1))),
+    ({"size": [2, 3], "stride": [2, 1]}, (2, 6, 7), ((0, 0), (0, 0))),
+]
+
+
+@pytest.mark.parametrize("kind", ["max", "avg"])
+@pytest.mark.parametrize(("options", "shape", "pads"), POOL_CASES)
+def test_pooling_matches_the_loop(kind, options, shape, pads):
+    model = model_of(f"{kind}pool2d", options, shape)
+    x = RNG.standard_normal((4, *shape))
+    out, dout, dx = run(model, x)
+    k = options["size"] if isinstance(options["size"], list) else [options["size"]] * 2
+    s = options.get("stride", k)
+    s = s if isinstance(s, list) else [s, s]
+    expected, expected_dx = pool_loop(x, tuple(k), tuple(s), pads, kind, dout)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, expected_dx, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("options", [{"size": 2}, {"size": 3, "stride": 2, "padding": 1}])
+def test_a_tie_sends_the_gradient_to_the_first_maximum_of_the_window(options):
+    model = model_of("maxpool2d", options, (2, 6, 6))
+    x = np.round(RNG.standard_normal((3, 2, 6, 6)))  # integers: many ties in each window
+    x[0] = 1.0  # every window of the first sample is one tie
+    out, dout, dx = run(model, x)
+    k = (options["size"],) * 2
+    s = (options.get("stride", options["size"]),) * 2
+    p = options.get("padding", 0)
+    _, expected_dx = pool_loop(x, k, s, ((p, p), (p, p)), "max", dout)
+    np.testing.assert_allclose(dx, expected_dx, rtol=1e-12, atol=1e-12)
+    if options == {"size": 2}:  # the top-left cell of each 2x2 window takes it all
+        np.testing.assert_allclose(dx[0, :, ::2, ::2], dout[0])
+        assert not dx[0, :, 1::2].any() and not dx[0, :, :, 1::2].any()
+
+
+def test_global_avgpool_and_batchnorm_on_images():
+    x = RNG.standard_normal((5, 3, 4, 6))
+    model = model_of("global_avgpool", {}, (3, 4, 6))
+    out, dout, dx = run(model, x)
+    np.testing.assert_allclose(out, x.mean(axis=(2, 3)))
+    np.testing.assert_allclose(dx, np.broadcast_to(dout[:, :, None, None] / 24, x.shape))
+
+    bn = model_of("batchnorm", {}, (3, 4, 6))
+    out = bn.forward(x, training=True)
+    mean = x.mean(axis=(0, 2, 3), keepdims=True)
+    std = np.sqrt(x.var(axis=(0, 2, 3), keepdims=True) + 1e-5)
+    np.testing.assert_allclose(out, (x - mean) / std, rtol=1e-10, atol=1e-10)
+    assert bn.params["layers.0.gamma"].shape == (3,)
+    running = bn.layers[0].buffers["running_mean"]
+    np.testing.assert_allclose(running, 0.1 * mean.ravel(), rtol=1e-10)
+
+
+def test_flatten_orders_features_as_pytorch_does():
+    conv = LAYERS.create("conv2d", {"filters": 2, "kernel": 1, "bias": False})
+    model = Sequential([conv, LAYERS.create("flatten")])
+    model.build((1, 2, 3), np.random.default_rng(0), np.float64)
+    model.params["layers.0.W"][...] = np.array([1.0, 10.0]).reshape(2, 1, 1, 1)
+    x = np.arange(6.0).reshape(1, 1, 2, 3)
+    # channel 0's six pixels row by row, then channel 1's
+    np.testing.assert_array_equal(model.forward(x), [[0, 1, 2, 3, 4, 5, 0, 10, 20, 30, 40, 50]])
+
+
+def test_float32_stays_float32():
+    model = Sequential([
+        LAYERS.create("conv2d", {"filters": 4, "kernel": 3, "padding": "same"}),
+        LAYERS.create("batchnorm"), LAYERS.create("relu"), LAYERS.create("maxpool2d"),
+        LAYERS.create("avgpool2d", {"size": 2, "stride": 1}), LAYERS.create("global_avgpool"),
+    ])
+    model.build((1, 8, 8), np.random.default_rng(0), np.float32)
+    x = RNG.standard_normal((2, 1, 8, 8)).astype(np.float32)
+    model.input_gradient(True)
+    out = model.forward(x, training=True)
+    assert out.dtype == np.float32 and out.shape == (2, 4)
+    assert model.backward(np.ones_like(out)).dtype == np.float32
+    assert all(g.dtype == np.float32 for g in model.grads.values())
+
+
+@pytest.mark.parametrize(
+    ("layers", "shape", "words"),
+    [
+        ([("conv2d", {"filters": 2, "kernel": 5})], (1, 4, 4), "larger than the input's height (4)"),
+        ([("conv2d", {"filters": 2, "kernel": 5, "padding": 1})], (1, 2, 8), "(2 padded to 4)"),
+        ([("flatten", {}), ("conv2d", {"filters": 2})], (1, 4, 4), "after flatten or on flat data"),
+        ([("maxpool2d", {"size": 3})], (2, 2, 9), "larger than the input's height (2)"),
+        ([("linear", {"units": 3})], (1, 4, 4), "put a flatten layer before it"),
+    ],
+)
+def test_a_layer_that_cannot_take_its_input_says_which_and_why(layers, shape, words):
+    model = Sequential([LAYERS.create(n, o) for n, o in layers])
+    with pytest.raises(ConfigError) as err:
+        model.build(shape, np.random.default_rng(0), np.float32)
+    assert words in str(err.value)
+    assert err.value.key.startswith(f"[{len(layers) - 1}].")
+
+
+@pytest.mark.parametrize(
+    ("name", "options", "key"),
+    [
+        ("conv2d", {"filters": 0}, "filters"),
+        ("conv2d", {"filters": 2, "kernel": [3, 3, 3]}, "kernel"),
+        ("conv2d", {"filters": 2, "padding": "full"}, "padding"),
+        ("conv2d", {"filters": 2, "stride": 0}, "stride"),
+        ("maxpool2d", {"size": 2, "padding": 2}, "padding"),
+    ],
+)
+def test_bad_options_are_keyed(name, options, key):
+    with pytest.raises(ConfigError) as err:
+        LAYERS.create(name, options)
+    assert err.value.key == key
