@@ -228,8 +228,15 @@ def _parse_samples(value: str) -> int | None:
     "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value; repeatable."
 )
 @DATA_DIR_OPTION
+@click.option(
+    "--allow-data-change",
+    is_flag=True,
+    help="Check a checkpoint on its data even though the data changed since it was written.",
+)
 @click.pass_obj
-def gradcheck(obj, config, checkpoint_path, batch, samples, tol, seed, overrides, data_dir):
+def gradcheck(
+    obj, config, checkpoint_path, batch, samples, tol, seed, overrides, data_dir, allow_data_change
+):
     """Compare the analytic gradients of CONFIG's model and loss with numerical ones.
 
     In float64, on a small batch of the configured training data, with dropout masks frozen:
@@ -256,6 +263,7 @@ def gradcheck(obj, config, checkpoint_path, batch, samples, tol, seed, overrides
                 tol=tol,
                 seed=seed,
                 progress=_stderr_is_terminal(),
+                allow_data_change=allow_data_change,
             )
         except GradcheckInterrupted as stop:
             click.echo(format_gradcheck(stop.result))  # the rows finished; then exit 130

@@ -91,6 +91,10 @@ def test_changed_data_is_refused_where_the_split_would_mislead(workdir, nncli):
     train = nncli("eval", run, "--split", "train")
     assert train.exit_code == 0 and "warning: the data has changed" in train.stderr
 
+    checked = nncli("gradcheck", "--checkpoint", run)
+    assert checked.exit_code == 1 and "--allow-data-change" in checked.stderr
+    assert nncli("gradcheck", "--checkpoint", run, "--allow-data-change").exit_code == 0
+
     resume = nncli("train", "--resume", run, "--quiet", "--set", "train.epochs=3")
     assert resume.exit_code == 1 and "--allow-data-change" in resume.stderr
     resumed = nncli("train", "--resume", run, "--quiet", "--set", "train.epochs=3", "--allow-data-change")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from nncli.builder import build_experiment, build_regularizer, rebuild
+from nncli.builder import build_experiment, build_regularizer, rebuild, refuse_changed_data
 from nncli.config.schema import load_config
 from nncli.errors import CheckpointError, NncliError
 from nncli.nn.gradcheck import CheckInterrupted, TensorCheck, iter_check_model, planned_tensors
@@ -59,11 +59,13 @@ def gradcheck(
     tol: float = 1e-6,
     seed: int = 0,
     progress: bool = False,
+    allow_data_change: bool = False,
 ) -> GradcheckResult:
     """Check the configured model (with a checkpoint's weights when given) on `batch` training
     samples drawn with `seed`, `samples` entries per tensor (None: all), in float64.
 
-    Without `config_path` the checkpoint's own config, data and preprocessing are used.
+    Without `config_path` the checkpoint's own config, data and preprocessing are used, and data
+    that changed since the checkpoint was written is refused unless `allow_data_change`.
     `progress` shows a bar of the entries checked on stderr. Ctrl-C raises
     `GradcheckInterrupted`, which carries the tensors finished so far.
     """
@@ -72,6 +74,7 @@ def gradcheck(
     saved = checkpoint.load(checkpoint_path) if checkpoint_path else None
     if config_path is None:
         built = rebuild(saved, data_dir)
+        refuse_changed_data(saved, built.splits, allow_data_change)
         model, loss, regularizer, splits = built.model, built.loss, built.regularizer, built.splits
         source = saved["path"]
     else:
