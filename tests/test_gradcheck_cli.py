@@ -261,3 +261,22 @@ def test_a_kink_inside_the_stencil_is_skipped_not_failed():
     (inp,) = check_model(model, LOSSES.create("mse"), x, np.full((1, 3), 2.0))
     assert inp.kinks == 1
     assert inp.max_rel_error < 1e-6
+
+
+def test_a_tensor_whose_every_entry_sits_at_a_kink_shows_no_error():
+    # ReLU inputs exactly at 0 everywhere: each entry is excused, and the row says so with
+    # dashes rather than an error of 0 under an infinite noise floor
+    import numpy as np
+
+    from nncli.commands.gradcheck import GradcheckResult, format_gradcheck
+    from nncli.nn.gradcheck import check_model
+    from nncli.nn.layers import LAYERS
+    from nncli.nn.losses import LOSSES
+    from nncli.nn.model import Sequential
+
+    model = Sequential([LAYERS.create("relu")])
+    model.build((3,), np.random.default_rng(0), np.float64)
+    checks = check_model(model, LOSSES.create("mse"), np.zeros((2, 3)), np.ones((2, 3)))
+    result = GradcheckResult(checks, 1e-6, 2, "zeros", planned=1)
+    [row] = [line for line in format_gradcheck(result).splitlines() if line.startswith("input")]
+    assert row.split() == ["input", "(2,", "3)", "6", "-", "-", "6", "ok"]
