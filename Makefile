@@ -24,8 +24,8 @@ lint: $(STAMP)
 quickstart: $(STAMP)
 	$(BIN)/nncli train configs/quickstart.yaml
 
-# Speed and memory targets, measured one run after another (never in timed tests). The MLP
-# benchmark compares with ../shared/bench/torch_ref.py run from a separate PyTorch venv
+# Speed and memory targets, measured one run after another (never in timed tests). The MLP and
+# CNN benchmarks compare with ../shared/bench/torch_ref.py run from a separate PyTorch venv
 # (TORCH_PYTHON, default /tmp/torch-ref/bin/python); without it nncli is timed alone and the
 # benchmark prints how to make one:
 #   python3 -m venv /tmp/torch-ref && /tmp/torch-ref/bin/pip install torch==2.13.0 numpy
@@ -33,6 +33,7 @@ NNCLI_DATA_DIR ?= ../shared/data
 bench: $(STAMP)
 	$(BIN)/python bench/bench_data.py --data-dir $(NNCLI_DATA_DIR)
 	NNCLI_DATA_DIR=$(NNCLI_DATA_DIR) $(BIN)/python bench/bench_mlp.py
+	NNCLI_DATA_DIR=$(NNCLI_DATA_DIR) $(BIN)/python bench/bench_cnn.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -321,3 +321,40 @@ def check_command(obj, config, overrides, data_dir):
 
     with _user_errors(obj["debug"]):
         click.echo(check(config, overrides, data_dir=resolve_data_dir(data_dir)))
+
+
+@cli.command(name="time", context_settings=CONTEXT)
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option(
+    "--batch", type=click.IntRange(min=1), help="Training samples in the timed batch [train.batch_size]."
+)
+@click.option(
+    "--iters", type=click.IntRange(min=1), default=20, show_default=True, help="Timed training steps."
+)
+@click.option(
+    "--warmup", type=click.IntRange(min=0), default=3, show_default=True, help="Untimed steps first."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout and nothing else.")
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value; repeatable."
+)
+@DATA_DIR_OPTION
+@click.pass_obj
+def time_command(obj, config, batch, iters, warmup, as_json, overrides, data_dir):
+    """Time CONFIG's training step layer by layer, like `caffe time`.
+
+    Runs --warmup untimed and --iters timed training steps on one batch of training samples, in
+    training mode, and prints each layer's forward and backward milliseconds (medians), the
+    loss's, the regularizer's and the optimizer step's, and each one's share of the step. Nothing
+    is written.
+    """
+    import json
+
+    from nncli.commands.time import format_timings, time_layers
+    from nncli.data import resolve_data_dir
+
+    with _user_errors(obj["debug"]):
+        result = time_layers(
+            config, overrides, data_dir=resolve_data_dir(data_dir), batch=batch, iters=iters, warmup=warmup
+        )
+        click.echo(json.dumps(result.to_dict()) if as_json else format_timings(result))

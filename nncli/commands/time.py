@@ -1,0 +1,269 @@
+"""`nncli time`: where a training step's time goes, layer by layer, like `caffe time`.
+
+The experiment is built as `train` builds it (data, model, loss, regularizer, optimizer) and
+one batch of training samples goes through what the trainer does per batch, `warmup` times
+untimed and then `iters` times timed:
+
+    the augmentations                       (only when the config has data.augment)
+    the batch into the layers' layout       (model.inside: images travel channels-last; a row
+                                             only where it changes the batch)
+    each layer's forward, in order          (training mode: dropout draws, batch statistics)
+    the loss's forward, then its backward
+    each layer's backward, in reverse       (until one returns no gradient, as Sequential does:
+                                             the first layer needs no dL/d(data) in training)
+    the regularizer's gradient              (only when the config has a penalty)
+    the optimizer's step
+
+A row's milliseconds are medians over the timed iterations, its total their sum (so that the
+table adds up: forward plus backward is the total, the rows' totals the step); its share is its
+part of the sum of every row's total. The weights move with every step, as in training: the
+experiment is thrown away afterwards. The batch gather, the learning-rate schedule and the
+accuracy count of the trainer's loop are left out (they cost microseconds and belong to no
+layer), and so is an output layer (a final softmax or sigmoid that only `predict` applies).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from time import perf_counter
+
+import numpy as np
+
+from nncli.builder import build_experiment
+from nncli.commands.check import describe_layer
+from nncli.config.schema import load_config
+
+BAR_WIDTH = 40  # characters of '#' for a share of 100%
+
+
+@dataclass
+class Row:
+    kind: str  # "augment", "input", "layer", "loss", "regularizer" or "optimizer"
+    name: str
+    index: int | None  # the layer's position in the model (model[i]); None for the other rows
+    forward_ms: float | None  # None where a row has no forward or backward (the update steps)
+    backward_ms: float | None
+    total_ms: float
+    share: float = 0.0  # of the sum of every row's total_ms, from 0 to 1
+
+    def to_dict(self) -> dict:
+        return dict(vars(self))
+
+
+@dataclass
+class TimeResult:
+    config: str
+    name: str
+    dataset: str
+    dtype: str
+    batch: int
+    iters: int
+    warmup: int
+    rows: list[Row]
+    step_ms: float  # the median wall time of one whole iteration, the timers included
+    output_layer: tuple[int, str] | None = None  # (index, name) of the predict-only layer
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_ms(self) -> float:
+        return sum(row.total_ms for row in self.rows)
+
+    @property
+    def slowest(self) -> Row | None:
+        """The layer that takes the most time (None for a model without layers)."""
+        layers = [row for row in self.rows if row.kind == "layer"]
+        return max(layers, key=lambda row: row.total_ms) if layers else None
+
+    def to_dict(self) -> dict:
+        slowest = self.slowest
+        return {
+            "config": self.config,
+            "name": self.name,
+            "dataset": self.dataset,
+            "dtype": self.dtype,
+            "batch": self.batch,
+            "iters": self.iters,
+            "warmup": self.warmup,
+            "rows": [row.to_dict() for row in self.rows],
+            "totals": {
+                "forward_ms": sum(row.forward_ms or 0.0 for row in self.rows),
+                "backward_ms": sum(row.backward_ms or 0.0 for row in self.rows),
+                "total_ms": self.total_ms,
+                "step_ms": self.step_ms,
+            },
+            "slowest_layer": None if slowest is None else slowest.index,
+            "output_layer": None
+            if self.output_layer is None
+            else {"index": self.output_layer[0], "name": self.output_layer[1]},
+            "notes": list(self.notes),
+        }
+
+
+def time_layers(
+    config_path: str,
+    overrides=(),
+    *,
+    data_dir: Path,
+    batch: int | None = None,
+    iters: int = 20,
+    warmup: int = 3,
+) -> TimeResult:
+    """Time `iters` training steps of `config_path`'s experiment on one batch of `batch`
+    training samples (default: train.batch_size), after `warmup` untimed ones."""
+    if iters < 1 or warmup < 0 or (batch is not None and batch < 1):
+        raise ValueError(f"need iters >= 1, warmup >= 0 and batch >= 1; got {iters}, {warmup}, {batch}")
+    config = load_config(config_path, overrides)
+    exp = build_experiment(config, data_dir)
+    model, loss, regularizer, optimizer = exp.model, exp.loss, exp.regularizer, exp.optimizer
+    x_train, y_train = exp.splits.x_train, exp.splits.y_train
+    n = len(x_train)
+    notes = []
+    if batch is None:
+        batch = min(config.train.batch_size, n)  # the trainer's batches are never larger
+    elif batch > n:
+        notes.append(f"the training set has {n:,} samples: the batch of {batch:,} repeats them")
+    rows = np.arange(batch) % n
+    x, y = x_train.take(rows, axis=0), y_train.take(rows, axis=0)
+
+    layers, augment = model.layers, exp.augment
+    forward = np.zeros((iters, len(layers)))
+    backward = np.zeros((iters, len(layers)))  # stays 0 for layers below one returning None
+    augmenting, entering, loss_forward, loss_backward, penalty, update, step = (
+        np.zeros(iters) for _ in range(7)
+    )
+    params, grads = model.params, model.grads
+    layout = None  # the batch's shape before and after model.inside, where it changes them
+    # a step that diverges on the one batch it repeats is still timed, without warnings
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+        for it in range(-warmup, iters):
+            r = max(it, 0)  # the warm-up steps write row 0, which the first timed one overwrites
+            start = t = perf_counter()
+            xb = x
+            if augment is not None:
+                xb = augment(xb, exp.rng)
+                t, augmenting[r] = _lap(t)
+            out = model.inside(xb)  # as model.forward does: images travel channels-last inside
+            t, entering[r] = _lap(t)
+            if out is not xb:
+                layout = (xb.shape, out.shape)
+            for i, layer in enumerate(layers):
+                out = layer.forward(out, True)
+                t, forward[r, i] = _lap(t)
+            # the model's output is (N, outputs) (builder.check_fit): model.outside and, on the
+            # loss's gradient, model.inside leave it as it is
+            loss.forward(out, y)
+            t, loss_forward[r] = _lap(t)
+            dout = loss.backward()
+            t, loss_backward[r] = _lap(t)
+            for i in range(len(layers) - 1, -1, -1):
+                dout = layers[i].backward(dout)
+                t, backward[r, i] = _lap(t)
+                if dout is None:
+                    break
+            if regularizer:
+                regularizer.add_grads(model)
+                t, penalty[r] = _lap(t)
+            optimizer.step(params, grads, model.flat)
+            t, update[r] = _lap(t)
+            step[r] = t - start
+
+    def ms(times: np.ndarray) -> float:
+        return float(np.median(times)) * 1e3
+
+    def both(kind: str, name: str, index: int | None, fwd: np.ndarray, bwd: np.ndarray) -> Row:
+        return Row(kind, name, index, ms(fwd), ms(bwd), ms(fwd) + ms(bwd))
+
+    result_rows = []
+    if augment is not None:
+        names = ", ".join(next(iter(entry)) for entry in augment.get_config())
+        result_rows.append(Row("augment", f"augment({names})", None, ms(augmenting), None, ms(augmenting)))
+    if layout is not None:
+        before, after = layout
+        result_rows.append(Row("input", f"input {before} -> {after}", None, ms(entering), None, ms(entering)))
+    result_rows += [
+        both("layer", describe_layer(layer), i, forward[:, i], backward[:, i])
+        for i, layer in enumerate(layers)
+    ]
+    result_rows.append(both("loss", f"loss {loss.name}", None, loss_forward, loss_backward))
+    if regularizer:
+        result_rows.append(Row("regularizer", _describe_regularizer(regularizer), None, None, None,
+                               ms(penalty)))
+    result_rows.append(
+        Row("optimizer", f"optimizer {type(optimizer).registered_name}", None, None, None, ms(update))
+    )
+    total = sum(row.total_ms for row in result_rows)
+    for row in result_rows:
+        row.share = row.total_ms / total if total > 0 else 0.0
+
+    output = None if model.output is None else (len(layers), describe_layer(model.output))
+    return TimeResult(
+        config=str(config_path),
+        name=config.name,
+        dataset=exp.splits.info.name,
+        dtype=config.dtype,
+        batch=batch,
+        iters=iters,
+        warmup=warmup,
+        rows=result_rows,
+        step_ms=ms(step),
+        output_layer=output,
+        notes=notes,
+    )
+
+
+def _lap(since: float) -> tuple[float, float]:
+    """(now, seconds since `since`)."""
+    now = perf_counter()
+    return now, now - since
+
+
+def _describe_regularizer(regularizer) -> str:
+    terms = [f"weight_decay={regularizer.l2:g}"] if regularizer.l2 else []
+    terms += [f"l1={regularizer.l1:g}"] if regularizer.l1 else []
+    return f"regularizer({', '.join(terms)})"
+
+
+def format_timings(result: TimeResult) -> str:
+    """The table: one row per layer, then the loss, the regularizer and the optimizer, each with
+    its median milliseconds, its share and a bar of that share; the slowest layer is marked."""
+    slowest = result.slowest
+
+    def cell(value: float | None) -> str:
+        return "-" if value is None else f"{value:.3f}"
+
+    rows = [("#", "layer", "forward", "backward", "total", "share", "")]
+    for row in result.rows:
+        bar = "#" * round(row.share * BAR_WIDTH)
+        if row is slowest:
+            bar += "  <- slowest layer"
+        index = "" if row.index is None else str(row.index)
+        rows.append((index, row.name, cell(row.forward_ms), cell(row.backward_ms), cell(row.total_ms),
+                     f"{row.share * 100:.1f}%", bar))
+    totals = result.to_dict()["totals"]
+    rows.append(("", "total", cell(totals["forward_ms"]), cell(totals["backward_ms"]),
+                 cell(totals["total_ms"]), "100.0%", ""))
+    widths = [max(len(r[c]) for r in rows) for c in range(6)]
+    table = [
+        f"{r[0]:>{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}  {r[3]:>{widths[3]}}"
+        f"  {r[4]:>{widths[4]}}  {r[5]:>{widths[5]}}  {r[6]}".rstrip()
+        for r in rows
+    ]
+    lines = [
+        f"{result.config}: {result.name}, a batch of {result.batch:,} {result.dataset} training samples,"
+        f" {result.dtype}",
+        f"median milliseconds over {result.iters:,} timed {'step' if result.iters == 1 else 'steps'}"
+        f" after {result.warmup:,} untimed, in training mode",
+        *table,
+    ]
+    if result.step_ms > 0:
+        lines.append(
+            f"one training step: {result.step_ms:.3f} ms, {result.batch / result.step_ms * 1e3:,.0f}"
+            " samples/s (median, the timers included)"
+        )
+    if result.output_layer is not None:
+        index, name = result.output_layer
+        lines.append(f"not timed: model[{index}] {name}, applied to predictions only (training runs"
+                     " the loss on the logits before it)")
+    lines += [f"note: {note}" for note in result.notes]
+    return "\n".join(lines)
