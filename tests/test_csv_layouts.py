@@ -76,3 +76,27 @@ def test_a_column_name_without_a_header_is_a_config_error(workdir, nncli):
     assert "data.target: " in result.output
     assert "mnist_train.csv is read without a header row, so columns are given by position" in result.output
     assert not (workdir / "runs").exists()
+
+
+def test_csv_rows_reshaped_into_images_train_a_cnn(workdir, nncli):
+    # the classic tutorial layout for a CNN: label, then 784 pixels, reshaped by `shape`
+    raw = DATASETS.get("mnist_small")(data_dir=workdir, rng=np.random.default_rng(0))
+    write_cs229(workdir / "train.csv", raw.x_train[:600], raw.y_train[:600])
+    config = {
+        "seed": 0,
+        "data": {"dataset": "csv", "path": "train.csv", "header": False, "target": 0,
+                 "shape": [1, 28, 28], "pixel_max": 255, "val_size": 100, "preprocess": ["scale"]},
+        "model": [{"conv2d": {"filters": 4, "kernel": 3, "padding": 1}}, "relu",
+                  {"maxpool2d": {"size": 2}}, "flatten", {"linear": {"units": 10}}],
+        "loss": "softmax_cross_entropy",
+        "optimizer": {"type": "sgd", "lr": 0.1, "momentum": 0.9},
+        "train": {"epochs": 3, "batch_size": 32},
+    }
+    (workdir / "cnn.yaml").write_text(yaml.safe_dump({"name": "cnn", **config}))
+    check = nncli("check", "cnn.yaml")
+    assert check.exit_code == 0, check.output
+    assert "input (1, 28, 28), 10 classes" in check.stdout and "(4, 14, 14)" in check.stdout
+    result = nncli("train", "cnn.yaml", "--run-dir", "cnn", "--quiet")
+    assert result.exit_code == 0, result.output
+    rows = (workdir / "cnn" / "metrics.csv").read_text().splitlines()[1:]
+    assert float(rows[-1].split(",")[4]) > 0.6  # val_acc after 3 epochs on 500 digits

@@ -143,3 +143,16 @@ def test_a_batch_without_images_is_a_data_error(tmp_path):
             add(tar, f"{BATCH_DIR}/{name}", b"\x80\x02}q\x00.")
     with pytest.raises(DataError, match="data_batch_1 has no 'data' entry"):
         DATASETS.get("cifar10")(data_dir=tmp_path, rng=np.random.default_rng(0))
+
+
+def test_the_cifar10_config_trains_on_an_archive_in_the_official_format(tmp_path, nncli, monkeypatch):
+    tiny_archive(tmp_path / "data" / "cifar10" / ARCHIVE.name, per_batch=20)
+    monkeypatch.chdir(tmp_path)
+    config = Path(__file__).resolve().parents[1] / "configs" / "cifar10_cnn.yaml"
+    sets = ["--set", "data.val_size=20", "--set", "train.epochs=2", "--data-dir", "data"]
+    check = nncli("check", config, *sets)
+    assert check.exit_code == 0, check.output
+    assert "input (3, 32, 32), 10 classes" in check.stdout and "(128, 4, 4)" in check.stdout
+    result = nncli("train", config, "--run-dir", "run", "--quiet", *sets)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / "checkpoints" / "best.pkl").is_file()

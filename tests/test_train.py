@@ -281,10 +281,16 @@ name: augmented
 seed: 1
 data:
   dataset: mnist_small
-  val_size: 500
+  val_size: 4500
   preprocess: [scale]
   augment: [{random_crop: {padding: 2}}, hflip]
-model: [flatten, {linear: {units: 32}}, relu, {linear: {units: 10}}]
+model:  # a small CNN: convolution, batch norm on images, pooling
+  - conv2d: {filters: 4, kernel: 3, padding: 1}
+  - batchnorm
+  - relu
+  - maxpool2d: {size: 2}
+  - flatten
+  - linear: {units: 10}
 loss: softmax_cross_entropy
 optimizer: {type: sgd, lr: 0.05, momentum: 0.9}
 train: {epochs: 2}
