@@ -228,3 +228,51 @@ def test_bad_options_are_keyed(name, options, key):
     with pytest.raises(ConfigError) as err:
         LAYERS.create(name, options)
     assert err.value.key == key
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("between", [[], ["relu"], ["batchnorm", "relu"]])
+def test_a_convolution_blocked_for_its_pool_changes_nothing_but_speed(channels, between):
+    # conv -> (layers indifferent to pixel order) -> 2x2 max pool: the model lets the conv
+    # write its output by window corner; values and every gradient are those of the plain path
+    def build(blocked: bool) -> Sequential:
+        layers = [LAYERS.create("conv2d", {"filters": 4, "kernel": 3, "padding": 1})]
+        layers += [LAYERS.create(name) for name in between]
+        layers += [LAYERS.create("maxpool2d"), LAYERS.create("flatten")]
+        layers += [LAYERS.create("linear", {"units": 3})]
+        model = Sequential(layers)
+        model.build((channels, 6, 8), np.random.default_rng(2), np.float64)
+        model.input_gradient(True)
+        assert layers[0].blocked and layers[len(between) + 1].blocked
+        if not blocked:
+            layers[0].blocked = layers[len(between) + 1].blocked = False
+        return model
+
+    x = np.round(RNG.standard_normal((5, channels, 6, 8)), 1)  # ties in some windows
+    dout = RNG.standard_normal((5, 3))
+    results = []
+    for blocked in (True, False):
+        model = build(blocked)
+        out = model.forward(x, training=True)
+        dx = model.backward(dout)
+        results.append((out, dx, {k: g.copy() for k, g in model.grads.items()}))
+    (out_b, dx_b, g_b), (out_p, dx_p, g_p) = results
+    np.testing.assert_allclose(out_b, out_p, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx_b, dx_p, rtol=1e-12, atol=1e-12)
+    for name in g_p:
+        np.testing.assert_allclose(g_b[name], g_p[name], rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+def test_only_a_pool_the_convolution_feeds_is_blocked():
+    def blocked(names_and_options, shape=(2, 8, 8)):
+        layers = [LAYERS.create(n, o) for n, o in names_and_options]
+        Sequential(layers).build(shape, np.random.default_rng(0), np.float32)
+        return [getattr(layer, "blocked", None) for layer in layers]
+
+    conv = ("conv2d", {"filters": 2, "kernel": 3, "padding": 1})
+    assert blocked([conv, ("relu", {}), ("maxpool2d", {})]) == [True, None, True]
+    assert blocked([conv, ("avgpool2d", {}), ("maxpool2d", {})]) == [False, None, False]
+    assert blocked([("conv2d", {"filters": 2, "kernel": 3, "stride": 2, "padding": 1}),
+                    ("maxpool2d", {})]) == [False, False]
+    assert blocked([conv, ("maxpool2d", {"size": 3, "stride": 2})]) == [False, False]
+    assert blocked([conv, ("maxpool2d", {})], shape=(2, 7, 7)) == [False, False]  # odd: not tiled

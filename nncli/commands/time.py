@@ -147,8 +147,8 @@ def time_layers(
             t, entering[r] = _lap(t)
             if out is not xb:
                 layout = (xb.shape, out.shape)
-            for i, layer in enumerate(layers):
-                out = layer.forward(out, True)
+            for i in model.order:  # the order training runs them in (see nn/model.py)
+                out = layers[i].forward(out, True)
                 t, forward[r, i] = _lap(t)
             # the model's output is (N, outputs) (builder.check_fit): model.outside and, on the
             # loss's gradient, model.inside leave it as it is
@@ -156,7 +156,7 @@ def time_layers(
             t, loss_forward[r] = _lap(t)
             dout = loss.backward()
             t, loss_backward[r] = _lap(t)
-            for i in range(len(layers) - 1, -1, -1):
+            for i in reversed(model.order):
                 dout = layers[i].backward(dout)
                 t, backward[r, i] = _lap(t)
                 if dout is None:

@@ -27,6 +27,7 @@ import numpy as np
 
 from nncli.errors import ConfigError
 from nncli.nn.layers import Layer
+from nncli.nn.layers.conv import block_for_pooling
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class Sequential:
             except ConfigError as err:
                 raise err.at(f"[{i}].{layer.name}") from None
         self.order = _execution_order(self.layers)
+        block_for_pooling(self.layers, self.order)
         self.layers[self.order[0]].needs_input_grad = False
         if self.output is not None:
             i = len(self.layers)

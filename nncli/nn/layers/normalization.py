@@ -44,12 +44,12 @@ class BatchNorm(Layer):
         self.buffers = {"running_mean": np.zeros(d, dtype=dtype), "running_var": np.ones(d, dtype=dtype)}
 
     def forward(self, x, training):
-        if x.ndim == 4:  # (N, H, W, C): the channels are the features of N*H*W rows
+        if x.ndim > 2:  # (N, H, W, C), or blocked: the channels are the features of the rows
             return self._flat(x, lambda flat: self._forward(flat, training))
         return self._forward(x, training)
 
     def backward(self, dout):
-        if dout.ndim == 4:
+        if dout.ndim > 2:
             return self._flat(dout, self._backward)
         return self._backward(dout)
 
