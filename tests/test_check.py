@@ -107,3 +107,19 @@ def test_config_mistakes_are_reported_as_by_train(workdir, check):
     assert result.stderr.startswith("error: typo.yaml:9 model[2]: unknown layer")
     assert 'did you mean "batchnorm"' in result.stderr
     assert check("missing.yaml").stderr.strip() == "error: config file missing.yaml does not exist"
+
+
+def test_a_convolution_that_cannot_take_its_input_names_the_layer_line_and_shapes(workdir, check):
+    cnn = IMAGES.replace("  - flatten\n  - linear: {units: 32, init: he}\n",
+                         "  - conv2d: {filters: 8, kernel: 31, padding: 1}\n  - flatten\n")
+    assert cnn != IMAGES
+    (workdir / "cnn.yaml").write_text(cnn)
+    result = check("cnn.yaml")
+    assert result.exit_code == 2
+    assert result.output.strip() == (
+        "error: cnn.yaml:7 model[0].conv2d: the 31-pixel kernel is larger than the input's height"
+        " (28 padded to 30): conv2d cannot take (1, 28, 28)"
+    )
+    fits = check("cnn.yaml", "--set", "model[0].conv2d.kernel=3")
+    assert fits.exit_code == 0, fits.output
+    assert "conv2d(filters=8, padding=[1, 1])  (8, 28, 28)" in fits.output
