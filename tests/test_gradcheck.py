@@ -555,3 +555,48 @@ def test_the_planned_tensors_are_the_rows_checked():
         "layers.2.W",
         "layers.2.b",
     ]
+
+
+CONV_VARIANTS = {
+    "conv same padding, stride 2, odd sizes": (
+        [("conv2d", {"filters": 2, "kernel": 3, "stride": 2, "padding": "same"})], (2, 7, 5)),
+    "conv non-square kernel and stride": (
+        [("conv2d", {"filters": 3, "kernel": [2, 3], "stride": [1, 2]})], (2, 5, 7)),
+    "conv valid, no bias": ([("conv2d", {"filters": 2, "kernel": 4, "bias": False})], (1, 6, 5)),
+    "maxpool odd sizes": ([("maxpool2d", {"size": 2})], (2, 5, 7)),
+    "maxpool overlapping": ([("maxpool2d", {"size": 3, "stride": 2})], (2, 7, 7)),
+    "maxpool padded, non-square": (
+        [("maxpool2d", {"size": [2, 3], "stride": [2, 1], "padding": 1})], (1, 6, 5)),
+    "avgpool padded, odd": ([("avgpool2d", {"size": 3, "stride": 2, "padding": 1})], (2, 7, 5)),
+    "conv blocked for its pool, one channel": (
+        [("conv2d", {"filters": 3, "kernel": 3, "padding": 1}), ("relu", {}), ("maxpool2d", {})], (1, 6, 6)),
+    "conv blocked for its pool, batchnorm between": (
+        [("conv2d", {"filters": 3, "kernel": 3, "padding": 1}), ("batchnorm", {}), ("tanh", {}),
+         ("maxpool2d", {})], (2, 4, 6)),
+}
+
+
+@pytest.mark.parametrize("case", list(CONV_VARIANTS))
+def test_convolution_and_pooling_variants_match_central_differences(case):
+    specs, shape = CONV_VARIANTS[case]
+    layers = [LAYERS.create(name, options) for name, options in specs]
+    model = Sequential([*layers, LAYERS.create("flatten"), Linear(3)])
+    rng = np.random.default_rng(4)
+    model.build(shape, rng, np.float64)
+    x = rng.standard_normal((N, *shape))
+    results = check_model(model, LOSSES.create("mse"), x, _regression_target(rng, 3), rng=rng)
+    _assert_passes(results)
+    assert {r.name for r in results} >= {"input"}
+
+
+def test_pooling_ties_are_kinks_and_the_rest_is_exact():
+    # integer inputs: many windows hold two equal maxima; perturbing either changes which one
+    # wins (a kink), and every other entry must meet the tolerance
+    model = Sequential([LAYERS.create("maxpool2d", {"size": 2}), LAYERS.create("flatten"), Linear(3)])
+    rng = np.random.default_rng(5)
+    model.build((2, 4, 4), rng, np.float64)
+    x = np.round(rng.standard_normal((N, 2, 4, 4)))
+    results = check_model(model, LOSSES.create("mse"), x, _regression_target(rng, 3), rng=rng)
+    _assert_passes(results)
+    inp = {r.name: r for r in results}["input"]
+    assert inp.kinks > 0
