@@ -1,4 +1,5 @@
-"""The builder: the only module that reads the registries and wires objects together.
+"""Building a run from its config: the data, the model, the loss, the optimizer and schedule,
+checked against each other before anything is trained.
 
     config --build_experiment--> Experiment(rng, splits, model, loss, optimizer, schedule, ...)
 
@@ -10,18 +11,16 @@ lets a resumed run load its checkpoint into an identical setting.
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 
 import numpy as np
 
-from nncli.config.schema import Component, Config, parse_config
-from nncli.config.yamlsource import Source, apply_override
+from nncli.builder.advice import data_notes, input_notes, output_notes
+from nncli.builder.paths import resolve_data_paths
+from nncli.config.schema import Component, Config
 from nncli.data.augment import AUGMENTATIONS, Augmenter
-from nncli.data.pipeline import Preprocessor, Splits, load_data
-from nncli.errors import CheckpointError, DataError
+from nncli.data.pipeline import Splits, load_data
 from nncli.nn.layers import LAYERS
 from nncli.nn.losses import LOSSES, Loss
 from nncli.nn.model import Sequential
@@ -71,9 +70,6 @@ def create(config: Config, component: Component, registry):
 
 # A final activation that the loss applies itself, on logits, in a fused and stable form.
 FUSED_OUTPUTS = {"sigmoid": "binary_cross_entropy", "softmax": "softmax_cross_entropy"}
-# What each activation limits its outputs to, for the warnings below.
-BOUNDED = {"relu": "[0, inf)", "leaky_relu": "mostly [0, inf)", "sigmoid": "(0, 1)",
-           "tanh": "(-1, 1)", "softmax": "(0, 1), summing to 1"}
 
 
 def build_model(config: Config, input_shape, rng: np.random.Generator, loss: Loss) -> Sequential:
@@ -88,61 +84,6 @@ def build_model(config: Config, input_shape, rng: np.random.Generator, loss: Los
     with config.located(("model",)):
         model.build(input_shape, rng, np.dtype(config.dtype))
     return model
-
-
-def data_notes(config: Config, splits: Splits) -> list[str]:
-    """What the dataset's loader decided on the config's behalf (whole-number labels read as
-    regression targets because of the loss, say), one located line each."""
-    where = config.source.location(("data",))
-    return [f"note: {where} data: {note}" for note in splits.info.notes]
-
-
-# Inputs beyond this size (after preprocessing) are far from the scale networks train well on.
-INPUT_SCALE_LIMIT = 20.0
-
-
-def input_notes(config: Config, splits: Splits) -> list[str]:
-    """A warning when the training inputs, as the model sees them, are far from order 1 (raw
-    0..255 pixels, say): they saturate activations and need a far smaller learning rate."""
-    sample = splits.x_train[:4096]  # the head is enough to tell, and costs nothing
-    finite = sample[np.isfinite(sample)]
-    largest = float(np.abs(finite).max()) if finite.size else 0.0
-    if largest <= INPUT_SCALE_LIMIT:
-        return []
-    path = ("data", "preprocess") if config.data.preprocess else ("data",)
-    if splits.info.pixel_max is not None:
-        fix = f"add scale to data.preprocess (it divides pixels by {splits.info.pixel_max:g})"
-    else:
-        fix = "add standardize (or scale) to data.preprocess"
-    return [f"warning: {config.source.location(path)} data: the inputs reach {largest:g} as the model"
-            f" sees them, far from the order-1 values networks train well on; {fix}"]
-
-
-def output_notes(config: Config, model: Sequential, loss: Loss, splits: Splits) -> list[str]:
-    """What the model's last layer means for its loss, one located line each."""
-    last = model.stack[-1].name
-    index = len(model.stack) - 1
-    where = config.source.location(("model", index))
-
-    def line(kind: str, text: str) -> str:
-        return f"{kind}: {where} model[{index}].{last}: {text}"
-
-    if model.output is not None:
-        return [line("note", f"applied to predictions only; training runs {loss.name} on the logits"
-                             " before it, the same loss computed stably in one step")]
-    if last not in BOUNDED:
-        return []
-    if loss.task == "classification":
-        own = {"binary_cross_entropy": "sigmoid", "softmax_cross_entropy": "softmax"}.get(loss.name)
-        applies = f" and applies its own {own}" if own else ""
-        return [line("warning", f"{loss.name} expects unbounded scores (logits){applies}, but a final"
-                                f" {last} limits them to {BOUNDED[last]}: remove it")]
-    one_hot = splits.info.task == "classification"
-    if last in ("softmax", "sigmoid") and one_hot:
-        return [line("warning", f"{last} before mse on one-hot class targets is legal but unusual: its"
-                                " gradients vanish as outputs saturate; softmax_cross_entropy on the"
-                                " logits trains better")]
-    return []
 
 
 def build_loss(config: Config) -> Loss:
@@ -259,45 +200,6 @@ def monitor_of(config: Config, splits: Splits) -> tuple[str, str]:
     return monitor, mode
 
 
-def is_path_option(key: str) -> bool:
-    """Dataset options naming files: `path` and every `*_path` (csv's labels_path, test_path...)."""
-    return key == "path" or key.endswith("_path")
-
-
-def resolve_data_paths(config: Config, data_dir: Path) -> Config:
-    """`config` with its dataset's file options made absolute.
-
-    A relative path is looked up in the config file's folder, then in the data directory; a
-    path that is absolute already (a checkpoint's config) is also looked up by its name in the
-    data directory when it is no longer there. A file found nowhere is an error naming every
-    place looked in.
-    """
-    options, changed = dict(config.data.options), False
-    for key, value in config.data.options.items():
-        if not is_path_option(key) or not isinstance(value, str) or not value:
-            continue
-        given = Path(value).expanduser()
-        if given.is_absolute():
-            places = [given, Path(data_dir) / given.name]
-        else:
-            folder = config.source.folder
-            places = ([folder / given] if folder is not None else [Path.cwd() / given]) + [
-                Path(data_dir) / given
-            ]
-        found = next((p for p in places if p.is_file()), None)
-        if found is None:
-            looked = " and ".join(str(p) for p in dict.fromkeys(places))
-            raise DataError(
-                f"{config.source.location(('data', key))} data.{key}: {value} not found; looked in"
-                f" {looked} (relative paths are read from the config's folder, then --data-dir)"
-            )
-        if str(found.resolve()) != value:
-            options[key], changed = str(found.resolve()), True
-    if not changed:
-        return config
-    return replace(config, data=replace(config.data, options=MappingProxyType(options)))
-
-
 def build_experiment(config: Config, data_dir: Path, progress: bool = True) -> Experiment:
     """Everything a run needs; `progress` allows download progress bars."""
     config = resolve_data_paths(config, data_dir)
@@ -349,105 +251,8 @@ def _check_monitors(config: Config, splits: Splits, loss: Loss, schedule: Schedu
             )
 
 
-@dataclass
-class Rebuilt:
-    """A checkpoint's model (its weights loaded), loss, regularizer and data, rebuilt from the
-    checkpoint alone: its saved config and its fitted preprocessing statistics."""
-
-    config: Config
-    model: Sequential
-    loss: Loss
-    regularizer: Regularizer
-    splits: Splits
-    checkpoint: dict
-
-
-def data_record(config: Config, splits: Splits) -> dict:
-    """What a checkpoint keeps of its data: the dataset, the fingerprint, the class names."""
-    names = splits.info.class_names
-    return {
-        "dataset": config.data.dataset,
-        "fingerprint": splits.fingerprint,
-        "class_names": list(names) if names else None,
-    }
-
-
-def data_change(saved: dict, splits: Splits) -> str | None:
-    """None when `saved` was trained on the data `splits` holds now (or cannot tell: a
-    checkpoint written before fingerprints); else one sentence saying so."""
-    record = saved.get("data")
-    recorded = record.get("fingerprint") if isinstance(record, dict) else None
-    if not recorded or recorded == splits.fingerprint:
-        return None
-    return (
-        f"the data has changed since {saved['path']} was trained ({splits.info.name}: fingerprint"
-        f" {recorded[:12]} then, {splits.fingerprint[:12]} now)"
-    )
-
-
-def refuse_changed_data(saved: dict, splits: Splits, allow: bool) -> str | None:
-    """Raise `DataError` when the data changed since training, unless `allow`; then the
-    sentence to warn with (None when nothing changed)."""
-    change = data_change(saved, splits)
-    if change and not allow:
-        raise DataError(
-            f"{change}: the validation split would no longer be the one training used, and could"
-            " hold training rows; pass --allow-data-change to go on anyway"
-        )
-    return change
-
-
-def checkpoint_config(saved: dict, overrides=(), label: str | None = None) -> Config:
-    """The config saved in a checkpoint (resolved YAML data) with `overrides` (`--set KEY=VALUE`)
-    applied, parsed and validated; errors name `label` (default: the checkpoint) and the path."""
-    if not isinstance(saved["config"], dict):
-        raise CheckpointError(f"{saved['path']} holds no config mapping")
-    source = Source(copy.deepcopy(saved["config"]), label or f"{saved['path']} (its config)")
-    for assignment in overrides:
-        apply_override(source, assignment)
-    return parse_config(source)
-
-
 def build_regularizer(config: Config) -> Regularizer:
     """The penalty added to the data loss (AdamW's decoupled weight decay is not part of it)."""
     reg = config.regularization
     l2 = 0.0 if config.optimizer.type == "adamw" else reg.weight_decay
     return Regularizer(l2, reg.l1, reg.decay_applies_to)
-
-
-def rebuild(saved: dict, data_dir: Path) -> Rebuilt:
-    """Rebuild what `saved` (from `nncli.training.checkpoint.load`) was trained on.
-
-    The data is drawn from a fresh generator seeded as training's was, so the validation
-    split is the same one, and preprocessed with the saved statistics rather than refitted.
-    """
-    config = resolve_data_paths(checkpoint_config(saved), data_dir)
-    if "preprocessor" not in saved:
-        raise CheckpointError(f"{saved['path']} has no preprocessing state to rebuild its data with")
-    preprocessor = Preprocessor.from_state(saved["preprocessor"])
-    rng = np.random.default_rng(config.seed)
-    loss = build_loss(config)
-    with config.located(("data",)):
-        try:
-            splits = load_data(
-                config.data.dataset,
-                dict(config.data.options),
-                val_size=config.data.val_size,
-                preprocess=list(config.data.preprocess),
-                data_dir=data_dir,
-                rng=rng,
-                dtype=np.dtype(config.dtype),
-                preprocessor=preprocessor,
-                loss_task=loss.task,
-            )
-        except ValueError as err:  # statistics that do not broadcast against the data
-            raise CheckpointError(
-                f"{saved['path']}: the saved preprocessing does not fit {config.data.dataset} ({err})"
-            ) from None
-    model = build_model(config, splits.info.input_shape, rng, loss)
-    check_fit(config, model, loss, splits)
-    try:
-        model.load_state_dict(saved["model"])
-    except (KeyError, ValueError, TypeError) as err:
-        raise CheckpointError(f"{saved['path']} does not match its own config: {err}") from None
-    return Rebuilt(config, model, loss, build_regularizer(config), splits, saved)

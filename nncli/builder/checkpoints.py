@@ -1,0 +1,118 @@
+"""From a checkpoint back to what it was trained with: its config, its model with the weights
+loaded, its data with the fitted preprocessing; and the record of that data a checkpoint keeps,
+so that data changed since can be told."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nncli.builder.experiment import build_loss, build_model, build_regularizer, check_fit
+from nncli.builder.paths import resolve_data_paths
+from nncli.config.schema import Config, parse_config
+from nncli.config.yamlsource import Source, apply_override
+from nncli.data.pipeline import Preprocessor, Splits, load_data
+from nncli.errors import CheckpointError, DataError
+from nncli.nn.losses import Loss
+from nncli.nn.model import Sequential
+from nncli.nn.regularizers import Regularizer
+
+
+@dataclass
+class Rebuilt:
+    """A checkpoint's model (its weights loaded), loss, regularizer and data, rebuilt from the
+    checkpoint alone: its saved config and its fitted preprocessing statistics."""
+
+    config: Config
+    model: Sequential
+    loss: Loss
+    regularizer: Regularizer
+    splits: Splits
+    checkpoint: dict
+
+
+def data_record(config: Config, splits: Splits) -> dict:
+    """What a checkpoint keeps of its data: the dataset, the fingerprint, the class names."""
+    names = splits.info.class_names
+    return {
+        "dataset": config.data.dataset,
+        "fingerprint": splits.fingerprint,
+        "class_names": list(names) if names else None,
+    }
+
+
+def data_change(saved: dict, splits: Splits) -> str | None:
+    """None when `saved` was trained on the data `splits` holds now (or cannot tell: a
+    checkpoint written before fingerprints); else one sentence saying so."""
+    record = saved.get("data")
+    recorded = record.get("fingerprint") if isinstance(record, dict) else None
+    if not recorded or recorded == splits.fingerprint:
+        return None
+    return (
+        f"the data has changed since {saved['path']} was trained ({splits.info.name}: fingerprint"
+        f" {recorded[:12]} then, {splits.fingerprint[:12]} now)"
+    )
+
+
+def refuse_changed_data(saved: dict, splits: Splits, allow: bool) -> str | None:
+    """Raise `DataError` when the data changed since training, unless `allow`; then the
+    sentence to warn with (None when nothing changed)."""
+    change = data_change(saved, splits)
+    if change and not allow:
+        raise DataError(
+            f"{change}: the validation split would no longer be the one training used, and could"
+            " hold training rows; pass --allow-data-change to go on anyway"
+        )
+    return change
+
+
+def checkpoint_config(saved: dict, overrides=(), label: str | None = None) -> Config:
+    """The config saved in a checkpoint (resolved YAML data) with `overrides` (`--set KEY=VALUE`)
+    applied, parsed and validated; errors name `label` (default: the checkpoint) and the path."""
+    if not isinstance(saved["config"], dict):
+        raise CheckpointError(f"{saved['path']} holds no config mapping")
+    source = Source(copy.deepcopy(saved["config"]), label or f"{saved['path']} (its config)")
+    for assignment in overrides:
+        apply_override(source, assignment)
+    return parse_config(source)
+
+
+def rebuild(saved: dict, data_dir: Path) -> Rebuilt:
+    """Rebuild what `saved` (from `nncli.training.checkpoint.load`) was trained on.
+
+    The data is drawn from a fresh generator seeded as training's was, so the validation
+    split is the same one, and preprocessed with the saved statistics rather than refitted.
+    """
+    config = resolve_data_paths(checkpoint_config(saved), data_dir)
+    if "preprocessor" not in saved:
+        raise CheckpointError(f"{saved['path']} has no preprocessing state to rebuild its data with")
+    preprocessor = Preprocessor.from_state(saved["preprocessor"])
+    rng = np.random.default_rng(config.seed)
+    loss = build_loss(config)
+    with config.located(("data",)):
+        try:
+            splits = load_data(
+                config.data.dataset,
+                dict(config.data.options),
+                val_size=config.data.val_size,
+                preprocess=list(config.data.preprocess),
+                data_dir=data_dir,
+                rng=rng,
+                dtype=np.dtype(config.dtype),
+                preprocessor=preprocessor,
+                loss_task=loss.task,
+            )
+        except ValueError as err:  # statistics that do not broadcast against the data
+            raise CheckpointError(
+                f"{saved['path']}: the saved preprocessing does not fit {config.data.dataset} ({err})"
+            ) from None
+    model = build_model(config, splits.info.input_shape, rng, loss)
+    check_fit(config, model, loss, splits)
+    try:
+        model.load_state_dict(saved["model"])
+    except (KeyError, ValueError, TypeError) as err:
+        raise CheckpointError(f"{saved['path']} does not match its own config: {err}") from None
+    return Rebuilt(config, model, loss, build_regularizer(config), splits, saved)
