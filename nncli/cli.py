@@ -358,3 +358,32 @@ def time_command(obj, config, batch, iters, warmup, as_json, overrides, data_dir
             config, overrides, data_dir=resolve_data_dir(data_dir), batch=batch, iters=iters, warmup=warmup
         )
         click.echo(json.dumps(result.to_dict()) if as_json else format_timings(result))
+
+
+@cli.command(name="runs", context_settings=CONTEXT)
+@click.argument("folder", required=False, default="runs", type=click.Path(file_okay=False))
+@click.option(
+    "--sort",
+    default="date",
+    show_default=True,
+    help="date, name, status, epochs, best_val or test (metrics: best first).",
+)
+@click.option("--group-seeds", is_flag=True, help="Fold runs that differ only by seed into one row.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV instead of a table.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array instead of a table.")
+@click.pass_obj
+def runs_command(obj, folder, sort, group_seeds, as_csv, as_json):
+    """List the runs under FOLDER (default runs/): name, start, epochs, status, the best
+    validation metric, the test metric of the best checkpoint and the seed."""
+    from nncli.commands import runs
+
+    with _user_errors(obj["debug"]):
+        if as_csv and as_json:
+            raise NncliError("give --csv or --json, not both")
+        rows = runs.runs(folder, sort=sort, seeds_grouped=group_seeds)
+        if as_json:
+            click.echo(runs.to_json(rows))
+        elif as_csv:
+            click.echo(runs.to_csv(rows), nl=False)
+        else:
+            click.echo(runs.format_table(rows))

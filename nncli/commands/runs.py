@@ -1,0 +1,253 @@
+"""`nncli runs`: the runs under a folder, one row each, from the files every run writes.
+
+A run directory is a folder with a `config.yaml` and a `checkpoints/` folder (what `nncli
+train` makes). For each one the table gives its name, when it started, the epochs done and
+configured, its status, the best validation metric over its epochs, the test metric of its
+best checkpoint, and its seed. Nothing is trained or loaded but small text files.
+
+  status        finished      summary.json written, all epochs done
+                early-stopped summary.json written, stopped by early stopping
+                diverged      nan_report.json written: the loss stopped being finite
+                interrupted   no summary: stopped (Ctrl-C, a full disk) or still running;
+                              `nncli train --resume` continues it
+
+With `group_seeds`, runs whose resolved configs differ only in their seed make one row with
+the mean and standard deviation (over the runs that have the metric) of each metric.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from nncli.errors import NncliError
+from nncli.registry import did_you_mean
+from nncli.training.callbacks.files import read_metrics
+
+SORT_KEYS = ("date", "name", "status", "epochs", "best_val", "test")
+
+
+@dataclass
+class RunRow:
+    path: str
+    name: str
+    started: str  # YYYY-mm-dd HH:MM:SS, from the folder's name or its config's time
+    epochs: int
+    planned: int | None
+    status: str
+    val_metric: str | None  # val_acc for classification, val_loss for regression
+    best_val: float | None
+    test_metric: str | None  # test_acc or test_loss
+    test: float | None
+    seed: int | None
+    seeds: list[int] = field(default_factory=list)  # grouped rows: the seeds folded in
+    best_val_std: float | None = None
+    test_std: float | None = None
+    group: str = ""  # the resolved config without its seed, for grouping
+
+
+def find_runs(root: str | Path) -> list[RunRow]:
+    """Every run directory under `root` (or `root` itself), read; sorted by start time."""
+    root = Path(root)
+    if not root.exists():
+        raise NncliError(f"{root} does not exist")
+    if not root.is_dir():
+        raise NncliError(f"{root} is not a folder of runs")
+    found = sorted({p.parent for p in root.rglob("config.yaml") if (p.parent / "checkpoints").is_dir()})
+    rows = [row for row in (_read_run(folder) for folder in found) if row is not None]
+    return sorted(rows, key=lambda r: (r.started, r.path))
+
+
+def _read_run(folder: Path) -> RunRow | None:
+    try:
+        config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    train = config.get("train") if isinstance(config.get("train"), dict) else {}
+    planned = train.get("epochs") if isinstance(train.get("epochs"), int) else None
+    seed = config.get("seed") if isinstance(config.get("seed"), int) else None
+    rows = _metrics(folder / "metrics.csv")
+    summary = _json(folder / "summary.json")
+    classification = any(row.get("val_acc") is not None or row.get("train_acc") is not None for row in rows)
+    val_metric = "val_acc" if classification else "val_loss"
+    values = [row[val_metric] for row in rows if isinstance(row.get(val_metric), float)]
+    values = [v for v in values if math.isfinite(v)]
+    best_val = (max(values) if classification else min(values)) if values else None
+    test = (summary or {}).get("test") or {}
+    test_metric = "test_acc" if classification else "test_loss"
+    test_value = test.get("accuracy" if classification else "loss")
+    if (folder / "nan_report.json").is_file():
+        status = "diverged"
+    elif summary is not None:
+        status = "early-stopped" if summary.get("stopped_early") else "finished"
+    else:
+        status = "interrupted"
+    without_seed = {k: v for k, v in config.items() if k != "seed"}
+    return RunRow(
+        path=str(folder),
+        name=str(config.get("name", folder.name)),
+        started=_started(folder),
+        epochs=len(rows),
+        planned=planned,
+        status=status,
+        val_metric=val_metric if rows else None,
+        best_val=best_val,
+        test_metric=test_metric if test_value is not None else None,
+        test=float(test_value) if isinstance(test_value, int | float) else None,
+        seed=seed,
+        seeds=[seed] if seed is not None else [],
+        group=json.dumps(without_seed, sort_keys=True, default=str),
+    )
+
+
+def _metrics(path: Path) -> list[dict]:
+    try:
+        return read_metrics(path)
+    except (OSError, UnicodeDecodeError, ValueError, csv.Error):
+        return []
+
+
+def _json(path: Path) -> dict | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _started(folder: Path) -> str:
+    """The time in a run folder's name (YYYYmmdd-HHMMSS[-N]), else its config file's time."""
+    stamp = folder.name.split("-")
+    if len(stamp) >= 2 and len(stamp[0]) == 8 and len(stamp[1]) == 6 and (stamp[0] + stamp[1]).isdigit():
+        d, t = stamp[0], stamp[1]
+        return f"{d[:4]}-{d[4:6]}-{d[6:]} {t[:2]}:{t[2:4]}:{t[4:]}"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime((folder / "config.yaml").stat().st_mtime))
+
+
+def group_seeds(rows: list[RunRow]) -> list[RunRow]:
+    """Runs whose configs differ only by seed, folded into one row each (mean and std)."""
+    groups: dict[str, list[RunRow]] = {}
+    for row in rows:
+        groups.setdefault(row.group, []).append(row)
+    folded = []
+    for members in groups.values():
+        first = members[0]
+        if len(members) == 1:
+            folded.append(first)
+            continue
+        best, best_std = _mean_std([m.best_val for m in members])
+        test, test_std = _mean_std([m.test for m in members])
+        statuses = sorted({m.status for m in members})
+        folded.append(
+            RunRow(
+                path=f"{first.path} and {len(members) - 1} more",
+                name=first.name,
+                started=min(m.started for m in members),
+                epochs=min(m.epochs for m in members),
+                planned=first.planned,
+                status=statuses[0] if len(statuses) == 1 else "mixed: " + ", ".join(statuses),
+                val_metric=first.val_metric,
+                best_val=best,
+                test_metric=first.test_metric,
+                test=test,
+                seed=None,
+                seeds=sorted(s for m in members for s in m.seeds),
+                best_val_std=best_std,
+                test_std=test_std,
+                group=first.group,
+            )
+        )
+    return sorted(folded, key=lambda r: (r.started, r.path))
+
+
+def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    present = [v for v in values if v is not None]
+    if not present:
+        return None, None
+    return statistics.fmean(present), (statistics.stdev(present) if len(present) > 1 else 0.0)
+
+
+def sort_rows(rows: list[RunRow], key: str) -> list[RunRow]:
+    """By `key` (one of SORT_KEYS); metrics best first (accuracy high, loss low), runs without
+    the metric last."""
+    if key not in SORT_KEYS:
+        raise NncliError(f"cannot sort by {key!r}{did_you_mean(key, list(SORT_KEYS))}; use one of"
+                         f" {', '.join(SORT_KEYS)}")
+    if key in ("best_val", "test"):
+        def order(row: RunRow):
+            value = getattr(row, key)
+            metric = row.val_metric if key == "best_val" else row.test_metric
+            if value is None:
+                return (1, 0.0)
+            return (0, -value if metric and metric.endswith("acc") else value)
+        return sorted(rows, key=order)
+    field_of = {"date": "started"}.get(key, key)
+    return sorted(rows, key=lambda row: getattr(row, field_of))
+
+
+def _number(value: float | None, std: float | None, metric: str | None) -> str:
+    if value is None:
+        return "-"
+    percent = metric is not None and metric.endswith("acc")
+    text = f"{value * 100:.2f}%" if percent else f"{value:.4f}"
+    if std is not None:
+        text += f" ± {std * 100:.2f}" if percent else f" ± {std:.4f}"
+    return text
+
+
+def format_table(rows: list[RunRow]) -> str:
+    if not rows:
+        return "no runs"
+    header = ("run", "name", "started", "epochs", "status", "best val", "test", "seed")
+    lines = [header]
+    for r in rows:
+        epochs = f"{r.epochs}/{r.planned}" if r.planned is not None else str(r.epochs)
+        seed = "" if r.seed is None and not r.seeds else (
+            str(r.seed) if r.seed is not None else ",".join(map(str, r.seeds)))
+        lines.append((
+            r.path,
+            r.name,
+            r.started,
+            epochs,
+            r.status,
+            (f"{r.val_metric} " if r.val_metric else "") + _number(r.best_val, r.best_val_std, r.val_metric),
+            (f"{r.test_metric} " if r.test_metric else "") + _number(r.test, r.test_std, r.test_metric),
+            seed,
+        ))
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
+                     for line in lines)
+
+
+def to_csv(rows: list[RunRow]) -> str:
+    out = io.StringIO()
+    columns = [k for k in asdict(rows[0]) if k != "group"] if rows else []
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        record = asdict(row)
+        record["seeds"] = " ".join(map(str, row.seeds))
+        writer.writerow({k: "" if record[k] is None else record[k] for k in columns})
+    return out.getvalue()
+
+
+def to_json(rows: list[RunRow]) -> str:
+    return json.dumps([{k: v for k, v in asdict(r).items() if k != "group"} for r in rows])
+
+
+def runs(root: str | Path = "runs", *, sort: str = "date", seeds_grouped: bool = False) -> list[RunRow]:
+    """The rows of `nncli runs`: every run under `root`, grouped by seed if asked, sorted."""
+    rows = find_runs(root)
+    if seeds_grouped:
+        rows = group_seeds(rows)
+    return sort_rows(rows, sort)
