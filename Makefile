@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint quickstart bench clean
+.PHONY: install test lint quickstart bench clean sweep sweep-quick sweep-lr sweep-reg
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,21 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_data.py --data-dir $(NNCLI_DATA_DIR)
 	NNCLI_DATA_DIR=$(NNCLI_DATA_DIR) $(BIN)/python bench/bench_mlp.py
 	NNCLI_DATA_DIR=$(NNCLI_DATA_DIR) $(BIN)/python bench/bench_cnn.py
+
+# Sweeps (nncli sweep): runs go to runs/sweeps/<name>/, a second invocation runs only what is
+# missing, and summary.md ranks the trials. SWEEP=path runs any sweep file.
+sweep: $(STAMP)
+	@test -n "$(SWEEP)" || { echo "usage: make sweep SWEEP=configs/sweeps/quick.yaml"; exit 2; }
+	NNCLI_DATA_DIR=$(NNCLI_DATA_DIR) $(BIN)/nncli sweep $(SWEEP)
+
+sweep-quick: $(STAMP)
+	$(BIN)/nncli sweep configs/sweeps/quick.yaml
+
+sweep-lr: $(STAMP)
+	NNCLI_DATA_DIR=$(NNCLI_DATA_DIR) $(BIN)/nncli sweep configs/sweeps/lr.yaml
+
+sweep-reg: $(STAMP)
+	NNCLI_DATA_DIR=$(NNCLI_DATA_DIR) $(BIN)/nncli sweep configs/sweeps/reg.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

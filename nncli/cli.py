@@ -387,3 +387,39 @@ def runs_command(obj, folder, sort, group_seeds, as_csv, as_json):
             click.echo(runs.to_csv(rows), nl=False)
         else:
             click.echo(runs.format_table(rows))
+
+
+@cli.command(name="sweep", context_settings=CONTEXT)
+@click.argument("sweep_file", metavar="SWEEP", type=click.Path(dir_okay=False))
+@click.option("--jobs", type=click.IntRange(min=1), help="Runs at a time [the number of cores].")
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Where the runs go [runs/sweeps/<sweep name>]."
+)
+@click.option("--dry-run", is_flag=True, help="Print the trials and run nothing.")
+@DATA_DIR_OPTION
+@click.pass_obj
+def sweep_command(obj, sweep_file, jobs, out, dry_run, data_dir):
+    """Run every trial of SWEEP (a sweep file) once per seed, each an ordinary run directory,
+    skipping those done before and resuming interrupted ones; then write summary.csv and
+    summary.md, best trial first. Exits 1 if a run failed."""
+    from nncli.commands import sweep
+    from nncli.data import resolve_data_dir
+
+    with _user_errors(obj["debug"]):
+        if dry_run:
+            click.echo(sweep.dry_run(sweep_file))
+            return
+        try:
+            result = sweep.sweep(
+                sweep_file,
+                jobs=jobs,
+                out=out,
+                data_dir=resolve_data_dir(data_dir) if data_dir else None,
+                progress=_stderr_is_terminal(),
+                say=lambda line: click.echo(line, err=True),
+            )
+        except KeyboardInterrupt:
+            click.echo("the runs saved their state: run the same sweep again to finish it", err=True)
+            raise
+        click.echo(sweep.format_summary(result))
+        sweep.raise_if_failed(result)
