@@ -148,3 +148,55 @@ def plot_predictions(pred, target, out: Path, title: str = "") -> Path:
         ax.set_title(title)
     fig.tight_layout()
     return _save(fig, out)
+
+
+def plot_sweep(
+    varied: dict[str, list[tuple[object, float]]],
+    curves: list[tuple[str, list[dict]]],
+    metric: str,
+    out: Path,
+    title: str = "",
+) -> Path:
+    """A sweep at a glance: for each varied key, one panel of the metric against its values (every
+    run a point, the mean over the runs at each value a line; numbers on a log axis when they
+    span more than a factor of 10, other values in order); then `curves`, the metric over the
+    epochs of the best trials' runs."""
+    panels = len(varied) + (1 if curves else 0)
+    if panels == 0:
+        raise ValueError("nothing varies and there are no curves to draw")
+    fig, axes = plt.subplots(1, panels, figsize=(4.5 * panels, 3.8), squeeze=False)
+    for ax, (key, points) in zip(axes[0], varied.items(), strict=False):
+        xs = [x for x, _ in points]
+        numeric = all(isinstance(x, int | float) and not isinstance(x, bool) for x in xs)
+        if numeric:
+            positions = [float(x) for x in xs]
+            order = sorted(set(positions))
+        else:
+            labels = list(dict.fromkeys(str(x) for x in xs))
+            positions = [float(labels.index(str(x))) for x in xs]
+            order = [float(i) for i in range(len(labels))]
+            ax.set_xticks(order, labels, rotation=30 if max(map(len, labels)) > 6 else 0)
+        ys = [y for _, y in points]
+        ax.scatter(positions, ys, s=14, alpha=0.6, label="runs")
+        means = [float(np.mean([y for p, y in zip(positions, ys, strict=True) if p == x])) for x in order]
+        ax.plot(order, means, marker="o", label="mean")
+        if numeric and min(order) > 0 and max(order) / min(order) >= 10:
+            ax.set_xscale("log")
+        ax.set_xlabel(key)
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+    if curves:
+        ax = axes[0][-1]
+        colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        for i, (label, rows) in enumerate(curves):
+            xs, ys = _numbers(rows, metric)
+            ax.plot(xs, ys, color=colours[i % len(colours)], label=label, alpha=0.8)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.set_title("the best trials", fontsize="medium")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, out)

@@ -64,6 +64,8 @@ def test_a_grid_with_two_seeds_and_two_jobs(base, workdir, nncli):
         assert row["status"] == "finished" and row["seeds"] == "2"
     # every run is an ordinary run directory
     assert nncli("eval", out / table[0]["runs"].split()[0], "--json").exit_code == 0
+    assert (out / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "summary.md").read_text().startswith("# grid: 2 trials x 2 seeds, val_acc (max)")
 
     again = nncli("sweep", "grid.yaml", "--jobs", "2")
     assert again.exit_code == 0

@@ -16,6 +16,8 @@ diverged, a failing one failed with its error line, and the others go on.
 The summary (summary.csv, summary.md, in `--out`): one row per trial with its varied values,
 the sweep metric's mean and standard deviation over the seeds (each run's best over its
 epochs), the test metric's mean, the best epoch, the training time and the status; best first.
+sweep.png draws the metric against each varied key (runs as points, means as a line) and the
+curves of the best three trials' runs.
 """
 
 from __future__ import annotations
@@ -143,7 +145,32 @@ def sweep(
     result.rows = summary_rows(spec, runs)
     atomic_write_text(out / "summary.csv", summary_csv(spec, result.rows))
     atomic_write_text(out / "summary.md", summary_markdown(spec, result.rows))
+    draw(result)
     return result
+
+
+def draw(result: SweepResult, best: int = 3) -> Path | None:
+    """sweep.png: the metric against each varied key, and the curves of the `best` trials' runs."""
+    from nncli.plotting import plot_sweep  # matplotlib only once the runs are done
+
+    spec = result.sweep
+    measured = [(run, best_metric(run.path, spec.metric, spec.mode)) for run in result.runs]
+    measured = [(run, value) for run, value in measured if value is not None]
+    varied = {key: [(run.trial.values[key], value) for run, value in measured] for key in spec.varied}
+    varied = {key: points for key, points in varied.items() if len({str(x) for x, _ in points}) > 1}
+    ranked = [row["runs"].split() for row in result.rows[:best]]
+    curves = []
+    for rank, names in enumerate(ranked, 1):
+        for name in names:
+            try:
+                rows = read_metrics(result.out / name / "metrics.csv")
+            except (OSError, ValueError, csv.Error):
+                continue
+            curves.append((f"#{rank} {name[:6]}", rows))
+    if not varied and not curves:
+        return None
+    title = f"{spec.name}: {spec.metric} ({spec.mode})"
+    return plot_sweep(varied, curves, spec.metric, result.out / "sweep.png", title)
 
 
 def _environment(threads: int) -> dict[str, str]:
