@@ -159,7 +159,7 @@ def plot_sweep(
 ) -> Path:
     """A sweep at a glance: for each varied key, one panel of the metric against its values (every
     run a point, the mean over the runs at each value a line; numbers on a log axis when they
-    span more than a factor of 10, other values in order); then `curves`, the metric over the
+    span a factor of 10 or more, other values in order); then `curves`, the metric over the
     epochs of the best trials' runs."""
     panels = len(varied) + (1 if curves else 0)
     if panels == 0:
