@@ -396,9 +396,14 @@ def runs_command(obj, folder, sort, group_seeds, as_csv, as_json):
     "--out", type=click.Path(file_okay=False), help="Where the runs go [runs/sweeps/<sweep name>]."
 )
 @click.option("--dry-run", is_flag=True, help="Print the trials and run nothing.")
+@click.option(
+    "--scheduler",
+    metavar="ADDRESS",
+    help="Run on a Dask cluster: tcp://HOST:PORT, or local:N for N local worker processes.",
+)
 @DATA_DIR_OPTION
 @click.pass_obj
-def sweep_command(obj, sweep_file, jobs, out, dry_run, data_dir):
+def sweep_command(obj, sweep_file, jobs, out, dry_run, scheduler, data_dir):
     """Run every trial of SWEEP (a sweep file) once per seed, each an ordinary run directory,
     skipping those done before and resuming interrupted ones; then write summary.csv and
     summary.md, best trial first. Exits 1 if a run failed."""
@@ -415,6 +420,7 @@ def sweep_command(obj, sweep_file, jobs, out, dry_run, data_dir):
                 jobs=jobs,
                 out=out,
                 data_dir=resolve_data_dir(data_dir) if data_dir else None,
+                scheduler=scheduler,
                 progress=_stderr_is_terminal(),
                 say=lambda line: click.echo(line, err=True),
             )

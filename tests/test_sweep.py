@@ -188,3 +188,27 @@ def test_dry_run_lists_the_trials_and_runs_nothing(base, workdir, nncli):
     assert "2 trials x 2 seeds = 4 runs" in result.stdout
     assert "optimizer.lr=0.02" in result.stdout and "optimizer.lr=0.2" in result.stdout
     assert not (workdir / "runs").exists()
+
+
+def test_a_dask_cluster_gives_the_summary_of_a_local_sweep(base, workdir, nncli):
+    pytest.importorskip("dask.distributed", reason="the Dask extra is not installed")
+    write(workdir, "grid.yaml", GRID)
+    local = nncli("sweep", "grid.yaml", "--jobs", "2", "--out", "local")
+    assert local.exit_code == 0, local.output
+    # worker processes on 127.0.0.1, each training in a temporary folder of its own: the files
+    # come back through Dask, not through a shared directory
+    remote = nncli("sweep", "grid.yaml", "--scheduler", "local:2", "--out", "dask")
+    assert remote.exit_code == 0, remote.output
+    assert without_times(rows(workdir / "dask")) == without_times(rows(workdir / "local"))
+    for run in (workdir / "dask").iterdir():
+        if run.is_dir():
+            assert (run / "checkpoints" / "best.pkl").is_file() and (run / "summary.json").is_file()
+    again = nncli("sweep", "grid.yaml", "--scheduler", "local:2", "--out", "dask")
+    assert "all done before: nothing to run" in again.stderr
+
+
+def test_a_scheduler_address_must_make_sense(base, workdir, nncli):
+    write(workdir, "grid.yaml", GRID)
+    for address, words in (("local:zero", "local:N wants a number"), ("ftp://x", "expects tcp://HOST:PORT")):
+        result = nncli("sweep", "grid.yaml", "--scheduler", address)
+        assert result.exit_code == 1 and words in result.stderr, result.output

@@ -13,6 +13,12 @@ cores. Ctrl-C (or SIGTERM) passes the signal to every worker, each saves its sta
 running the sweep again finishes it. A diverged run (the loss stopped being finite) is marked
 diverged, a failing one failed with its error line, and the others go on.
 
+With a Dask scheduler (`tcp://HOST:PORT`, or `local:N` for a LocalCluster of N processes) each
+run goes to a worker instead, keyed by its hash and retried twice if a worker is lost; the
+worker trains in a temporary folder of its own from the base config's text (and an
+interrupted run's files, to resume it) and sends the run directory's files back, so no shared
+file system is needed. Data files must be where the workers can read them.
+
 The summary (summary.csv, summary.md, in `--out`): one row per trial with its varied values,
 the sweep metric's mean and standard deviation over the seeds (each run's best over its
 epochs), the test metric's mean, the best epoch, the training time and the status; best first.
@@ -40,7 +46,7 @@ from pathlib import Path
 from nncli.config.schema import load_config
 from nncli.config.sweep import Sweep, Trial, load_sweep
 from nncli.errors import NncliError
-from nncli.fileio import atomic_write_text
+from nncli.fileio import atomic_write_bytes, atomic_write_text
 from nncli.training.callbacks.files import read_metrics
 
 FAILURES = "failures.json"
@@ -115,6 +121,7 @@ def sweep(
     jobs: int | None = None,
     out: str | Path | None = None,
     data_dir: Path | None = None,
+    scheduler: str | None = None,
     progress: bool = False,
     say=print,
 ) -> SweepResult:
@@ -136,7 +143,10 @@ def sweep(
         note = f" ({done_before} done before)" if done_before else ""
         say(f"{len(todo)} of {len(runs)} runs to do{note}, {jobs} at a time, in {out}")
     out.mkdir(parents=True, exist_ok=True)
-    _execute(todo, spec, jobs, data_dir, progress, failures)
+    if todo and scheduler:
+        _execute_on_dask(todo, spec, scheduler, data_dir, progress, failures)
+    elif todo:
+        _execute(todo, spec, jobs, data_dir, progress, failures)
     for run in runs:
         if run.status == "skipped":
             run.status = state_of(run.path)
@@ -230,6 +240,98 @@ def _execute(todo: list[Run], spec: Sweep, jobs: int, data_dir, progress: bool, 
     finally:
         if bar is not None:
             bar.close()
+
+
+def _dask_client(scheduler: str):
+    """A client of the Dask cluster at `tcp://HOST:PORT`, or of a LocalCluster of N worker
+    processes on 127.0.0.1 for `local:N`."""
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise NncliError(
+            "--scheduler needs Dask: pip install 'nncli[dask]' (dask[distributed])"
+        ) from None
+    if scheduler.startswith("local:"):
+        count = scheduler.removeprefix("local:")
+        if not count.isdigit() or int(count) < 1:
+            raise NncliError(f"--scheduler local:N wants a number of workers, got {scheduler!r}")
+        cluster = LocalCluster(n_workers=int(count), threads_per_worker=1, processes=True,
+                               host="127.0.0.1", dashboard_address=None)
+        return Client(cluster)
+    if not scheduler.startswith(("tcp://", "tls://")):
+        raise NncliError(f"--scheduler expects tcp://HOST:PORT or local:N, got {scheduler!r}")
+    try:
+        return Client(scheduler, timeout=30)
+    except (OSError, TimeoutError) as err:
+        raise NncliError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
+
+
+def train_remotely(base_name: str, base_text: str, sets: list[str], resume: dict[str, bytes],
+                   data_dir: str | None) -> dict:
+    """On a Dask worker: `nncli train` in a temporary folder of its own (no shared file system),
+    from the base config's text (and an interrupted run's files, to resume it); returns the exit
+    code, the error output and every file of the run directory."""
+    with tempfile.TemporaryDirectory(prefix="nncli-sweep-") as tmp:
+        folder = Path(tmp)
+        (folder / base_name).write_text(base_text, encoding="utf-8")
+        run = folder / "run"
+        for name, data in resume.items():
+            (run / name).parent.mkdir(parents=True, exist_ok=True)
+            (run / name).write_bytes(data)
+        command = [sys.executable, "-m", "nncli", "train"]
+        command += ["--resume", str(run)] if resume else [base_name, "--run-dir", str(run)]
+        command += [a for value in ([] if resume else sets) for a in ("--set", value)] + ["--quiet"]
+        if data_dir is not None:
+            command += ["--data-dir", data_dir]
+        done = subprocess.run(command, cwd=folder, capture_output=True, text=True,
+                              env=_environment(1))
+        files = {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+        return {"code": done.returncode, "stderr": done.stderr, "files": files}
+
+
+def _execute_on_dask(todo: list[Run], spec: Sweep, scheduler: str, data_dir, progress: bool,
+                     failures: dict) -> None:
+    from dask.distributed import as_completed
+
+    client = _dask_client(scheduler)
+    base_text = spec.base.read_text(encoding="utf-8")
+    bar = _bar(len(todo), progress)
+    futures = {}
+    try:
+        for run in todo:
+            resume = {}
+            if state_of(run.path) == "interrupted":
+                resume = {str(p.relative_to(run.path)): p.read_bytes()
+                          for p in run.path.rglob("*") if p.is_file()}
+            sets = [*run.trial.overrides(), f"seed={run.seed}"]
+            future = client.submit(train_remotely, spec.base.name, base_text, sets, resume,
+                                   None if data_dir is None else str(data_dir),
+                                   key=f"nncli-{run.path.name}", retries=2, pure=False)
+            futures[future] = run
+        best = None
+        for future in as_completed(futures):
+            run = futures[future]
+            answer = future.result()
+            if answer["files"]:
+                if run.path.exists():
+                    _clear(run.path)
+                for name, data in answer["files"].items():
+                    atomic_write_bytes(run.path / name, data)
+            log = io.StringIO(answer["stderr"])
+            _finish(run, answer["code"], log, failures)
+            best = _best(spec, run, best)
+            if bar is not None:
+                bar.update()
+    except KeyboardInterrupt:
+        client.cancel(list(futures))
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        cluster = client.cluster
+        client.close()
+        if cluster is not None:
+            cluster.close()
 
 
 def _clear(path: Path) -> None:
