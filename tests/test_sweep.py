@@ -212,3 +212,12 @@ def test_a_scheduler_address_must_make_sense(base, workdir, nncli):
     for address, words in (("local:zero", "local:N wants a number"), ("ftp://x", "expects tcp://HOST:PORT")):
         result = nncli("sweep", "grid.yaml", "--scheduler", address)
         assert result.exit_code == 1 and words in result.stderr, result.output
+
+
+def test_without_dask_the_scheduler_option_says_what_to_install(base, workdir, nncli, monkeypatch):
+    write(workdir, "grid.yaml", GRID)
+    monkeypatch.setitem(sys.modules, "dask.distributed", None)  # as if the extra were missing
+    result = nncli("sweep", "grid.yaml", "--scheduler", "local:2")
+    assert result.exit_code == 1
+    message = "error: --scheduler needs Dask: pip install 'nncli[dask]' (dask[distributed])"
+    assert result.stderr.strip() == message

@@ -137,14 +137,16 @@ def sweep(
     todo = [run for run in runs if run.status == "pending"]
     done_before = len(runs) - len(todo)
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo) or 1))
+    client = _dask_client(scheduler) if todo and scheduler else None  # its errors before any run
     if not todo:
         say(f"{len(runs)} runs in {out}, all done before: nothing to run")
     else:
         note = f" ({done_before} done before)" if done_before else ""
-        say(f"{len(todo)} of {len(runs)} runs to do{note}, {jobs} at a time, in {out}")
+        where = f"on the Dask cluster {scheduler}" if client else f"{jobs} at a time"
+        say(f"{len(todo)} of {len(runs)} runs to do{note}, {where}, in {out}")
     out.mkdir(parents=True, exist_ok=True)
-    if todo and scheduler:
-        _execute_on_dask(todo, spec, scheduler, data_dir, progress, failures)
+    if client is not None:
+        _execute_on_dask(todo, spec, client, data_dir, progress, failures)
     elif todo:
         _execute(todo, spec, jobs, data_dir, progress, failures)
     for run in runs:
@@ -289,11 +291,10 @@ def train_remotely(base_name: str, base_text: str, sets: list[str], resume: dict
         return {"code": done.returncode, "stderr": done.stderr, "files": files}
 
 
-def _execute_on_dask(todo: list[Run], spec: Sweep, scheduler: str, data_dir, progress: bool,
+def _execute_on_dask(todo: list[Run], spec: Sweep, client, data_dir, progress: bool,
                      failures: dict) -> None:
     from dask.distributed import as_completed
 
-    client = _dask_client(scheduler)
     base_text = spec.base.read_text(encoding="utf-8")
     bar = _bar(len(todo), progress)
     futures = {}
