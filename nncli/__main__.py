@@ -1,19 +1,24 @@
 """The `nncli` command and `python -m nncli`.
 
-The command line's own imports (click, numpy) take a fifth of a second; a Ctrl-C in that time
-is answered as one anywhere else is, with "interrupted" and exit code 130, not a traceback.
+A command's modules (click, numpy, the engine) take a good part of a second to import. A Ctrl-C
+in that time must not surface as an exception inside the import machinery (Python prints those
+as "Exception ignored ... Traceback" and carries on): until the command starts, SIGINT is only
+noted, and then answered as it is anywhere else, with "interrupted" and exit code 130.
 """
 
+import signal
 import sys
 
 
 def main() -> None:
-    try:
-        from nncli.cli import main as run
-    except KeyboardInterrupt:
+    noted: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
+    from nncli.cli import main as run
+
+    if noted:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    run()
+    run(noted)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ and the error's exit code; `--debug` shows the traceback instead.
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
 
 import click
@@ -18,9 +19,26 @@ from nncli.words import count
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
 
+# Ctrl-C noted while the command's modules were imported (see nncli/__main__.py), or None
+_noted_interrupts: list[int] | None = None
+
+
+def _interrupts_from_now_on() -> None:
+    """Restore Python's Ctrl-C handling once the imports are done, and act on one that came
+    during them."""
+    global _noted_interrupts
+    if _noted_interrupts is None:
+        return
+    noted, _noted_interrupts = _noted_interrupts, None
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if noted:
+        raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def _user_errors(debug: bool):
     try:
+        _interrupts_from_now_on()
         yield
     except NncliError as err:
         if debug:
@@ -50,7 +68,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-def main() -> None:
+def main(noted_interrupts: list[int] | None = None) -> None:
+    """Run the command line. `noted_interrupts` is the list a SIGINT handler that only takes
+    note appends to while the modules load; the first command to run takes Ctrl-C back."""
+    global _noted_interrupts
+    _noted_interrupts = noted_interrupts
     cli(prog_name="nncli")
 
 
