@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from nncli.commands.sweep import best_metric
 from nncli.config.sweep import load_sweep
+from nncli.training.rundir import best_metric
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import yaml
 from nncli.errors import NncliError
 from nncli.plotting import check_format, plot_curves
 from nncli.registry import did_you_mean
-from nncli.training.callbacks.files import read_metrics
+from nncli.training.rundir import read_metrics
 
 
 def plot(runs: list[str], output: str | Path, metrics: list[str] = ()) -> Path:

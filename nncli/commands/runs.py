@@ -20,7 +20,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,7 +29,7 @@ import yaml
 
 from nncli.errors import NncliError
 from nncli.registry import did_you_mean
-from nncli.training.callbacks.files import read_metrics
+from nncli.training.rundir import best_metric, read_metrics, read_summary, run_status
 
 SORT_KEYS = ("date", "name", "status", "epochs", "best_val", "test")
 
@@ -77,20 +76,15 @@ def _read_run(folder: Path) -> RunRow | None:
     planned = train.get("epochs") if isinstance(train.get("epochs"), int) else None
     seed = config.get("seed") if isinstance(config.get("seed"), int) else None
     rows = _metrics(folder / "metrics.csv")
-    summary = _json(folder / "summary.json")
+    summary = read_summary(folder)
     classification = any(row.get("val_acc") is not None or row.get("train_acc") is not None for row in rows)
     val_metric = "val_acc" if classification else "val_loss"
-    values = [row[val_metric] for row in rows if isinstance(row.get(val_metric), float)]
-    values = [v for v in values if math.isfinite(v)]
-    best_val = (max(values) if classification else min(values)) if values else None
+    best_val = best_metric(folder, val_metric, "max" if classification else "min")
     test = (summary or {}).get("test") or {}
     test_metric = "test_acc" if classification else "test_loss"
     test_value = test.get("accuracy" if classification else "loss")
-    if (folder / "nan_report.json").is_file():
-        status = "diverged"
-    elif summary is not None:
-        status = "early-stopped" if summary.get("stopped_early") else "finished"
-    else:
+    status = run_status(folder)
+    if status == "new":  # a config and no checkpoint: a run still starting
         status = "interrupted"
     without_seed = {k: v for k, v in config.items() if k != "seed"}
     return RunRow(
@@ -115,14 +109,6 @@ def _metrics(path: Path) -> list[dict]:
         return read_metrics(path)
     except (OSError, UnicodeDecodeError, ValueError, csv.Error):
         return []
-
-
-def _json(path: Path) -> dict | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _started(folder: Path) -> str:

@@ -32,7 +32,6 @@ import csv
 import hashlib
 import io
 import json
-import math
 import os
 import signal
 import statistics
@@ -47,7 +46,7 @@ from nncli.config.schema import load_config
 from nncli.config.sweep import Sweep, Trial, load_sweep
 from nncli.errors import NncliError
 from nncli.fileio import atomic_write_bytes, atomic_write_text
-from nncli.training.callbacks.files import read_metrics
+from nncli.training.rundir import best_metric, read_metrics, read_summary, run_status
 
 FAILURES = "failures.json"
 
@@ -89,22 +88,6 @@ def plan(sweep: Sweep, out: Path) -> list[Run]:
     ]
 
 
-def state_of(path: Path) -> str:
-    """What a run directory holds: finished, early-stopped, diverged, interrupted or new."""
-    summary = path / "summary.json"
-    if summary.is_file():
-        try:
-            stopped = json.loads(summary.read_text(encoding="utf-8")).get("stopped_early")
-        except (OSError, ValueError):
-            return "interrupted"
-        return "early-stopped" if stopped else "finished"
-    if (path / "nan_report.json").is_file():
-        return "diverged"
-    if (path / "checkpoints" / "last.pkl").is_file():
-        return "interrupted"
-    return "new"
-
-
 def dry_run(path: str | Path) -> str:
     """What `nncli sweep --dry-run` prints: the trials, their varied values, the counts."""
     sweep = load_sweep(path)
@@ -132,7 +115,7 @@ def sweep(
     runs = plan(spec, out)
     failures = _read_failures(out)
     for run in runs:
-        state = state_of(run.path)
+        state = run_status(run.path)
         run.status = "skipped" if state in ("finished", "early-stopped", "diverged") else "pending"
     todo = [run for run in runs if run.status == "pending"]
     done_before = len(runs) - len(todo)
@@ -151,7 +134,7 @@ def sweep(
         _execute(todo, spec, jobs, data_dir, progress, failures)
     for run in runs:
         if run.status == "skipped":
-            run.status = state_of(run.path)
+            run.status = run_status(run.path)
     _write_failures(out, failures, runs)
     result = SweepResult(spec, out, runs)
     result.rows = summary_rows(spec, runs)
@@ -194,7 +177,7 @@ def _environment(threads: int) -> dict[str, str]:
 
 def _command(run: Run, spec: Sweep, data_dir: Path | None) -> list[str]:
     command = [sys.executable, "-m", "nncli", "train"]
-    if state_of(run.path) == "interrupted":
+    if run_status(run.path) == "interrupted":
         command += ["--resume", str(run.path)]
     else:
         command += [str(spec.base), "--run-dir", str(run.path)]
@@ -216,7 +199,7 @@ def _execute(todo: list[Run], spec: Sweep, jobs: int, data_dir, progress: bool, 
         while queue or active:
             while queue and len(active) < jobs:
                 run = queue.pop(0)
-                if run.path.exists() and state_of(run.path) == "new":
+                if run.path.exists() and run_status(run.path) == "new":
                     _clear(run.path)  # what a failed attempt left: `--run-dir` needs it empty
                 log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (closed in _finish)
                 process = subprocess.Popen(
@@ -301,7 +284,7 @@ def _execute_on_dask(todo: list[Run], spec: Sweep, client, data_dir, progress: b
     try:
         for run in todo:
             resume = {}
-            if state_of(run.path) == "interrupted":
+            if run_status(run.path) == "interrupted":
                 resume = {str(p.relative_to(run.path)): p.read_bytes()
                           for p in run.path.rglob("*") if p.is_file()}
             sets = [*run.trial.overrides(), f"seed={run.seed}"]
@@ -347,7 +330,7 @@ def _finish(run: Run, code: int, log, failures: dict) -> None:
     errors = [line for line in lines if line.startswith("error")]
     key = run.path.name
     if code == 0:
-        run.status = state_of(run.path)
+        run.status = run_status(run.path)
         failures.pop(key, None)
     elif code == 3:
         run.status = "diverged"
@@ -395,26 +378,6 @@ def _write_failures(out: Path, failures: dict, runs: list[Run]) -> None:
         (out / FAILURES).unlink(missing_ok=True)
 
 
-def best_metric(path: Path, metric: str, mode: str) -> float | None:
-    try:
-        rows = read_metrics(path / "metrics.csv")
-    except (OSError, ValueError, csv.Error):
-        return None
-    values = [row.get(metric) for row in rows]
-    values = [v for v in values if isinstance(v, float) and math.isfinite(v)]
-    if not values:
-        return None
-    return max(values) if mode == "max" else min(values)
-
-
-def _summary(path: Path) -> dict:
-    try:
-        value = json.loads((path / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def summary_rows(spec: Sweep, runs: list[Run]) -> list[dict]:
     """One row per trial (see the module docstring), best first; trials without the metric last."""
     rows = []
@@ -422,7 +385,7 @@ def summary_rows(spec: Sweep, runs: list[Run]) -> list[dict]:
         members = [run for run in runs if run.trial.index == trial.index]
         metrics = [best_metric(run.path, spec.metric, spec.mode) for run in members]
         metrics = [m for m in metrics if m is not None]
-        summaries = [_summary(run.path) for run in members]
+        summaries = [read_summary(run.path) or {} for run in members]
         tests = [s["test"].get("accuracy") if spec.metric.endswith("acc") else s["test"].get("loss")
                  for s in summaries if isinstance(s.get("test"), dict)]
         tests = [t for t in tests if isinstance(t, int | float)]

@@ -10,6 +10,9 @@ runs/<name>/<YYYYmmdd-HHMMSS>[-N]/
 
 from __future__ import annotations
 
+import csv
+import json
+import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -109,3 +112,49 @@ def discard(run: RunDir) -> None:
                 shutil.rmtree(child, ignore_errors=True)
             else:
                 child.unlink(missing_ok=True)
+
+
+# ---- reading a run directory back (nncli runs, nncli sweep, nncli plot) -------------------
+
+
+def read_metrics(path) -> list[dict]:
+    """Rows of a metrics.csv, numbers as floats and empty cells as None."""
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    return [{k: (None if v in ("", None) else float(v)) for k, v in row.items()} for row in rows]
+
+
+def read_summary(path: Path) -> dict | None:
+    """A run's summary.json, or None when it has none (or an unreadable one)."""
+    try:
+        value = json.loads((Path(path) / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def run_status(path: Path) -> str:
+    """finished, early-stopped (summary written), diverged (nan_report.json), interrupted
+    (a checkpoint but no summary: `nncli train --resume` goes on) or new (nothing saved)."""
+    path = Path(path)
+    summary = read_summary(path)
+    if summary is not None:
+        return "early-stopped" if summary.get("stopped_early") else "finished"
+    if (path / "nan_report.json").is_file():
+        return "diverged"
+    if (path / "checkpoints" / "last.pkl").is_file():
+        return "interrupted"
+    return "new"
+
+
+def best_metric(path: Path, metric: str, mode: str) -> float | None:
+    """The best finite value of `metric` over a run's epochs (max or min by `mode`), or None."""
+    try:
+        rows = read_metrics(Path(path) / "metrics.csv")
+    except (OSError, UnicodeDecodeError, ValueError, csv.Error):
+        return None
+    values = [row.get(metric) for row in rows]
+    values = [v for v in values if isinstance(v, float) and math.isfinite(v)]
+    if not values:
+        return None
+    return max(values) if mode == "max" else min(values)

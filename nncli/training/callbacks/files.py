@@ -67,13 +67,6 @@ def metrics_csv(history: list[dict]) -> str:
     return out.getvalue()
 
 
-def read_metrics(path) -> list[dict]:
-    """Rows of a metrics.csv, numbers as floats and empty cells as None."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
-    return [{k: (None if v in ("", None) else float(v)) for k, v in row.items()} for row in rows]
-
-
 class MetricsWriter(Callback):
     def __init__(self, run: RunDir):
         self.run = run
