@@ -123,3 +123,12 @@ def test_a_convolution_that_cannot_take_its_input_names_the_layer_line_and_shape
     fits = check("cnn.yaml", "--set", "model[0].conv2d.kernel=3")
     assert fits.exit_code == 0, fits.output
     assert "conv2d(filters=8, padding=[1, 1])  (8, 28, 28)" in fits.output
+
+
+def test_augmentation_is_listed(workdir, check):
+    (workdir / "aug.yaml").write_text(IMAGES.replace("  preprocess: [scale]\n",
+                                                     "  preprocess: [scale]\n  augment: [hflip]\n"))
+    result = check("aug.yaml")
+    assert result.exit_code == 0, result.output
+    assert "augment: hflip(p=0.5) (training batches only)" in result.output.splitlines()
+    assert "augment:" not in check("small.yaml").output

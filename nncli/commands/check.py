@@ -74,6 +74,7 @@ def check(config_path: str, overrides=(), *, data_dir: Path) -> str:
         [
             f"{config_path}: {config.name}, {config.dtype}",
             f"data: {info.name}, {', '.join(counts)} samples; input {info.input_shape}, {task}",
+            *_augment_line(exp),
             *table,
             f"total parameters: {total:,} ({format_bytes(total * dtype.itemsize)})",
             f"activations of one batch: {format_bytes(model.activation_bytes(batch, dtype))}"
@@ -84,6 +85,18 @@ def check(config_path: str, overrides=(), *, data_dir: Path) -> str:
             "config OK",
         ]
     )
+
+
+def _augment_line(exp) -> list[str]:
+    """`augment: random_crop(padding=4), hflip(p=0.5)` when training batches are augmented."""
+    if exp.augment is None:
+        return []
+    steps = [
+        f"{name}({', '.join(f'{k}={v}' for k, v in options.items())})"
+        for entry in exp.augment.get_config()
+        for name, options in entry.items()
+    ]
+    return [f"augment: {', '.join(steps)} (training batches only)"]
 
 
 def _summary(model):
