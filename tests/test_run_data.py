@@ -71,6 +71,7 @@ def test_a_checkpoint_records_its_data(workdir, nncli):
     run = train_table(workdir, nncli)
     data = checkpoint.load(run / "checkpoints" / "last.pkl")["data"]
     assert data["dataset"] == "csv" and data["class_names"] == ["no", "yes"]
+    assert (data["task"], data["input_shape"], data["num_outputs"]) == ("classification", [3], 2)
     assert len(data["fingerprint"]) == 32
 
 

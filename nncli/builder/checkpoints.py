@@ -35,12 +35,16 @@ class Rebuilt:
 
 
 def data_record(config: Config, splits: Splits) -> dict:
-    """What a checkpoint keeps of its data: the dataset, the fingerprint, the class names."""
-    names = splits.info.class_names
+    """What a checkpoint keeps of its data: the dataset, a fingerprint of it, its task, the
+    model's input shape (after preprocessing), the outputs and the class names."""
+    info = splits.info
     return {
         "dataset": config.data.dataset,
         "fingerprint": splits.fingerprint,
-        "class_names": list(names) if names else None,
+        "task": info.task,
+        "input_shape": list(info.input_shape),
+        "num_outputs": info.num_outputs,
+        "class_names": list(info.class_names) if info.class_names else None,
     }
 
 
