@@ -4,7 +4,7 @@ A checkpoint is a dict of builtins and numpy arrays only:
 
     format_version, nncli_version, config (the resolved YAML data), model (params, buffers),
     optimizer, schedule, preprocessor (fitted statistics), data (the dataset, a fingerprint of
-    it and its class names), rng (the generator's state),
+    it, its task, the model's input shape, the outputs and the class names), rng (the generator's state),
     epoch (epochs completed), progress (where an interrupted epoch stopped, or None),
     history (metrics rows so far), tracker (best and early-stopping state)
 
