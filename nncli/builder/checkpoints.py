@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from nncli.builder.experiment import build_loss, build_model, build_regularizer, check_fit
+from nncli.builder.experiment import build_loss, build_model, build_regularizer, check_fit, configured_data
 from nncli.builder.paths import resolve_data_paths
 from nncli.config.schema import Config, parse_config
 from nncli.config.yamlsource import Source, apply_override
-from nncli.data.pipeline import Preprocessor, Splits, load_data
+from nncli.data.pipeline import Preprocessor, Splits
 from nncli.errors import CheckpointError, DataError
 from nncli.nn.losses import Loss
 from nncli.nn.model import Sequential
@@ -96,23 +96,12 @@ def rebuild(saved: dict, data_dir: Path) -> Rebuilt:
     preprocessor = Preprocessor.from_state(saved["preprocessor"])
     rng = np.random.default_rng(config.seed)
     loss = build_loss(config)
-    with config.located(("data",)):
-        try:
-            splits = load_data(
-                config.data.dataset,
-                dict(config.data.options),
-                val_size=config.data.val_size,
-                preprocess=list(config.data.preprocess),
-                data_dir=data_dir,
-                rng=rng,
-                dtype=np.dtype(config.dtype),
-                preprocessor=preprocessor,
-                loss_task=loss.task,
-            )
-        except ValueError as err:  # statistics that do not broadcast against the data
-            raise CheckpointError(
-                f"{saved['path']}: the saved preprocessing does not fit {config.data.dataset} ({err})"
-            ) from None
+    try:
+        splits = configured_data(config, data_dir, rng, loss, preprocessor=preprocessor)
+    except ValueError as err:  # statistics that do not broadcast against the data
+        raise CheckpointError(
+            f"{saved['path']}: the saved preprocessing does not fit {config.data.dataset} ({err})"
+        ) from None
     model = build_model(config, splits.info.input_shape, rng, loss)
     check_fit(config, model, loss, splits)
     try:

@@ -20,7 +20,7 @@ from nncli.builder.advice import data_notes, input_notes, output_notes
 from nncli.builder.paths import resolve_data_paths
 from nncli.config.schema import Component, Config
 from nncli.data.augment import AUGMENTATIONS, Augmenter
-from nncli.data.pipeline import Splits, load_data
+from nncli.data.pipeline import Preprocessor, Splits, load_data
 from nncli.nn.layers import LAYERS
 from nncli.nn.losses import LOSSES, Loss
 from nncli.nn.model import Sequential
@@ -90,31 +90,45 @@ def build_loss(config: Config) -> Loss:
     return create(config, config.loss, LOSSES)
 
 
+def configured_data(
+    config: Config,
+    data_dir: Path,
+    rng: np.random.Generator,
+    loss: Loss,
+    *,
+    preprocess: list | None = None,
+    preprocessor: Preprocessor | None = None,
+    progress: bool = True,
+) -> Splits:
+    """`load_data` for the config's dataset, options, validation split and dtype, with the
+    loss's task for loaders that decide theirs; `preprocess` in place of the config's steps, or
+    a fitted `preprocessor` (a checkpoint's) applied as it is."""
+    with config.located(("data",)):
+        return load_data(
+            config.data.dataset,
+            dict(config.data.options),
+            val_size=config.data.val_size,
+            preprocess=list(config.data.preprocess) if preprocess is None else preprocess,
+            data_dir=data_dir,
+            rng=rng,
+            dtype=np.dtype(config.dtype),
+            progress=progress,
+            preprocessor=preprocessor,
+            loss_task=loss.task,
+        )
+
+
 def load_splits(
     config: Config, data_dir: Path, rng: np.random.Generator, loss: Loss, progress: bool = True
 ) -> Splits:
     """The configured data; a regression loss on class labels gets them one-hot encoded."""
-
-    def load(preprocess: list, generator: np.random.Generator) -> Splits:
-        with config.located(("data",)):
-            return load_data(
-                config.data.dataset,
-                dict(config.data.options),
-                val_size=config.data.val_size,
-                preprocess=preprocess,
-                data_dir=data_dir,
-                rng=generator,
-                dtype=np.dtype(config.dtype),
-                progress=progress,
-                loss_task=loss.task,
-            )
-
-    preprocess = list(config.data.preprocess)
-    splits = load(preprocess, rng)
+    splits = configured_data(config, data_dir, rng, loss, progress=progress)
     if loss.task == "regression" and splits.info.task == "classification" and splits.y_train.ndim == 1:
         # Whether labels are classes is known only once loaded. Loading again from a fresh
         # generator consumes it exactly as `rng` was, so the split is the same.
-        splits = load([*preprocess, "one_hot"], np.random.default_rng(config.seed))
+        one_hot = [*config.data.preprocess, "one_hot"]
+        generator = np.random.default_rng(config.seed)
+        splits = configured_data(config, data_dir, generator, loss, preprocess=one_hot, progress=progress)
     return splits
 
 
