@@ -36,15 +36,21 @@ class Rebuilt:
 
 def data_record(config: Config, splits: Splits) -> dict:
     """What a checkpoint keeps of its data: the dataset, a fingerprint of it, its task, the
-    model's input shape (after preprocessing), the outputs and the class names."""
+    shape of a sample as loaded (`raw_shape`) and as the model takes it (`input_shape`, after
+    preprocessing), the pixel maximum of images, the outputs, the class names, and for a
+    table which columns were the features and the targets: what it takes to read new inputs
+    the way the training ones were read, with no access to the training data."""
     info = splits.info
     return {
         "dataset": config.data.dataset,
         "fingerprint": splits.fingerprint,
         "task": info.task,
+        "raw_shape": list(splits.raw_shape),
         "input_shape": list(info.input_shape),
+        "pixel_max": info.pixel_max,
         "num_outputs": info.num_outputs,
         "class_names": list(info.class_names) if info.class_names else None,
+        "columns": info.columns.to_dict() if info.columns else None,
     }
 
 

@@ -47,6 +47,8 @@ class DatasetInfo:
     (255.0) and is what `scale` divides by. `class_names[i]` names class i where the labels
     were not already 0..K-1. `notes` are one-line sentences on what the loader decided for the
     user (whole-number labels read as regression targets, say), for the caller to show.
+    `columns` says which columns of a table were the features and the targets (csv only), so
+    that new rows can be read the way the training rows were.
     """
 
     name: str
@@ -57,6 +59,7 @@ class DatasetInfo:
     pixel_max: float | None = None
     class_names: tuple[str, ...] | None = None
     notes: tuple[str, ...] = ()
+    columns: Columns | None = None
 
     @classmethod
     def classification(
@@ -68,17 +71,50 @@ class DatasetInfo:
         pixel_max: float | None = None,
         class_names: tuple[str, ...] | None = None,
         notes: tuple[str, ...] = (),
+        columns: Columns | None = None,
     ) -> DatasetInfo:
         return cls(name, tuple(input_shape), "classification", num_classes, num_classes,
-                   pixel_max, class_names, tuple(notes))
+                   pixel_max, class_names, tuple(notes), columns)
 
     @classmethod
     def regression(
         cls, name: str, input_shape: tuple[int, ...], num_outputs: int, *,
-        pixel_max: float | None = None, notes: tuple[str, ...] = (),
+        pixel_max: float | None = None, notes: tuple[str, ...] = (), columns: Columns | None = None,
     ) -> DatasetInfo:
         return cls(name, tuple(input_shape), "regression", None, num_outputs, pixel_max,
-                   notes=tuple(notes))
+                   notes=tuple(notes), columns=columns)
+
+
+@dataclass(frozen=True)
+class Columns:
+    """How the rows of a training table were read: its `width` in values, the positions (from
+    0) of the `features` in the order the model takes them and of the `targets`, and the
+    `header` names where the file had a header row. Plain data (`to_dict`), so that a
+    checkpoint can read new rows the same way long after the training file is gone."""
+
+    width: int
+    features: tuple[int, ...]
+    targets: tuple[int, ...]
+    header: tuple[str, ...] | None = None
+
+    @property
+    def feature_names(self) -> tuple[str, ...] | None:
+        return None if self.header is None else tuple(self.header[i] for i in self.features)
+
+    @property
+    def target_names(self) -> tuple[str, ...] | None:
+        return None if self.header is None else tuple(self.header[i] for i in self.targets)
+
+    def to_dict(self) -> dict:
+        return {"width": self.width, "features": list(self.features), "targets": list(self.targets),
+                "header": None if self.header is None else list(self.header)}
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> Columns:
+        header = saved.get("header")
+        return cls(int(saved["width"]), tuple(int(i) for i in saved["features"]),
+                   tuple(int(i) for i in saved["targets"]),
+                   None if header is None else tuple(str(h) for h in header))
 
 
 @dataclass(frozen=True)

@@ -297,7 +297,8 @@ class Preprocessor:
 class Splits:
     """Preprocessed arrays: inputs in the run's float dtype, labels int64 (N,) or one-hot, or
     regression targets (N, k). `x_val`/`y_val` and `x_test`/`y_test` may be None. `info` has
-    the input shape after preprocessing."""
+    the input shape after preprocessing, `raw_shape` the shape of a sample as loaded (what
+    the preprocessing takes)."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -308,6 +309,7 @@ class Splits:
     info: DatasetInfo
     preprocessor: Preprocessor
     fingerprint: str = ""  # of the data as loaded (`data_fingerprint`), before any split
+    raw_shape: tuple[int, ...] = ()
 
 
 def data_fingerprint(raw: RawData) -> str:
@@ -392,7 +394,7 @@ def load_data(
         y_test = preprocessor.apply_labels(raw.y_test)
     y_train = preprocessor.apply_labels(raw.y_train if train is None else raw.y_train[train])
     return Splits(x_train, y_train, x_val, y_val, x_test, y_test, info, preprocessor,
-                  data_fingerprint(raw))
+                  data_fingerprint(raw), tuple(raw.info.input_shape))
 
 
 def _inputs(x: np.ndarray, rows: np.ndarray | None, dtype: np.dtype) -> np.ndarray:

@@ -11,6 +11,11 @@ the batch size.
 
 Classification losses take integer labels of shape (N,) (and, where noted, one-hot or soft
 labels of shape (N, K)); `correct(pred, target)` counts right predictions for accuracy.
+
+`link(pred)` turns a model's outputs into what a user asks for (`outputs` says what they are):
+probabilities for the cross-entropies, the scores themselves for the hinge, the predicted values
+for regression. `class_scores(pred)` is the same, one column per class, so that a single-output
+binary model gives two columns, P(0) and P(1).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import numpy as np
 
 from nncli import validate
 from nncli.errors import ConfigError
-from nncli.nn.layers.activations import log_softmax, sigmoid
+from nncli.nn.layers.activations import log_softmax, sigmoid, softmax
 from nncli.registry import Registry
 
 LOSSES: Registry[type[Loss]] = Registry("loss")
@@ -31,6 +36,20 @@ class Loss:
     target_kind = "labels"
     #: the total weight behind the last `forward`'s mean
     batch_weight = 0.0
+    #: what `link` gives: "probabilities", "scores" or "values"
+    outputs = "scores"
+
+    def link(self, pred: np.ndarray) -> np.ndarray:
+        """The outputs as a user reads them (see `outputs`)."""
+        return pred
+
+    def class_scores(self, pred: np.ndarray) -> np.ndarray:
+        """(N, K) per class, K >= 2: `link(pred)`, or [1 - p, p] for a single binary output.
+        The argmax of a row is the class `nncli.nn.metrics.predicted_labels` picks."""
+        scores = self.link(pred)
+        if scores.shape[1] == 1:
+            return np.concatenate([1 - scores, scores], axis=1)
+        return scores
 
     def forward(self, pred: np.ndarray, target: np.ndarray) -> float:
         raise NotImplementedError
@@ -113,9 +132,14 @@ class SoftmaxCrossEntropy(_WeightedClassLoss):
     fine. Shape: (N, K) logits and (N,) integer labels or (N, K) label distributions.
     """
 
+    outputs = "probabilities"
+
     def __init__(self, label_smoothing: float = 0.0, class_weights: list[float] | None = None):
         super().__init__(class_weights)
         self.label_smoothing = validate.fraction("label_smoothing", label_smoothing)
+
+    def link(self, pred):
+        return softmax(pred)
 
     def forward(self, pred, target):
         if target.ndim == 1 and self.class_weights is None:
@@ -223,6 +247,7 @@ class MeanSquaredError(Loss):
 
     task = "regression"
     target_kind = "values"
+    outputs = "values"
 
     def forward(self, pred, target):
         target = target.reshape(pred.shape).astype(pred.dtype, copy=False)
@@ -248,6 +273,10 @@ class BinaryCrossEntropy(Loss):
     """
 
     target_kind = "values"
+    outputs = "probabilities"
+
+    def link(self, pred):
+        return sigmoid(pred)
 
     def __init__(self, class_weights: list[float] | None = None):
         if class_weights is not None and (
