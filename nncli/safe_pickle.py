@@ -92,4 +92,5 @@ def load(
         ) from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
             IndexError, KeyError, OverflowError, MemoryError, UnicodeDecodeError) as err:
-        raise error(f"cannot read {what}: it is not a valid pickle ({err})") from None
+        reason = " ".join(str(err).split())  # pickle's own messages may run over two lines
+        raise error(f"cannot read {what}: it is not a valid pickle ({reason})") from None

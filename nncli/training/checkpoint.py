@@ -11,7 +11,8 @@ A checkpoint is a dict of builtins and numpy arrays only:
 `save` writes a temporary file beside the target, flushes and fsyncs it, then renames it over
 the target, so a reader sees the old checkpoint or the new one, never half of one. `load` uses
 the restricted unpickler in `nncli.safe_pickle`: a crafted pickle naming anything but arrays
-and builtins is refused before any of it runs.
+and builtins is refused before any of it runs. `load` reads `nncli export`'s .npz files too
+(`nncli.training.export`), as checkpoints without their training state.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 from nncli import __version__, safe_pickle
 from nncli.errors import CheckpointError
 from nncli.fileio import atomic_write_bytes
+from nncli.training import export
 
 FORMAT_VERSION = 1
 REQUIRED = ("format_version", "config", "model", "epoch")
@@ -54,6 +56,8 @@ def load(path: str | Path) -> dict[str, Any]:
             f"{path} is a config, not a checkpoint: train it (nncli train {path}) and give the run"
             " directory, or a .pkl file from its checkpoints/"
         )
+    if export.is_export(path):  # `nncli export`'s .npz, which needs no unpickling
+        return export.read(path)
     try:
         with open(path, "rb") as f:
             state = safe_pickle.load(f, what=f"checkpoint {path}", error=CheckpointError)

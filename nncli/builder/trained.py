@@ -1,0 +1,194 @@
+"""A trained model rebuilt from its checkpoint alone, for use on new inputs.
+
+A checkpoint records what its data looked like (`data_record`): the shape of a sample as loaded,
+the task, the class names, the pixel maximum of images and, for a table, its columns. With the
+saved config, weights and fitted preprocessing that is all it takes to turn new raw samples
+into predictions: no training data and no data directory. `nncli predict`, `nncli.load` and
+the notebook's `Model` are built on `TrainedModel`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from nncli.builder.checkpoints import checkpoint_config
+from nncli.builder.experiment import build_loss, build_model
+from nncli.config.schema import Config
+from nncli.data.datasets import Columns
+from nncli.data.pipeline import Flatten, Preprocessor
+from nncli.errors import CheckpointError, DataError
+from nncli.nn.losses import Loss
+from nncli.nn.metrics import evaluate, predicted_labels
+from nncli.nn.model import Sequential
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a raw sample looks like: its `shape` before preprocessing, the `pixel_max` of
+    images (None for other data), and a table's `columns` (None for other data)."""
+
+    shape: tuple[int, ...]
+    pixel_max: float | None
+    columns: Columns | None
+
+
+class TrainedModel:
+    """The model of checkpoint `saved` (a dict from `nncli.training.checkpoint.load`), with
+    its loss, its fitted preprocessing and what its inputs and outputs are.
+
+    `x` arguments are raw samples, as the dataset loader gave them: (N, *spec.shape), before
+    preprocessing (MNIST: (N, 1, 28, 28) pixels from 0 to 255).
+    """
+
+    def __init__(self, saved: dict):
+        self.saved = saved
+        self.source = str(saved.get("path", "the checkpoint"))
+        record = saved.get("data")
+        if not isinstance(record, dict) or "input_shape" not in record:
+            raise CheckpointError(
+                f"{self.source} was written by an nncli that did not record its inputs' shape;"
+                " `nncli eval` still reads it, but to predict, train the config again"
+            )
+        self.config: Config = checkpoint_config(saved)
+        if "preprocessor" not in saved:
+            raise CheckpointError(f"{self.source} has no preprocessing state")
+        self.preprocessor = Preprocessor.from_state(saved["preprocessor"])
+        try:
+            input_shape = tuple(int(d) for d in record["input_shape"])
+            self.task: str = str(record["task"])
+            self.num_outputs = int(record["num_outputs"])
+            names = record.get("class_names")
+            self.class_names: list[str] | None = [str(n) for n in names] if names else None
+            self.spec = InputSpec(
+                self._raw_shape(record, input_shape),
+                None if record.get("pixel_max") is None else float(record["pixel_max"]),
+                Columns.from_dict(record["columns"]) if record.get("columns") else None,
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise CheckpointError(f"{self.source} has a damaged data record ({err!r})") from None
+        self.loss: Loss = build_loss(self.config)
+        self.model: Sequential = build_model(
+            self.config, input_shape, np.random.default_rng(self.config.seed), self.loss
+        )
+        try:
+            self.model.load_state_dict(saved["model"])
+        except (KeyError, ValueError, TypeError) as err:
+            raise CheckpointError(f"{self.source} does not match its own config: {err}") from None
+
+    def _raw_shape(self, record: dict, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        if record.get("raw_shape"):
+            return tuple(int(d) for d in record["raw_shape"])
+        # written before raw shapes were recorded: right unless a step reshaped the samples
+        if any(isinstance(step, Flatten) for step in self.preprocessor.steps):
+            raise CheckpointError(
+                f"{self.source} was written by an nncli that did not record the shape of its raw"
+                " samples, and its preprocessing flattens them; train the config again to predict"
+            )
+        return input_shape
+
+    @property
+    def classes(self) -> list[str]:
+        """The name of each class: the dataset's, else the class numbers."""
+        if self.class_names:
+            return self.class_names
+        return [str(i) for i in range(max(2, self.num_outputs))]
+
+    def check_inputs(self, x: np.ndarray, source: str) -> np.ndarray:
+        """`x` as a float array of raw samples; a `DataError` naming `source` otherwise."""
+        x = np.asarray(x)
+        if x.dtype.kind not in "iuf":
+            raise DataError(f"{source} holds {x.dtype} values; the model takes numbers")
+        if x.shape[1:] != self.spec.shape:
+            expected = f"samples of shape {self.spec.shape}"
+            hint = ""
+            if x.ndim >= 1 and x[0:1].size == int(np.prod(self.spec.shape)):
+                hint = f" (reshape them with x.reshape(-1, {', '.join(map(str, self.spec.shape))}))"
+            raise DataError(f"{source} has samples of shape {x.shape[1:]}; the model takes {expected}{hint}")
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            sample = int(np.argwhere(~np.isfinite(x))[0][0])
+            raise DataError(f"{source}: sample {sample} holds a value that is missing or not finite")
+        return x
+
+    def outputs(self, x: np.ndarray, batch_size: int | None = None, source: str = "the input") -> np.ndarray:
+        """The model's raw outputs (logits, scores or values) for raw samples `x`."""
+        x = self.check_inputs(x, source)
+        batch = batch_size or self.config.train.eval_batch_size
+        outs = [
+            self.model.forward(self.preprocessor.apply(x[i : i + batch]), training=False)
+            for i in range(0, len(x), batch)
+        ]
+        if not outs:
+            return np.empty((0, *self.model.output_shape), self.preprocessor.dtype)
+        return np.concatenate(outs)
+
+    def predict(self, x: np.ndarray, batch_size: int | None = None, source: str = "the input") -> np.ndarray:
+        """Probabilities (cross-entropy losses), scores (hinge) or predicted values
+        (regression), one row per sample; `loss.outputs` says which."""
+        return self.loss.link(self.outputs(x, batch_size, source))
+
+    def class_indices(self, outputs: np.ndarray) -> np.ndarray:
+        return predicted_labels(outputs)
+
+    def labels_of(self, y, source: str) -> np.ndarray:
+        """Class labels as indices 0..K-1, from class names or from the indices themselves."""
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1:
+            raise DataError(f"{source} has labels of shape {y.shape}; expected one per sample")
+        classes = self.classes
+        if y.dtype.kind in "US" or y.dtype == object:
+            index = {name: i for i, name in enumerate(classes)}
+            unknown = sorted({str(v) for v in y.tolist()} - index.keys())
+            if unknown:
+                raise DataError(
+                    f"{source} has class {unknown[0]!r}, which the model does not know"
+                    f" (its classes: {', '.join(classes)})"
+                )
+            return np.array([index[str(v)] for v in y.tolist()], dtype=np.int64)
+        if y.dtype.kind == "f" and not np.array_equal(y, np.round(y)):
+            raise DataError(f"{source} has class labels that are not whole numbers")
+        if self.class_names and y.dtype.kind in "iuf":
+            # numeric labels of a model whose classes have names: the names may be numbers
+            # themselves ("1", "2", "3" for labels 1..3), which is how a user writes them
+            as_names = [str(int(v)) for v in y.tolist()]
+            if set(as_names) <= set(classes):
+                return self.labels_of(np.array(as_names), source)
+        labels = y.astype(np.int64)
+        bad = labels[(labels < 0) | (labels >= len(classes))]
+        if bad.size:
+            raise DataError(f"{source} has label {bad[0]}; the model's classes are 0 to {len(classes) - 1}")
+        return labels
+
+    def targets_of(self, y, source: str) -> np.ndarray:
+        """What `evaluate` compares the outputs with: class indices (classification) or float
+        targets (N, k) (regression)."""
+        if self.task == "classification":
+            return self.preprocessor.apply_labels(self.labels_of(y, source))
+        y = np.asarray(y, dtype=self.preprocessor.dtype)
+        if y.ndim == 1:
+            y = y[:, None]
+        if y.ndim != 2 or y.shape[1] != self.num_outputs:
+            raise DataError(
+                f"{source} has targets of shape {y.shape[1:]}; the model predicts {self.num_outputs}"
+            )
+        return y
+
+    def evaluate(self, x, y, batch_size: int | None = None, source: str = "the input") -> dict:
+        """The figures `nncli eval` prints, for raw samples `x` and their labels or targets `y`."""
+        x = self.check_inputs(x, source)
+        targets = self.targets_of(y, source)
+        if len(targets) != len(x):
+            raise DataError(f"{source}: {len(x):,} samples but {len(targets):,} labels")
+        report, _ = evaluate(
+            self.model,
+            self.loss,
+            self.preprocessor.apply(x),
+            targets,
+            batch_size or self.config.train.eval_batch_size,
+            num_classes=len(self.classes) if self.task == "classification" else None,
+            class_names=self.classes if self.task == "classification" else None,
+        )
+        return report
