@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
+from pathlib import Path
 
 import click
 
@@ -207,6 +208,69 @@ def eval_command(obj, checkpoint_path, split, data_dir, as_json, plot_path, batc
         click.echo(json.dumps(result.report) if as_json else evaluation.format_report(result.report))
         if plot_path:
             click.echo(f"wrote {plot_path}", err=as_json)
+
+
+@cli.command(name="predict", context_settings=CONTEXT)
+@click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path())
+@click.argument("inputs", metavar="INPUT...", nargs=-1, required=True, type=click.Path())
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the predictions here [stdout].")
+@click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Also give the next best classes, with their probabilities.")
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), help="Samples per forward pass [train.eval_batch_size]."
+)
+@click.option(
+    "--invert", is_flag=True, help="Invert images: dark-on-light pictures for a light-on-dark model (MNIST)."
+)
+@click.option("--labels", is_flag=True,
+              help="Read the labels too (a CSV's target column, an .npz's y) and report accuracy or MSE.")
+@click.option("--json", "as_json", is_flag=True, help="Write JSON instead of CSV.")
+@click.pass_obj
+def predict_command(obj, checkpoint_path, inputs, output, top_k, batch_size, invert, labels, as_json):
+    """Apply a trained model to new inputs and print one row per sample: its name, the predicted
+    class and its probability (regression: the predicted values).
+
+    CHECKPOINT is a checkpoint file, a run directory (its best checkpoint) or an `nncli export`
+    file. INPUT is a CSV with the training file's feature columns, an .npz with an array x,
+    image files or folders of them. Only the checkpoint is needed, never the training data.
+    """
+    from nncli.commands import predict
+    from nncli.fileio import atomic_write_text
+
+    with _user_errors(obj["debug"]):
+        result = predict.predict(
+            checkpoint_path, list(inputs), top_k=top_k, batch_size=batch_size, invert=invert, labels=labels
+        )
+        for note in result.notes:
+            click.echo(note, err=True)
+        text = result.to_json() + "\n" if as_json else result.to_csv()
+        if output:
+            atomic_write_text(Path(output), text)
+            click.echo(f"wrote {count(len(result.rows), 'prediction')} to {output}", err=True)
+        else:
+            click.echo(text, nl=False)
+        if result.metrics is not None:
+            click.echo(predict.format_metrics(result.metrics), err=True)
+
+
+@cli.command(name="export", context_settings=CONTEXT)
+@click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path())
+@click.option(
+    "-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .npz file to write."
+)
+@click.pass_obj
+def export_command(obj, checkpoint_path, output):
+    """Write a checkpoint's model as an .npz of plain arrays (no pickle): the parameters and
+    buffers by name (layers.0.W, ...), with the config and the preprocessing as JSON inside.
+    predict, eval and nncli.load take it as a checkpoint."""
+    from nncli.commands.export import export_checkpoint
+
+    with _user_errors(obj["debug"]):
+        written = export_checkpoint(checkpoint_path, output)
+        click.echo(
+            f"wrote {written['output']}: {count(written['arrays'], 'array')} of {written['checkpoint']}"
+            f" (epoch {written['epoch']})"
+        )
 
 
 def _parse_samples(value: str) -> int | None:

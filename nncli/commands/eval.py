@@ -51,7 +51,7 @@ def evaluate_checkpoint(
     splits = built.splits
     change = refuse_changed_data(saved, splits, allow_data_change or split != "val")
     warnings = [f"warning: {change}; the figures are of the data as it is now"] if change else []
-    partly = _partly_trained(saved)
+    partly = partly_trained(saved)
     if partly:
         warnings.append(f"warning: {saved['path']} {partly}")
     x, y = {
@@ -84,7 +84,7 @@ def evaluate_checkpoint(
     return Evaluation({**head, **report}, outputs, y, saved, warnings)
 
 
-def _partly_trained(saved: dict) -> str | None:
+def partly_trained(saved: dict) -> str | None:
     """What is unusual about when `saved` was written: inside an epoch, or before any."""
     training = saved.get("training")
     progress = training.get("progress") if isinstance(training, dict) else None

@@ -1,0 +1,257 @@
+"""`nncli predict`: a trained model applied to new files.
+
+The model, its preprocessing and what its inputs look like come from the checkpoint alone
+(`nncli.builder.trained`): never the training data. The inputs may be
+
+    a CSV          rows with the training table's feature columns (by header name, or by
+                   position); a target column is ignored, or read with `labels`
+    an .npz        an array x of raw samples (and y, with `labels`)
+    images         PNG, JPEG, ... files, or folders of them, for a model trained on images:
+                   converted to its channels and size (`nncli.data.images`)
+
+One row comes out per input sample: its name (the image file, `file.csv:LINE`, `file.npz[i]`),
+then the predicted class by name and its probability (the next best with `top_k`), or the
+predicted values under the target columns' names for regression.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nncli.builder.trained import TrainedModel
+from nncli.commands.eval import partly_trained
+from nncli.data.images import IMAGE_SUFFIXES, image_files, image_shape, read_images
+from nncli.data.tabular import read_rows
+from nncli.errors import DataError, NncliError
+from nncli.training import checkpoint
+
+TABLE_SUFFIXES = (".csv",)
+ARRAY_SUFFIXES = (".npz",)
+
+
+@dataclass
+class Inputs:
+    """Raw samples gathered from the input files: their names, and their labels or targets
+    where asked for."""
+
+    names: list[str] = field(default_factory=list)
+    parts: list[np.ndarray] = field(default_factory=list)
+    labels: list = field(default_factory=list)
+
+    @property
+    def x(self) -> np.ndarray:
+        return np.concatenate(self.parts)
+
+
+@dataclass
+class Prediction:
+    header: list[str]  # the CSV's columns
+    rows: list[list]  # one per input sample
+    records: list[dict]  # the same, for JSON
+    metrics: dict | None  # with labels: `nncli eval`'s figures on the inputs
+    notes: list[str]  # one line each, for stderr
+
+    def to_csv(self) -> str:
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(self.header)
+        writer.writerows(self.rows)
+        return out.getvalue()
+
+    def to_json(self) -> str:
+        return json.dumps({"predictions": self.records, "metrics": self.metrics}, indent=2)
+
+
+def load_model(path: str | Path) -> TrainedModel:
+    """The trained model of a checkpoint file, a run directory or an `nncli export` file."""
+    return TrainedModel(checkpoint.load(path))
+
+
+def gather(
+    model: TrainedModel, paths: list[str | Path], *, invert: bool = False, labels: bool = False
+) -> Inputs:
+    """The raw samples of every input path, in order; a `DataError` naming the file for any
+    input the model cannot take."""
+    if not paths:
+        raise NncliError("give at least one input: a CSV, an .npz, image files or a folder of them")
+    inputs = Inputs()
+    pictures: list[Path] = []
+
+    def flush_pictures() -> None:
+        if pictures:
+            _add_images(model, pictures, inputs, invert=invert, labels=labels)
+            pictures.clear()
+
+    for given in paths:
+        path = Path(given)
+        suffix = path.suffix.lower()
+        if path.is_dir() or suffix in IMAGE_SUFFIXES:
+            pictures.append(path)
+            continue
+        flush_pictures()
+        if not path.exists():
+            raise DataError(f"{path} does not exist")
+        if suffix in TABLE_SUFFIXES:
+            _add_table(model, path, inputs, labels=labels)
+        elif suffix in ARRAY_SUFFIXES:
+            _add_arrays(model, path, inputs, labels=labels)
+        else:
+            raise DataError(
+                f"cannot tell what {path} is: give a .csv, an .npz, image files"
+                f" ({', '.join(IMAGE_SUFFIXES)}) or a folder of them"
+            )
+    flush_pictures()
+    return inputs
+
+
+def _add_images(
+    model: TrainedModel, paths: list[Path], inputs: Inputs, *, invert: bool, labels: bool
+) -> None:
+    shape = image_shape(model.spec.shape)
+    if shape is None:
+        raise DataError(
+            f"{paths[0]}: the model takes samples of shape {model.spec.shape}, not pictures;"
+            " give a .csv or an .npz"
+        )
+    if labels:
+        raise NncliError("--labels needs the labels in the inputs: a CSV's target column or an .npz's y")
+    files = image_files(paths)
+    inputs.names += [str(f) for f in files]
+    inputs.parts.append(read_images(files, shape, invert=invert, pixel_max=model.spec.pixel_max or 255.0))
+
+
+def _add_table(model: TrainedModel, path: Path, inputs: Inputs, *, labels: bool) -> None:
+    x, y, lines = read_rows(
+        path, model.spec.columns, int(np.prod(model.spec.shape)), targets=labels, task=model.task
+    )
+    inputs.names += [f"{path}:{line}" for line in lines]
+    inputs.parts.append(x.reshape(len(x), *model.spec.shape))
+    if labels:
+        inputs.labels.append(np.asarray(y))
+
+
+def _add_arrays(model: TrainedModel, path: Path, inputs: Inputs, *, labels: bool) -> None:
+    import zipfile
+    import zlib
+
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {key: npz[key] for key in npz.files}
+    except ValueError as err:
+        raise DataError(f"{path} holds arrays numpy cannot read without pickle ({err})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise DataError(f"{path} is not a readable .npz file ({err})") from None
+    if "x" not in arrays:
+        raise DataError(f"{path} has no array x (it holds {', '.join(arrays) or 'none'})")
+    x = model.check_inputs(arrays["x"], str(path))
+    inputs.names += [f"{path}[{i}]" for i in range(len(x))]
+    inputs.parts.append(x)
+    if labels:
+        if "y" not in arrays:
+            raise DataError(f"{path} has no array y for --labels (it holds {', '.join(arrays)})")
+        if len(arrays["y"]) != len(x):
+            raise DataError(f"{path}: x has {len(x):,} samples, y {len(arrays['y']):,}")
+        inputs.labels.append(arrays["y"])
+
+
+def predict(
+    path: str | Path,
+    inputs: list[str | Path],
+    *,
+    top_k: int = 1,
+    batch_size: int | None = None,
+    invert: bool = False,
+    labels: bool = False,
+) -> Prediction:
+    """Predictions of the model at `path` for every sample of `inputs` (see the module
+    docstring); with `labels`, also `nncli eval`'s figures on them."""
+    model = load_model(path)
+    if top_k < 1:
+        raise NncliError(f"--top-k must be at least 1, got {top_k}")
+    classification = model.task == "classification"
+    if classification and top_k > len(model.classes):
+        raise NncliError(f"--top-k {top_k} asks for more classes than the model's {len(model.classes)}")
+    if not classification and top_k != 1:
+        raise NncliError("--top-k is for classifiers; this model predicts values")
+    gathered = gather(model, inputs, invert=invert, labels=labels)
+    x = gathered.x
+    outputs = model.outputs(x, batch_size, source=", ".join(map(str, inputs)))
+    notes = []
+    partly = partly_trained(model.saved)
+    if partly:
+        notes.append(f"warning: {model.source} {partly}")
+    metrics = truth = None
+    if labels:
+        source = ", ".join(map(str, inputs))
+        y = np.concatenate(gathered.labels)
+        metrics = model.evaluate(x, y, batch_size, source=source)
+        # the true classes by name, as the predicted ones are written
+        truth = [model.classes[i] for i in model.labels_of(y, source)] if classification else y
+    if classification:
+        result = _classes(model, gathered.names, outputs, top_k, truth)
+    else:
+        result = _values(model, gathered.names, outputs, truth)
+    return Prediction(*result, metrics, notes)
+
+
+def _classes(model: TrainedModel, names: list[str], outputs: np.ndarray, top_k: int, truth):
+    scores = model.loss.class_scores(outputs)
+    kind = "probability" if model.loss.outputs == "probabilities" else "score"
+    best = np.argsort(-scores, axis=1, kind="stable")[:, :top_k]
+    classes = model.classes
+    header = ["input", "class", kind]
+    for k in range(2, top_k + 1):
+        header += [f"class_{k}", f"{kind}_{k}"]
+    if truth is not None:
+        header.append("label")
+    rows, records = [], []
+    for i, name in enumerate(names):
+        row: list = [name]
+        top = []
+        for j in best[i]:
+            value = float(scores[i, j])
+            row += [classes[j], f"{value:.6g}"]
+            top.append({"class": classes[j], kind: value})
+        record = {"input": name, "class": top[0]["class"], kind: top[0][kind]}
+        if top_k > 1:
+            record["top"] = top
+        if truth is not None:
+            row.append(truth[i])
+            record["label"] = truth[i]
+        rows.append(row)
+        records.append(record)
+    return header, rows, records
+
+
+def _values(model: TrainedModel, names: list[str], outputs: np.ndarray, truth):
+    values = model.loss.link(outputs).reshape(len(outputs), -1)
+    columns = model.spec.columns
+    targets = list(columns.target_names) if columns and columns.target_names else None
+    if not targets or len(targets) != values.shape[1]:
+        targets = ["value"] if values.shape[1] == 1 else [f"value_{j}" for j in range(values.shape[1])]
+    header = ["input", *targets]
+    rows, records = [], []
+    for i, name in enumerate(names):
+        # 9 significant digits: a float32 read back from the CSV is the float32 written
+        rows.append([name, *(f"{v:.9g}" for v in values[i])])
+        records.append({"input": name, **{t: float(v) for t, v in zip(targets, values[i], strict=True)}})
+    if truth is not None:
+        header += [f"true_{t}" for t in targets]
+        for row, record, y in zip(rows, records, np.asarray(truth).reshape(len(rows), -1), strict=True):
+            row += [f"{v:.9g}" for v in y]
+            record["true"] = [float(v) for v in y]
+    return header, rows, records
+
+
+def format_metrics(metrics: dict) -> str:
+    """One line for stderr: the figures on the labelled inputs."""
+    n = f"{metrics['samples']:,} input{'s' if metrics['samples'] != 1 else ''}"
+    if metrics["task"] == "classification":
+        return f"accuracy {metrics['accuracy'] * 100:.2f}% on {n} (loss {metrics['loss']:.4f})"
+    return f"MSE {metrics['mse']:.6g}   MAE {metrics['mae']:.6g} on {n}"

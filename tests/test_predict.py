@@ -1,0 +1,308 @@
+"""`nncli predict` and `nncli export`: a trained model applied to new files, from the checkpoint
+alone; and portable .npz weights that give the same predictions."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import pickle
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nncli.data.mnist import load_mnist_small
+from nncli.training import checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rows_of(text: str) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory):
+    """configs/quickstart.yaml trained as `make quickstart` trains it, in a folder of its own;
+    (the run directory, the embedded MNIST test images and labels)."""
+    from click.testing import CliRunner
+
+    from nncli.cli import cli
+
+    folder = tmp_path_factory.mktemp("quickstart")
+    previous = Path.cwd()
+    os.chdir(folder)
+    try:
+        result = CliRunner().invoke(cli, ["train", str(ROOT / "configs" / "quickstart.yaml"), "-q"])
+    finally:
+        os.chdir(previous)
+    assert result.exit_code == 0, result.output
+    [run] = (folder / "runs" / "quickstart").iterdir()
+    raw = load_mnist_small(data_dir=folder, rng=np.random.default_rng(0))
+    return run, raw.x_test, raw.y_test
+
+
+def save_picture(digit: np.ndarray, path: Path) -> Path:
+    """A test-set digit as a user's picture: dark on light, 200x200."""
+    Image.fromarray(255 - digit[0]).resize((200, 200), Image.Resampling.BICUBIC).save(path)
+    return path
+
+
+def test_a_picture_of_a_digit_is_read_as_that_digit(quickstart, nncli, tmp_path):
+    run, x, y = quickstart
+    model_says = nncli("predict", run, _npz(tmp_path / "x.npz", x=x[:50]))
+    predicted = [row["class"] for row in rows_of(model_says.stdout)]
+    # a digit the model gets right from its own pixels: the picture must say the same
+    i = next(i for i in range(50) if predicted[i] == str(y[i]))
+    picture = save_picture(x[i], tmp_path / "digit.png")
+    result = nncli("predict", run, picture, "--invert")
+    assert result.exit_code == 0, result.output
+    [row] = rows_of(result.stdout)
+    assert row == {"input": str(picture), "class": str(y[i]), "probability": row["probability"]}
+    assert 0.5 < float(row["probability"]) <= 1
+    # not inverted, the picture is a light digit's negative: the model must be told
+    assert rows_of(nncli("predict", run, picture).stdout)[0]["probability"] != row["probability"]
+
+
+def test_a_folder_of_twenty_pictures_is_mostly_right(quickstart, nncli, tmp_path):
+    run, x, y = quickstart
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for i in range(20):
+        save_picture(x[i * 50], folder / f"{i:02d}.png")
+    (folder / "notes.txt").write_text("not an image: skipped")
+    result = nncli("predict", run, folder, "--invert", "--top-k", "3", "--json")
+    assert result.exit_code == 0, result.output
+    records = json.loads(result.stdout)["predictions"]
+    assert [Path(r["input"]).name for r in records] == [f"{i:02d}.png" for i in range(20)]
+    right = sum(r["class"] == str(y[i * 50]) for i, r in enumerate(records))
+    assert right >= 18, f"{right} of 20 right"
+    for record in records:
+        top = record["top"]
+        assert len(top) == 3 and top[0]["class"] == record["class"]
+        assert top[0]["probability"] >= top[1]["probability"] >= top[2]["probability"]
+
+
+def _npz(path: Path, **arrays) -> Path:
+    np.savez(path, **arrays)
+    return path
+
+
+def test_labels_report_what_eval_would(quickstart, nncli, tmp_path):
+    run, x, y = quickstart
+    inputs = _npz(tmp_path / "test.npz", x=x, y=y)
+    result = nncli("predict", run, inputs, "--labels", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    evaluation = json.loads(nncli("eval", run, "--json").stdout)
+    assert out["metrics"]["accuracy"] == evaluation["accuracy"]
+    assert out["metrics"]["loss"] == pytest.approx(evaluation["loss"], rel=1e-6)
+    assert out["metrics"]["confusion_matrix"] == evaluation["confusion_matrix"]
+    assert all(record["label"] == str(label) for record, label in zip(out["predictions"], y, strict=True))
+    assert "accuracy" in result.stderr
+
+
+def test_export_round_trip_gives_identical_predictions(quickstart, nncli, tmp_path):
+    import nncli as api
+
+    run, x, y = quickstart
+    exported = tmp_path / "model.npz"
+    result = nncli("export", run, "-o", exported)
+    assert result.exit_code == 0, result.output
+    with np.load(exported, allow_pickle=False) as npz:  # plain arrays, by their names
+        assert {"layers.0.W", "layers.0.b", "nncli.json"} <= set(npz.files)
+        header = json.loads(npz["nncli.json"].tobytes())
+    assert header["params"][0] == "layers.0.W" and header["config"]["name"] == "quickstart"
+    original, loaded = api.load(run), api.load(exported)
+    assert np.array_equal(original.predict(x), loaded.predict(x))
+    assert list(original.predict_classes(x)) == list(loaded.predict_classes(x))
+    inputs = _npz(tmp_path / "x.npz", x=x[:30])
+    assert nncli("predict", exported, inputs).stdout == nncli("predict", run, inputs).stdout
+    # eval takes the export as a checkpoint too, with the same figures
+    from_export = json.loads(nncli("eval", exported, "--json").stdout)
+    from_pickle = json.loads(nncli("eval", run, "--json").stdout)
+    assert from_export["accuracy"] == from_pickle["accuracy"]
+    assert from_export["loss"] == from_pickle["loss"]
+    # and a model loaded from the export exports the same arrays again
+    again = loaded.export(tmp_path / "again.npz")
+    with np.load(exported) as a, np.load(again) as b:
+        assert all(np.array_equal(a[k], b[k]) for k in a.files if k != "nncli.json")
+
+
+def test_hostile_or_damaged_model_files_are_refused_in_one_line(quickstart, nncli, tmp_path):
+    run, x, _ = quickstart
+    inputs = _npz(tmp_path / "x.npz", x=x[:3])
+    exported = tmp_path / "model.npz"
+    assert nncli("export", run, "-o", exported).exit_code == 0
+    data = exported.read_bytes()
+
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(data[: len(data) // 2])
+    garbage = tmp_path / "garbage.pkl"
+    garbage.write_bytes(os.urandom(300))
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    hostile = tmp_path / "hostile.pkl"
+    hostile.write_bytes(pickle.dumps({"format_version": 1, "config": Exploit(), "model": {}, "epoch": 1}))
+    objects = tmp_path / "objects.npz"  # an object array needs pickle to load
+    np.savez(objects, **{"nncli.json": np.array([{"format": "nncli model"}], dtype=object)})
+    forged = tmp_path / "forged.npz"  # valid arrays, a header naming one that is not there
+    with np.load(exported) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    header = json.loads(arrays["nncli.json"].tobytes())
+    header["params"].append("layers.9.W")
+    arrays["nncli.json"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    np.savez(forged, **arrays)
+
+    for bad, says in (
+        (truncated, "not an nncli model export"),
+        (garbage, "garbage.pkl"),
+        (hostile, "hostile.pkl"),
+        (objects, "not an nncli model export"),
+        (forged, "layers.9.W"),
+    ):
+        result = nncli("predict", bad, inputs)
+        assert result.exit_code != 0, bad
+        assert "Traceback" not in result.output
+        assert says in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_inputs_the_model_cannot_take_are_one_line_naming_the_file(quickstart, nncli, tmp_path):
+    run, x, _ = quickstart
+    flat = _npz(tmp_path / "flat.npz", x=x[:2].reshape(2, -1))
+    nothing = _npz(tmp_path / "nothing.npz", images=x[:2])
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    table = tmp_path / "rows.csv"
+    table.write_text("a,b\n1,2\n")
+    unknown = tmp_path / "thing.dat"
+    unknown.write_text("?")
+    for args, says in (
+        ((flat,), "flat.npz has samples of shape (784,); the model takes samples of shape (1, 28, 28)"),
+        ((nothing,), "nothing.npz has no array x"),
+        ((broken, "--invert"), "cannot read"),
+        ((table,), "rows.csv has 2 values per row; the model takes 784"),
+        ((unknown,), "cannot tell what"),
+        ((tmp_path / "missing.png",), "missing.png does not exist"),
+        ((flat, "--top-k", "11"), "more classes than the model's 10"),
+    ):
+        result = nncli("predict", run, *args)
+        assert result.exit_code == 1, (args, result.output)
+        assert says in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert "broken.png" in nncli("predict", run, broken).stderr
+
+
+def _sine_csvs(folder: Path) -> tuple[Path, Path, Path]:
+    """A sine_regression-like table with named columns: noisy training rows; test rows of the
+    true function; and the test rows without their target column."""
+    rng = np.random.default_rng(0)
+    x_train = rng.uniform(-3, 3, 600)
+    x_test = np.linspace(-2.9, 2.9, 50)
+    train, test, features = folder / "train.csv", folder / "test.csv", folder / "new.csv"
+    noise = rng.normal(0, 0.05, 600)
+    rows = (f"{a:.6f},{np.sin(a) + n:.6f}\n" for a, n in zip(x_train, noise, strict=True))
+    train.write_text("angle,sine\n" + "".join(rows))
+    test.write_text("angle,sine\n" + "".join(f"{a:.6f},{np.sin(a):.6f}\n" for a in x_test))
+    features.write_text("angle\n" + "".join(f"{a:.6f}\n" for a in x_test))
+    return train, test, features
+
+
+SINE = """\
+name: sine_csv
+data:
+  dataset: csv
+  path: train.csv
+  test_path: test.csv
+  target: sine
+  val_size: 0.1
+  preprocess: [standardize]
+model: [{linear: {units: 32}}, tanh, {linear: {units: 32}}, tanh, {linear: {units: 1}}]
+loss: mse
+optimizer: {type: adam, lr: 0.01}
+train: {epochs: 40, batch_size: 32}
+"""
+
+
+def test_csv_regression_predictions_have_the_mse_eval_reported(nncli, workdir):
+    train, test, features = _sine_csvs(workdir)
+    (workdir / "sine.yaml").write_text(SINE)
+    assert nncli("train", "sine.yaml", "-q", "--run-dir", "run").exit_code == 0
+    evaluation = json.loads(nncli("eval", "run", "--json").stdout)
+    train.rename(workdir / "gone.csv")  # predict needs the checkpoint alone, eval the data
+    result = nncli("predict", "run", features, "-o", "predictions.csv")
+    assert result.exit_code == 0, result.output
+    rows = rows_of((workdir / "predictions.csv").read_text())
+    assert list(rows[0]) == ["input", "sine"]  # the target column's name
+    assert rows[0]["input"] == f"{features}:2"  # the file's line
+    predicted = np.array([float(r["sine"]) for r in rows])
+    truth = np.array([float(line.split(",")[1]) for line in test.read_text().splitlines()[1:]])
+    mse = float(np.mean((predicted - truth) ** 2))
+    assert mse == pytest.approx(evaluation["mse"], rel=1e-6)
+    assert mse < 0.01  # and it learned the function
+    # a target column in the input is ignored, or read with --labels
+    assert nncli("predict", "run", test, "-o", "same.csv").exit_code == 0
+    assert [r["sine"] for r in rows_of((workdir / "same.csv").read_text())] == [r["sine"] for r in rows]
+    labelled = nncli("predict", "run", test, "--labels", "--json")
+    assert json.loads(labelled.stdout)["metrics"]["mse"] == pytest.approx(mse, rel=1e-5)
+    # a file without the feature column is named, with the column
+    (workdir / "wrong.csv").write_text("angel\n0.5\n")
+    wrong = nncli("predict", "run", "wrong.csv")
+    assert wrong.exit_code == 1
+    assert 'wrong.csv has no column "angle", a feature column' in wrong.stderr
+    assert 'did you mean "angel"' in wrong.stderr
+
+
+def test_class_names_of_a_csv_are_what_predict_writes(nncli, workdir):
+    rng = np.random.default_rng(1)
+    points = rng.normal(size=(300, 2))
+    names = np.where(points[:, 0] > 0, "east", "west")
+    lines = ["x,y,side"] + [f"{a:.4f},{b:.4f},{n}" for (a, b), n in zip(points, names, strict=True)]
+    (workdir / "sides.csv").write_text("\n".join(lines) + "\n")
+    (workdir / "sides.yaml").write_text(
+        "data: {dataset: csv, path: sides.csv, target: side}\n"
+        "model: [{linear: {units: 8}}, relu, {linear: {units: 2}}]\n"
+        "loss: softmax_cross_entropy\noptimizer: {type: adam, lr: 0.05}\n"
+        "train: {epochs: 20, batch_size: 32}\n"
+    )
+    assert nncli("train", "sides.yaml", "-q", "--run-dir", "run").exit_code == 0
+    (workdir / "new.csv").write_text("y,x\n0,2.5\n0,-2.5\n")  # columns by name, in any order
+    rows = rows_of(nncli("predict", "run", "new.csv").stdout)
+    assert [r["class"] for r in rows] == ["east", "west"]
+
+
+def test_a_checkpoint_without_an_input_record_says_so(quickstart, nncli, tmp_path):
+    run, x, _ = quickstart
+    saved = checkpoint.load(run)
+    del saved["data"]["input_shape"]
+    saved.pop("path")
+    old = tmp_path / "old.pkl"
+    checkpoint.save(old, saved)
+    result = nncli("predict", old, _npz(tmp_path / "x.npz", x=x[:2]))
+    assert result.exit_code == 1
+    assert "did not record its inputs' shape" in result.stderr
+
+
+def test_export_needs_an_npz_name(quickstart, nncli, tmp_path):
+    run, _, _ = quickstart
+    result = nncli("export", run, "-o", tmp_path / "model.pkl")
+    assert result.exit_code == 1 and "name it model.npz" in result.stderr
+    assert not (tmp_path / "model.pkl").exists()
+
+
+def test_image_inputs_need_an_image_model(nncli, workdir, spiral):
+    (workdir / "spiral.yaml").write_text(spiral())
+    assert nncli("train", "spiral.yaml", "-q", "--run-dir", "run").exit_code == 0
+    picture = workdir / "p.png"
+    Image.new("L", (8, 8)).save(picture)
+    result = nncli("predict", "run", picture)
+    assert result.exit_code == 1 and "not pictures" in result.stderr
+    shutil.rmtree(workdir / "run")
