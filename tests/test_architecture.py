@@ -1,11 +1,13 @@
 """The package's layering: data flows one way, and the engine stands alone.
 
-    __main__ -> cli -> commands -> training -> builder -> config -> data | nn -> shared modules
+    nncli (the package's face) -> __main__ -> cli | api -> commands -> training -> builder
+        -> config -> data | nn -> shared modules
 
 A module may import from its own folder and from any layer below its own, never from one above
 (`nncli.nn` and `nncli.data` are side by side and import neither each other). The shared
 modules at the top of the package (errors, registry, validate, fileio, safe_pickle, plotting)
-import only each other.
+import only each other. The package's `__init__` stands above everything: its lazy attributes
+are the Python API (`nncli.train` is `nncli.api.train`, imported on first use).
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nncli"
 
 # higher imports lower; equal ranks in different folders do not import each other
 RANKS = {
+    "": 8,  # the package itself, nncli/__init__.py
     "__main__": 7,
     "cli": 6,
+    "api": 6,
     "commands": 5,
     "training": 4,
     "builder": 3,
@@ -30,7 +34,7 @@ RANKS = {
     "data": 1,
     "nn": 1,
 }
-SHARED = 0  # every other top-level module, and the package itself
+SHARED = 0  # every other top-level module
 
 
 def layer_of(module: str) -> str:
@@ -58,10 +62,12 @@ def nncli_imports(path: Path) -> list[tuple[int, str]]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
             if node.module.split(".")[0] != "nncli":
                 continue
-            found.append((node.lineno, node.module))
-            # `from nncli import validate` imports the module nncli.validate
+            # `from nncli import validate` imports the module nncli.validate (and `__version__`
+            # is a constant of the package, which depends on nothing)
             if node.module == "nncli":
                 found += [(node.lineno, f"nncli.{a.name}") for a in node.names if a.name != "__version__"]
+            else:
+                found.append((node.lineno, node.module))
     return found
 
 

@@ -83,8 +83,9 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def prepare_new(config_path: str, overrides, data_dir: Path, run_dir: str | None, progress: bool):
-    config = load_config(config_path, overrides)
+def prepare_new(config_path: str | Config, overrides, data_dir: Path, run_dir: str | None, progress: bool):
+    # a Config is parsed already, its overrides applied (the Python API)
+    config = config_path if isinstance(config_path, Config) else load_config(config_path, overrides)
     exp = build_experiment(config, data_dir, progress)
     run = given_run_dir(Path(run_dir)) if run_dir else new_run_dir(RUNS_ROOT, config.name)
     return exp, run, TrainingState()
@@ -192,7 +193,7 @@ def _naming_the_run(run: RunDir):
 
 
 def train(
-    config_path: str | None,
+    config_path: str | Config | None,
     overrides=(),
     *,
     data_dir: Path,
@@ -201,13 +202,18 @@ def train(
     verbose: bool = True,
     bars: bool = True,
     allow_data_change: bool = False,
+    say=None,
 ) -> TrainResult:
+    """Train the config at `config_path` (or a parsed `Config`) in a new run directory, or
+    resume the run `resume`. `verbose` prints the notes and a line per epoch, `bars` the
+    progress bars; `say(line)` takes the notes and warnings (default: print them to stderr,
+    warnings even when not verbose)."""
     if resume:
         exp, run, state = prepare_resume(resume, overrides, data_dir, verbose, allow_data_change)
     else:
         exp, run, state = prepare_new(config_path, overrides, data_dir, run_dir, verbose)
     try:
-        return _run(exp, run, state, verbose=verbose, bars=bars)
+        return _run(exp, run, state, verbose=verbose, bars=bars, say=say)
     except BaseException:
         # a new run stopped before its first checkpoint (Ctrl-C during start-up, a full disk)
         # leaves nothing behind; from the first checkpoint on, it can be resumed
@@ -216,10 +222,14 @@ def train(
         raise
 
 
-def _run(exp: Experiment, run: RunDir, state: TrainingState, *, verbose: bool, bars: bool) -> TrainResult:
+def _run(
+    exp: Experiment, run: RunDir, state: TrainingState, *, verbose: bool, bars: bool, say=None
+) -> TrainResult:
     """Train `exp` in `run` from `state`: the config file, the callbacks, the loop."""
     for note in exp.notes:  # warnings even when quiet: they may mean the run is not what was meant
-        if verbose or note.startswith("warning"):
+        if say is not None:
+            say(note)
+        elif verbose or note.startswith("warning"):
             print(note, file=sys.stderr)
     resolved = exp.resolved_config()
     with _naming_the_run(run):

@@ -207,6 +207,13 @@ def apply_override(source: Source, assignment: str) -> None:
         value = load_value(text) if text.strip() else None
     except (ValueError, yaml.YAMLError) as err:
         raise ConfigError(f"--set {assignment!r}: {err}") from None
+    set_value(source, path, value, key)
+
+
+def set_value(source: Source, path: YamlPath, value: object, key: str | None = None) -> None:
+    """Set the node at `path` of `source.data` to `value`, making the mappings on the way;
+    errors name the override as `--set {key}`."""
+    key = key or format_path(path)
     node = source.data
     for depth, part in enumerate(path[:-1]):
         child_path = path[: depth + 1]

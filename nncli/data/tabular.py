@@ -30,6 +30,9 @@ value (a feature or a label) is one `DataError` naming the file, the line and th
 its header name, or its position counted from 0. Fields are split at every comma: quoted
 commas are not supported.
 
+`arrays` is `npz` for arrays a Python program holds: `nncli.train(config, data={"x_train": ...,
+"y_train": ...})` (`given_arrays`).
+
 `npz` reads `x_train`, `y_train` and optionally `x_test`, `y_test`, with the same `task` rule
 (outside a run whole numbers are classes in an integer array, targets in a float one) and the
 same numbering of classes; a value that is not finite is a `DataError` naming the array.
@@ -37,9 +40,12 @@ same numbering of classes; a value that is not finite is a `DataError` naming th
 
 from __future__ import annotations
 
+import contextlib
 import math
 import zipfile
 import zlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +55,7 @@ from nncli import validate
 from nncli.data.datasets import (
     DATASETS,
     TASKS,
+    Columns,
     DatasetInfo,
     RawData,
     as_labels,
@@ -308,6 +315,8 @@ def load_csv(
             else:
                 task = "classification"
     input_shape = _row_shape(shape, len(features))
+    layout = Columns(first.width, tuple(features), tuple(label_columns),
+                     None if first.header is None else tuple(first.header))
     xs = [x.reshape(len(x), *input_shape) for x in xs]
     if task == "classification":
         if len(train_columns) != 1:
@@ -315,11 +324,12 @@ def load_csv(
                             " labels file has one label per line")
         labels, names = class_labels([(table, cols[0]) for table, cols in ys])
         info = DatasetInfo.classification("csv", input_shape, int(labels[0].max()) + 1,
-                                          pixel_max=pixel_max, class_names=names, notes=notes)
+                                          pixel_max=pixel_max, class_names=names, notes=notes,
+                                          columns=layout)
     else:
         labels = [as_targets(table.numbers(cols), str(table.path)) for table, cols in ys]
         info = DatasetInfo.regression("csv", input_shape, labels[0].shape[1], pixel_max=pixel_max,
-                                      notes=notes)
+                                      notes=notes, columns=layout)
     x_val = y_val = x_test = y_test = None
     if val_path is not None:
         x_val, y_val = xs[1], labels[1]
@@ -435,48 +445,168 @@ def load_npz(
                         " plain numeric arrays") from None
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         raise DataError(f"{file} is not a readable .npz file ({err})") from None
+    return from_arrays(arrays, str(file), "npz", task)
+
+
+# The arrays of `nncli.train(config, data={...})`, while that call loads its data.
+_given_arrays: ContextVar[dict[str, np.ndarray] | None] = ContextVar("given_arrays", default=None)
+
+
+@contextlib.contextmanager
+def given_arrays(arrays: dict[str, np.ndarray] | None) -> Iterator[None]:
+    """Within this block, the `arrays` dataset loads `arrays` (x_train, y_train, and
+    optionally x_test, y_test); outside any such block it has nothing to load."""
+    token = _given_arrays.set(arrays)
+    try:
+        yield
+    finally:
+        _given_arrays.reset(token)
+
+
+@DATASETS.register("arrays")
+def load_arrays(*, data_dir: Path, rng: np.random.Generator, task: str = "decide") -> RawData:
+    """The in-memory arrays given to `nncli.train(config, data={...})` from Python, checked as
+    an .npz's arrays are."""
+    task = validate.one_of("task", task, TASK_OPTIONS)
+    arrays = _given_arrays.get()
+    if arrays is None:
+        raise DataError("the arrays dataset holds the arrays a Python program gives to"
+                        " nncli.train(config, data={'x_train': ..., 'y_train': ...}), and none were"
+                        " given: train (or resume) it from Python with the same arrays, or save them"
+                        " to an .npz and use dataset: npz")
+    return from_arrays(arrays, "the arrays given to nncli.train", "arrays", task)
+
+
+def from_arrays(arrays: dict[str, np.ndarray], source: str, name: str, task: str) -> RawData:
+    """`RawData` from arrays x_train, y_train and optionally x_test, y_test, checked the same
+    way whether they came from an .npz file or from Python; messages name `source`."""
     for key in ("x_train", "y_train"):
         if key not in arrays:
-            raise DataError(f"{file} has no {key} array (it holds {', '.join(arrays) or 'none'})")
+            raise DataError(f"{source} has no {key} array (it holds {', '.join(arrays) or 'none'})")
     if ("x_test" in arrays) != ("y_test" in arrays):
-        raise DataError(f"{file} has one of x_test and y_test without the other")
+        raise DataError(f"{source} has one of x_test and y_test without the other")
     for key in ("x_train", "x_test"):
         x = arrays.get(key)
         if x is not None and (x.dtype.kind not in "iuf" or x.ndim < 2):
-            raise DataError(f"{file}: {key} is a {x.dtype} array of shape {x.shape}; expected"
+            raise DataError(f"{source}: {key} is a {x.dtype} array of shape {x.shape}; expected"
                             " numbers, one sample per row")
     x_train, x_test = arrays["x_train"], arrays.get("x_test")
     if x_test is not None and x_test.shape[1:] != x_train.shape[1:]:
-        raise DataError(f"{file}: x_test has samples of shape {x_test.shape[1:]}, x_train of"
+        raise DataError(f"{source}: x_test has samples of shape {x_test.shape[1:]}, x_train of"
                         f" shape {x_train.shape[1:]}")
     y_train, y_test = arrays["y_train"], arrays.get("y_test")
     for x, y, key in ((x_train, y_train, "train"), (x_test, y_test, "test")):
         if x is not None and len(x) != len(y):
-            raise DataError(f"{file}: x_{key} has {len(x):,} samples, y_{key} {len(y):,}")
+            raise DataError(f"{source}: x_{key} has {len(x):,} samples, y_{key} {len(y):,}")
     for key in ("x_train", "y_train", "x_test", "y_test"):
         values = arrays.get(key)
         if values is not None and values.dtype.kind == "f" and not np.isfinite(values).all():
             sample = int(np.argwhere(~np.isfinite(values))[0][0])
-            raise DataError(f"{file}: {key}[{sample}] holds a value that is missing or not finite")
+            raise DataError(f"{source}: {key}[{sample}] holds a value that is missing or not finite")
+    if y_train.dtype.kind in "US":  # class names
+        if task == "regression":
+            raise DataError(f"{source}: y_train holds names, which are classes, but task is regression")
+        return _named_classes(x_train, y_train, x_test, y_test, source, name)
     notes: tuple[str, ...] = ()
     if task == "decide":
         integers = y_train.dtype.kind in "iu"
-        task, notes = (decide_task(y_train, str(file), "classification" if integers else "regression")
+        task, notes = (decide_task(y_train, source, "classification" if integers else "regression")
                        if y_train.dtype.kind in "iuf" else ("classification", ()))
     pixel_max = 255.0 if x_train.dtype == np.uint8 else None
-    source = str(file)
     if task == "classification":
         (y_train, y_test), names = index_classes(
             [as_labels(y_train, source), None if y_test is None else as_labels(y_test, source)],
-            [f"{file}: y_train", f"{file}: y_test"])
-        info = DatasetInfo.classification("npz", x_train.shape[1:], int(y_train.max()) + 1,
+            [f"{source}: y_train", f"{source}: y_test"])
+        info = DatasetInfo.classification(name, x_train.shape[1:], int(y_train.max()) + 1,
                                           pixel_max=pixel_max, class_names=names, notes=notes)
     else:
         y_train = as_targets(y_train, source)
         y_test = None if y_test is None else as_targets(y_test, source)
         if y_test is not None and y_test.shape[1] != y_train.shape[1]:
-            raise DataError(f"{file}: y_test has {y_test.shape[1]} targets per sample,"
+            raise DataError(f"{source}: y_test has {y_test.shape[1]} targets per sample,"
                             f" y_train {y_train.shape[1]}")
-        info = DatasetInfo.regression("npz", x_train.shape[1:], y_train.shape[1],
+        info = DatasetInfo.regression(name, x_train.shape[1:], y_train.shape[1],
                                       pixel_max=pixel_max, notes=notes)
     return RawData(x_train, y_train, x_test, y_test, info)
+
+
+def _named_classes(x_train, y_train, x_test, y_test, source: str, name: str) -> RawData:
+    """Labels that are names ("cat", "dog"): sorted and numbered 0..K-1, the names kept."""
+    labels = []
+    for y, key in ((y_train, "y_train"), (y_test, "y_test")):
+        if y is not None and y.ndim != 1:
+            raise DataError(f"{source}: {key} has shape {y.shape}; expected one label per sample")
+        labels.append(y)
+    names = tuple(str(n) for n in np.unique(y_train).tolist())
+    if y_test is not None:
+        if y_test.dtype.kind not in "US":
+            raise DataError(f"{source}: y_train holds names and y_test numbers; give both as names")
+        unknown = np.setdiff1d(y_test, y_train)
+        if unknown.size:
+            raise DataError(f"{source}: y_test has class {str(unknown[0])!r}, which y_train lacks")
+    index = np.array(names)
+    y_train, y_test = (None if y is None else np.searchsorted(index, y).astype(np.int64) for y in labels)
+    pixel_max = 255.0 if x_train.dtype == np.uint8 else None
+    info = DatasetInfo.classification(name, x_train.shape[1:], len(names), pixel_max=pixel_max,
+                                      class_names=names)
+    return RawData(x_train, y_train, x_test, y_test, info)
+
+
+def read_rows(path: Path, columns: Columns | None, num_features: int, *, targets: bool = False,
+              task: str = "classification") -> tuple[np.ndarray, object, list[int]]:
+    """The rows of CSV `path` as a trained model reads them: features (N, F) float32, the
+    target column(s) when `targets` is asked (class labels as strings for classification,
+    float targets (N, k) for regression; else None), and each row's line number.
+
+    `columns` is the training table's layout (None for a model trained on other data: then
+    every column is a feature). A file with a header row is matched by column name, so its
+    columns may come in any order and extra ones are ignored; a file without one by position,
+    with either all the training file's columns or the features alone. A missing column, or a
+    width that fits neither, is a `DataError` naming the file and the column.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} does not exist")
+    table = read_table(path, header=None)
+    if columns is None:
+        if targets:
+            raise DataError(f"the model was not trained on a table, so it does not know which column"
+                            f" of {path} holds the labels; give an .npz with arrays x and y instead")
+        if table.width != num_features:
+            raise DataError(f"{path} has {table.width} values per row; the model takes {num_features}")
+        return table.numbers(), None, table.line_numbers
+    if table.header is not None and columns.header is not None:
+        feature_columns = _named_columns(table, columns.feature_names, "a feature")
+        target_columns = (_named_columns(table, columns.target_names, "the target")
+                          if targets else [])
+    else:
+        if table.header is not None:  # trained without a header: only positions mean anything
+            raise DataError(f"{path} has a header row, but the model was trained on a file without"
+                            f" one; give the {len(columns.features)} feature values by position")
+        if table.width == columns.width:
+            feature_columns, target_columns = list(columns.features), list(columns.targets)
+        elif table.width == len(columns.features) and not targets:
+            feature_columns, target_columns = list(range(table.width)), []
+        else:
+            features_only = (f" or the {len(columns.features)} features alone" if not targets
+                             else "")
+            raise DataError(f"{path} has {table.width} values per row; the model reads rows of"
+                            f" {columns.width} values (as its training file){features_only}")
+        if targets and not target_columns:
+            raise DataError(f"the model's training rows had their labels in another file, so"
+                            f" {path} has no label column")
+    x = table.numbers(feature_columns)
+    if not targets:
+        return x, None, table.line_numbers
+    y = table.labels(target_columns[0]) if task == "classification" else table.numbers(target_columns)
+    return x, y, table.line_numbers
+
+
+def _named_columns(table: _Table, names: tuple[str, ...], what: str) -> list[int]:
+    found = []
+    for name in names:
+        if name not in table.header:
+            raise DataError(f'{table.path} has no column "{name}", {what} column of the model\'s'
+                            f" training file{did_you_mean(name, table.header)}")
+        found.append(table.header.index(name))
+    return found

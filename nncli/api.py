@@ -1,0 +1,214 @@
+"""nncli from Python: train a config, load a trained model, predict and evaluate with it.
+
+    import nncli
+    run = nncli.train("configs/quickstart.yaml", overrides={"train.epochs": 3})
+    run.dir, run.summary["test"]["accuracy"]
+    model = nncli.load(run.dir)          # a run directory, a checkpoint or an `nncli export` file
+    probs = model.predict(x)             # raw samples in (as the dataset gives them), numpy out
+    labels = model.predict_classes(x)    # class names where the data has them
+    report = model.evaluate(x, y)        # the figures `nncli eval` prints
+
+These are the functions the command line runs (`nncli.commands`), so the two cannot drift
+apart. Errors are exceptions, never `SystemExit`: `nncli.ConfigError` for a wrong config,
+`nncli.DataError` for wrong data, `nncli.CheckpointError` for a file that is not a usable
+checkpoint, all `nncli.NncliError`s. Nothing is printed unless asked (`progress=True`); a
+warning about the config (an activation that does not suit the loss, say) is a Python warning.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from nncli.builder.trained import TrainedModel
+from nncli.commands import predict as predicting
+from nncli.commands import train as training
+from nncli.config.schema import Config, load_config, parse_config
+from nncli.config.yamlsource import Source, parse_path, set_value
+from nncli.data import resolve_data_dir
+from nncli.data.tabular import given_arrays
+from nncli.errors import ConfigError, NncliError
+from nncli.training import checkpoint, export
+
+__all__ = ["Model", "Run", "load", "train"]
+
+
+@dataclass
+class Run:
+    """A finished run: its directory, `summary` (summary.json's data: the test figures of the
+    best checkpoint, the best epoch, ...; None if the run was stopped before its end), its
+    `history` (one dict of metrics per epoch) and the notes training gave."""
+
+    dir: Path
+    summary: dict | None
+    history: list[dict]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def checkpoint(self) -> Path:
+        """The best checkpoint (the last one where there is no best)."""
+        return checkpoint.resolve(self.dir)
+
+    def load(self) -> Model:
+        return load(self.dir)
+
+
+def train(
+    config: str | Path | dict,
+    overrides: dict | None = None,
+    *,
+    data: dict | None = None,
+    data_dir: str | Path | None = None,
+    run_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    progress: bool = False,
+) -> Run:
+    """Train `config` (a YAML file, or the same data as a dict) and return the finished run.
+
+    `overrides` maps dotted keys to values, as `--set` does: {"train.epochs": 3,
+    "model[0].linear.units": 64}. `data` holds arrays x_train, y_train (and x_test, y_test)
+    for a config whose data is `{dataset: arrays}`. The run directory is `run_dir`, else a new
+    one under runs/<name>/. `resume` continues the run in that directory (give `data` again
+    for an arrays run; `config` is then None). `progress` prints what `nncli train` prints.
+    """
+    notes: list[str] = []
+    say = None if progress else notes.append
+    data_folder = resolve_data_dir(data_dir)
+    with given_arrays(_arrays(data)):
+        if resume is not None:
+            if config is not None:
+                raise NncliError("give a config to train, or resume= a run, not both")
+            changes = [f"{key}={_yaml(value)}" for key, value in (overrides or {}).items()]
+            result = training.train(
+                None,
+                changes,
+                data_dir=data_folder,
+                resume=str(resume),
+                verbose=progress,
+                bars=progress,
+                say=say,
+            )
+        else:
+            result = training.train(
+                _config(config, overrides),
+                data_dir=data_folder,
+                run_dir=None if run_dir is None else str(run_dir),
+                verbose=progress,
+                bars=progress,
+                say=say,
+            )
+    for note in notes:
+        if note.startswith("warning"):
+            warnings.warn(note.removeprefix("warning: "), UserWarning, stacklevel=2)
+    return Run(result.run.path, result.summary, [dict(row) for row in result.state.history], notes)
+
+
+def _config(config: str | Path | dict, overrides: dict | None) -> Config:
+    if isinstance(config, (str, Path)):
+        source_config = load_config(config)
+        source = source_config.source
+        name = Path(config).stem
+    elif isinstance(config, dict):
+        source = Source(copy.deepcopy(config), "(config dict)")
+        name = "run"
+    else:
+        raise ConfigError(f"expected a config file's path or a dict, got {type(config).__name__}")
+    for key, value in (overrides or {}).items():
+        try:
+            path = parse_path(key)
+        except ValueError as err:
+            raise ConfigError(f"override {key!r}: {err}") from None
+        set_value(source, path, copy.deepcopy(value), key)
+    return parse_config(source, default_name=name)
+
+
+def _yaml(value) -> str:
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _arrays(data: dict | None) -> dict[str, np.ndarray] | None:
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise ConfigError("data= takes a dict of arrays: x_train, y_train, and optionally x_test, y_test")
+    unknown = sorted(set(data) - {"x_train", "y_train", "x_test", "y_test"})
+    if unknown:
+        raise ConfigError(f"data= has {unknown[0]!r}; it takes x_train, y_train, x_test and y_test")
+    return {key: np.asarray(value) for key, value in data.items()}
+
+
+def load(path: str | Path) -> Model:
+    """The trained model of a run directory (its best checkpoint), a checkpoint file or an
+    `nncli export` .npz. Needs nothing but that file."""
+    return Model(predicting.load_model(path))
+
+
+class Model:
+    """A trained model: raw samples in, numpy out, in batches, in evaluation mode.
+
+    `x` is a batch of samples as the dataset gave them, before preprocessing (for MNIST
+    (N, 1, 28, 28) pixels from 0 to 255): the model applies its training's preprocessing.
+    """
+
+    def __init__(self, trained: TrainedModel):
+        self._trained = trained
+
+    @property
+    def path(self) -> Path:
+        return Path(self._trained.source)
+
+    @property
+    def task(self) -> str:
+        """"classification" or "regression"."""
+        return self._trained.task
+
+    @property
+    def classes(self) -> list[str] | None:
+        """The class names (the class numbers where the data names none); None for regression."""
+        return self._trained.classes if self.task == "classification" else None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one raw sample."""
+        return self._trained.spec.shape
+
+    @property
+    def config(self) -> dict:
+        """The resolved config the model was trained with."""
+        return copy.deepcopy(self._trained.saved["config"])
+
+    def predict(self, x, batch_size: int | None = None) -> np.ndarray:
+        """Class probabilities (N, K) (a single binary output: P(1), (N, 1)), a hinge loss's
+        scores, or the predicted values (N, k) for regression."""
+        return self._trained.predict(np.asarray(x), batch_size)
+
+    def predict_classes(self, x, batch_size: int | None = None) -> np.ndarray:
+        """The predicted class of each sample: its name where the data names its classes
+        (MNIST's "0".."9", a CSV's labels), else its number."""
+        if self.task != "classification":
+            raise NncliError("predict_classes is for classifiers; this model predicts values: use predict")
+        indices = self._trained.class_indices(self._trained.outputs(np.asarray(x), batch_size))
+        if self._trained.class_names:
+            return np.array(self._trained.class_names)[indices]
+        return indices
+
+    def evaluate(self, x, y, batch_size: int | None = None) -> dict:
+        """What `nncli eval` reports, on samples `x` and their labels `y` (class numbers or
+        names) or targets: loss and accuracy, per-class precision and recall and the confusion
+        matrix; for regression loss, MSE, MAE and R^2."""
+        return self._trained.evaluate(np.asarray(x), y, batch_size)
+
+    def export(self, path: str | Path) -> Path:
+        """Write the model as `nncli export` does (an .npz of plain arrays); returns the path."""
+        path = Path(path)
+        export.export(self._trained.saved, path)
+        return path
+
+    def __repr__(self) -> str:
+        return f"<nncli.Model {self._trained.config.name} from {self._trained.source}>"
