@@ -27,6 +27,7 @@ import numpy as np
 from nncli.builder.trained import TrainedModel
 from nncli.commands import predict as predicting
 from nncli.commands import train as training
+from nncli.commands.export import check_output
 from nncli.config.schema import Config, load_config, parse_config
 from nncli.config.yamlsource import Source, parse_path, set_value
 from nncli.data import resolve_data_dir
@@ -117,7 +118,11 @@ def _config(config: str | Path | dict, overrides: dict | None) -> Config:
         name = "run"
     else:
         raise ConfigError(f"expected a config file's path or a dict, got {type(config).__name__}")
+    if overrides is not None and not isinstance(overrides, dict):
+        raise ConfigError(f"overrides= takes a dict of dotted keys and values, got {overrides!r}")
     for key, value in (overrides or {}).items():
+        if not isinstance(key, str):
+            raise ConfigError(f"overrides= takes dotted keys such as 'train.epochs', got {key!r}")
         try:
             path = parse_path(key)
         except ValueError as err:
@@ -146,7 +151,15 @@ def _arrays(data: dict | None) -> dict[str, np.ndarray] | None:
 def load(path: str | Path) -> Model:
     """The trained model of a run directory (its best checkpoint), a checkpoint file or an
     `nncli export` .npz. Needs nothing but that file."""
+    if not isinstance(path, (str, Path)):
+        raise NncliError(f"nncli.load takes the path of a run directory or checkpoint, got {path!r}")
     return Model(predicting.load_model(path))
+
+
+def _batch_size(value) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"batch_size must be a positive integer, got {value!r}")
+    return value
 
 
 class Model:
@@ -186,27 +199,28 @@ class Model:
     def predict(self, x, batch_size: int | None = None) -> np.ndarray:
         """Class probabilities (N, K) (a single binary output: P(1), (N, 1)), a hinge loss's
         scores, or the predicted values (N, k) for regression."""
-        return self._trained.predict(np.asarray(x), batch_size)
+        return self._trained.predict(x, _batch_size(batch_size))
 
     def predict_classes(self, x, batch_size: int | None = None) -> np.ndarray:
         """The predicted class of each sample: its name where the data names its classes
-        (MNIST's "0".."9", a CSV's labels), else its number."""
+        (Fashion-MNIST's "Trouser", a CSV's labels), else its number (MNIST's digits too)."""
         if self.task != "classification":
             raise NncliError("predict_classes is for classifiers; this model predicts values: use predict")
-        indices = self._trained.class_indices(self._trained.outputs(np.asarray(x), batch_size))
-        if self._trained.class_names:
-            return np.array(self._trained.class_names)[indices]
-        return indices
+        indices = self._trained.class_indices(self._trained.outputs(x, _batch_size(batch_size)))
+        names = self._trained.class_names
+        if names and names != [str(i) for i in range(len(names))]:
+            return np.array(names)[indices]
+        return indices  # MNIST's "0".."9" are the numbers themselves
 
     def evaluate(self, x, y, batch_size: int | None = None) -> dict:
         """What `nncli eval` reports, on samples `x` and their labels `y` (class numbers or
         names) or targets: loss and accuracy, per-class precision and recall and the confusion
         matrix; for regression loss, MSE, MAE and R^2."""
-        return self._trained.evaluate(np.asarray(x), y, batch_size)
+        return self._trained.evaluate(x, y, _batch_size(batch_size))
 
     def export(self, path: str | Path) -> Path:
         """Write the model as `nncli export` does (an .npz of plain arrays); returns the path."""
-        path = Path(path)
+        path = check_output(path)
         export.export(self._trained.saved, path)
         return path
 

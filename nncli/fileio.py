@@ -14,7 +14,9 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside `path`, flush, fsync, then rename it over `path`.
 
     On failure the temporary file is removed and `path` is as it was; an OS error (a full
-    disk, a read-only folder) becomes a `WriteError` naming `path`.
+    disk, a read-only folder) becomes a `WriteError` naming `path`. The file gets the
+    permissions any new file would (0666 less the umask), not mkstemp's private 0600: an
+    export or a predictions file is often meant for others.
     """
     path = Path(path)
     tmp = None
@@ -25,6 +27,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException as err:
         if tmp is not None:
@@ -32,6 +35,12 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if isinstance(err, OSError):
             raise WriteError(f"cannot write {path}: {err.strerror or err}", str(path)) from None
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading it means setting it; set it straight back
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: Path, text: str) -> None:

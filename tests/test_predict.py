@@ -306,3 +306,119 @@ def test_image_inputs_need_an_image_model(nncli, workdir, spiral):
     result = nncli("predict", "run", picture)
     assert result.exit_code == 1 and "not pictures" in result.stderr
     shutil.rmtree(workdir / "run")
+
+
+def _table_model(nncli, folder: Path, text: str, data: str, name: str = "table") -> str:
+    """Train a small classifier on the CSV `text` with the csv options `data`; its run dir."""
+    (folder / f"{name}.csv").write_text(text)
+    (folder / f"{name}.yaml").write_text(
+        f"data: {{dataset: csv, path: {name}.csv, {data}}}\n"
+        "model: [{linear: {units: 8}}, relu, {linear: {units: 2}}]\n"
+        "loss: softmax_cross_entropy\noptimizer: {type: adam, lr: 0.05}\ntrain: {epochs: 3, batch_size: 8}\n"
+    )
+    result = nncli("train", f"{name}.yaml", "-q", "--run-dir", f"run_{name}")
+    assert result.exit_code == 0, result.output
+    return f"run_{name}"
+
+
+def test_what_the_model_knows_decides_whether_a_first_line_is_a_header(nncli, workdir):
+    rows = "".join(f"{i % 5}.5,{i % 3},{'up' if i % 2 else 'down'}\n" for i in range(40))
+    # trained without a header, on string labels: its own file is all data, labels included
+    run = _table_model(nncli, workdir, rows, "header: false, target: -1", "plain")
+    result = nncli("predict", run, "plain.csv", "--labels", "--json")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["predictions"]) == 40
+    # a header of numbers (what pandas writes for unnamed columns) is still the header
+    run = _table_model(nncli, workdir, "0,1,label\n" + rows, "target: label", "numbered")
+    (workdir / "new.csv").write_text("0,1\n1.5,2\n0.5,1\n")
+    result = nncli("predict", run, "new.csv")
+    assert [r["input"] for r in rows_of(result.stdout)] == ["new.csv:2", "new.csv:3"]
+    # and a model trained with a header reads a headerless file, string labels included
+    (workdir / "bare.csv").write_text("1.5,2,up\n0.5,1,down\n")
+    result = nncli("predict", run, "bare.csv", "--labels")
+    assert result.exit_code == 0, result.output
+    assert [r["label"] for r in rows_of(result.stdout)] == ["up", "down"]
+
+
+def test_labels_written_as_whole_floats_are_the_classes_they_name(nncli, workdir):
+    rows = "".join(f"{i % 7},{float(i % 2)}\n" for i in range(40))
+    run = _table_model(nncli, workdir, "x,y\n" + rows, "target: y", "floats")
+    result = nncli("predict", run, "floats.csv", "--labels")
+    assert result.exit_code == 0, result.output
+    assert {r["label"] for r in rows_of(result.stdout)} == {"0", "1"}
+
+
+def test_labels_kept_in_another_file_cannot_be_read_from_the_inputs(nncli, workdir):
+    (workdir / "labels.csv").write_text("".join(f"{i % 2}\n" for i in range(20)))
+    rows = "a,b\n" + "".join(f"{i},{i % 3}\n" for i in range(20))
+    run = _table_model(nncli, workdir, rows, "labels_path: labels.csv", "split")
+    result = nncli("predict", run, "split.csv", "--labels")
+    assert result.exit_code == 1 and "labels in another file" in result.stderr
+    assert nncli("predict", run, "split.csv").exit_code == 0
+
+
+def _forged(exported: Path, folder: Path, change) -> Path:
+    with np.load(exported) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    header = json.loads(arrays["nncli.json"].tobytes())
+    change(header)
+    arrays["nncli.json"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    path = folder / f"forged{len(list(folder.glob('forged*')))}.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def test_a_crafted_export_header_is_refused_in_one_line(quickstart, nncli, tmp_path):
+    run, x, _ = quickstart
+    exported = tmp_path / "model.npz"
+    assert nncli("export", run, "-o", exported).exit_code == 0
+    inputs = _npz(tmp_path / "x.npz", x=x[:2])
+    changes = [
+        lambda h: h.update(epoch="x"),
+        lambda h: h["data"].update(class_names=["a", "b"]),
+        lambda h: h["data"].update(raw_shape=[1, 28, 27]),
+        lambda h: h["data"].update(input_shape=[0]),
+        lambda h: h["data"].update(columns=1),
+        lambda h: h["data"].update(pixel_max=-1),
+        lambda h: h["preprocessor"].update(dtype=[]),
+        lambda h: h["data"].update(num_outputs=3),
+        lambda h: h.update(params="layers.0.W"),
+    ]
+    for change in changes:
+        forged = _forged(exported, tmp_path, change)
+        result = nncli("predict", forged, inputs)
+        assert result.exit_code == 1, (forged, result.output)
+        assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
+        assert str(forged) in result.stderr, result.stderr
+
+
+def test_pictures_need_a_model_that_knows_its_pixel_range(nncli, workdir):
+    import nncli as api
+
+    raw = load_mnist_small(data_dir=workdir, rng=np.random.default_rng(0))
+    x = raw.x_train[:200].astype(np.float32) / 255  # floats: no pixel range is known
+    config = {
+        "data": {"dataset": "arrays", "preprocess": ["flatten"]},
+        "model": [{"linear": {"units": 10}}],
+        "loss": "softmax_cross_entropy",
+        "optimizer": {"type": "sgd", "lr": 0.1},
+        "train": {"epochs": 1},
+    }
+    run = api.train(config, data={"x_train": x, "y_train": raw.y_train[:200]})
+    picture = save_picture(raw.x_test[0], workdir / "p.png")
+    result = nncli("predict", run.dir, picture)
+    assert result.exit_code == 1 and "no pixel range" in result.stderr
+    model = api.load(run.dir)
+    assert model.predict_classes(x[:3]).dtype.kind == "i"  # MNIST's names are its numbers
+    with pytest.raises(api.ConfigError, match="batch_size"):
+        model.predict(x[:3], batch_size=0)
+
+
+def test_an_export_gets_the_permissions_of_any_new_file(quickstart, nncli, tmp_path):
+    run, _, _ = quickstart
+    mask = os.umask(0o027)
+    try:
+        assert nncli("export", run, "-o", tmp_path / "shared.npz").exit_code == 0
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "shared.npz").stat().st_mode & 0o777 == 0o640  # not mkstemp's 0600

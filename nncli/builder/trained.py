@@ -66,16 +66,73 @@ class TrainedModel:
                 None if record.get("pixel_max") is None else float(record["pixel_max"]),
                 Columns.from_dict(record["columns"]) if record.get("columns") else None,
             )
-        except (KeyError, TypeError, ValueError) as err:
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise CheckpointError(f"{self.source} has a damaged data record ({err!r})") from None
+        self._check_record(input_shape)
         self.loss: Loss = build_loss(self.config)
-        self.model: Sequential = build_model(
-            self.config, input_shape, np.random.default_rng(self.config.seed), self.loss
-        )
+        try:
+            self.model: Sequential = build_model(
+                self.config, input_shape, np.random.default_rng(self.config.seed), self.loss
+            )
+        except MemoryError:
+            raise CheckpointError(
+                f"{self.source}: its config asks for a model too large to build here"
+            ) from None
         try:
             self.model.load_state_dict(saved["model"])
         except (KeyError, ValueError, TypeError) as err:
             raise CheckpointError(f"{self.source} does not match its own config: {err}") from None
+        if not all(np.isfinite(p).all() for p in self.model.params.values()):
+            raise CheckpointError(f"{self.source} holds weights that are not finite numbers")
+        self._probe()
+
+    def _check_record(self, input_shape: tuple[int, ...]) -> None:
+        """The data record agrees with itself and with the preprocessing: a damaged or crafted
+        checkpoint is refused here, not halfway through a prediction."""
+        shape = self.spec.shape
+        if not shape or not all(d > 0 for d in shape) or not all(d > 0 for d in input_shape):
+            raise CheckpointError(f"{self.source} records a sample shape of {shape} -> {input_shape}")
+        try:
+            reshaped = self.preprocessor.output_shape(shape)
+        except (TypeError, ValueError):
+            reshaped = None
+        if reshaped is None or tuple(reshaped) != input_shape:
+            raise CheckpointError(
+                f"{self.source}: its preprocessing turns samples of shape {shape} into {reshaped},"
+                f" not the {input_shape} its model takes"
+            )
+        if self.spec.pixel_max is not None and not self.spec.pixel_max > 0:
+            raise CheckpointError(f"{self.source} records a pixel maximum of {self.spec.pixel_max}")
+        if self.task not in ("classification", "regression") or self.num_outputs < 1:
+            raise CheckpointError(
+                f"{self.source} records a {self.task!r} task with {self.num_outputs} outputs"
+            )
+        if self.class_names is not None and len(self.class_names) != max(2, self.num_outputs):
+            raise CheckpointError(
+                f"{self.source} names {len(self.class_names)} classes for {self.num_outputs} outputs"
+            )
+        columns = self.spec.columns
+        if columns is not None:
+            used = (*columns.features, *columns.targets)
+            if (
+                len(columns.features) != int(np.prod(shape))
+                or not all(0 <= i < columns.width for i in used)
+                or (columns.header is not None and len(columns.header) != columns.width)
+            ):
+                raise CheckpointError(f"{self.source} records table columns that do not fit its samples")
+
+    def _probe(self) -> None:
+        """One blank sample through the preprocessing and the model: arrays that do not fit
+        each other (a crafted file) fail here, with a sentence, rather than on the user's data."""
+        try:
+            with np.errstate(all="ignore"):
+                out = self.outputs(np.zeros((1, *self.spec.shape), np.float32))
+        except (ValueError, TypeError, IndexError) as err:
+            raise CheckpointError(f"{self.source}: its arrays do not fit together ({err})") from None
+        if out.shape != (1, self.num_outputs):
+            raise CheckpointError(
+                f"{self.source}: its model gives {out.shape[1:]} outputs, its record says {self.num_outputs}"
+            )
 
     def _raw_shape(self, record: dict, input_shape: tuple[int, ...]) -> tuple[int, ...]:
         if record.get("raw_shape"):
@@ -97,18 +154,28 @@ class TrainedModel:
 
     def check_inputs(self, x: np.ndarray, source: str) -> np.ndarray:
         """`x` as a float array of raw samples; a `DataError` naming `source` otherwise."""
-        x = np.asarray(x)
+        try:
+            x = np.asarray(x)
+        except ValueError as err:  # ragged lists
+            raise DataError(f"{source} is not an array of samples ({err})") from None
         if x.dtype.kind not in "iuf":
             raise DataError(f"{source} holds {x.dtype} values; the model takes numbers")
         if x.shape[1:] != self.spec.shape:
             expected = f"samples of shape {self.spec.shape}"
             hint = ""
-            if x.ndim >= 1 and x[0:1].size == int(np.prod(self.spec.shape)):
+            if x.shape == self.spec.shape:
+                hint = " (one sample? give x[None])"
+            elif x.ndim >= 1 and x[0:1].size == int(np.prod(self.spec.shape)):
                 hint = f" (reshape them with x.reshape(-1, {', '.join(map(str, self.spec.shape))}))"
             raise DataError(f"{source} has samples of shape {x.shape[1:]}; the model takes {expected}{hint}")
-        if x.dtype.kind == "f" and not np.isfinite(x).all():
-            sample = int(np.argwhere(~np.isfinite(x))[0][0])
-            raise DataError(f"{source}: sample {sample} holds a value that is missing or not finite")
+        if x.dtype.kind == "f" and x.size:
+            too_large = ~np.isfinite(x) | (np.abs(x) > np.finfo(self.preprocessor.dtype).max)
+            if too_large.any():
+                sample = int(np.argwhere(too_large)[0][0])
+                raise DataError(
+                    f"{source}: sample {sample} holds a value that is missing, not finite, or beyond"
+                    f" {self.preprocessor.dtype.name}"
+                )
         return x
 
     def outputs(self, x: np.ndarray, batch_size: int | None = None, source: str = "the input") -> np.ndarray:
@@ -141,13 +208,16 @@ class TrainedModel:
         classes = self.classes
         if y.dtype.kind in "US" or y.dtype == object:
             index = {name: i for i, name in enumerate(classes)}
-            unknown = sorted({str(v) for v in y.tolist()} - index.keys())
+            y = np.array([_label_name(str(v), index) for v in y.tolist()])
+            unknown = sorted(set(y.tolist()) - index.keys())
             if unknown:
                 raise DataError(
                     f"{source} has class {unknown[0]!r}, which the model does not know"
                     f" (its classes: {', '.join(classes)})"
                 )
             return np.array([index[str(v)] for v in y.tolist()], dtype=np.int64)
+        if y.dtype.kind == "f" and not np.isfinite(y).all():
+            raise DataError(f"{source} has class labels that are missing or not finite")
         if y.dtype.kind == "f" and not np.array_equal(y, np.round(y)):
             raise DataError(f"{source} has class labels that are not whole numbers")
         if self.class_names and y.dtype.kind in "iuf":
@@ -167,7 +237,12 @@ class TrainedModel:
         targets (N, k) (regression)."""
         if self.task == "classification":
             return self.preprocessor.apply_labels(self.labels_of(y, source))
-        y = np.asarray(y, dtype=self.preprocessor.dtype)
+        try:
+            y = np.asarray(y, dtype=self.preprocessor.dtype)
+        except (ValueError, TypeError):
+            raise DataError(f"{source} has targets that are not numbers") from None
+        if not np.isfinite(y).all():
+            raise DataError(f"{source} has targets that are missing or not finite")
         if y.ndim == 1:
             y = y[:, None]
         if y.ndim != 2 or y.shape[1] != self.num_outputs:
@@ -192,3 +267,15 @@ class TrainedModel:
             class_names=self.classes if self.task == "classification" else None,
         )
         return report
+
+
+def _label_name(cell: str, names: dict[str, int]) -> str:
+    """A label cell as the class name training gave it: whole numbers written as floats
+    ("2.0") are the class "2", as the csv loader reads them."""
+    if cell in names:
+        return cell
+    try:
+        value = float(cell)
+    except ValueError:
+        return cell
+    return str(int(value)) if np.isfinite(value) and value == round(value) else cell

@@ -119,11 +119,17 @@ def _add_images(
             f"{paths[0]}: the model takes samples of shape {model.spec.shape}, not pictures;"
             " give a .csv or an .npz"
         )
+    if model.spec.pixel_max is None:
+        raise DataError(
+            f"{paths[0]}: the model was trained on values with no pixel range (uint8 images and"
+            " csv's pixel_max give one), so pictures cannot be scaled to them; give an .npz of x"
+            " as the model saw it"
+        )
     if labels:
         raise NncliError("--labels needs the labels in the inputs: a CSV's target column or an .npz's y")
     files = image_files(paths)
     inputs.names += [str(f) for f in files]
-    inputs.parts.append(read_images(files, shape, invert=invert, pixel_max=model.spec.pixel_max or 255.0))
+    inputs.parts.append(read_images(files, shape, invert=invert, pixel_max=model.spec.pixel_max))
 
 
 def _add_table(model: TrainedModel, path: Path, inputs: Inputs, *, labels: bool) -> None:
@@ -144,8 +150,12 @@ def _add_arrays(model: TrainedModel, path: Path, inputs: Inputs, *, labels: bool
         with np.load(path, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
     except ValueError as err:
-        raise DataError(f"{path} holds arrays numpy cannot read without pickle ({err})") from None
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        if "pickle" in str(err):
+            raise DataError(f"{path} holds object arrays, which would need pickle to load") from None
+        raise DataError(f"{path} is not a readable .npz file ({err})") from None
+    except MemoryError:
+        raise DataError(f"{path}: an array in it declares more data than memory can hold") from None
+    except (OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error) as err:
         raise DataError(f"{path} is not a readable .npz file ({err})") from None
     if "x" not in arrays:
         raise DataError(f"{path} has no array x (it holds {', '.join(arrays) or 'none'})")
@@ -155,8 +165,8 @@ def _add_arrays(model: TrainedModel, path: Path, inputs: Inputs, *, labels: bool
     if labels:
         if "y" not in arrays:
             raise DataError(f"{path} has no array y for --labels (it holds {', '.join(arrays)})")
-        if len(arrays["y"]) != len(x):
-            raise DataError(f"{path}: x has {len(x):,} samples, y {len(arrays['y']):,}")
+        if arrays["y"].ndim == 0 or len(arrays["y"]) != len(x):
+            raise DataError(f"{path}: x has {len(x):,} samples, y has shape {arrays['y'].shape}")
         inputs.labels.append(arrays["y"])
 
 
@@ -181,6 +191,8 @@ def predict(
         raise NncliError("--top-k is for classifiers; this model predicts values")
     gathered = gather(model, inputs, invert=invert, labels=labels)
     x = gathered.x
+    if len(x) == 0:
+        raise DataError(f"{', '.join(map(str, inputs))} hold no samples")
     outputs = model.outputs(x, batch_size, source=", ".join(map(str, inputs)))
     notes = []
     partly = partly_trained(model.saved)

@@ -440,10 +440,15 @@ def load_npz(
     try:
         with np.load(file, allow_pickle=False) as npz:
             arrays = {key: npz[key] for key in npz.files}
-    except ValueError:
+    except ValueError as err:
+        if "pickle" not in str(err):
+            raise DataError(f"{file} is not a readable .npz file ({err})") from None
         raise DataError(f"{file} holds object arrays, which would need pickle to load; store"
                         " plain numeric arrays") from None
-    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+    except MemoryError:
+        raise DataError(f"{file}: an array in it declares more data than memory can hold") from None
+    except (OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile,
+            zlib.error) as err:
         raise DataError(f"{file} is not a readable .npz file ({err})") from None
     return from_arrays(arrays, str(file), "npz", task)
 
@@ -567,14 +572,18 @@ def read_rows(path: Path, columns: Columns | None, num_features: int, *, targets
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path} does not exist")
-    table = read_table(path, header=None)
     if columns is None:
+        table = read_table(path, header=None)
         if targets:
             raise DataError(f"the model was not trained on a table, so it does not know which column"
                             f" of {path} holds the labels; give an .npz with arrays x and y instead")
         if table.width != num_features:
             raise DataError(f"{path} has {table.width} values per row; the model takes {num_features}")
         return table.numbers(), None, table.line_numbers
+    table = _with_header_if_any(read_table(path, header=False), columns)
+    if targets and not columns.targets:
+        raise DataError(f"the model's training rows had their labels in another file, so {path}"
+                        " has no label column for --labels")
     if table.header is not None and columns.header is not None:
         feature_columns = _named_columns(table, columns.feature_names, "a feature")
         target_columns = (_named_columns(table, columns.target_names, "the target")
@@ -592,14 +601,32 @@ def read_rows(path: Path, columns: Columns | None, num_features: int, *, targets
                              else "")
             raise DataError(f"{path} has {table.width} values per row; the model reads rows of"
                             f" {columns.width} values (as its training file){features_only}")
-        if targets and not target_columns:
-            raise DataError(f"the model's training rows had their labels in another file, so"
-                            f" {path} has no label column")
     x = table.numbers(feature_columns)
     if not targets:
         return x, None, table.line_numbers
     y = table.labels(target_columns[0]) if task == "classification" else table.numbers(target_columns)
     return x, y, table.line_numbers
+
+
+def _with_header_if_any(table: _Table, columns: Columns) -> _Table:
+    """`table` (read with no header) with its first line taken as the header where it is one.
+
+    What the model knows decides, not what the cells look like: a first line holding every
+    feature name of the training file is a header, whatever the names (pandas writes 0, 1,
+    2); one whose feature cells are all numbers is data, whatever its label cell says.
+    """
+    first = [_cell(c) for c in table.lines[0].split(",")]
+    names = columns.feature_names
+    if names is not None and set(names) <= set(first):
+        is_header = True
+    else:
+        positions = columns.features if len(first) == columns.width else range(len(first))
+        is_header = any(i < len(first) and first[i] and not _is_number(first[i]) for i in positions)
+    if not is_header:
+        return table
+    if len(table.lines) == 1:
+        raise DataError(f"{table.path} has a header but no data rows")
+    return _Table(table.path, first, table.lines[1:], table.line_numbers[1:])
 
 
 def _named_columns(table: _Table, names: tuple[str, ...], what: str) -> list[int]:

@@ -125,7 +125,10 @@ def read(path: Path) -> dict:
         raise
     except ValueError as err:  # object arrays (they need pickle), a damaged array header
         raise CheckpointError(f"{what} ({err})") from None
-    except (OSError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as err:
+    except MemoryError:  # an array header declaring more than the file holds
+        raise CheckpointError(f"{what}: an array in it declares more data than memory can hold") from None
+    except (OSError, EOFError, KeyError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error) as err:  # noqa: E501
+        # RuntimeError: an encrypted member; NotImplementedError: an unknown compression
         raise CheckpointError(f"{what}, or it is damaged ({err})") from None
     if META not in arrays:
         held = ", ".join(sorted(arrays)[:5]) or "nothing"
@@ -146,7 +149,7 @@ def read(path: Path) -> dict:
         )
     try:
         return _checkpoint(header, arrays, path)
-    except (KeyError, TypeError, AttributeError) as err:
+    except (KeyError, TypeError, AttributeError, ValueError) as err:
         raise CheckpointError(f"{path}: its {META} lacks or mangles {err}") from None
 
 
