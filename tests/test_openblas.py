@@ -85,3 +85,14 @@ def test_numpys_openblas_threads_can_be_set():
         control.set_threads(before)
     assert control.threads() == before >= 1
 
+
+def test_the_threads_openblas_was_started_with_are_what_training_may_use():
+    """`nncli sweep` gives each worker OPENBLAS_NUM_THREADS = cores // jobs: a worker held to one
+    thread trains serially."""
+    if _openblas.thread_control() is None:
+        pytest.skip("numpy's BLAS here is not an OpenBLAS nncli can control")
+    code = (
+        "from nncli._openblas import thread_control; from nncli.nn.parallel import threads_allowed;"
+        " print(thread_control().initial, threads_allowed())"
+    )
+    assert run_import({"OPENBLAS_NUM_THREADS": "1"}, code) == "1 1"
