@@ -91,7 +91,7 @@ def step(model, loss, x, y) -> tuple[float, np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("dtype, tolerance", [(np.float32, 1e-5), (np.float64, 1e-12)])
-@pytest.mark.parametrize("net, n", [("cnn", 128), ("cnn", 50), ("mlp", 128), ("mlp", 97)])
+@pytest.mark.parametrize("net, n", [("cnn", 128), ("cnn", 65), ("mlp", 128), ("mlp", 97)])
 def test_shards_give_the_serial_loss_and_gradients(control, dense_shards, net, n, dtype, tolerance):
     spec = CNN if net == "cnn" else MLP
     model = make_model(spec, dtype, SHAPES[net])
@@ -124,6 +124,7 @@ def test_sharded_steps_are_deterministic(control):
             step(model, loss, x, y)
             np.subtract(model.flat.params, 0.1 * model.flat.grads, out=model.flat.params)
     assert a.shards_for(128) == [43, 43, 42]
+    assert a.shards_for(3 * MIN_SHARD + 2) == [MIN_SHARD + 1, MIN_SHARD + 1, MIN_SHARD]
     assert np.array_equal(a.flat.params, b.flat.params)
 
 
@@ -191,10 +192,10 @@ def test_models_of_matrix_products_small_batches_and_one_thread_run_serially(con
 
 def test_evaluation_and_predict_shard_with_the_serial_outputs(control):
     model = make_model(CNN, np.float32, SHAPES["cnn"])
-    x, _ = data(SHAPES["cnn"], 100, np.float32)
+    x, _ = data(SHAPES["cnn"], 200, np.float32)
     with model.serial():
-        serial = model.predict(x, batch_size=64)
-    sharded = model.predict(x, batch_size=64)  # batches of 64 and 36: two shards each
+        serial = model.predict(x, batch_size=128)
+    sharded = model.predict(x, batch_size=128)  # batches of 128 and 72: two shards each
     np.testing.assert_allclose(sharded, serial, rtol=1e-5, atol=1e-6)
     assert control.calls == [1, 2, 1, 2]
 
@@ -213,9 +214,9 @@ def test_no_blas_control_no_shards(monkeypatch):
     [
         (128, 2, [0, 64, 128]),
         (97, 2, [0, 49, 97]),
-        (40, 3, [0, 20, 40]),  # no shard under MIN_SHARD rows
-        (50, 3, [0, 17, 34, 50]),
-        (31, 2, None),
+        (80, 3, [0, 40, 80]),  # no shard under MIN_SHARD (32) rows
+        (100, 3, [0, 34, 67, 100]),
+        (63, 2, None),
         (128, 1, None),
     ],
 )
