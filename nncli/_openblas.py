@@ -1,4 +1,8 @@
-"""Pick OpenBLAS's AVX2 kernels on AMD Zen 4, before numpy loads OpenBLAS.
+"""OpenBLAS as numpy ships it: its kernels on AMD Zen 4, and its thread count.
+
+`apply()` picks OpenBLAS's AVX2 kernels on AMD Zen 4, before numpy loads OpenBLAS (below).
+`thread_control()` finds the OpenBLAS that numpy's products run in, so that a training step run
+as shards in several Python threads can hold it to one thread per shard (nncli.nn.parallel).
 
 OpenBLAS, as numpy's wheels ship it (0.3.31 with numpy 2.4), chooses its kernels by CPU
 feature at load time. Zen 4 reports AVX-512, so it gets the SkylakeX kernels, written for Intel
@@ -19,9 +23,13 @@ still pays.
 
 from __future__ import annotations
 
+import ctypes
+import glob
 import os
 import platform
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 
 ZEN4_FAMILY = 25  # 0x19: Zen 3 and Zen 4; only Zen 4 has avx512f
 
@@ -53,3 +61,102 @@ def apply() -> None:
     coretype = coretype_for(cpuinfo)
     if coretype is not None:
         os.environ["OPENBLAS_CORETYPE"] = coretype
+
+
+@dataclass(frozen=True)
+class ThreadControl:
+    """The OpenBLAS library numpy multiplies with, and its thread-count functions.
+
+    `initial` is the number of threads it was started with (OPENBLAS_NUM_THREADS,
+    GOTO_NUM_THREADS or OMP_NUM_THREADS, else the CPUs the process may run on), read once,
+    before nncli changed anything.
+    """
+
+    path: str
+    get: Callable[[], int]
+    set: Callable[[int], None]
+    initial: int
+
+    def threads(self) -> int:
+        return int(self.get())
+
+    def set_threads(self, n: int) -> None:
+        self.set(n)
+
+
+_CONTROL: list[ThreadControl | None] = []  # [] until looked for, then [the answer]
+
+
+def thread_control() -> ThreadControl | None:
+    """numpy's OpenBLAS, if numpy multiplies with OpenBLAS, its library is found and it runs
+    its own threads (pthreads) or none; else None, and nothing may assume control of the BLAS
+    threads: MKL, Accelerate, BLIS, an OpenMP build of OpenBLAS (whose thread count is per
+    calling thread), or a library this cannot identify. Looked for once per process."""
+    if not _CONTROL:
+        try:
+            _CONTROL.append(_find_control())
+        except (OSError, AttributeError, ValueError, ImportError):
+            _CONTROL.append(None)
+    return _CONTROL[0]
+
+
+# OpenBLAS's functions, as threadpoolctl looks them up: plain, or renamed as the scipy-openblas
+# builds in numpy's wheels are (scipy_openblas_get_num_threads64_ for the 64-bit integer one)
+_PREFIXES = ("", "scipy_")
+_SUFFIXES = ("", "64_", "_64")
+_SEQUENTIAL, _PTHREADS = 0, 1  # openblas_get_parallel(); 2 is OpenMP
+
+
+def _find_control() -> ThreadControl | None:
+    import numpy as np
+
+    config = getattr(getattr(np, "__config__", None), "CONFIG", None)  # numpy >= 1.26
+    if not isinstance(config, dict):
+        return None
+    blas = config.get("Build Dependencies", {}).get("blas", {})
+    if "openblas" not in str(blas.get("name", "")).lower():
+        return None
+    paths = _openblas_libraries(os.path.dirname(np.__file__))
+    if len(paths) != 1:
+        return None  # none, or several and no telling which one numpy uses
+    lib = ctypes.CDLL(paths[0])  # already loaded by numpy: the same library, not a second copy
+    get = _symbol(lib, "openblas_get_num_threads")
+    set_ = _symbol(lib, "openblas_set_num_threads")
+    parallel = _symbol(lib, "openblas_get_parallel")
+    if get is None or set_ is None or parallel is None:
+        return None
+    get.restype, get.argtypes = ctypes.c_int, []
+    set_.restype, set_.argtypes = None, [ctypes.c_int]
+    parallel.restype, parallel.argtypes = ctypes.c_int, []
+    if parallel() not in (_SEQUENTIAL, _PTHREADS):
+        return None
+    initial = get()
+    return ThreadControl(paths[0], get, set_, initial) if initial >= 1 else None
+
+
+def _openblas_libraries(numpy_dir: str) -> list[str]:
+    """The OpenBLAS libraries this process has loaded (Linux), else those bundled with numpy's
+    wheels (numpy.libs on Linux and Windows, numpy/.dylibs on macOS). Where numpy bundles one
+    and others are loaded too (scipy's own), numpy's."""
+    bundled = [
+        path
+        for folder in (numpy_dir + ".libs", os.path.join(numpy_dir, ".dylibs"))
+        for path in glob.glob(os.path.join(folder, "*openblas*"))
+    ]
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            mapped = {line.split(None, 5)[-1].strip() for line in f if "openblas" in line.lower()}
+    except OSError:
+        return sorted(set(bundled))
+    loaded = sorted(p for p in mapped if "openblas" in os.path.basename(p).lower() and os.path.isfile(p))
+    ours = [p for p in loaded if any(os.path.samefile(p, b) for b in bundled)]
+    return ours or loaded
+
+
+def _symbol(lib: ctypes.CDLL, name: str):
+    for prefix in _PREFIXES:
+        for suffix in _SUFFIXES:
+            found = getattr(lib, f"{prefix}{name}{suffix}", None)
+            if found is not None:
+                return found
+    return None

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from nncli import _openblas
 from nncli._openblas import coretype_for
 
 
@@ -60,3 +61,38 @@ def test_importing_nncli_first_sets_what_this_cpu_calls_for():
         expected = coretype_for(f.read()) if os.uname().machine == "x86_64" else None
     code = "import nncli, os; print(os.environ.get('OPENBLAS_CORETYPE', 'unset'))"
     assert run_import({}, code) == (expected or "unset")
+
+
+# numpy's own OpenBLAS, where numpy has one: found, and its threads set and read back
+
+def test_openblas_symbols_are_found_under_their_scipy_names():
+    class Lib:
+        scipy_openblas_get_num_threads64_ = "found"
+
+    assert _openblas._symbol(Lib(), "openblas_get_num_threads") == "found"
+    assert _openblas._symbol(Lib(), "openblas_set_num_threads") is None
+
+
+def test_numpys_openblas_threads_can_be_set():
+    control = _openblas.thread_control()
+    if control is None:
+        pytest.skip("numpy's BLAS here is not an OpenBLAS nncli can control")
+    before = control.threads()
+    try:
+        control.set_threads(1)
+        assert control.threads() == 1
+    finally:
+        control.set_threads(before)
+    assert control.threads() == before >= 1
+
+
+def test_the_threads_openblas_was_started_with_are_what_training_may_use():
+    """`nncli sweep` gives each worker OPENBLAS_NUM_THREADS = cores // jobs: a worker held to one
+    thread trains serially."""
+    if _openblas.thread_control() is None:
+        pytest.skip("numpy's BLAS here is not an OpenBLAS nncli can control")
+    code = (
+        "from nncli._openblas import thread_control; from nncli.nn.parallel import threads_allowed;"
+        " print(thread_control().initial, threads_allowed())"
+    )
+    assert run_import({"OPENBLAS_NUM_THREADS": "1"}, code) == "1 1"

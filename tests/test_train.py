@@ -377,3 +377,22 @@ def test_run_dir_refuses_a_folder_that_holds_other_files(workdir, train):
     code, out = train("spiral.yaml", "--run-dir", "mine")
     assert code == 1 and "not empty" in out
     assert (workdir / "mine" / "config.yaml").read_text() == "# my notes\n"
+
+
+def test_a_cnn_reports_a_non_finite_loss(workdir, train):
+    """The report re-runs the layers in the model's order: a ReLU before a max pool runs after
+    it (nncli.nn.model), and backward expects the caches that order leaves."""
+    (workdir / "cnn.yaml").write_text(
+        "seed: 2\n"
+        "data: {dataset: mnist_small, val_size: 5000, preprocess: [scale]}\n"
+        "model: [{conv2d: {filters: 4, padding: 1}}, relu, maxpool2d, flatten, {linear: {units: 10}}]\n"
+        "loss: softmax_cross_entropy\n"
+        "optimizer: {type: sgd, lr: 1.0e+30}\n"
+        "train: {epochs: 1, batch_size: 100}\n"
+    )
+    code, out = train("cnn.yaml", "--run-dir", "r", "--quiet")
+    assert code == 3, out
+    report = json.loads((workdir / "r" / "nan_report.json").read_text())
+    assert [layer["index"] for layer in report["layers"]] == [0, 1, 2, 3, 4]
+    assert report["layers"][1]["activations"]["shape"] == [100, 14, 14, 4]  # pooled first
+    assert report["layers"][0]["grads"]["W"]["shape"] == [4, 1, 3, 3]

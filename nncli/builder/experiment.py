@@ -25,6 +25,7 @@ from nncli.nn.layers import LAYERS
 from nncli.nn.losses import LOSSES, Loss
 from nncli.nn.model import Sequential
 from nncli.nn.optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule
+from nncli.nn.parallel import threads_allowed
 from nncli.nn.regularizers import Regularizer
 from nncli.registry import did_you_mean
 from nncli.words import count
@@ -75,7 +76,9 @@ FUSED_OUTPUTS = {"sigmoid": "binary_cross_entropy", "softmax": "softmax_cross_en
 def build_model(config: Config, input_shape, rng: np.random.Generator, loss: Loss) -> Sequential:
     """The configured layers, built for `input_shape`. A final sigmoid before
     binary_cross_entropy (softmax before softmax_cross_entropy) becomes the model's `output`:
-    training and the loss see the logits, `predict` returns probabilities."""
+    training and the loss see the logits, `predict` returns probabilities. Training batches run
+    as shards in as many threads as the process may use (nncli.nn.parallel; NNCLI_THREADS=1:
+    serially)."""
     layers = [create(config, spec, LAYERS) for spec in config.model]
     output = None
     if len(layers) > 1 and FUSED_OUTPUTS.get(layers[-1].name) == loss.name:
@@ -83,6 +86,7 @@ def build_model(config: Config, input_shape, rng: np.random.Generator, loss: Los
     model = Sequential(layers, output)
     with config.located(("model",)):
         model.build(input_shape, rng, np.dtype(config.dtype))
+    model.threads = threads_allowed()
     return model
 
 

@@ -20,6 +20,10 @@ part of the sum of every row's total. The weights move with every step, as in tr
 experiment is thrown away afterwards. The batch gather, the learning-rate schedule and the
 accuracy count of the trainer's loop are left out (they cost microseconds and belong to no
 layer), and so is an output layer (a final softmax or sigmoid that only `predict` applies).
+
+The table times the layers one after the other on the whole batch. Where training runs the
+batch as shards in threads (nncli.nn.parallel), the whole step is then timed as training runs
+it, `iters` times more, and reported on a line of its own.
 """
 
 from __future__ import annotations
@@ -64,6 +68,8 @@ class TimeResult:
     step_ms: float  # the median wall time of one whole iteration, the timers included
     output_layer: tuple[int, str] | None = None  # (index, name) of the predict-only layer
     notes: list[str] = field(default_factory=list)
+    shards: list[int] | None = None  # the shards' sizes where training runs the batch so
+    sharded_step_ms: float | None = None  # the median wall time of such a step
 
     @property
     def total_ms(self) -> float:
@@ -97,6 +103,9 @@ class TimeResult:
             if self.output_layer is None
             else {"index": self.output_layer[0], "name": self.output_layer[1]},
             "notes": list(self.notes),
+            "sharded": None
+            if self.shards is None
+            else {"shards": list(self.shards), "step_ms": self.sharded_step_ms},
         }
 
 
@@ -171,6 +180,21 @@ def time_layers(
     def ms(times: np.ndarray) -> float:
         return float(np.median(times)) * 1e3
 
+    shards = model.shards_for(batch)
+    sharded_step = np.zeros(iters)
+    if shards is not None:
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
+            for it in range(-1, iters):
+                start = perf_counter()
+                xb = x if augment is None else augment(x, exp.rng)
+                out = model.forward(xb, training=True)
+                loss.forward(out, y)
+                model.backward(loss.backward())
+                if regularizer:
+                    regularizer.add_grads(model)
+                optimizer.step(params, grads, model.flat)
+                sharded_step[max(it, 0)] = perf_counter() - start
+
     def both(kind: str, name: str, index: int | None, fwd: np.ndarray, bwd: np.ndarray) -> Row:
         return Row(kind, name, index, ms(fwd), ms(bwd), ms(fwd) + ms(bwd))
 
@@ -209,6 +233,8 @@ def time_layers(
         step_ms=ms(step),
         output_layer=output,
         notes=notes,
+        shards=shards,
+        sharded_step_ms=None if shards is None else ms(sharded_step),
     )
 
 
@@ -260,6 +286,14 @@ def format_timings(result: TimeResult) -> str:
         lines.append(
             f"one training step: {result.step_ms:.3f} ms, {result.batch / result.step_ms * 1e3:,.0f}"
             " samples/s (median, the timers included)"
+        )
+    if result.shards is not None:
+        k, sizes = len(result.shards), sorted(set(result.shards), reverse=True)
+        of = f"of {sizes[0]:,}" if len(sizes) == 1 else f"of {' and '.join(f'{n:,}' for n in sizes)}"
+        lines.append(
+            f"training runs this step as {k} shards {of} in {k} threads: {result.sharded_step_ms:.3f} ms"
+            f" a step (median, the timers included); the rows above run serially (NNCLI_THREADS=1"
+            " trains so)"
         )
     if result.output_layer is not None:
         index, name = result.output_layer

@@ -245,6 +245,7 @@ def iter_check_model(
     saved = model.state_dict()
     x = x.copy()
     model.freeze_randomness(True)
+    threads, model.threads = model.threads, 1  # the serial pass: shards only add rounding
     try:
 
         def total_loss() -> float:
@@ -285,6 +286,7 @@ def iter_check_model(
             dx = model.backward(loss.backward()).copy()
             yield check(x, dx, "input")
     finally:
+        model.threads = threads
         model.freeze_randomness(False)
         model.input_gradient(False)
         model.load_state_dict(saved)

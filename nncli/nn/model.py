@@ -16,18 +16,28 @@ Once built, all parameters live in one contiguous array and all gradients in ano
 (`model.flat`); each layer's arrays are views into them. An optimizer or a weight penalty then
 updates every parameter with a few passes over one array rather than a few passes per
 parameter (`Optimizer.step(..., flat=model.flat)`).
+
+With `threads` > 1, a forward pass (and the backward after a training one) runs the batch as
+that many shards in as many threads (nncli.nn.parallel), where every layer allows it
+(`Layer.shardable`), one gains from it (`Layer.elementwise_bound`: convolutions and pooling)
+and OpenBLAS's threads can be held to one per shard; the loss still sees the whole batch.
+`serial()` turns the shards off for a while (gradient checks, the non-finite report).
 """
 
 from __future__ import annotations
 
+import copy
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
+from nncli._openblas import thread_control
 from nncli.errors import ConfigError
 from nncli.nn.layers import Layer
 from nncli.nn.layers.conv import block_for_pooling
+from nncli.nn.parallel import Shards, shard_bounds
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,9 @@ class Sequential:
         self.params: dict[str, np.ndarray] = {}
         self.grads: dict[str, np.ndarray] = {}
         self.flat: FlatParams | None = None
+        self.threads = 1  # how many shards a training batch may run as; 1: serially
+        self._shards: Shards | None = None  # made at the first sharded batch
+        self._bounds: list[int] | None = None  # the last training forward's shards, if any
 
     def build(self, input_shape, rng: np.random.Generator, dtype=np.float32) -> tuple[int, ...]:
         """Build every layer for samples of `input_shape`; return the output shape.
@@ -112,6 +125,7 @@ class Sequential:
 
     def _pack(self) -> None:
         """Move the layers' parameters and gradients into `self.flat`, leaving views behind."""
+        self._drop_shards()
         named = self._named("params")
         dtypes = {layer.params[key].dtype for layer, key in named.values()}
         self.flat = None
@@ -141,10 +155,11 @@ class Sequential:
         # pickle and copy.deepcopy copy each array on its own, so a copy's layer parameters
         # would no longer be views into its `flat`, and a packed optimizer step would update
         # arrays the layers never read. Leave `flat` out and pack the copy afresh.
-        return {**self.__dict__, "flat": None}
+        # The shards' threads cannot be copied, and are made again when needed.
+        return {**self.__dict__, "flat": None, "_shards": None, "_bounds": None}
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
+        self.__dict__.update({"threads": 1, "_shards": None, "_bounds": None, **state})
         if self.input_shape is not None:
             self._pack()
 
@@ -168,14 +183,20 @@ class Sequential:
         return x.transpose(0, 3, 1, 2) if x.ndim == 4 else x
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        bounds = self._shard_bounds(len(x))
+        self._bounds = bounds if training else None
+        if bounds is not None:
+            return self._shards.forward(x, bounds, training)
         x = self.inside(x)
         for i in self.order:
             x = self.layers[i].forward(x, training)
         return self.outside(x)
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
-        """Backpropagate dL/d(output); fills every layer's grads. Returns dL/d(input) when
-        `input_gradient(True)` was asked, else None."""
+        """Backpropagate dL/d(output) of the last training forward; fills every layer's grads.
+        Returns dL/d(input) when `input_gradient(True)` was asked, else None."""
+        if self._bounds is not None and self._bounds[-1] == len(dout):
+            return self._shards.backward(dout, self._bounds)
         dout = self.inside(dout)
         for i in reversed(self.order):
             dout = self.layers[i].backward(dout)
@@ -185,6 +206,57 @@ class Sequential:
 
     def input_gradient(self, needed: bool) -> None:
         self.layers[self.order[0]].needs_input_grad = needed
+        self._drop_shards()  # their replicas copied the old setting
+
+    def _shard_bounds(self, n: int) -> list[int] | None:
+        """Where a batch of `n` splits into shards, or None to run it serially."""
+        if self.threads < 2 or self.flat is None:
+            return None
+        layers = self.layers
+        if not all(layer.shardable for layer in layers):
+            return None
+        if not any(layer.elementwise_bound for layer in layers):
+            return None
+        bounds = shard_bounds(n, self.threads)
+        if bounds is None:
+            return None
+        if self._shards is None or self._shards.threads != self.threads:
+            control = thread_control()
+            if control is None:
+                return None
+            self._drop_shards()
+            self._shards = Shards(self, self.threads, control)
+        return bounds
+
+    def _drop_shards(self) -> None:
+        if getattr(self, "_shards", None) is not None:
+            self._shards.close()
+        self._shards, self._bounds = None, None
+
+    def shards_for(self, n: int) -> list[int] | None:
+        """The sizes of the shards a batch of `n` runs as, or None when serial."""
+        bounds = self._shard_bounds(n)
+        return None if bounds is None else np.diff(bounds).tolist()
+
+    @contextmanager
+    def serial(self):
+        """Every batch runs unsharded inside this block."""
+        threads, self.threads = self.threads, 1
+        self._bounds = None
+        try:
+            yield self
+        finally:
+            self.threads = threads
+
+    def replicate(self, grads: np.ndarray) -> list[Layer]:
+        """Copies of the layers that share this model's parameter arrays but keep their own
+        forward caches, and gradients in `grads` (an array laid out like `flat.grads`)."""
+        twins = {id(layer): copy.copy(layer) for layer in self.layers}
+        for twin in twins.values():
+            twin.grads = {}
+        for name, (layer, key) in self._named("grads").items():
+            twins[id(layer)].grads[key] = self.flat.view(grads, name)
+        return [twins[id(layer)] for layer in self.layers]
 
     def predict(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """Outputs in evaluation mode, computed in batches, through the output layer if any

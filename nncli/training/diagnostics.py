@@ -27,14 +27,20 @@ def nonfinite_report(exp, xb: np.ndarray, yb: np.ndarray, *, epoch: int, batch: 
     model = exp.model
     model.freeze_randomness(True)  # the same dropout masks as the failing pass
     try:
-        layers = []
-        out = model.inside(xb)
-        for i, layer in enumerate(model.layers):
-            out = layer.forward(out, training=True)
-            layers.append({"index": i, "layer": repr(layer), "activations": tensor_stats(out)})
-        with np.errstate(all="ignore"):
-            exp.loss.forward(out, yb)
-            model.backward(exp.loss.backward())
+        # in the model's order (a ReLU before a max pool runs after it) and serially (the whole
+        # batch through the model's own layers), so that the layers' caches are those
+        # model.backward expects
+        with model.serial():
+            layers = {}
+            out = model.inside(xb)
+            for i in model.order:
+                layer = model.layers[i]
+                out = layer.forward(out, training=True)
+                layers[i] = {"index": i, "layer": repr(layer), "activations": tensor_stats(out)}
+            with np.errstate(all="ignore"):
+                exp.loss.forward(model.outside(out), yb)
+                model.backward(exp.loss.backward())
+        layers = [layers[i] for i in range(len(model.layers))]
         for i, layer in enumerate(model.layers):
             layers[i]["params"] = {k: tensor_stats(v) for k, v in layer.params.items()}
             layers[i]["grads"] = {k: tensor_stats(v) for k, v in layer.grads.items()}

@@ -23,6 +23,16 @@ LAYERS: Registry[type[Layer]] = Registry("layer")
 class Layer:
     #: names in `params` that weight decay applies to by default (weights, not biases or gains)
     decayed: tuple[str, ...] = ()
+    #: whether a training batch may run as shards in threads (nncli.nn.parallel): each sample's
+    #: output depends on that sample alone and nothing is drawn at random. Forward keeps its
+    #: caches in attributes it sets (never in arrays it changes in place) and backward writes
+    #: every array of `grads`: a shard's replica is a shallow copy with `grads` of its own.
+    shardable: bool = True
+    #: whether the layer's passes are mostly numpy element-wise work (copies, comparisons),
+    #: which numpy runs on one core: a model shards its batches only where such a layer is. A
+    #: model of matrix products alone has OpenBLAS spread them over the cores already, and
+    #: shards would only add their overhead (the MNIST MLP: 4.2 against 3.5 ms a step).
+    elementwise_bound: bool = False
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}

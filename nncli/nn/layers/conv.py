@@ -112,6 +112,8 @@ def _windows(x: np.ndarray, kh: int, kw: int, sh: int, sw: int, oh: int, ow: int
 class _Spatial(Layer):
     """What conv and pooling layers share: kernel, stride, padding and the output size."""
 
+    elementwise_bound = True  # im2col copies, window comparisons and sums
+
     def _setup(self, input_shape) -> tuple[int, ...]:
         c, h, w = _image_input(self, input_shape)
         (kh, kw), (sh, sw) = self.kernel, self.stride

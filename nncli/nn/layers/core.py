@@ -129,6 +129,8 @@ class Dropout(Layer):
     Shape: any -> same.
     """
 
+    shardable = False  # the masks' draws from the run's generator must come in a fixed order
+
     def __init__(self, p: float = 0.5):
         super().__init__()
         self.p = validate.fraction("p", p)

@@ -24,6 +24,8 @@ class BatchNorm(Layer):
     them is normalized exactly as flat input is.
     """
 
+    shardable = False  # batch statistics: each output depends on the whole batch
+
     def __init__(self, momentum: float = 0.9, eps: float = 1e-5):
         super().__init__()
         self.momentum = validate.fraction("momentum", momentum)

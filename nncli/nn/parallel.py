@@ -1,0 +1,142 @@
+"""Data-parallel training steps: a batch run as shards, one thread each.
+
+numpy releases the GIL in its ufuncs, copies and matrix products, but runs each element-wise
+pass (im2col copies, pooling comparisons, ReLU) on one core, while OpenBLAS spreads only the
+products over the cores. A batch split into K shards, each run through the layers in its own
+thread with OpenBLAS held to one thread, keeps K cores busy through both kinds of work.
+
+`Shards` runs shard 0 in the calling thread on the model's own layers, and shard s > 0 in a
+worker thread on replica s: a shallow copy of each layer that shares its parameter arrays (only
+read during a step) but keeps its own forward caches (the attributes forward sets) and its own
+gradients, views into one array laid out like `model.flat.grads` (`Sequential.replicate`).
+Forward concatenates the shards' outputs; the loss then runs once, on the whole batch, in the
+caller (its value and dL/d(output) are the serial pass's); backward hands each shard its rows of
+dL/d(output) and adds the replicas' gradients into the model's, in shard order. The gradients
+differ from the serial pass's in rounding only, and are the same from run to run for the same
+number of shards.
+
+Only layers whose training forward treats each sample on its own and draws nothing at random
+can be split so (`Layer.shardable`): batch norm (batch statistics, running averages) and dropout
+(masks drawn from the run's generator in an order thread timing must not change) keep a model
+serial. So does a BLAS whose threads cannot be held to one (`nncli._openblas.thread_control`).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+
+import numpy as np
+
+from nncli._openblas import ThreadControl, thread_control
+from nncli.errors import NncliError
+from nncli.nn.layers import Layer
+
+#: no shard is made smaller than this. The MNIST CNN's training pass (forward and backward) on
+#: 32 images took 6.0-6.4 ms serially and 5.8-7.1 ms as two shards of 16; on 48, 9.95 against
+#: 9.6 as two of 24; on 64, 13.5 against 10.4 as two of 32.
+MIN_SHARD = 32
+ENV = "NNCLI_THREADS"
+
+
+def threads_allowed(environ=None) -> int:
+    """How many shards a training batch may run as: $NNCLI_THREADS if set, else the threads
+    OpenBLAS started with (OPENBLAS_NUM_THREADS or OMP_NUM_THREADS, as `nncli sweep` sets them
+    for its workers, else the CPUs) capped at the CPUs this process may run on; 1 (serial)
+    where OpenBLAS's threads cannot be controlled."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(ENV, "").strip()
+    control = thread_control()
+    if value:
+        try:
+            asked = int(value)
+        except ValueError:
+            asked = 0
+        if asked < 1:
+            raise NncliError(f"{ENV} must be a positive integer (1 trains serially), got {value!r}")
+        return asked if control is not None else 1
+    if control is None:
+        return 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cpus, control.initial))
+
+
+def shard_bounds(n: int, threads: int) -> list[int] | None:
+    """Where a batch of `n` splits into at most `threads` shards of at least MIN_SHARD rows,
+    as equal as can be (the first ones a row longer): [0, ..., n]; None for one shard."""
+    k = min(threads, n // MIN_SHARD)
+    if k < 2:
+        return None
+    size, extra = divmod(n, k)
+    bounds = [0]
+    for s in range(k):
+        bounds.append(bounds[-1] + size + (s < extra))
+    return bounds
+
+
+class Shards:
+    """The replicas and worker threads that run a model's training batch as up to `threads`
+    shards (see the module's docstring). `model` is the `Sequential` they belong to."""
+
+    def __init__(self, model, threads: int, control: ThreadControl):
+        self.model = model
+        self.threads = threads
+        self.control = control
+        self.flat_grads = [np.zeros_like(model.flat.grads) for _ in range(threads - 1)]
+        self.replicas = [model.layers] + [model.replicate(grads) for grads in self.flat_grads]
+        self.pool = ThreadPoolExecutor(threads - 1, thread_name_prefix="nncli-shard")
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False)
+
+    def forward(self, x: np.ndarray, bounds: list[int], training: bool = True) -> np.ndarray:
+        """The model's output for `x`, shard by shard."""
+        order, inside, outside = self.model.order, self.model.inside, self.model.outside
+
+        def run(layers: list[Layer], xs: np.ndarray) -> np.ndarray:
+            xs = inside(xs)
+            for i in order:
+                xs = layers[i].forward(xs, training)
+            return outside(xs)
+
+        return np.concatenate(self._map(run, x, bounds))
+
+    def backward(self, dout: np.ndarray, bounds: list[int]) -> np.ndarray | None:
+        """Backpropagate each shard's rows of dL/d(output) through the layers that ran it
+        forward, then add the replicas' gradients into the model's."""
+        order, inside, outside = self.model.order, self.model.inside, self.model.outside
+
+        def run(layers: list[Layer], ds: np.ndarray) -> np.ndarray | None:
+            ds = inside(ds)
+            for i in reversed(order):
+                ds = layers[i].backward(ds)
+                if ds is None:
+                    return None
+            return outside(ds)
+
+        dxs = self._map(run, dout, bounds)
+        total = self.model.flat.grads
+        for grads in self.flat_grads[: len(bounds) - 2]:
+            np.add(total, grads, out=total)
+        return None if dxs[0] is None else np.concatenate(dxs)
+
+    def _map(self, fn: Callable, a: np.ndarray, bounds: list[int]) -> list:
+        """fn(replica s, rows bounds[s]:bounds[s + 1] of a) for every shard, shard 0 in this
+        thread, with OpenBLAS held to one thread meanwhile. Each worker runs in a copy of this
+        thread's context, so numpy's error state (np.errstate) holds there too."""
+        parts = [a[bounds[s] : bounds[s + 1]] for s in range(len(bounds) - 1)]
+        previous = self.control.threads()
+        self.control.set_threads(1)
+        futures = []
+        try:
+            futures = [
+                self.pool.submit(contextvars.copy_context().run, fn, self.replicas[s], parts[s])
+                for s in range(1, len(parts))
+            ]
+            first = fn(self.replicas[0], parts[0])
+            return [first] + [future.result() for future in futures]
+        finally:
+            wait(futures)  # no worker may still run with the BLAS restored to many threads
+            self.control.set_threads(previous)
