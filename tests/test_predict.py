@@ -383,6 +383,9 @@ def test_a_crafted_export_header_is_refused_in_one_line(quickstart, nncli, tmp_p
         lambda h: h["preprocessor"].update(dtype=[]),
         lambda h: h["data"].update(num_outputs=3),
         lambda h: h.update(params="layers.0.W"),
+        # a config asking for far more than the file holds, drawn or zero-initialized
+        lambda h: h["config"]["model"][0]["linear"].update(units=200_000),
+        lambda h: h["config"]["model"][0]["linear"].update(units=200_000, init="zeros"),
     ]
     for change in changes:
         forged = _forged(exported, tmp_path, change)

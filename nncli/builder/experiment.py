@@ -73,10 +73,13 @@ def create(config: Config, component: Component, registry):
 FUSED_OUTPUTS = {"sigmoid": "binary_cross_entropy", "softmax": "softmax_cross_entropy"}
 
 
-def build_model(config: Config, input_shape, rng: np.random.Generator, loss: Loss) -> Sequential:
-    """The configured layers, built for `input_shape`. A final sigmoid before
-    binary_cross_entropy (softmax before softmax_cross_entropy) becomes the model's `output`:
-    training and the loss see the logits, `predict` returns probabilities. Training batches run
+def build_model(
+    config: Config, input_shape, rng: np.random.Generator, loss: Loss, max_params: int | None = None
+) -> Sequential:
+    """The configured layers, built for `input_shape` (`max_params`: see `Sequential.build`).
+    A final sigmoid before binary_cross_entropy (softmax before softmax_cross_entropy) becomes
+    the model's `output`: training and the loss see the logits, `predict` returns
+    probabilities. Training batches run
     as shards in as many threads as the process may use (nncli.nn.parallel; NNCLI_THREADS=1:
     serially)."""
     layers = [create(config, spec, LAYERS) for spec in config.model]
@@ -85,7 +88,7 @@ def build_model(config: Config, input_shape, rng: np.random.Generator, loss: Los
         output = layers.pop()
     model = Sequential(layers, output)
     with config.located(("model",)):
-        model.build(input_shape, rng, np.dtype(config.dtype))
+        model.build(input_shape, rng, np.dtype(config.dtype), max_params)
     model.threads = threads_allowed()
     return model
 

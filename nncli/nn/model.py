@@ -89,11 +89,14 @@ class Sequential:
         self._shards: Shards | None = None  # made at the first sharded batch
         self._bounds: list[int] | None = None  # the last training forward's shards, if any
 
-    def build(self, input_shape, rng: np.random.Generator, dtype=np.float32) -> tuple[int, ...]:
+    def build(
+        self, input_shape, rng: np.random.Generator, dtype=np.float32, max_params: int | None = None
+    ) -> tuple[int, ...]:
         """Build every layer for samples of `input_shape`; return the output shape.
 
         A layer that cannot take its input raises `ConfigError` keyed `[i]`, so the config
-        loader can point at `model[i]`.
+        loader can point at `model[i]`. With `max_params`, a model with more parameters raises
+        `ValueError` before they are packed (copied) into one array.
         """
         self.input_shape = shape = tuple(input_shape)
         for i, layer in enumerate(self.layers):
@@ -101,6 +104,10 @@ class Sequential:
                 shape = layer.build(shape, rng, dtype)
             except ConfigError as err:
                 raise err.at(f"[{i}].{layer.name}") from None
+        if max_params is not None:
+            count = sum(v.size for layer in self.layers for v in layer.params.values())
+            if count > max_params:
+                raise ValueError(f"the layers hold {count:,} parameters, more than {max_params:,}")
         self.order = _execution_order(self.layers)
         block_for_pooling(self.layers, self.order)
         self.layers[self.order[0]].needs_input_grad = False
