@@ -393,6 +393,10 @@ def test_a_crafted_export_header_is_refused_in_one_line(quickstart, nncli, tmp_p
         assert result.exit_code == 1, (forged, result.output)
         assert "Traceback" not in result.output and len(result.stderr.strip().splitlines()) == 1
         assert str(forged) in result.stderr, result.stderr
+    # eval rebuilds a checkpoint's model the same way, within the size of its weights
+    huge = _forged(exported, tmp_path, lambda h: h["config"]["model"][0]["linear"].update(units=200_000))
+    result = nncli("eval", huge)
+    assert result.exit_code == 1 and "larger than the weights it holds" in result.stderr
 
 
 def test_pictures_need_a_model_that_knows_its_pixel_range(nncli, workdir):

@@ -90,6 +90,28 @@ def checkpoint_config(saved: dict, overrides=(), label: str | None = None) -> Co
     return parse_config(source)
 
 
+def saved_model(saved: dict, config: Config, input_shape, loss: Loss) -> Sequential:
+    """The model of checkpoint `saved` built for `input_shape`, its weights loaded.
+
+    The weights are the file's, so a config asking for more numbers than they hold (a crafted
+    one, to exhaust memory) is refused before its layers draw or pack their arrays."""
+    source = saved.get("path", "the checkpoint")
+    held = _saved_size(saved["model"], source)
+    rng = _Budget(np.random.default_rng(config.seed), held)  # the draws are overwritten anyway
+    try:
+        model = build_model(config, input_shape, rng, loss, max_params=held)
+    except (ValueError, MemoryError) as err:
+        reason = str(err) if isinstance(err, ValueError) else "out of memory"
+        raise CheckpointError(
+            f"{source}: its config asks for a model larger than the weights it holds ({reason})"
+        ) from None
+    try:
+        model.load_state_dict(saved["model"])
+    except (KeyError, ValueError, TypeError) as err:
+        raise CheckpointError(f"{source} does not match its own config: {err}") from None
+    return model
+
+
 def rebuild(saved: dict, data_dir: Path) -> Rebuilt:
     """Rebuild what `saved` (from `nncli.training.checkpoint.load`) was trained on.
 
@@ -108,10 +130,37 @@ def rebuild(saved: dict, data_dir: Path) -> Rebuilt:
         raise CheckpointError(
             f"{saved['path']}: the saved preprocessing does not fit {config.data.dataset} ({err})"
         ) from None
-    model = build_model(config, splits.info.input_shape, rng, loss)
+    model = saved_model(saved, config, splits.info.input_shape, loss)
     check_fit(config, model, loss, splits)
-    try:
-        model.load_state_dict(saved["model"])
-    except (KeyError, ValueError, TypeError) as err:
-        raise CheckpointError(f"{saved['path']} does not match its own config: {err}") from None
     return Rebuilt(config, model, loss, build_regularizer(config), splits, saved)
+
+
+def _saved_size(model_state, source: str) -> int:
+    """How many numbers a checkpoint's parameters hold."""
+    try:
+        return sum(int(np.asarray(v).size) for v in model_state["params"].values())
+    except (KeyError, TypeError, AttributeError, ValueError):
+        raise CheckpointError(f"{source}: its model state is not a mapping of arrays") from None
+
+
+class _Budget:
+    """A generator that draws at most `budget` numbers in all, and raises `ValueError` before a
+    draw that would exceed it: the initializers of a model rebuilt only to be overwritten."""
+
+    def __init__(self, rng: np.random.Generator, budget: int):
+        self._rng, self._budget, self._left = rng, budget, budget
+
+    def __getattr__(self, name: str):
+        method = getattr(self._rng, name)
+        if not callable(method):
+            return method
+
+        def draw(*args, **kwargs):
+            size = kwargs.get("size")
+            count = int(np.prod(size)) if size is not None else 1
+            if count > self._left:
+                raise ValueError(f"a layer draws {count:,} numbers; the file holds {self._budget:,} in all")
+            self._left -= count
+            return method(*args, **kwargs)
+
+        return draw

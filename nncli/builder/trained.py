@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nncli.builder.checkpoints import checkpoint_config
-from nncli.builder.experiment import build_loss, build_model
+from nncli.builder.checkpoints import checkpoint_config, saved_model
+from nncli.builder.experiment import build_loss
 from nncli.config.schema import Config
 from nncli.data.datasets import Columns
 from nncli.data.pipeline import Flatten, Preprocessor
@@ -70,21 +70,7 @@ class TrainedModel:
             raise CheckpointError(f"{self.source} has a damaged data record ({err!r})") from None
         self._check_record(input_shape)
         self.loss: Loss = build_loss(self.config)
-        # The weights are the file's: a config asking for more than the file holds (a crafted
-        # one, to exhaust memory) is refused before its layers draw or pack their arrays.
-        held = _saved_size(saved["model"], self.source)
-        rng = _Budget(np.random.default_rng(self.config.seed), held)
-        try:
-            self.model: Sequential = build_model(self.config, input_shape, rng, self.loss, max_params=held)
-        except (ValueError, MemoryError) as err:
-            reason = str(err) if isinstance(err, ValueError) else "out of memory"
-            raise CheckpointError(
-                f"{self.source}: its config asks for a model larger than the weights it holds ({reason})"
-            ) from None
-        try:
-            self.model.load_state_dict(saved["model"])
-        except (KeyError, ValueError, TypeError) as err:
-            raise CheckpointError(f"{self.source} does not match its own config: {err}") from None
+        self.model: Sequential = saved_model(saved, self.config, input_shape, self.loss)
         if not all(np.isfinite(p).all() for p in self.model.params.values()):
             raise CheckpointError(f"{self.source} holds weights that are not finite numbers")
         self._probe()
@@ -283,33 +269,3 @@ def _label_name(cell: str, names: dict[str, int]) -> str:
         return cell
     return str(int(value)) if np.isfinite(value) and value == round(value) else cell
 
-
-def _saved_size(model_state, source: str) -> int:
-    """How many numbers a checkpoint's parameters hold."""
-    try:
-        return sum(int(np.asarray(v).size) for v in model_state["params"].values())
-    except (KeyError, TypeError, AttributeError, ValueError):
-        raise CheckpointError(f"{source}: its model state is not a mapping of arrays") from None
-
-
-class _Budget:
-    """A generator that draws at most `budget` numbers in all, and raises `ValueError` before a
-    draw that would exceed it: the initializers of a model rebuilt only to be overwritten."""
-
-    def __init__(self, rng: np.random.Generator, budget: int):
-        self._rng, self._budget, self._left = rng, budget, budget
-
-    def __getattr__(self, name: str):
-        method = getattr(self._rng, name)
-        if not callable(method):
-            return method
-
-        def draw(*args, **kwargs):
-            size = kwargs.get("size")
-            count = int(np.prod(size)) if size is not None else 1
-            if count > self._left:
-                raise ValueError(f"a layer draws {count:,} numbers; the file holds {self._budget:,} in all")
-            self._left -= count
-            return method(*args, **kwargs)
-
-        return draw
