@@ -14,6 +14,8 @@ from __future__ import annotations
 import builtins
 import codecs
 import collections
+import contextlib
+import io
 import pickle
 from typing import IO, Any
 
@@ -83,8 +85,17 @@ def load(
     `error` is the class raised for a refused or unreadable pickle; `encoding` is how Python 2
     strings are decoded ("bytes" keeps them as bytes, as CIFAR-10's own loader does).
     """
+    unpickler = _Unpickler(fileobj, encoding=encoding)
     try:
-        return _Unpickler(fileobj, encoding=encoding).load()
+        # Some crafted pickles make CPython itself print a line on stderr as it frees their
+        # half-built objects ("SystemError: deallocated bytearray object has exported
+        # buffers", from PyErr_Print); the error that follows is ours to report, in one
+        # sentence. The unpickler, which holds those objects, is freed inside the redirect.
+        with contextlib.redirect_stderr(io.StringIO()):
+            try:
+                return unpickler.load()
+            finally:
+                del unpickler
     except _Refused as refused:
         raise error(
             f"refusing to load {what}: it asks for {refused}, which is not an array, a number,"
@@ -93,4 +104,7 @@ def load(
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
             IndexError, KeyError, OverflowError, MemoryError, UnicodeDecodeError) as err:
         reason = " ".join(str(err).split())  # pickle's own messages may run over two lines
+        if isinstance(err, MemoryError):
+            reason = "it declares more data than memory can hold"
+        reason = reason or type(err).__name__
         raise error(f"cannot read {what}: it is not a valid pickle ({reason})") from None

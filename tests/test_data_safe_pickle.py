@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import gc
 import io
 import os
 import pickle
@@ -87,3 +88,23 @@ def test_truncated_or_garbage_is_one_error(cut):
     payload = pickle.dumps({"w": np.zeros(100)}, protocol=2)[:cut]
     with pytest.raises(UnsafePickleError, match="cannot read test data: it is not a valid pickle"):
         safe_pickle.load(io.BytesIO(payload), what="test data")
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # CPython prints "SystemError: deallocated bytearray object has exported buffers" for
+        # these (found by fuzzing): the only output must be the one error
+        b"\x80\x05\x96\x00\x00\x00\x00\x00\x00\x00\x00\x96X0\x8fh\x01\x90sh\x010\x8f\x95",
+        b"\x80\x05(\x96\x00\x00\x00\x00\x00\x00\x00\x00\x96=\x03Y\x00{.h\x00(\x94\x8f\x95\x98",
+        # a bytearray of 2**40 bytes: a MemoryError, whose own message is empty
+        b"\x80\x05\x96" + (2**40).to_bytes(8, "little") + b"abc",
+    ],
+)
+def test_crafted_pickles_give_one_error_and_print_nothing(data, capfd):
+    with pytest.raises(safe_pickle.UnsafePickleError, match=r"not a valid pickle \(.+\)") as caught:
+        safe_pickle.load(io.BytesIO(data), what="crafted.pkl")
+    del caught  # whatever the error still holds is freed now, not after the check
+    gc.collect()
+    captured = capfd.readouterr()
+    assert captured.err == "" and captured.out == ""
