@@ -27,7 +27,7 @@ import numpy as np
 from nncli.builder.trained import TrainedModel
 from nncli.commands.eval import partly_trained
 from nncli.data.images import IMAGE_SUFFIXES, image_files, image_shape, read_images
-from nncli.data.tabular import read_rows
+from nncli.data.tabular import read_npz, read_rows
 from nncli.errors import DataError, NncliError
 from nncli.training import checkpoint
 
@@ -143,20 +143,7 @@ def _add_table(model: TrainedModel, path: Path, inputs: Inputs, *, labels: bool)
 
 
 def _add_arrays(model: TrainedModel, path: Path, inputs: Inputs, *, labels: bool) -> None:
-    import zipfile
-    import zlib
-
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except ValueError as err:
-        if "pickle" in str(err):
-            raise DataError(f"{path} holds object arrays, which would need pickle to load") from None
-        raise DataError(f"{path} is not a readable .npz file ({err})") from None
-    except MemoryError:
-        raise DataError(f"{path}: an array in it declares more data than memory can hold") from None
-    except (OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile, zlib.error) as err:
-        raise DataError(f"{path} is not a readable .npz file ({err})") from None
+    arrays = read_npz(path)
     if "x" not in arrays:
         raise DataError(f"{path} has no array x (it holds {', '.join(arrays) or 'none'})")
     x = model.check_inputs(arrays["x"], str(path))

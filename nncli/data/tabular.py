@@ -435,11 +435,17 @@ def load_npz(
     """Arrays x_train, y_train and optional x_test, y_test from a NumPy .npz file."""
     task = validate.one_of("task", task, TASK_OPTIONS)
     file = file_option("path", path, "npz file")
+    return from_arrays(read_npz(file), str(file), "npz", task)
+
+
+def read_npz(file: Path) -> dict[str, np.ndarray]:
+    """Every array of the .npz `file`, read without pickle; one `DataError` naming the file
+    for anything else (not a zip, object arrays, a damaged or crafted member)."""
     if not zipfile.is_zipfile(file):
         raise DataError(f"{file} is not an .npz file (an .npz is a zip archive of arrays)")
     try:
         with np.load(file, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
+            return {key: npz[key] for key in npz.files}
     except ValueError as err:
         if "pickle" not in str(err):
             raise DataError(f"{file} is not a readable .npz file ({err})") from None
@@ -449,8 +455,8 @@ def load_npz(
         raise DataError(f"{file}: an array in it declares more data than memory can hold") from None
     except (OSError, EOFError, RuntimeError, NotImplementedError, zipfile.BadZipFile,
             zlib.error) as err:
+        # RuntimeError: an encrypted member; NotImplementedError: an unknown compression
         raise DataError(f"{file} is not a readable .npz file ({err})") from None
-    return from_arrays(arrays, str(file), "npz", task)
 
 
 # The arrays of `nncli.train(config, data={...})`, while that call loads its data.
