@@ -103,7 +103,9 @@ def test_shards_give_the_serial_loss_and_gradients(control, dense_shards, net, n
         with model.serial():
             serial = step(model, loss, x, y)
         sharded = step(model, loss, x, y)
-        assert sharded[0] == serial[0]  # the loss runs once, on the whole batch
+        # the loss runs once, on the whole batch, but the shards' forward products have other
+        # GEMM shapes than the serial pass's, which every BLAS may round differently
+        assert sharded[0] == pytest.approx(serial[0], rel=tolerance)
         scale = np.abs(serial[1]).max()
         assert np.abs(sharded[1] - serial[1]).max() <= tolerance * scale
         if needs_input_grad:
