@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from nncli.config.schema import Config
+from nncli.data.contract import differences
 from nncli.data.pipeline import Splits
 from nncli.nn.losses import Loss
 from nncli.nn.model import Sequential
@@ -24,6 +25,22 @@ def data_notes(config: Config, splits: Splits) -> list[str]:
     regression targets because of the loss, say), one located line each."""
     where = config.source.location(("data",))
     return [f"note: {where} data: {note}" for note in splits.info.notes]
+
+
+def split_notes(config: Config, splits: Splits) -> list[str]:
+    """A warning for each way the test (or given validation) inputs look unlike the training
+    inputs: another scale, reversed polarity, a column far outside its training range (a CSV
+    in other units, say). The model would be judged on data it was not meant for."""
+    where = config.source.location(("data",))
+    info = splits.info
+    names = info.columns.feature_labels if info.columns else None
+    notes = []
+    for split, what in (("val", "the validation set"), ("test", "the test set")):
+        if split in splits.profiles:
+            notes += [f"warning: {where} data: {line}" for line in differences(
+                splits.profiles["train"], splits.profiles[split], source=what, names=names,
+                pixel_max=info.pixel_max)]
+    return notes
 
 
 # Inputs beyond this size (after preprocessing) are far from the scale networks train well on.

@@ -39,7 +39,9 @@ def data_record(config: Config, splits: Splits) -> dict:
     shape of a sample as loaded (`raw_shape`) and as the model takes it (`input_shape`, after
     preprocessing), the pixel maximum of images, the outputs, the class names, and for a
     table which columns were the features and the targets: what it takes to read new inputs
-    the way the training ones were read, with no access to the training data."""
+    the way the training ones were read, with no access to the training data. `layout` is how
+    raw images were laid out (None: channels first), `inputs` what the raw training inputs look
+    like (`nncli.data.contract.describe`), against which new inputs are checked."""
     info = splits.info
     return {
         "dataset": config.data.dataset,
@@ -51,6 +53,8 @@ def data_record(config: Config, splits: Splits) -> dict:
         "num_outputs": info.num_outputs,
         "class_names": list(info.class_names) if info.class_names else None,
         "columns": info.columns.to_dict() if info.columns else None,
+        "layout": splits.layout,
+        "inputs": splits.profiles.get("train"),
     }
 
 

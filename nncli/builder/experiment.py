@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nncli.builder.advice import data_notes, input_notes, output_notes
+from nncli.builder.advice import data_notes, input_notes, output_notes, split_notes
 from nncli.builder.paths import resolve_data_paths
 from nncli.config.schema import Component, Config
 from nncli.data.augment import AUGMENTATIONS, Augmenter
@@ -122,6 +122,7 @@ def configured_data(
             progress=progress,
             preprocessor=preprocessor,
             loss_task=loss.task,
+            layout=config.data.layout,
         )
 
 
@@ -233,6 +234,7 @@ def build_experiment(config: Config, data_dir: Path, progress: bool = True) -> E
     notes = [
         *data_notes(config, splits),
         *input_notes(config, splits),
+        *split_notes(config, splits),
         *output_notes(config, model, loss, splits),
     ]
 

@@ -9,6 +9,10 @@ the notebook's `Model` are built on `TrainedModel`.
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +20,7 @@ import numpy as np
 from nncli.builder.checkpoints import checkpoint_config, saved_model
 from nncli.builder.experiment import build_loss
 from nncli.config.schema import Config
+from nncli.data import contract
 from nncli.data.datasets import Columns
 from nncli.data.pipeline import Flatten, Preprocessor
 from nncli.errors import CheckpointError, DataError
@@ -23,15 +28,43 @@ from nncli.nn.losses import Loss
 from nncli.nn.metrics import evaluate, predicted_labels
 from nncli.nn.model import Sequential
 
+LAYOUTS = (None, "channels_first", "channels_last")
+
 
 @dataclass(frozen=True)
 class InputSpec:
     """What a raw sample looks like: its `shape` before preprocessing, the `pixel_max` of
-    images (None for other data), and a table's `columns` (None for other data)."""
+    images (None for other data), a table's `columns` (None for other data), the `layout` of
+    images ("channels_last": (H, W, C), turned to (C, H, W) before the model; None or
+    "channels_first": as the model takes them) and `inputs`, what the training inputs looked
+    like (`nncli.data.contract.describe`; None in checkpoints written before it)."""
 
     shape: tuple[int, ...]
     pixel_max: float | None
     columns: Columns | None
+    layout: str | None = None
+    inputs: dict | None = None
+
+    @property
+    def model_shape(self) -> tuple[int, ...]:
+        """A sample's shape as the preprocessing takes it: channels first."""
+        if self.layout == "channels_last":
+            height, width, channels = self.shape
+            return channels, height, width
+        return self.shape
+
+    def to_model_layout(self, x: np.ndarray) -> np.ndarray:
+        """Samples (N, *shape) as the preprocessing takes them (N, *model_shape)."""
+        return x.transpose(0, 3, 1, 2) if self.layout == "channels_last" else x
+
+    def from_model_layout(self, x: np.ndarray) -> np.ndarray:
+        """Samples (N, *model_shape) laid out as the user gives them (N, *shape)."""
+        return x.transpose(0, 2, 3, 1) if self.layout == "channels_last" else x
+
+    @property
+    def feature_names(self) -> list[str] | None:
+        """How warnings name a table's features: header names, else their column positions."""
+        return None if self.columns is None else self.columns.feature_labels
 
 
 class TrainedModel:
@@ -42,8 +75,10 @@ class TrainedModel:
     preprocessing (MNIST: (N, 1, 28, 28) pixels from 0 to 255).
     """
 
-    def __init__(self, saved: dict):
+    def __init__(self, saved: dict, warn: Callable[[str], None] | None = None):
         self.saved = saved
+        self._warn = warn
+        self._warned: set[str] = set()
         self.source = str(saved.get("path", "the checkpoint"))
         record = saved.get("data")
         if not isinstance(record, dict) or "input_shape" not in record:
@@ -65,6 +100,8 @@ class TrainedModel:
                 self._raw_shape(record, input_shape),
                 None if record.get("pixel_max") is None else float(record["pixel_max"]),
                 Columns.from_dict(record["columns"]) if record.get("columns") else None,
+                record.get("layout"),
+                contract.read_record(record.get("inputs")),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise CheckpointError(f"{self.source} has a damaged data record ({err!r})") from None
@@ -81,8 +118,15 @@ class TrainedModel:
         shape = self.spec.shape
         if not shape or not all(d > 0 for d in shape) or not all(d > 0 for d in input_shape):
             raise CheckpointError(f"{self.source} records a sample shape of {shape} -> {input_shape}")
+        if self.spec.layout not in LAYOUTS or (self.spec.layout == "channels_last" and len(shape) != 3):
+            raise CheckpointError(f"{self.source} records a layout of {self.spec.layout!r} for samples"
+                                  f" of shape {shape}")
+        inputs = self.spec.inputs
+        if inputs is not None and inputs["groups"] != contract.groups_of(self.spec.model_shape):
+            raise CheckpointError(f"{self.source} records its inputs by {inputs['groups']} for samples"
+                                  f" of shape {shape}")
         try:
-            reshaped = self.preprocessor.output_shape(shape)
+            reshaped = self.preprocessor.output_shape(self.spec.model_shape)
         except (TypeError, ValueError):
             reshaped = None
         if reshaped is None or tuple(reshaped) != input_shape:
@@ -115,7 +159,7 @@ class TrainedModel:
         each other (a crafted file) fail here, with a sentence, rather than on the user's data."""
         try:
             with np.errstate(all="ignore"):
-                out = self.outputs(np.zeros((1, *self.spec.shape), np.float32))
+                out = self._forward(np.zeros((1, *self.spec.model_shape), np.float32))
         except (ValueError, TypeError, IndexError) as err:
             raise CheckpointError(f"{self.source}: its arrays do not fit together ({err})") from None
         if out.shape != (1, self.num_outputs):
@@ -142,7 +186,21 @@ class TrainedModel:
         return [str(i) for i in range(max(2, self.num_outputs))]
 
     def check_inputs(self, x: np.ndarray, source: str) -> np.ndarray:
-        """`x` as a float array of raw samples; a `DataError` naming `source` otherwise."""
+        """`x`, raw samples as the training data gave them, as an array laid out as the model
+        takes them (channels first); a `DataError` naming `source` when they cannot be its
+        samples, and a warning (see `warn`) for each way they look unlike the training inputs."""
+        x = self.spec.to_model_layout(self.validate_samples(x, source))
+        if self.spec.inputs is not None and len(x):
+            for message in contract.differences(
+                self.spec.inputs, contract.describe(x), source=source,
+                names=self.spec.feature_names, pixel_max=self.spec.pixel_max,
+            ):
+                self.warn(message)
+        return x
+
+    def validate_samples(self, x, source: str) -> np.ndarray:
+        """`x` as an array of raw samples of the model's shape, finite numbers; a `DataError`
+        naming `source` otherwise."""
         try:
             x = np.asarray(x)
         except ValueError as err:  # ragged lists
@@ -150,13 +208,8 @@ class TrainedModel:
         if x.dtype.kind not in "iuf":
             raise DataError(f"{source} holds {x.dtype} values; the model takes numbers")
         if x.shape[1:] != self.spec.shape:
-            expected = f"samples of shape {self.spec.shape}"
-            hint = ""
-            if x.shape == self.spec.shape:
-                hint = " (one sample? give x[None])"
-            elif x.ndim >= 1 and x[0:1].size == int(np.prod(self.spec.shape)):
-                hint = f" (reshape them with x.reshape(-1, {', '.join(map(str, self.spec.shape))}))"
-            raise DataError(f"{source} has samples of shape {x.shape[1:]}; the model takes {expected}{hint}")
+            raise DataError(f"{source} has samples of shape {x.shape[1:]}; the model takes samples of"
+                            f" shape {self.spec.shape}{self._shape_hint(x.shape)}")
         if x.dtype.kind == "f" and x.size:
             too_large = ~np.isfinite(x) | (np.abs(x) > np.finfo(self.preprocessor.dtype).max)
             if too_large.any():
@@ -167,9 +220,35 @@ class TrainedModel:
                 )
         return x
 
+    def _shape_hint(self, shape: tuple[int, ...]) -> str:
+        """What to do about inputs of `shape` (with the batch axis) that are not the model's."""
+        if shape == self.spec.shape:
+            return " (one sample? give x[None])"
+        transpose = contract.channels_last_hint(shape[1:], self.spec.shape)
+        if transpose:
+            return f"; {transpose}"
+        if len(shape) >= 1 and int(np.prod(shape[1:])) == int(np.prod(self.spec.shape)):
+            if sorted(shape[1:]) == sorted(self.spec.shape):
+                return ""  # the same axes in another order: no reshape can be right
+            return f" (reshape them with x.reshape(-1, {', '.join(map(str, self.spec.shape))}))"
+        return ""
+
+    def warn(self, message: str) -> None:
+        """Say `message`: once to the `warn` given at construction (the command line prints a
+        `warning:` line), else as a Python `UserWarning` each time (Python's filters decide how
+        often it shows)."""
+        if self._warn is None:
+            warnings.warn(message, UserWarning, stacklevel=_caller_level())
+        elif message not in self._warned:
+            self._warned.add(message)
+            self._warn(message)
+
     def outputs(self, x: np.ndarray, batch_size: int | None = None, source: str = "the input") -> np.ndarray:
         """The model's raw outputs (logits, scores or values) for raw samples `x`."""
-        x = self.check_inputs(x, source)
+        return self._forward(self.check_inputs(x, source), batch_size)
+
+    def _forward(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+        """The outputs for samples `x` already checked and laid out as the model takes them."""
         batch = batch_size or self.config.train.eval_batch_size
         outs = [
             self.model.forward(self.preprocessor.apply(x[i : i + batch]), training=False)
@@ -256,6 +335,16 @@ class TrainedModel:
             class_names=self.classes if self.task == "classification" else None,
         )
         return report
+
+
+def _caller_level() -> int:
+    """The `stacklevel` of `warnings.warn`, called from the caller of this function, that names
+    the first frame outside nncli: the user's line that passed the inputs."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _label_name(cell: str, names: dict[str, int]) -> str:

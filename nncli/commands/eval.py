@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from nncli.builder import rebuild, refuse_changed_data
-from nncli.errors import NncliError
+from nncli.data import contract
+from nncli.errors import CheckpointError, NncliError
 from nncli.nn.metrics import evaluate
 from nncli.training import checkpoint
 
@@ -54,6 +55,7 @@ def evaluate_checkpoint(
     partly = partly_trained(saved)
     if partly:
         warnings.append(f"warning: {saved['path']} {partly}")
+    warnings += input_warnings(saved, splits, split)
     x, y = {
         "test": (splits.x_test, splits.y_test),
         "val": (splits.x_val, splits.y_val),
@@ -82,6 +84,23 @@ def evaluate_checkpoint(
         "split": split,
     }
     return Evaluation({**head, **report}, outputs, y, saved, warnings)
+
+
+def input_warnings(saved: dict, splits, split: str) -> list[str]:
+    """A warning for each way the split's raw inputs look unlike those the model was trained on
+    (`nncli.data.contract`): data edited since, or a test set in other units."""
+    record = saved["data"].get("inputs") if isinstance(saved.get("data"), dict) else None
+    profile = splits.profiles.get(split)
+    try:
+        record = contract.read_record(record)
+    except (TypeError, ValueError, KeyError):
+        raise CheckpointError(f"{saved['path']} has a damaged description of its inputs") from None
+    if record is None or profile is None:
+        return []
+    info = splits.info
+    return [f"warning: {line}" for line in contract.differences(
+        record, profile, source=f"the {SPLIT_NAMES[split]} split",
+        names=info.columns.feature_labels if info.columns else None, pixel_max=info.pixel_max)]
 
 
 def partly_trained(saved: dict) -> str | None:

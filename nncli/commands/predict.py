@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,9 +69,10 @@ class Prediction:
         return json.dumps({"predictions": self.records, "metrics": self.metrics}, indent=2)
 
 
-def load_model(path: str | Path) -> TrainedModel:
-    """The trained model of a checkpoint file, a run directory or an `nncli export` file."""
-    return TrainedModel(checkpoint.load(path))
+def load_model(path: str | Path, warn: Callable[[str], None] | None = None) -> TrainedModel:
+    """The trained model of a checkpoint file, a run directory or an `nncli export` file;
+    `warn` hears what is unusual about the inputs it is given (default: Python warnings)."""
+    return TrainedModel(checkpoint.load(path), warn)
 
 
 def gather(
@@ -113,7 +115,7 @@ def gather(
 def _add_images(
     model: TrainedModel, paths: list[Path], inputs: Inputs, *, invert: bool, labels: bool
 ) -> None:
-    shape = image_shape(model.spec.shape)
+    shape = image_shape(model.spec.model_shape)
     if shape is None:
         raise DataError(
             f"{paths[0]}: the model takes samples of shape {model.spec.shape}, not pictures;"
@@ -129,7 +131,8 @@ def _add_images(
         raise NncliError("--labels needs the labels in the inputs: a CSV's target column or an .npz's y")
     files = image_files(paths)
     inputs.names += [str(f) for f in files]
-    inputs.parts.append(read_images(files, shape, invert=invert, pixel_max=model.spec.pixel_max))
+    pictures = read_images(files, shape, invert=invert, pixel_max=model.spec.pixel_max)
+    inputs.parts.append(model.spec.from_model_layout(pictures))
 
 
 def _add_table(model: TrainedModel, path: Path, inputs: Inputs, *, labels: bool) -> None:
@@ -146,7 +149,7 @@ def _add_arrays(model: TrainedModel, path: Path, inputs: Inputs, *, labels: bool
     arrays = read_npz(path)
     if "x" not in arrays:
         raise DataError(f"{path} has no array x (it holds {', '.join(arrays) or 'none'})")
-    x = model.check_inputs(arrays["x"], str(path))
+    x = model.validate_samples(arrays["x"], str(path))
     inputs.names += [f"{path}[{i}]" for i in range(len(x))]
     inputs.parts.append(x)
     if labels:
@@ -168,7 +171,8 @@ def predict(
 ) -> Prediction:
     """Predictions of the model at `path` for every sample of `inputs` (see the module
     docstring); with `labels`, also `nncli eval`'s figures on them."""
-    model = load_model(path)
+    notes: list[str] = []
+    model = load_model(path, warn=lambda message: notes.append(f"warning: {message}"))
     if top_k < 1:
         raise NncliError(f"--top-k must be at least 1, got {top_k}")
     classification = model.task == "classification"
@@ -181,7 +185,6 @@ def predict(
     if len(x) == 0:
         raise DataError(f"{', '.join(map(str, inputs))} hold no samples")
     outputs = model.outputs(x, batch_size, source=", ".join(map(str, inputs)))
-    notes = []
     partly = partly_trained(model.saved)
     if partly:
         notes.append(f"warning: {model.source} {partly}")

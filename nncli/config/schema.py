@@ -24,7 +24,8 @@ TOP_LEVEL = ("name", "seed", "dtype", "data", "model", "loss", "optimizer", "sch
 DTYPES = ("float32", "float64")
 # options of the optimizer block that configure the regularizer rather than the optimizer
 REGULARIZATION_KEYS = ("weight_decay", "l1", "decay_applies_to")
-DATA_KEYS = ("dataset", "val_size", "preprocess", "augment")
+DATA_KEYS = ("dataset", "val_size", "preprocess", "augment", "layout")
+LAYOUTS = ("channels_first", "channels_last")  # data.layout: how images are given
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,7 @@ class DataConfig:
     val_size: int | float | None
     preprocess: tuple
     augment: tuple[Component, ...] = ()  # applied to training batches only, in this order
+    layout: str | None = None  # "channels_last": images given as (H, W, C), transposed on load
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,8 @@ class Config:
             data["val_size"] = self.data.val_size
         data["preprocess"] = list(self.data.preprocess)
         data["augment"] = [step.to_yaml(name_key=False) for step in self.data.augment]
+        if self.data.layout is not None:  # only where given: older runs' configs stay as they were
+            data["layout"] = self.data.layout
         optimizer = self.optimizer.to_yaml()
         for key in REGULARIZATION_KEYS:
             optimizer[key] = getattr(self.regularization, key)
@@ -322,8 +326,12 @@ def _data(source: Source, spec: Any, registry: Registry, augmentations: Registry
         _component_entry(source, ("data", "augment", i), entry, augmentations, "random_crop: {padding: 4}")
         for i, entry in enumerate(augment)
     )
+    layout = spec.get("layout")
+    if layout is not None and layout not in LAYOUTS:
+        raise source.error(("data", "layout"), f"expected one of {', '.join(LAYOUTS)}, got {layout!r}"
+                           f"{did_you_mean(str(layout), list(LAYOUTS))}")
     return DataConfig(
-        registry.canonical(spec["dataset"]), _freeze(options), val_size, tuple(preprocess), steps
+        registry.canonical(spec["dataset"]), _freeze(options), val_size, tuple(preprocess), steps, layout
     )
 
 

@@ -102,6 +102,12 @@ class Columns:
         return None if self.header is None else tuple(self.header[i] for i in self.features)
 
     @property
+    def feature_labels(self) -> list[str]:
+        """How messages name the features: their header names, else their column positions."""
+        names = self.feature_names
+        return list(names) if names else [f"column {i}" for i in self.features]
+
+    @property
     def target_names(self) -> tuple[str, ...] | None:
         return None if self.header is None else tuple(self.header[i] for i in self.targets)
 

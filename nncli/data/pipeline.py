@@ -24,13 +24,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from nncli import validate
+from nncli.data.contract import describe
 from nncli.data.datasets import DATASETS, DatasetInfo, RawData, count_of, for_loss_task
 from nncli.data.download import progress_enabled
 from nncli.errors import CheckpointError, ConfigError
@@ -310,6 +311,9 @@ class Splits:
     preprocessor: Preprocessor
     fingerprint: str = ""  # of the data as loaded (`data_fingerprint`), before any split
     raw_shape: tuple[int, ...] = ()
+    layout: str | None = None  # "channels_last": raw images are (H, W, C), turned to (C, H, W)
+    # `contract.describe` of each split's raw inputs ("train", "val" where given, "test")
+    profiles: dict[str, dict] = field(default_factory=dict)
 
 
 def data_fingerprint(raw: RawData) -> str:
@@ -339,6 +343,7 @@ def load_data(
     progress: bool = True,
     preprocessor: Preprocessor | None = None,
     loss_task: str | None = None,
+    layout: str | None = None,
 ) -> Splits:
     """Load dataset `name` with its YAML `options` and prepare its splits.
 
@@ -349,6 +354,11 @@ def load_data(
     (`nncli.data.datasets.loss_task`); what they decided is in `info.notes`.
     Option errors are `ConfigError`s keyed by the option (`classes`, `val_size`,
     `preprocess[1].per_channel`).
+
+    `layout` says how the loader's images are laid out: None or "channels_first" (N, C, H, W),
+    as nncli takes them, or "channels_last" (N, H, W, C), as Keras, PIL and TensorFlow give
+    them, which is transposed here. Samples of three dimensions whose last one looks like
+    channels while `layout` is None are a `ConfigError` keyed `layout`.
 
     A fitted `preprocessor` (from a checkpoint) is applied as it is, with its own statistics
     and dtype, instead of fitting `preprocess` on the training part: evaluation then sees the
@@ -362,6 +372,9 @@ def load_data(
         preprocessor = Preprocessor.from_config(preprocess, dtype)
     with progress_enabled(progress), for_loss_task(loss_task):
         raw = loader(data_dir=Path(data_dir), rng=rng, **options)
+    raw_shape = tuple(raw.info.input_shape)
+    fingerprint = data_fingerprint(raw)
+    raw = _in_layout(raw, layout)
 
     n = len(raw.x_train)
     if raw.x_val is not None and val_size is not None:
@@ -393,8 +406,53 @@ def load_data(
         x_test = preprocessor._transform_owned(_inputs(raw.x_test, None, preprocessor.dtype))
         y_test = preprocessor.apply_labels(raw.y_test)
     y_train = preprocessor.apply_labels(raw.y_train if train is None else raw.y_train[train])
+    profiles = {"train": describe(raw.x_train)}
+    if raw.x_val is not None and len(raw.x_val):
+        profiles["val"] = describe(raw.x_val)
+    if raw.x_test is not None and len(raw.x_test):
+        profiles["test"] = describe(raw.x_test)
     return Splits(x_train, y_train, x_val, y_val, x_test, y_test, info, preprocessor,
-                  data_fingerprint(raw), tuple(raw.info.input_shape))
+                  fingerprint, raw_shape, layout, profiles)
+
+
+LAYOUTS = ("channels_first", "channels_last")
+# The channel counts of pictures (gray, RGB, RGBA): an image's last axis of this size, after
+# axes larger than it, is almost surely its channels.
+CHANNEL_COUNTS = (1, 3, 4)
+
+
+def looks_channels_last(shape: tuple[int, ...]) -> bool:
+    """Whether a sample of `shape` reads as an (H, W, C) picture: three axes, the last a
+    channel count (1, 3 or 4) and the first larger than any channel count."""
+    return len(shape) == 3 and shape[2] in CHANNEL_COUNTS and shape[0] > max(CHANNEL_COUNTS)
+
+
+def _in_layout(raw: RawData, layout: str | None) -> RawData:
+    """`raw` with its images as (N, C, H, W): transposed from channels-last where `layout`
+    says so (a `ConfigError` keyed `layout` where samples are not images), refused where
+    they look channels-last and `layout` does not say."""
+    shape = tuple(raw.info.input_shape)
+    if layout not in (None, *LAYOUTS):
+        raise ConfigError(f"expected one of {', '.join(LAYOUTS)}, got {layout!r}", key="layout")
+    if layout is None and looks_channels_last(shape):
+        raise ConfigError(
+            f"{raw.info.name} has samples of shape {shape}, which look like channels-last images"
+            f" (height, width, {shape[2]} channels), but nncli reads images as (channels, height,"
+            f" width); set data.layout: channels_last to convert them, or data.layout:"
+            f" channels_first if {shape[0]} is the number of channels", key="layout")
+    if layout != "channels_last":
+        return raw
+    if len(shape) != 3:
+        raise ConfigError(f"channels_last needs images, samples of shape (height, width, channels);"
+                          f" {raw.info.name} has samples of shape {shape}", key="layout")
+
+    def first(x: np.ndarray | None) -> np.ndarray | None:
+        return None if x is None else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
+
+    height, width, channels = shape
+    info = replace(raw.info, input_shape=(channels, height, width))
+    return replace(raw, x_train=first(raw.x_train), x_test=first(raw.x_test), x_val=first(raw.x_val),
+                   info=info)
 
 
 def _inputs(x: np.ndarray, rows: np.ndarray | None, dtype: np.dtype) -> np.ndarray:
