@@ -132,3 +132,20 @@ def test_augmentation_is_listed(workdir, check):
     assert result.exit_code == 0, result.output
     assert "augment: hflip(p=0.5) (training batches only)" in result.output.splitlines()
     assert "augment:" not in check("small.yaml").output
+
+
+@pytest.mark.parametrize(("first", "line"), [
+    ("", "csv: no header, the first line is data"),  # iris.data: class names on every line
+    ("sepal,petal,species\n", "csv header: sepal, petal, species"),
+])
+def test_check_says_how_a_csv_first_line_was_read(workdir, check, first, line):
+    rows = "".join(f"{i % 5}.1,{i % 3}.5,{('setosa', 'virginica')[i % 2]}\n" for i in range(10))
+    (workdir / "iris.csv").write_text(first + rows)
+    (workdir / "iris.yaml").write_text(
+        "data: {dataset: csv, path: iris.csv, target: -1, val_size: 0}\n"
+        "model: [{linear: {units: 2}}]\nloss: softmax_cross_entropy\noptimizer: {type: sgd, lr: 0.1}\n"
+    )
+    result = check("iris.yaml")
+    assert result.exit_code == 0, result.output
+    assert "data: csv, 10 training samples" in result.stdout
+    assert line in result.stdout.splitlines()

@@ -100,3 +100,32 @@ def test_csv_rows_reshaped_into_images_train_a_cnn(workdir, nncli):
     assert result.exit_code == 0, result.output
     rows = (workdir / "cnn" / "metrics.csv").read_text().splitlines()[1:]
     assert float(rows[-1].split(",")[4]) > 0.6  # val_acc after 3 epochs on 500 digits
+
+
+def test_the_iris_data_layout_keeps_every_row_with_a_test_file(workdir, nncli):
+    # UCI's iris.data: no header, four measurements and the class name on every line. Its
+    # first line used to be taken for a header: one sample lost, and with a test file the
+    # error blamed the columns (the test file's own first line was another "header").
+    rng = np.random.default_rng(0)
+    names = ("Iris-setosa", "Iris-versicolor", "Iris-virginica")
+
+    def rows(n: int) -> str:
+        classes = np.arange(n) % 3
+        x = rng.normal(size=(n, 4)) * 0.2 + np.array([[5, 3, 1.5, 0.2]]) + classes[:, None]
+        return "".join(",".join(f"{v:.1f}" for v in r) + f",{names[k]}\n"
+                       for r, k in zip(x, classes, strict=True))
+
+    (workdir / "iris.csv").write_text(rows(60))
+    (workdir / "iris_test.csv").write_text(rows(15))
+    summary = train(nncli, workdir, "iris", {**MLP, "model": [{"linear": {"units": 3}}],
+                                             "optimizer": {"type": "adam", "lr": 0.05},
+                                             "train": {"epochs": 20, "batch_size": 16},
+                                             "data": {"dataset": "csv", "path": "iris.csv",
+                                                      "target": -1, "test_path": "iris_test.csv",
+                                                      "val_size": 0}})
+    assert summary["test"]["samples"] == 15
+    check = nncli("check", "iris.yaml")
+    assert "data: csv, 60 training, 15 test samples; input (4,), 3 classes" in check.stdout
+    result = nncli("predict", "iris", "iris.csv")
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.splitlines()) == 1 + 60  # the CSV's header, then one line per row

@@ -220,11 +220,11 @@ def test_numbers_beyond_int32_and_decimals_parse_as_floats(tmp_path):
     np.testing.assert_array_equal(data.x_train, np.array([[1e10, 1], [-2, 0.25]], np.float32))
 
 
-# Missing and non-finite values, in labels as in features: one error at the file, line and column.
+# Empty cells and non-finite values, in labels as in features: one error at the file, line and column.
 
 
 @pytest.mark.parametrize(("cell", "message"), [
-    ("", "column 'label' is missing"),
+    ("", "column 'label' is empty"),
     ("nan", "column 'label' is missing or not finite: 'nan'"),
     ("inf", "column 'label' is missing or not finite: 'inf'"),
 ])
@@ -238,7 +238,7 @@ def test_a_missing_label_is_an_error_not_a_class(tmp_path, cell, message):
 
 def test_a_missing_label_among_class_names_is_an_error(tmp_path):
     path = write(tmp_path / "iris.csv", "f,species\n1,setosa\n2,\n3,virginica\n")
-    with pytest.raises(DataError, match=r"iris\.csv:3: column 'species' is missing$"):
+    with pytest.raises(DataError, match=r"iris\.csv:3: column 'species' is empty$"):
         load("csv", path=path, target="species")
 
 
@@ -250,21 +250,21 @@ def test_a_missing_label_in_a_labels_file_names_its_line(images, tmp_path):
         load("csv", path=x, labels_path=y)
 
 
-def test_an_empty_feature_cell_is_missing(tmp_path):
+def test_an_empty_feature_cell_is_empty_not_missing(tmp_path):
     path = write(tmp_path / "x.csv", "a,b,label\n1,2,0\n3,,1\n")
-    with pytest.raises(DataError, match=r"x\.csv:3: column 'b' is missing$"):
+    with pytest.raises(DataError, match=r"x\.csv:3: column 'b' is empty$"):
         load("csv", path=path, target="label")
 
 
-def test_a_first_row_with_a_missing_value_is_not_taken_for_a_header(tmp_path):
+def test_a_first_row_with_an_empty_cell_is_not_taken_for_a_header(tmp_path):
     path = write(tmp_path / "x.csv", "1,,0\n3,4,1\n")
-    with pytest.raises(DataError, match=r"x\.csv:1: column 1 \(counting from 0\) is missing$"):
+    with pytest.raises(DataError, match=r"x\.csv:1: column 1 \(counting from 0\) is empty$"):
         load("csv", path=path, target=-1)
 
 
 def test_a_missing_regression_target_names_its_line(tmp_path):
     path = write(tmp_path / "r.csv", "a,y\n1,0.5\n2,\n")
-    with pytest.raises(DataError, match=r"r\.csv:3: column 'y' is missing$"):
+    with pytest.raises(DataError, match=r"r\.csv:3: column 'y' is empty$"):
         load("csv", path=path, target="y", task="regression")
 
 
@@ -489,3 +489,78 @@ def test_files_without_a_header_must_have_as_many_columns(tmp_path):
     test = cs229(tmp_path / "test.csv", [1], [[0, 255, 3]])
     with pytest.raises(DataError, match=r"test\.csv has 4 values per row, .*train\.csv has 3"):
         load("csv", path=path, target=0, test_path=test)
+
+
+# Header or not: the whole file's evidence decides, the same rule in training and predict.
+
+
+def iris_rows(n: int, start: int = 0) -> str:
+    """n rows in the UCI iris.data layout: four measurements and a class name, no header."""
+    names = ("Iris-setosa", "Iris-versicolor", "Iris-virginica")
+    return "".join(f"{5 + k}.{i % 10},3.{i % 7},{1 + 2 * k}.4,0.{k + 2},{names[k]}\n"
+                   for i in range(start, start + n) for k in [i % 3])
+
+
+def test_a_headerless_file_with_class_names_keeps_its_first_row(tmp_path):
+    # Its first line has a word (the class name), but in a column of words: a row of data.
+    path = write(tmp_path / "iris.data", iris_rows(9))
+    test = write(tmp_path / "iris_test.data", iris_rows(3, start=9))
+    data = load("csv", path=path, target=-1, test_path=test)
+    assert len(data.x_train) == 9 and len(data.x_test) == 3
+    np.testing.assert_array_equal(data.x_train[0], np.array([5.0, 3.0, 1.4, 0.2], np.float32))
+    assert data.info.columns.header is None
+    assert data.info.class_names == ("Iris-setosa", "Iris-versicolor", "Iris-virginica")
+
+
+def test_a_headerless_labels_file_of_class_names_keeps_its_first_label(images, tmp_path):
+    x, _, _ = images
+    y = write(tmp_path / "y.csv", "cat\ndog\ncat\nbird\ndog\ncat\n")
+    data = load("csv", path=x, labels_path=y)
+    assert data.y_train.tolist() == [1, 2, 1, 0, 2, 1]
+
+
+@pytest.mark.parametrize(("text", "is_header"), [
+    ("a,b,species\n5.1,3.5,setosa\n4.9,3.0,virginica\n", True),  # a word over numbers
+    ("5.1,3.5,setosa\n4.9,3.0,virginica\n", False),  # words only in a column of words
+    ("1,2,3\n4,5,6\n", False),  # no word at all (pandas' 0,1,2 too: see `names`)
+    ("id,x\nA1,3\nB2,4\n", True),  # id is a column of words, but x one of numbers
+    ("name,town\nann,rome\nbob,oslo\n", False),  # all text: nothing tells a header
+    ("1,2,note\n3,4,\n5,6,\n", True),  # a word over a column with no word below it
+    ("1,,setosa\n2,3,virginica\n", False),  # an empty cell says nothing
+    ("x,1\ny,2\n3,4\n", False),  # a column of words and numbers holds words
+    ("sepal,petal\n", True),  # one line: a header when it holds no number
+    ("5.1,setosa\n", False),
+])
+def test_first_line_is_header_from_the_whole_file(text, is_header):
+    from nncli.data.tabular import first_line_is_header
+
+    assert first_line_is_header(text.splitlines()) is is_header
+
+
+def test_the_names_a_config_gives_find_a_header_of_numbers(tmp_path):
+    # pandas' to_csv writes unnamed columns as 0, 1, ...: over a column of class names,
+    # "label" alone would look like data, but the config names it.
+    path = write(tmp_path / "d.csv", "0,1,label\n1.5,2,up\n0.5,1,down\n2.5,0,up\n")
+    test = write(tmp_path / "t.csv", "0,1,label\n1.0,2,down\n")
+    data = load("csv", path=path, target="label", test_path=test)
+    assert data.info.columns.header == ("0", "1", "label") and len(data.x_train) == 3
+    assert data.y_test.tolist() == [0]
+
+
+@pytest.mark.parametrize(("header", "rows"), [(True, 2), (False, 3), (None, 3)])
+def test_header_true_or_false_still_decides(tmp_path, header, rows):
+    path = write(tmp_path / "iris.data", iris_rows(3))
+    data = load("csv", path=path, target=-1, header=header)
+    assert len(data.x_train) == rows
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("x0,x1,y,x1\n1,2,0,3\n4,5,1,6\n", r'd\.csv: column "x1" appears twice in the header, at'
+                                       r" positions 1 and 3 \(counting from 0\)$"),
+    (",a,,y\n0,1,2,0\n1,3,4,1\n", r"d\.csv: columns 0 and 2 \(counting from 0\) have no name in the"
+                                  " header; give every column its own name$"),
+])
+def test_a_header_naming_a_column_twice_is_refused(tmp_path, text, message):
+    path = write(tmp_path / "d.csv", text)
+    with pytest.raises(DataError, match=message):
+        load("csv", path=path, target="y")

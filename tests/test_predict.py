@@ -340,6 +340,41 @@ def test_what_the_model_knows_decides_whether_a_first_line_is_a_header(nncli, wo
     assert [r["label"] for r in rows_of(result.stdout)] == ["up", "down"]
 
 
+def test_a_headerless_file_of_class_names_keeps_every_row_in_training_and_predict(nncli, workdir):
+    # The UCI iris.data layout: no header, a class name on every line. Its first line used to
+    # be taken for a header, in training and again in predict: one sample lost each time.
+    rows = "".join(f"{i % 5}.5,{i % 3},{'up' if i % 2 else 'down'}\n" for i in range(40))
+    run = _table_model(nncli, workdir, rows, "target: -1", "bare")
+    result = nncli("predict", run, "bare.csv", "--labels")
+    assert result.exit_code == 0, result.output
+    predicted = rows_of(result.stdout)
+    assert [r["input"] for r in predicted] == [f"bare.csv:{i}" for i in range(1, 41)]
+    assert predicted[0]["label"] == "down"
+    (workdir / "one.csv").write_text("2.5,1\n")  # one line, the features alone: data
+    assert [r["input"] for r in rows_of(nncli("predict", run, "one.csv").stdout)] == ["one.csv:1"]
+
+
+def test_a_header_naming_a_column_twice_is_refused_at_predict(nncli, workdir):
+    rows = "a,b,label\n" + "".join(f"{i % 5},{i % 3},{i % 2}\n" for i in range(40))
+    run = _table_model(nncli, workdir, rows, "target: label", "named")
+    (workdir / "twice.csv").write_text("b,a,b\n1,2,3\n")  # which b is the model's b?
+    result = nncli("predict", run, "twice.csv")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == (
+        'error: twice.csv: column "b" appears twice in the header, at positions 0 and 2 (counting from 0)'
+    )
+
+
+def test_a_column_the_model_never_read_does_not_make_a_header(nncli, workdir):
+    # header: false at training, with a notes column left out: its one note on the first line
+    # is not a header at predict either.
+    rows = "".join(f"{i % 5},{i % 3},{'first batch' if i == 0 else ''},{i % 2}\n" for i in range(40))
+    run = _table_model(nncli, workdir, rows, "header: false, target: -1, drop: [2]", "notes")
+    result = nncli("predict", run, "notes.csv")
+    assert result.exit_code == 0, result.output
+    assert len(rows_of(result.stdout)) == 40
+
+
 def test_labels_written_as_whole_floats_are_the_classes_they_name(nncli, workdir):
     rows = "".join(f"{i % 7},{float(i % 2)}\n" for i in range(40))
     run = _table_model(nncli, workdir, "x,y\n" + rows, "target: y", "floats")

@@ -10,6 +10,7 @@ import numpy as np
 
 from nncli.builder import build_experiment
 from nncli.config.schema import load_config
+from nncli.data.tabular import listing
 from nncli.errors import NncliError
 from nncli.nn.layers import Layer
 from nncli.words import count
@@ -74,6 +75,7 @@ def check(config_path: str, overrides=(), *, data_dir: Path) -> str:
         [
             f"{config_path}: {config.name}, {config.dtype}",
             f"data: {info.name}, {', '.join(counts)} samples; input {info.input_shape}, {task}",
+            *_header_line(info),
             *_augment_line(exp),
             *table,
             f"total parameters: {total:,} ({format_bytes(total * dtype.itemsize)})",
@@ -85,6 +87,16 @@ def check(config_path: str, overrides=(), *, data_dir: Path) -> str:
             "config OK",
         ]
     )
+
+
+def _header_line(info) -> list[str]:
+    """For a CSV dataset, how its first line was read: `csv header: a, b, label`, or
+    `csv: no header, the first line is data`."""
+    if info.name != "csv" or info.columns is None:
+        return []
+    if info.columns.header is None:
+        return ["csv: no header, the first line is data"]
+    return [f"csv header: {listing(list(info.columns.header))}"]
 
 
 def _augment_line(exp) -> list[str]:

@@ -8,9 +8,14 @@ current directory.
     lists (names or positions; one of the two at most).
   - `path` + `labels_path`: one flattened sample per row of `path`, its label on the same row
     of `labels_path` (the seeds' images and labels files); `columns`/`drop` apply to `path`.
-`header`: by default a first line with a cell that is not a number is a header, and skipped;
-`true` requires one, `false` reads the first line as data, and `target` must then be a
-position. It applies to every file. The CS229 MNIST files, the digit then 784 pixels and no
+`header`: by default the whole file decides (`first_line_is_header`): a first line is a header
+when it holds every column name the config gives (target, columns, drop), or when one of its
+words (a cell that is neither empty nor a number) stands over a column with no word on any other
+line; a first line whose words all stand in columns of words (the UCI iris.data layout, its
+class names on every line) is data. `true` requires a header, `false` reads the first line as
+data, and `target` must then be a position. The other files have a header where their first
+line holds the training file's header names, else by the same rule. A header that names a
+column twice is an error. The CS229 MNIST files, the digit then 784 pixels and no
 header, are `{path: mnist_train.csv, header: false, target: 0, shape: [1, 28, 28],
 pixel_max: 255}`.
 
@@ -25,7 +30,7 @@ needs (`loss_task()`; classes outside a run), with a note in `DatasetInfo.notes`
 regression loss made them targets. `task: classification` or `regression` always wins. Class
 labels exactly 0..K-1 are the classes; other whole numbers (1..3) and names are sorted and
 numbered 0..K-1, their values kept as `class_names`; a validation or test label the training
-set lacks is an error. A ragged row, a cell that is not a number, or a missing or non-finite
+set lacks is an error. A ragged row, a cell that is not a number, an empty cell or a non-finite
 value (a feature or a label) is one `DataError` naming the file, the line and the column:
 its header name, or its position counted from 0. Fields are split at every comma: quoted
 commas are not supported.
@@ -44,7 +49,7 @@ import contextlib
 import math
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,7 +128,7 @@ class _Table:
     def _bad_value(self, row: int, column: int, text: str) -> DataError:
         where = f"{self.path}:{self.line_numbers[row]}: column {self.column_name(column)}"
         if not _cell(text):
-            return DataError(f"{where} is missing")
+            return DataError(f"{where} is empty")
         return DataError(f"{where} is missing or not finite: {_cell(text)!r}")
 
     def _bad_cell(self, columns: list[int] | None) -> DataError | None:
@@ -150,12 +155,57 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def read_table(path: Path, *, header: bool | None) -> _Table:
+def _is_word(text: str) -> bool:
+    """A cell that is neither empty nor a number: a name, in a header or in a column of names."""
+    return bool(_cell(text)) and not _is_number(text)
+
+
+def first_line_is_header(lines: list[str], positions: Sequence[int] | None = None) -> bool:
+    """Whether the first of `lines` (a CSV's non-blank lines, as many fields each) is a header,
+    from the evidence of the whole file, looking only at the columns `positions` (all by default).
+
+    A first line with no word (a cell neither empty nor a number) is data; one with a word
+    standing over a column that holds no word on any other line (numbers, or nothing) is a
+    header; one whose words all stand in columns that hold words on other lines too is data
+    (the class names of iris.data). An empty cell says nothing: a header may leave one blank,
+    and a data row may miss a value. A file of one line has no other lines to tell: it is a
+    header when it holds no number at all.
+    """
+    first = lines[0].split(",")
+    columns = range(len(first)) if positions is None else positions
+    words = sorted(c for c in set(columns) if _is_word(first[c]))
+    if not words:
+        return False
+    if len(lines) == 1:
+        return not any(_is_number(first[c]) for c in columns)
+    # Column by column, each scan stopping at its first word: a long numeric table with a
+    # header costs one scan of one column.
+    return any(not any(_is_word(line.split(",", c + 1)[c]) for line in lines[1:]) for c in words)
+
+
+def read_table(path: Path, *, header: bool | None, names: Sequence[str] = ()) -> _Table:
     """`path` split into lines, every row checked to have as many fields as the first.
 
-    `header`: True requires a header row, False reads the first line as data, None detects
-    one (a first line with a cell that is neither empty nor a number).
+    `header`: True requires a header row, False reads the first line as data, None decides:
+    a first line holding every one of `names` (the column names the config gives, or the
+    training file's header) is a header, else `first_line_is_header` decides from the file.
     """
+    numbers, lines = _read_lines(path)
+    first = lines[0].split(",")
+    if header is None:
+        cells = {_cell(c) for c in first}
+        has_header = (bool(names) and all(n in cells for n in names)) or first_line_is_header(lines)
+    elif header and not any(_is_word(cell) for cell in first):
+        raise DataError(f"{path} has no header row (its first line is all numbers), but header"
+                        " is true")
+    else:
+        has_header = header
+    return _split_header(path, numbers, lines, has_header)
+
+
+def _read_lines(path: Path) -> tuple[list[int], list[str]]:
+    """The line numbers and the text of the non-blank lines of `path`; a `DataError` for an
+    unreadable or empty file, or a line with another number of fields than the first."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
@@ -165,26 +215,34 @@ def read_table(path: Path, *, header: bool | None) -> _Table:
     numbered = [(i, line) for i, line in enumerate(text.splitlines(), 1) if line.strip()]
     if not numbered:
         raise DataError(f"{path} is empty")
-    first = numbered[0][1].split(",")
-    # An empty cell says nothing: a header may leave one blank (an index column), and a data
-    # row with a missing value must not be taken for a header and dropped.
-    looks_like_header = any(_cell(cell) and not _is_number(cell) for cell in first)
-    if header and not looks_like_header:
-        raise DataError(f"{path} has no header row (its first line is all numbers), but header"
-                        " is true")
-    has_header = looks_like_header if header is None else header
     numbers = [i for i, _ in numbered]
     lines = [line for _, line in numbered]
-    commas = len(first) - 1
+    commas = lines[0].count(",")
     for i, line in enumerate(lines):
         if line.count(",") != commas:
             raise DataError(f"{path}:{numbers[i]}: found {line.count(',') + 1} values, expected"
                             f" {commas + 1} as on line {numbers[0]}")
-    if has_header:
-        numbers, lines = numbers[1:], lines[1:]
-        if not lines:
-            raise DataError(f"{path} has a header but no data rows")
-    return _Table(path, [_cell(c) for c in first] if has_header else None, lines, numbers)
+    return numbers, lines
+
+
+def _split_header(path: Path, numbers: list[int], lines: list[str], has_header: bool) -> _Table:
+    """The table of `lines`, the first taken off as the header where `has_header`; a header
+    that names a column twice, or has no line under it, is a `DataError`."""
+    if not has_header:
+        return _Table(path, None, lines, numbers)
+    header = [_cell(c) for c in lines[0].split(",")]
+    seen: dict[str, int] = {}
+    for position, name in enumerate(header):
+        if name in seen:
+            if not name:
+                raise DataError(f"{path}: columns {seen[name]} and {position} (counting from 0) have"
+                                " no name in the header; give every column its own name")
+            raise DataError(f'{path}: column "{name}" appears twice in the header, at positions'
+                            f" {seen[name]} and {position} (counting from 0)")
+        seen[name] = position
+    if len(lines) == 1:
+        raise DataError(f"{path} has a header but no data rows")
+    return _Table(path, header, lines[1:], numbers[1:])
 
 
 def class_labels(
@@ -281,8 +339,12 @@ def load_csv(
     features: list[int] = []
     xs: list[np.ndarray] = []
     ys: list[tuple[_Table, list[int]]] = []
+    # A first line holding every column name the config gives is the header; after the
+    # training file, one holding the training file's header names.
+    named = [r for r in (*(targets or ()), *(chosen or ()), *(dropped or ())) if isinstance(r, str)]
     for path_key, labels_key, x_path, y_path in splits:
-        table = read_table(file_option(path_key, x_path, "CSV file"), header=header)
+        names = named if first is None else first.header or ()
+        table = read_table(file_option(path_key, x_path, "CSV file"), header=header, names=names)
         if first is None:
             first = table
             label_columns = [] if targets is None else _resolve(table, "target", targets)
@@ -293,7 +355,9 @@ def load_csv(
         if y_path is None:
             ys.append((table, label_columns))
             continue
-        label_table = read_table(file_option(labels_key, y_path, "labels CSV file"), header=header)
+        label_names = ys[0][0].header or () if ys else ()
+        label_table = read_table(file_option(labels_key, y_path, "labels CSV file"), header=header,
+                                 names=label_names)
         if ys and label_table.width != ys[0][0].width:
             raise DataError(f"{label_table.path} has {label_table.width} columns, {ys[0][0].path}"
                             f" has {ys[0][0].width}")
@@ -363,7 +427,7 @@ def _resolve(table: _Table, key: str, refs: list[ColumnRef]) -> list[int]:
                               key=key)
         elif ref not in table.header:
             raise ConfigError(f'{table.path} has no column "{ref}"{did_you_mean(ref, table.header)};'
-                              f" its columns are {_listing(table.header)}", key=key)
+                              f" its columns are {listing(table.header)}", key=key)
         else:
             column = table.header.index(ref)
         if column in out:
@@ -372,7 +436,7 @@ def _resolve(table: _Table, key: str, refs: list[ColumnRef]) -> list[int]:
     return out
 
 
-def _listing(names: list[str], most: int = 12) -> str:
+def listing(names: list[str], most: int = 12) -> str:
     if len(names) <= most:
         return ", ".join(names)
     return f"{', '.join(names[:most])}, ... ({len(names):,} in all)"
@@ -586,7 +650,7 @@ def read_rows(path: Path, columns: Columns | None, num_features: int, *, targets
         if table.width != num_features:
             raise DataError(f"{path} has {table.width} values per row; the model takes {num_features}")
         return table.numbers(), None, table.line_numbers
-    table = _with_header_if_any(read_table(path, header=False), columns)
+    table = _read_as_trained(path, columns)
     if targets and not columns.targets:
         raise DataError(f"the model's training rows had their labels in another file, so {path}"
                         " has no label column for --labels")
@@ -614,25 +678,26 @@ def read_rows(path: Path, columns: Columns | None, num_features: int, *, targets
     return x, y, table.line_numbers
 
 
-def _with_header_if_any(table: _Table, columns: Columns) -> _Table:
-    """`table` (read with no header) with its first line taken as the header where it is one.
+def _read_as_trained(path: Path, columns: Columns) -> _Table:
+    """`path` read as the model's training table was, its first line a header or data.
 
-    What the model knows decides, not what the cells look like: a first line holding every
-    feature name of the training file is a header, whatever the names (pandas writes 0, 1,
-    2); one whose feature cells are all numbers is data, whatever its label cell says.
+    A first line holding every feature name of a training file with a header is its header,
+    whatever the names (pandas writes 0, 1, 2). Otherwise `first_line_is_header` decides, the
+    rule that decided at training; where the training file had no header and `path` has its
+    width, it looks only at the columns the model reads (features and targets): a column left
+    out at training (`drop`, a notes column) cannot make a line of data a header.
     """
-    first = [_cell(c) for c in table.lines[0].split(",")]
+    numbers, lines = _read_lines(path)
+    first = {_cell(c) for c in lines[0].split(",")}
     names = columns.feature_names
-    if names is not None and set(names) <= set(first):
-        is_header = True
+    if names is not None and set(names) <= first:
+        has_header = True
     else:
-        positions = columns.features if len(first) == columns.width else range(len(first))
-        is_header = any(i < len(first) and first[i] and not _is_number(first[i]) for i in positions)
-    if not is_header:
-        return table
-    if len(table.lines) == 1:
-        raise DataError(f"{table.path} has a header but no data rows")
-    return _Table(table.path, first, table.lines[1:], table.line_numbers[1:])
+        read = None
+        if columns.header is None and lines[0].count(",") + 1 == columns.width:
+            read = (*columns.features, *columns.targets)
+        has_header = first_line_is_header(lines, read)
+    return _split_header(path, numbers, lines, has_header)
 
 
 def _named_columns(table: _Table, names: tuple[str, ...], what: str) -> list[int]:
