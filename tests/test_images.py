@@ -54,9 +54,9 @@ def test_an_rgb_file_of_a_gray_picture_reads_as_the_gray_file(tmp_path, digits):
 
 
 def test_three_channels_come_in_rgb_order_at_the_model_size(tmp_path):
-    pixels = np.zeros((40, 60, 3), np.uint8)
+    pixels = np.zeros((40, 50, 3), np.uint8)  # the model's aspect ratio: nothing to pad
     pixels[..., 0] = 255
-    pixels[:, 30:, 1] = 255  # the right half is yellow
+    pixels[:, 25:, 1] = 255  # the right half is yellow
     x = read_images([save(tmp_path / "red.png", pixels)], (3, 8, 10))
     assert x.shape == (1, 3, 8, 10)
     np.testing.assert_array_equal(x[0, :, :, 0], np.tile([[255.0], [0.0], [0.0]], 8))

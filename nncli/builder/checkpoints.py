@@ -37,7 +37,8 @@ class Rebuilt:
 def data_record(config: Config, splits: Splits) -> dict:
     """What a checkpoint keeps of its data: the dataset, a fingerprint of it, its task, the
     shape of a sample as loaded (`raw_shape`) and as the model takes it (`input_shape`, after
-    preprocessing), the pixel maximum of images, the outputs, the class names, and for a
+    preprocessing), the pixel maximum of images and what they look like (`image_profile`),
+    the outputs, the class names, and for a
     table which columns were the features and the targets: what it takes to read new inputs
     the way the training ones were read, with no access to the training data."""
     info = splits.info
@@ -51,6 +52,7 @@ def data_record(config: Config, splits: Splits) -> dict:
         "num_outputs": info.num_outputs,
         "class_names": list(info.class_names) if info.class_names else None,
         "columns": info.columns.to_dict() if info.columns else None,
+        "images": splits.image_profile,
     }
 
 

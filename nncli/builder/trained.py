@@ -1,15 +1,15 @@
 """A trained model rebuilt from its checkpoint alone, for use on new inputs.
 
 A checkpoint records what its data looked like (`data_record`): the shape of a sample as loaded,
-the task, the class names, the pixel maximum of images and, for a table, its columns. With the
-saved config, weights and fitted preprocessing that is all it takes to turn new raw samples
-into predictions: no training data and no data directory. `nncli predict`, `nncli.load` and
-the notebook's `Model` are built on `TrainedModel`.
+the task, the class names, the pixel maximum of images and what they look like and, for a
+table, its columns. With the saved config, weights and fitted preprocessing that is all it
+takes to turn new raw samples into predictions: no training data and no data directory.
+`nncli predict`, `nncli.load` and the notebook's `Model` are built on `TrainedModel`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -17,6 +17,7 @@ from nncli.builder.checkpoints import checkpoint_config, saved_model
 from nncli.builder.experiment import build_loss
 from nncli.config.schema import Config
 from nncli.data.datasets import Columns
+from nncli.data.images import check_profile, image_shape
 from nncli.data.pipeline import Flatten, Preprocessor
 from nncli.errors import CheckpointError, DataError
 from nncli.nn.losses import Loss
@@ -27,11 +28,14 @@ from nncli.nn.model import Sequential
 @dataclass(frozen=True)
 class InputSpec:
     """What a raw sample looks like: its `shape` before preprocessing, the `pixel_max` of
-    images (None for other data), and a table's `columns` (None for other data)."""
+    images (None for other data), a table's `columns` (None for other data), and what the
+    training images look like (`nncli.data.images.image_profile`; None for other data and for
+    checkpoints of an nncli that did not record it)."""
 
     shape: tuple[int, ...]
     pixel_max: float | None
     columns: Columns | None
+    images: dict | None = None
 
 
 class TrainedModel:
@@ -69,6 +73,7 @@ class TrainedModel:
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise CheckpointError(f"{self.source} has a damaged data record ({err!r})") from None
         self._check_record(input_shape)
+        self._check_images(record.get("images"))
         self.loss: Loss = build_loss(self.config)
         self.model: Sequential = saved_model(saved, self.config, input_shape, self.loss)
         if not all(np.isfinite(p).all() for p in self.model.params.values()):
@@ -109,6 +114,19 @@ class TrainedModel:
                 or (columns.header is not None and len(columns.header) != columns.width)
             ):
                 raise CheckpointError(f"{self.source} records table columns that do not fit its samples")
+
+    def _check_images(self, profile) -> None:
+        """The recorded image profile, validated, into `spec.images`."""
+        if profile is None:
+            return
+        shape = image_shape(self.spec.shape)
+        if shape is None or self.spec.pixel_max is None:
+            raise CheckpointError(f"{self.source} records an image profile for samples that are not images")
+        try:
+            checked = check_profile(profile, shape, self.spec.pixel_max)
+        except ValueError as err:
+            raise CheckpointError(f"{self.source}: {err}") from None
+        self.spec = replace(self.spec, images=checked)
 
     def _probe(self) -> None:
         """One blank sample through the preprocessing and the model: arrays that do not fit

@@ -33,6 +33,7 @@ import numpy as np
 from nncli import validate
 from nncli.data.datasets import DATASETS, DatasetInfo, RawData, count_of, for_loss_task
 from nncli.data.download import progress_enabled
+from nncli.data.images import image_profile, image_shape
 from nncli.errors import CheckpointError, ConfigError
 from nncli.registry import Registry, check_options
 
@@ -310,6 +311,7 @@ class Splits:
     preprocessor: Preprocessor
     fingerprint: str = ""  # of the data as loaded (`data_fingerprint`), before any split
     raw_shape: tuple[int, ...] = ()
+    image_profile: dict | None = None  # images: what the raw training images look like
 
 
 def data_fingerprint(raw: RawData) -> str:
@@ -393,8 +395,11 @@ def load_data(
         x_test = preprocessor._transform_owned(_inputs(raw.x_test, None, preprocessor.dtype))
         y_test = preprocessor.apply_labels(raw.y_test)
     y_train = preprocessor.apply_labels(raw.y_train if train is None else raw.y_train[train])
+    profile = None
+    if raw.info.pixel_max is not None and image_shape(raw.x_train.shape[1:]) is not None:
+        profile = image_profile(raw.x_train, raw.info.pixel_max)
     return Splits(x_train, y_train, x_val, y_val, x_test, y_test, info, preprocessor,
-                  data_fingerprint(raw), tuple(raw.info.input_shape))
+                  data_fingerprint(raw), tuple(raw.info.input_shape), profile)
 
 
 def _inputs(x: np.ndarray, rows: np.ndarray | None, dtype: np.dtype) -> np.ndarray:
