@@ -130,6 +130,9 @@ def test_a_checkpoint_without_an_image_profile_inverts_light_pictures_and_does_n
 ):
     run, x, _ = quickstart
     saved = checkpoint.load(run)
+    profile = saved["data"]["images"]  # what training recorded of MNIST
+    assert profile["framed"] and profile["light_ink"] and profile["background"] == 0
+    assert profile["ink_box"] == 20
     del saved["data"]["images"]  # as an older nncli wrote it
     saved.pop("path")
     old = tmp_path / "old.pkl"
@@ -363,6 +366,7 @@ def test_image_inputs_need_an_image_model(nncli, workdir, spiral):
     Image.new("L", (8, 8)).save(picture)
     result = nncli("predict", "run", picture)
     assert result.exit_code == 1 and "not pictures" in result.stderr
+    assert checkpoint.load(workdir / "run")["data"]["images"] is None  # no image profile
     shutil.rmtree(workdir / "run")
 
 
