@@ -220,7 +220,8 @@ def eval_command(obj, checkpoint_path, split, data_dir, as_json, plot_path, batc
     "--batch-size", type=click.IntRange(min=1), help="Samples per forward pass [train.eval_batch_size]."
 )
 @click.option(
-    "--invert", is_flag=True, help="Invert images: dark-on-light pictures for a light-on-dark model (MNIST)."
+    "--invert/--no-invert", default=None,
+    help="Invert images, or not [decided by each picture's background against the training images']."
 )
 @click.option("--labels", is_flag=True,
               help="Read the labels too (a CSV's target column, an .npz's y) and report accuracy or MSE.")

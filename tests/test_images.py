@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from nncli.data.images import IMAGE_SUFFIXES, image_files, image_shape, read_images
+from nncli.data.images import (
+    IMAGE_SUFFIXES,
+    check_profile,
+    image_files,
+    image_profile,
+    image_shape,
+    read_images,
+    read_pictures,
+)
 from nncli.data.mnist import load_mnist_small
 from nncli.errors import DataError
 
@@ -54,9 +63,9 @@ def test_an_rgb_file_of_a_gray_picture_reads_as_the_gray_file(tmp_path, digits):
 
 
 def test_three_channels_come_in_rgb_order_at_the_model_size(tmp_path):
-    pixels = np.zeros((40, 60, 3), np.uint8)
+    pixels = np.zeros((40, 50, 3), np.uint8)  # the model's aspect ratio: nothing to pad
     pixels[..., 0] = 255
-    pixels[:, 30:, 1] = 255  # the right half is yellow
+    pixels[:, 25:, 1] = 255  # the right half is yellow
     x = read_images([save(tmp_path / "red.png", pixels)], (3, 8, 10))
     assert x.shape == (1, 3, 8, 10)
     np.testing.assert_array_equal(x[0, :, :, 0], np.tile([[255.0], [0.0], [0.0]], 8))
@@ -149,3 +158,150 @@ def test_image_shape_accepts_gray_and_rgb_pictures_only():
     with pytest.raises(ValueError, match="C 1 or 3"):
         read_images([], (2, 8, 8))
     assert read_images([], (3, 5, 7)).shape == (0, 3, 5, 7)
+
+
+# What the training images look like, and pictures made to look like them (issue 18).
+
+MNIST_LIKE = {"background": 0.0, "uniform": True, "light_ink": True, "ink_box": 20,
+              "centre": [14.0, 14.0], "framed": True}
+
+
+@pytest.fixture(scope="module")
+def training() -> np.ndarray:
+    """2,000 MNIST training digits, uint8 (2000, 1, 28, 28)."""
+    return load_mnist_small(data_dir=Path("."), rng=np.random.default_rng(0)).x_train[::3]
+
+
+def test_the_profile_of_mnist_is_light_ink_framed_in_20x20_on_black(training):
+    profile = image_profile(training, 255.0)
+    assert profile["background"] == 0 and profile["uniform"] and profile["light_ink"]
+    assert profile["ink_box"] == 20 and profile["framed"]
+    np.testing.assert_allclose(profile["centre"], [14, 14], atol=0.25)
+    # plain builtins: it goes into pickles and the export's JSON
+    assert json.loads(json.dumps(profile)) == profile
+    # the same digits dark on white, in 0..1: the background is the paper, the ink dark
+    negative = image_profile(1 - training.astype(np.float32) / 255, 1.0)
+    assert negative["background"] == 1 and not negative["light_ink"] and negative["framed"]
+
+
+def test_photos_have_no_one_background_and_are_not_framed():
+    rng = np.random.default_rng(0)
+    light = rng.integers(0, 120, (300, 1, 1, 1))  # each photo its own light
+    photos = rng.integers(0, 136, (300, 3, 16, 16)) + light
+    profile = image_profile(photos, 255.0)
+    assert not profile["uniform"] and not profile["framed"] and profile["ink_box"] == 16
+
+
+def _digit_picture(digit: np.ndarray, size: int, dark_on_light: bool) -> np.ndarray:
+    big = np.asarray(Image.fromarray(digit).resize((size, size), Image.Resampling.BICUBIC))
+    return 255 - big if dark_on_light else big
+
+
+def _likeness(x: np.ndarray, digit: np.ndarray) -> float:
+    """The correlation of a 28x28 image with an MNIST digit, at the best shift by up to a pixel:
+    centring by mass puts the centre at a whole pixel, MNIST's own rounding may differ by one."""
+    target = digit.ravel().astype(np.float64)
+    return max(
+        np.corrcoef(np.roll(x, (dy, dx), axis=(0, 1)).ravel(), target)[0, 1]
+        for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+    )
+
+
+def test_polarity_follows_the_background_unless_forced(tmp_path, digits):
+    dark = save(tmp_path / "dark_on_light.png", _digit_picture(digits[0, 0], 28, True))
+    light = save(tmp_path / "light_on_dark.png", _digit_picture(digits[0, 0], 28, False))
+    unframed = {**MNIST_LIKE, "framed": False}
+    got = read_pictures([dark, light], (1, 28, 28), profile=unframed)
+    assert got.inverted == [True, False]
+    np.testing.assert_array_equal(got.x[0], got.x[1])
+    np.testing.assert_array_equal(got.x[1], digits[0])
+    for forced in (False, True):
+        got = read_pictures([dark, light], (1, 28, 28), invert=forced, profile=unframed)
+        assert got.inverted == [forced, forced]
+    # a model trained on dark-on-light images inverts the light-on-dark picture instead
+    paper = {**unframed, "background": 255.0, "light_ink": False}
+    assert read_pictures([dark, light], (1, 28, 28), profile=paper).inverted == [False, True]
+    # photos (no one background) are never inverted; nor without a profile, for an RGB model
+    photos = {**unframed, "uniform": False, "background": 200.0}
+    assert read_pictures([dark, light], (1, 28, 28), profile=photos).inverted == [False, False]
+    assert read_pictures([dark, light], (3, 28, 28), invert=None).inverted == [False, False]
+    # without a profile (an older checkpoint) a gray model is taken to be light on dark
+    assert read_pictures([dark, light], (1, 28, 28), invert=None).inverted == [True, False]
+
+
+def test_white_strokes_on_transparency_are_composited_on_black(tmp_path):
+    rgba = np.full((50, 50, 4), 255, np.uint8)
+    rgba[..., 3] = 0
+    rgba[20:30, 10:40, 3] = 255
+    x = read_images([save(tmp_path / "white.png", rgba, "RGBA")], (1, 50, 50))
+    assert (x[0, 0, 20:30, 10:40] == 255).all() and x[0, 0].sum() == 255 * 10 * 30
+    # dark strokes on transparency still go on white
+    rgba[..., :3] = 10
+    x = read_images([save(tmp_path / "dark.png", rgba, "RGBA")], (1, 50, 50))
+    assert (x[0, 0, 20:30, 10:40] == 10).all() and x[0, 0, 0, 0] == 255
+
+
+def test_a_picture_of_another_aspect_is_padded_with_its_background_not_stretched(tmp_path):
+    pixels = np.full((50, 100), 255, np.uint8)  # white, twice as wide as tall
+    pixels[:, 25:75] = 0  # a black square in the middle
+    x = read_images([save(tmp_path / "wide.png", pixels)], (1, 20, 20))[0, 0]
+    dark = x < 128
+    rows, cols = np.flatnonzero(dark.any(axis=1)), np.flatnonzero(dark.any(axis=0))
+    assert (rows[0], rows[-1], cols[0], cols[-1]) == (5, 14, 5, 14)  # still a square, 10x10
+    assert (x[:4] > 230).all() and (x[16:] > 230).all()  # padded with the white (Lanczos rings)
+
+
+def test_a_small_digit_off_centre_is_framed_as_mnist_frames_it(tmp_path, digits):
+    for i, digit in enumerate(digits):
+        page = np.full((400, 300), 255, np.uint8)
+        page[30:80, 200:250] = _digit_picture(digit[0], 50, True)
+        path = save(tmp_path / f"page{i}.png", page)
+        got = read_pictures([path], (1, 28, 28), profile=MNIST_LIKE)
+        assert got.inverted == [True] and got.framed == [True]
+        x = got.x[0, 0]
+        lit = x > 25
+        rows, cols = np.flatnonzero(lit.any(axis=1)), np.flatnonzero(lit.any(axis=0))
+        assert max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 <= 21
+        ys, xs = np.mgrid[:28, :28]
+        assert abs((x * ys).sum() / x.sum() - 14) <= 0.5 and abs((x * xs).sum() / x.sum() - 14) <= 0.5
+        assert _likeness(x, digit[0]) > 0.9, i
+
+
+def test_noisy_paper_is_background_not_ink(tmp_path, digits):
+    rng = np.random.default_rng(1)
+    ink = _digit_picture(digits[3, 0], 200, False) / 255.0
+    paper = 230 + rng.normal(0, 7, ink.shape)
+    Image.fromarray(np.clip(paper * (1 - 0.85 * ink), 0, 255).astype(np.uint8)).convert("RGB").save(
+        tmp_path / "paper.jpg", quality=85
+    )
+    got = read_pictures([tmp_path / "paper.jpg"], (1, 28, 28), profile=MNIST_LIKE)
+    x = got.x[0, 0]
+    assert got.inverted == [True] and got.framed == [True]
+    # the paper is clean: its border is black, and no more pixels are lit than the digit has
+    assert (x[[0, -1]] == 0).all() and (x[:, [0, -1]] == 0).all()
+    assert (x > 25).sum() <= 1.2 * (digits[3] > 25).sum()
+    assert x.max() == 255 and _likeness(x, digits[3, 0]) > 0.9
+
+
+def test_float_images_in_0_to_1_read_as_such(tmp_path):
+    ramp = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    Image.fromarray(ramp, "F").save(tmp_path / "unit.tif")
+    Image.fromarray(ramp * 255, "F").save(tmp_path / "bytes.tif")
+    x = read_images([tmp_path / "unit.tif", tmp_path / "bytes.tif"], (1, 8, 8))
+    np.testing.assert_array_equal(x[0, 0], np.rint(ramp * 255))
+    np.testing.assert_array_equal(x[1], x[0])
+
+
+@pytest.mark.parametrize("change, says", [
+    ({"background": 300.0}, "background"),
+    ({"ink_box": "20"}, "ink_box"),
+    ({"centre": [14]}, "centre"),
+    ({"framed": 1}, "framed"),
+    ({"light_ink": None}, "light_ink"),
+])
+def test_a_damaged_profile_is_refused_naming_what_is_wrong(change, says):
+    assert check_profile(MNIST_LIKE, (1, 28, 28), 255.0) == MNIST_LIKE
+    with pytest.raises(ValueError, match=says):
+        check_profile({**MNIST_LIKE, **change}, (1, 28, 28), 255.0)
+    with pytest.raises(ValueError, match="not a mapping"):
+        check_profile([1], (1, 28, 28), 255.0)

@@ -37,7 +37,8 @@ class Rebuilt:
 def data_record(config: Config, splits: Splits) -> dict:
     """What a checkpoint keeps of its data: the dataset, a fingerprint of it, its task, the
     shape of a sample as loaded (`raw_shape`) and as the model takes it (`input_shape`, after
-    preprocessing), the pixel maximum of images, the outputs, the class names, and for a
+    preprocessing), the pixel maximum of images and what they look like (`image_profile`),
+    the outputs, the class names, and for a
     table which columns were the features and the targets: what it takes to read new inputs
     the way the training ones were read, with no access to the training data. `layout` is how
     raw images were laid out (None: channels first), `inputs` what the raw training inputs look
@@ -55,6 +56,7 @@ def data_record(config: Config, splits: Splits) -> dict:
         "columns": info.columns.to_dict() if info.columns else None,
         "layout": splits.layout,
         "inputs": splits.profiles.get("train"),
+        "images": splits.image_profile,
     }
 
 

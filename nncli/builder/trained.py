@@ -1,10 +1,10 @@
 """A trained model rebuilt from its checkpoint alone, for use on new inputs.
 
 A checkpoint records what its data looked like (`data_record`): the shape of a sample as loaded,
-the task, the class names, the pixel maximum of images and, for a table, its columns. With the
-saved config, weights and fitted preprocessing that is all it takes to turn new raw samples
-into predictions: no training data and no data directory. `nncli predict`, `nncli.load` and
-the notebook's `Model` are built on `TrainedModel`.
+the task, the class names, the pixel maximum of images and what they look like and, for a
+table, its columns. With the saved config, weights and fitted preprocessing that is all it
+takes to turn new raw samples into predictions: no training data and no data directory.
+`nncli predict`, `nncli.load` and the notebook's `Model` are built on `TrainedModel`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from nncli.builder.experiment import build_loss
 from nncli.config.schema import Config
 from nncli.data import contract
 from nncli.data.datasets import Columns
+from nncli.data.images import check_profile, image_shape
 from nncli.data.pipeline import Flatten, Preprocessor
 from nncli.errors import CheckpointError, DataError
 from nncli.nn.losses import Loss
@@ -36,14 +37,17 @@ class InputSpec:
     """What a raw sample looks like: its `shape` before preprocessing, the `pixel_max` of
     images (None for other data), a table's `columns` (None for other data), the `layout` of
     images ("channels_last": (H, W, C), turned to (C, H, W) before the model; None or
-    "channels_first": as the model takes them) and `inputs`, what the training inputs looked
-    like (`nncli.data.contract.describe`; None in checkpoints written before it)."""
+    "channels_first": as the model takes them), `inputs`, what the training inputs looked
+    like (`nncli.data.contract.describe`), and `images`, what the training images looked like
+    to read pictures as they did (`nncli.data.images.image_profile`); each None in checkpoints
+    written before it was recorded, `images` also for data that is not pictures."""
 
     shape: tuple[int, ...]
     pixel_max: float | None
     columns: Columns | None
     layout: str | None = None
     inputs: dict | None = None
+    images: dict | None = None  # `nncli.data.images.image_profile` of the training images
 
     @property
     def model_shape(self) -> tuple[int, ...]:
@@ -65,6 +69,7 @@ class InputSpec:
     def feature_names(self) -> list[str] | None:
         """How warnings name a table's features: header names, else their column positions."""
         return None if self.columns is None else self.columns.feature_labels
+    images: dict | None = None
 
 
 class TrainedModel:
@@ -106,6 +111,7 @@ class TrainedModel:
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise CheckpointError(f"{self.source} has a damaged data record ({err!r})") from None
         self._check_record(input_shape)
+        self._check_images(record.get("images"))
         self.loss: Loss = build_loss(self.config)
         self.model: Sequential = saved_model(saved, self.config, input_shape, self.loss)
         if not all(np.isfinite(p).all() for p in self.model.params.values()):
@@ -153,6 +159,19 @@ class TrainedModel:
                 or (columns.header is not None and len(columns.header) != columns.width)
             ):
                 raise CheckpointError(f"{self.source} records table columns that do not fit its samples")
+
+    def _check_images(self, profile) -> None:
+        """The recorded image profile, validated, into `spec.images`."""
+        if profile is None:
+            return
+        shape = image_shape(self.spec.model_shape)
+        if shape is None or self.spec.pixel_max is None:
+            raise CheckpointError(f"{self.source} records an image profile for samples that are not images")
+        try:
+            checked = check_profile(profile, shape, self.spec.pixel_max)
+        except ValueError as err:
+            raise CheckpointError(f"{self.source}: {err}") from None
+        self.spec = replace(self.spec, images=checked)
 
     def _probe(self) -> None:
         """One blank sample through the preprocessing and the model: arrays that do not fit

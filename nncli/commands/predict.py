@@ -7,7 +7,7 @@ The model, its preprocessing and what its inputs look like come from the checkpo
                    position); a target column is ignored, or read with `labels`
     an .npz        an array x of raw samples (and y, with `labels`)
     images         PNG, JPEG, ... files, or folders of them, for a model trained on images:
-                   converted to its channels and size (`nncli.data.images`)
+                   made to look as its training images look (`nncli.data.images`)
 
 One row comes out per input sample: its name (the image file, `file.csv:LINE`, `file.npz[i]`),
 then the predicted class by name and its probability (the next best with `top_k`), or the
@@ -27,7 +27,7 @@ import numpy as np
 
 from nncli.builder.trained import TrainedModel
 from nncli.commands.eval import partly_trained
-from nncli.data.images import IMAGE_SUFFIXES, image_files, image_shape, read_images
+from nncli.data.images import IMAGE_SUFFIXES, image_files, image_shape, read_pictures
 from nncli.data.tabular import read_npz, read_rows
 from nncli.errors import DataError, NncliError
 from nncli.training import checkpoint
@@ -44,6 +44,8 @@ class Inputs:
     names: list[str] = field(default_factory=list)
     parts: list[np.ndarray] = field(default_factory=list)
     labels: list = field(default_factory=list)
+    inverted: list[bool | None] = field(default_factory=list)  # per sample; None: not a picture
+    framed: int = 0  # how many pictures were framed as the training images are
 
     @property
     def x(self) -> np.ndarray:
@@ -76,10 +78,11 @@ def load_model(path: str | Path, warn: Callable[[str], None] | None = None) -> T
 
 
 def gather(
-    model: TrainedModel, paths: list[str | Path], *, invert: bool = False, labels: bool = False
+    model: TrainedModel, paths: list[str | Path], *, invert: bool | None = None, labels: bool = False
 ) -> Inputs:
     """The raw samples of every input path, in order; a `DataError` naming the file for any
-    input the model cannot take."""
+    input the model cannot take. Pictures are inverted where `invert` says so, or with None where
+    their background is the opposite of the training images' (`nncli.data.images.read_pictures`)."""
     if not paths:
         raise NncliError("give at least one input: a CSV, an .npz, image files or a folder of them")
     inputs = Inputs()
@@ -113,7 +116,7 @@ def gather(
 
 
 def _add_images(
-    model: TrainedModel, paths: list[Path], inputs: Inputs, *, invert: bool, labels: bool
+    model: TrainedModel, paths: list[Path], inputs: Inputs, *, invert: bool | None, labels: bool
 ) -> None:
     shape = image_shape(model.spec.model_shape)
     if shape is None:
@@ -130,9 +133,13 @@ def _add_images(
     if labels:
         raise NncliError("--labels needs the labels in the inputs: a CSV's target column or an .npz's y")
     files = image_files(paths)
+    pictures = read_pictures(
+        files, shape, invert=invert, pixel_max=model.spec.pixel_max, profile=model.spec.images
+    )
     inputs.names += [str(f) for f in files]
-    pictures = read_images(files, shape, invert=invert, pixel_max=model.spec.pixel_max)
-    inputs.parts.append(model.spec.from_model_layout(pictures))
+    inputs.parts.append(model.spec.from_model_layout(pictures.x))
+    inputs.inverted += pictures.inverted
+    inputs.framed += sum(pictures.framed)
 
 
 def _add_table(model: TrainedModel, path: Path, inputs: Inputs, *, labels: bool) -> None:
@@ -140,6 +147,7 @@ def _add_table(model: TrainedModel, path: Path, inputs: Inputs, *, labels: bool)
         path, model.spec.columns, int(np.prod(model.spec.shape)), targets=labels, task=model.task
     )
     inputs.names += [f"{path}:{line}" for line in lines]
+    inputs.inverted += [None] * len(lines)
     inputs.parts.append(x.reshape(len(x), *model.spec.shape))
     if labels:
         inputs.labels.append(np.asarray(y))
@@ -151,6 +159,7 @@ def _add_arrays(model: TrainedModel, path: Path, inputs: Inputs, *, labels: bool
         raise DataError(f"{path} has no array x (it holds {', '.join(arrays) or 'none'})")
     x = model.validate_samples(arrays["x"], str(path))
     inputs.names += [f"{path}[{i}]" for i in range(len(x))]
+    inputs.inverted += [None] * len(x)
     inputs.parts.append(x)
     if labels:
         if "y" not in arrays:
@@ -166,11 +175,12 @@ def predict(
     *,
     top_k: int = 1,
     batch_size: int | None = None,
-    invert: bool = False,
+    invert: bool | None = None,
     labels: bool = False,
 ) -> Prediction:
     """Predictions of the model at `path` for every sample of `inputs` (see the module
-    docstring); with `labels`, also `nncli eval`'s figures on them."""
+    docstring); with `labels`, also `nncli eval`'s figures on them. `invert` forces pictures
+    to be inverted (True) or not (False); None decides by their background."""
     notes: list[str] = []
     model = load_model(path, warn=lambda message: notes.append(f"warning: {message}"))
     if top_k < 1:
@@ -185,6 +195,7 @@ def predict(
     if len(x) == 0:
         raise DataError(f"{', '.join(map(str, inputs))} hold no samples")
     outputs = model.outputs(x, batch_size, source=", ".join(map(str, inputs)))
+    notes += _picture_notes(model, gathered, invert)
     partly = partly_trained(model.saved)
     if partly:
         notes.append(f"warning: {model.source} {partly}")
@@ -199,7 +210,36 @@ def predict(
         result = _classes(model, gathered.names, outputs, top_k, truth)
     else:
         result = _values(model, gathered.names, outputs, truth)
+    for record, inverted in zip(result[2], gathered.inverted, strict=True):
+        if inverted is not None:
+            record["inverted"] = inverted
     return Prediction(*result, metrics, notes)
+
+
+def _picture_notes(model: TrainedModel, gathered: Inputs, invert: bool | None) -> list[str]:
+    """One `note:` line for pictures inverted by their background, one for pictures framed."""
+    notes = []
+    inverted = sum(1 for flag in gathered.inverted if flag)
+    if invert is None and inverted:
+        profile = model.spec.images
+        dark = profile is None or profile["background"] < model.spec.pixel_max / 2
+        light = "a light" if dark else "a dark"
+        looks = "light on dark" if dark else "dark on light"
+        were = "picture had" if inverted == 1 else "pictures had"
+        notes.append(
+            f"note: {inverted} {were} {light} background and {'was' if inverted == 1 else 'were'}"
+            f" inverted to match the training images ({looks}); --no-invert keeps them as they are"
+        )
+    if gathered.framed:
+        profile = model.spec.images
+        box = profile["ink_box"]
+        height, width = model.spec.shape[1:]
+        notes.append(
+            f"note: {gathered.framed} {'picture was' if gathered.framed == 1 else 'pictures were'}"
+            f" framed as the training images are: cropped to the ink, fitted in a {box}x{box} box"
+            f" and centred by mass in {height}x{width}"
+        )
+    return notes
 
 
 def _classes(model: TrainedModel, names: list[str], outputs: np.ndarray, top_k: int, truth):

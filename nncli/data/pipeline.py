@@ -34,6 +34,7 @@ from nncli import validate
 from nncli.data.contract import describe
 from nncli.data.datasets import DATASETS, DatasetInfo, RawData, count_of, for_loss_task
 from nncli.data.download import progress_enabled
+from nncli.data.images import image_profile, image_shape
 from nncli.errors import CheckpointError, ConfigError
 from nncli.registry import Registry, check_options
 
@@ -314,6 +315,7 @@ class Splits:
     layout: str | None = None  # "channels_last": raw images are (H, W, C), turned to (C, H, W)
     # `contract.describe` of each split's raw inputs ("train", "val" where given, "test")
     profiles: dict[str, dict] = field(default_factory=dict)
+    image_profile: dict | None = None  # images: what the raw training images look like
 
 
 def data_fingerprint(raw: RawData) -> str:
@@ -411,8 +413,11 @@ def load_data(
         profiles["val"] = describe(raw.x_val)
     if raw.x_test is not None and len(raw.x_test):
         profiles["test"] = describe(raw.x_test)
+    pictures = None  # what the training images look like, for pictures given to predict
+    if raw.info.pixel_max is not None and image_shape(raw.x_train.shape[1:]) is not None:
+        pictures = image_profile(raw.x_train, raw.info.pixel_max)
     return Splits(x_train, y_train, x_val, y_val, x_test, y_test, info, preprocessor,
-                  fingerprint, raw_shape, layout, profiles)
+                  fingerprint, raw_shape, layout, profiles, pictures)
 
 
 LAYOUTS = ("channels_first", "channels_last")
