@@ -29,7 +29,7 @@ from nncli.commands import predict as predicting
 from nncli.commands import train as training
 from nncli.commands.export import check_output
 from nncli.config.schema import Config, load_config, parse_config
-from nncli.config.yamlsource import Source, parse_path, set_value
+from nncli.config.yamlsource import Source, overrides_named, parse_path, set_value
 from nncli.data import resolve_data_dir
 from nncli.data.tabular import given_arrays
 from nncli.errors import ConfigError, NncliError
@@ -79,7 +79,7 @@ def train(
     notes: list[str] = []
     say = None if progress else notes.append
     data_folder = resolve_data_dir(data_dir)
-    with given_arrays(_arrays(data)):
+    with given_arrays(_arrays(data)), overrides_named("overrides"):
         if resume is not None:
             if config is not None:
                 raise NncliError("give a config to train, or resume= a run, not both")
