@@ -215,8 +215,13 @@ class Model:
     def evaluate(self, x, y, batch_size: int | None = None) -> dict:
         """What `nncli eval` reports, on samples `x` and their labels `y` (class numbers or
         names) or targets: loss and accuracy, per-class precision and recall and the confusion
-        matrix; for regression loss, MSE, MAE and R^2."""
-        return self._trained.evaluate(x, y, _batch_size(batch_size))
+        matrix; for regression loss, MSE, MAE and R^2. One-hot label rows (Keras'
+        `to_categorical`) are read as their classes, with a UserWarning saying so."""
+        notes: list[str] = []
+        report = self._trained.evaluate(x, y, _batch_size(batch_size), notes=notes)
+        for note in notes:
+            warnings.warn(note, UserWarning, stacklevel=2)
+        return report
 
     def export(self, path: str | Path) -> Path:
         """Write the model as `nncli export` does (an .npz of plain arrays); returns the path."""

@@ -170,3 +170,27 @@ def test_a_default_learning_rate_is_a_note_of_the_run(workdir):
     run = nncli.train(config, data={"x_train": x, "y_train": y})
     assert any("no lr given; adam uses its usual default, lr 0.001" in note for note in run.notes), run.notes
     assert run.load().config["optimizer"]["lr"] == 0.001
+
+
+def test_one_hot_labels_train_and_evaluate_as_their_classes(workdir):
+    x, y = xor()
+    one_hot = np.eye(2, dtype=np.float32)[y]  # keras.utils.to_categorical(y)
+    data = {"x_train": x[:300], "y_train": y[:300], "x_test": x[300:], "y_test": y[300:]}
+    numbers = nncli.train(XOR, data=data, run_dir="numbers")
+    keras = nncli.train(XOR, data={**data, "y_train": one_hot[:300], "y_test": one_hot[300:]}, run_dir="k")
+    assert keras.summary["test"] == numbers.summary["test"]
+    untimed = [[{k: v for k, v in row.items() if k != "epoch_time_s"} for row in run.history]
+               for run in (keras, numbers)]
+    assert untimed[0] == untimed[1]
+    assert any("y_train holds one-hot rows of 2 classes" in note for note in keras.notes), keras.notes
+    model = keras.load()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = model.evaluate(x[300:], one_hot[300:])
+    assert report == model.evaluate(x[300:], y[300:])
+    messages = [str(w.message) for w in caught]
+    assert any("one-hot rows of 2 classes" in message for message in messages), messages
+    # under mse, columns of 0 and 1 are two regression targets
+    mse = nncli.train({**XOR, "loss": "mse"}, data={"x_train": x, "y_train": one_hot}, run_dir="mse")
+    assert mse.load().task == "regression"
+    assert not any("one-hot" in note for note in mse.notes)
