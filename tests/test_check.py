@@ -132,3 +132,12 @@ def test_augmentation_is_listed(workdir, check):
     assert result.exit_code == 0, result.output
     assert "augment: hflip(p=0.5) (training batches only)" in result.output.splitlines()
     assert "augment:" not in check("small.yaml").output
+
+
+def test_a_repeated_preprocessing_step_is_a_warning(workdir, check):
+    (workdir / "twice.yaml").write_text(IMAGES.replace("preprocess: [scale]", "preprocess: [scale, scale]"))
+    result = check("twice.yaml")
+    assert result.exit_code == 0, result.output
+    assert ("warning: twice.yaml:5 data.preprocess[1]: scale is already preprocess[0], so it runs twice,"
+            " the second time on the first one's output; remove one") in result.output
+    assert "already preprocess" not in check("small.yaml").output
