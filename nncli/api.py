@@ -29,7 +29,7 @@ from nncli.commands import predict as predicting
 from nncli.commands import train as training
 from nncli.commands.export import check_output
 from nncli.config.schema import Config, load_config, parse_config
-from nncli.config.yamlsource import Source, parse_path, set_value
+from nncli.config.yamlsource import Source, overrides_named, parse_path, set_value
 from nncli.data import resolve_data_dir
 from nncli.data.tabular import given_arrays
 from nncli.errors import ConfigError, NncliError
@@ -79,7 +79,7 @@ def train(
     notes: list[str] = []
     say = None if progress else notes.append
     data_folder = resolve_data_dir(data_dir)
-    with given_arrays(_arrays(data)):
+    with given_arrays(_arrays(data)), overrides_named("overrides"):
         if resume is not None:
             if config is not None:
                 raise NncliError("give a config to train, or resume= a run, not both")
@@ -215,8 +215,13 @@ class Model:
     def evaluate(self, x, y, batch_size: int | None = None) -> dict:
         """What `nncli eval` reports, on samples `x` and their labels `y` (class numbers or
         names) or targets: loss and accuracy, per-class precision and recall and the confusion
-        matrix; for regression loss, MSE, MAE and R^2."""
-        return self._trained.evaluate(x, y, _batch_size(batch_size))
+        matrix; for regression loss, MSE, MAE and R^2. One-hot label rows (Keras'
+        `to_categorical`) are read as their classes, with a UserWarning saying so."""
+        notes: list[str] = []
+        report = self._trained.evaluate(x, y, _batch_size(batch_size), notes=notes)
+        for note in notes:
+            warnings.warn(note, UserWarning, stacklevel=2)
+        return report
 
     def export(self, path: str | Path) -> Path:
         """Write the model as `nncli export` does (an .npz of plain arrays); returns the path."""

@@ -9,6 +9,13 @@ registers itself where it is defined:
     class ReLU(Layer): ...
 
 An unknown name is a `ConfigError` that lists the valid names and suggests the closest one.
+Names other libraries use (Keras' `Dense`, `categorical_crossentropy`) are not accepted, but
+a class can list them as `hints` so that the error names its nncli name:
+
+    @LAYERS.register("linear", hints=("dense",))      # unknown layer "Dense" (nncli calls it "linear")
+
+and an option another library spells differently as `option_hints` on the class
+(`{"rate": "p"}` for dropout). Hints compare names without case or underscores.
 """
 
 from __future__ import annotations
@@ -29,14 +36,21 @@ def did_you_mean(name: str, choices: list[str]) -> str:
     return f' (did you mean "{close[0]}"?)' if close else ""
 
 
+def _plain(name: str) -> str:
+    """A name as hints compare it: `MaxPooling2D`, `max_pooling2d` -> `maxpooling2d`."""
+    return name.lower().replace("_", "")
+
+
 class Registry(Generic[T]):
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, T] = {}
         self._canonical: dict[str, str] = {}
+        self._hints: dict[str, str] = {}  # plain name -> what the error says about it
 
-    def register(self, name: str, *aliases: str) -> Callable[[T], T]:
-        """Decorator registering an object under `name` (and `aliases`, which resolve to it)."""
+    def register(self, name: str, *aliases: str, hints: tuple[str, ...] = ()) -> Callable[[T], T]:
+        """Decorator registering an object under `name` (and `aliases`, which resolve to it).
+        `hints` are other libraries' names for it: not accepted, but named in the error."""
 
         def add(obj: T) -> T:
             for key in (name, *aliases):
@@ -44,10 +58,27 @@ class Registry(Generic[T]):
                     raise ValueError(f"{self.kind} {key!r} is registered twice")
                 self._entries[key] = obj
                 self._canonical[key] = name
+            for other in hints:
+                self.hint(other, f'nncli calls it "{name}"')
             obj.registered_name = name  # type: ignore[attr-defined]
             return obj
 
         return add
+
+    def hint(self, other: str, text: str) -> None:
+        """Say `text` in the error for the unknown name `other` (compared without case or
+        underscores): what to write instead."""
+        self._hints[_plain(other)] = text
+
+    def suggestion(self, name: str) -> str:
+        """' (...)' for an unknown `name`: its hint, the registered name it spells in other
+        case or underscores, or the closest name; '' when nothing is close."""
+        if _plain(name) in self._hints:
+            return f" ({self._hints[_plain(name)]})"
+        same = [key for key in self._entries if _plain(key) == _plain(name)]
+        if same:
+            return f' (did you mean "{same[0]}"?)'
+        return did_you_mean(name, list(self._entries))
 
     def get(self, name: str) -> T:
         if not isinstance(name, str):
@@ -57,7 +88,7 @@ class Registry(Generic[T]):
         except KeyError:
             valid = ", ".join(self.names())
             raise ConfigError(
-                f'unknown {self.kind} "{name}"{did_you_mean(name, list(self._entries))}; valid names: {valid}'
+                f'unknown {self.kind} "{name}"{self.suggestion(name)}; valid names: {valid}'
             ) from None
 
     def create(self, name: str, options: dict[str, Any] | None = None) -> Any:
@@ -97,15 +128,18 @@ def accepted_options(factory: Callable) -> tuple[list[str], list[str]]:
 
 
 def check_options(factory: Callable, options: dict[str, Any], skip: tuple[str, ...] = ()) -> None:
-    """Raise `ConfigError` for an option `factory` does not take, or a required one missing."""
+    """Raise `ConfigError` for an option `factory` does not take, or a required one missing.
+    An option named in the factory's `option_hints` ({other library's name: nncli's}) gets
+    nncli's name in the error."""
     names, required = accepted_options(factory)
     names = [n for n in names if n not in skip]
+    hints = {_plain(k): v for k, v in getattr(factory, "option_hints", {}).items() if v in names}
     for key in options:
         if key not in names:
             valid = ", ".join(names) if names else "none"
-            raise ConfigError(
-                f"unknown option{did_you_mean(str(key), names)}; valid options: {valid}", key=str(key)
-            )
+            hint = hints.get(_plain(str(key)))
+            suggestion = f' (nncli calls it "{hint}")' if hint else did_you_mean(str(key), names)
+            raise ConfigError(f"unknown option{suggestion}; valid options: {valid}", key=str(key))
     missing = [key for key in required if key not in skip and key not in options]
     if len(missing) == 1:
         raise ConfigError("this option is required", key=missing[0])

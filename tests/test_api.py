@@ -145,3 +145,52 @@ def test_predict_classes_are_class_names_where_the_data_has_them(workdir):
     report = model.evaluate(x, names)
     assert report["classes"] == ["different", "same"]
     assert report["accuracy"] == pytest.approx(np.mean(predicted == names))
+
+
+def test_override_errors_name_overrides_not_the_command_line_option(workdir):
+    x, y = xor()
+    data = {"x_train": x, "y_train": y}
+    with pytest.raises(nncli.ConfigError) as caught:
+        nncli.train(XOR, data=data, overrides={"train.epochz": 3})
+    assert str(caught.value).startswith('overrides train.epochz: unknown key (did you mean "epochs"?)')
+    with pytest.raises(nncli.ConfigError, match=r"^overrides train\.epochs: expected a positive integer"):
+        nncli.train(XOR, data=data, overrides={"train.epochs": -3})
+    with pytest.raises(nncli.ConfigError, match=r"^overrides model\[7\]\.linear\.units: model\[7\] does not"):
+        nncli.train(XOR, data=data, overrides={"model[7].linear.units": 3})
+    run = nncli.train(XOR, data=data, overrides={"train.epochs": 1}, run_dir="run")
+    with pytest.raises(nncli.ConfigError, match=r"^overrides seed: a resumed run keeps"):
+        nncli.train(None, resume=run.dir, data=data, overrides={"seed": 3})
+    with pytest.raises(nncli.NncliError, match=r"extend it with overrides=\{'train.epochs': N\}"):
+        nncli.train(None, resume=run.dir, data=data)
+
+
+def test_a_default_learning_rate_is_a_note_of_the_run(workdir):
+    x, y = xor()
+    config = {**XOR, "optimizer": "adam", "train": {"epochs": 1, "batch_size": 16}}
+    run = nncli.train(config, data={"x_train": x, "y_train": y})
+    assert any("no lr given; adam uses its usual default, lr 0.001" in note for note in run.notes), run.notes
+    assert run.load().config["optimizer"]["lr"] == 0.001
+
+
+def test_one_hot_labels_train_and_evaluate_as_their_classes(workdir):
+    x, y = xor()
+    one_hot = np.eye(2, dtype=np.float32)[y]  # keras.utils.to_categorical(y)
+    data = {"x_train": x[:300], "y_train": y[:300], "x_test": x[300:], "y_test": y[300:]}
+    numbers = nncli.train(XOR, data=data, run_dir="numbers")
+    keras = nncli.train(XOR, data={**data, "y_train": one_hot[:300], "y_test": one_hot[300:]}, run_dir="k")
+    assert keras.summary["test"] == numbers.summary["test"]
+    untimed = [[{k: v for k, v in row.items() if k != "epoch_time_s"} for row in run.history]
+               for run in (keras, numbers)]
+    assert untimed[0] == untimed[1]
+    assert any("y_train holds one-hot rows of 2 classes" in note for note in keras.notes), keras.notes
+    model = keras.load()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = model.evaluate(x[300:], one_hot[300:])
+    assert report == model.evaluate(x[300:], y[300:])
+    messages = [str(w.message) for w in caught]
+    assert any("one-hot rows of 2 classes" in message for message in messages), messages
+    # under mse, columns of 0 and 1 are two regression targets
+    mse = nncli.train({**XOR, "loss": "mse"}, data={"x_train": x, "y_train": one_hot}, run_dir="mse")
+    assert mse.load().task == "regression"
+    assert not any("one-hot" in note for note in mse.notes)

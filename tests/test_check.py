@@ -149,3 +149,12 @@ def test_check_says_how_a_csv_first_line_was_read(workdir, check, first, line):
     assert result.exit_code == 0, result.output
     assert "data: csv, 10 training samples" in result.stdout
     assert line in result.stdout.splitlines()
+
+
+def test_a_repeated_preprocessing_step_is_a_warning(workdir, check):
+    (workdir / "twice.yaml").write_text(IMAGES.replace("preprocess: [scale]", "preprocess: [scale, scale]"))
+    result = check("twice.yaml")
+    assert result.exit_code == 0, result.output
+    assert ("warning: twice.yaml:5 data.preprocess[1]: scale is already preprocess[0], so it runs twice,"
+            " the second time on the first one's output; remove one") in result.output
+    assert "already preprocess" not in check("small.yaml").output

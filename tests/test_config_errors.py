@@ -230,3 +230,59 @@ def test_corpus_text_is_valid_yaml_apart_from_the_yaml_case():
     for name, text, *_ in CASES:
         if name != "not-yaml":
             yaml.safe_load(textwrap.dedent(text))
+
+
+# Keras' (and PyTorch's) names are not accepted, but the error names nncli's:
+# (id, old text of BASE, new text, "file:line path", words)
+OTHER_LIBRARIES = [
+    ("categorical_crossentropy", "loss: softmax_cross_entropy", "loss: categorical_crossentropy",
+     "x.yaml:11 loss:", 'unknown loss "categorical_crossentropy" (nncli calls it "softmax_cross_entropy")'),
+    ("sparse_categorical_crossentropy", "loss: softmax_cross_entropy",
+     "loss: sparse_categorical_crossentropy", "x.yaml:11 loss:",
+     '(nncli calls it "softmax_cross_entropy")'),
+    ("binary_crossentropy", "loss: softmax_cross_entropy", "loss: binary_crossentropy",
+     "x.yaml:11 loss:", '(nncli calls it "binary_cross_entropy")'),
+    ("mean_squared_error", "loss: softmax_cross_entropy", "loss: mean_squared_error",
+     "x.yaml:11 loss:", '(nncli calls it "mse")'),
+    ("dense", "  - linear: {units: 16}\n", "  - dense: {units: 16}\n", "x.yaml:8 model[0]:",
+     'unknown layer "dense" (nncli calls it "linear")'),
+    ("Dense", "  - linear: {units: 16}\n", "  - Dense: {units: 16}\n", "x.yaml:8 model[0]:",
+     '(nncli calls it "linear")'),
+    ("Conv2D", "  - relu\n", "  - Conv2D: {filters: 8}\n", "x.yaml:9 model[1]:", '(did you mean "conv2d"?)'),
+    ("MaxPooling2D", "  - relu\n", "  - MaxPooling2D\n", "x.yaml:9 model[1]:",
+     '(nncli calls it "maxpool2d")'),
+    ("AveragePooling2D", "  - relu\n", "  - AveragePooling2D\n", "x.yaml:9 model[1]:",
+     '(nncli calls it "avgpool2d")'),
+    ("GlobalAveragePooling2D", "  - relu\n", "  - GlobalAveragePooling2D\n", "x.yaml:9 model[1]:",
+     '(nncli calls it "global_avgpool")'),
+    ("Flatten", "  - relu\n", "  - Flatten\n", "x.yaml:9 model[1]:", '(did you mean "flatten"?)'),
+    ("Dropout", "  - relu\n", "  - Dropout\n", "x.yaml:9 model[1]:", '(did you mean "dropout"?)'),
+    ("BatchNormalization", "  - relu\n", "  - BatchNormalization\n", "x.yaml:9 model[1]:",
+     '(nncli calls it "batchnorm")'),
+    ("ReLU", "  - relu\n", "  - ReLU\n", "x.yaml:9 model[1]:", '(did you mean "relu"?)'),
+    ("Activation", "  - relu\n", "  - Activation\n", "x.yaml:9 model[1]:",
+     'an activation is a layer of its own: write its name, as "- relu"'),
+    ("dropout-rate", "  - relu\n", "  - dropout: {rate: 0.2}\n", "x.yaml:9 model[1].dropout.rate:",
+     'unknown option (nncli calls it "p"); valid options: p'),
+    ("learning_rate", "lr: 0.1", "learning_rate: 0.1", "x.yaml:12 optimizer.learning_rate:",
+     '(nncli calls it "lr")'),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "where", "words"), [c[1:] for c in OTHER_LIBRARIES],
+                         ids=[c[0] for c in OTHER_LIBRARIES])
+def test_other_libraries_names_are_refused_with_nncli_name(workdir, old, new, where, words, nncli):
+    (workdir / "x.yaml").write_text(_replace(old, new))
+    result = nncli("check", "x.yaml")
+    message = result.output.strip()
+    assert result.exit_code == 2, message
+    assert len(message.splitlines()) == 1, message
+    assert where in message and words in message, message
+
+
+def test_an_option_hint_names_only_an_option_the_class_takes(workdir, nncli):
+    # beta_1 is Adam's beta1, but SGD has no beta1: the closest valid option, or nothing
+    (workdir / "x.yaml").write_text(_replace("momentum: 0.9", "beta_1: 0.9"))
+    result = nncli("check", "x.yaml")
+    assert result.exit_code == 2 and "x.yaml:12 optimizer.beta_1: unknown option" in result.output
+    assert "beta1" not in result.output.replace("beta_1", "")

@@ -11,8 +11,8 @@ import pytest
 
 from nncli import safe_pickle
 from nncli.data import Preprocessor, iterate_batches, load_data
-from nncli.data.pipeline import _mean_std
-from nncli.errors import CheckpointError, ConfigError
+from nncli.data.pipeline import _mean_std, repeated_steps
+from nncli.errors import CheckpointError, ConfigError, DataError
 
 NO_DATA = Path("/nonexistent/nncli-data")
 
@@ -63,6 +63,37 @@ def test_bad_val_size_is_a_config_error_keyed_val_size(ids_npz, val_size):
     with pytest.raises(ConfigError) as info:
         load("npz", {"path": ids_npz}, val_size=val_size)
     assert info.value.key == "val_size"
+
+
+
+@pytest.mark.parametrize("val_size", [0.001, 0.005])
+def test_a_val_size_fraction_that_rounds_to_no_sample_is_an_error(ids_npz, val_size):
+    # 0.005 of 100 is 0.5, which rounds to 0 as well
+    with pytest.raises(ConfigError, match=r"of the 100 training samples rounds to no sample;"
+                                          r" give a count \(1 or more\), a fraction of at least 0.01"
+                       ) as info:
+        load("npz", {"path": ids_npz}, val_size=val_size)
+    assert info.value.key == "val_size"
+
+
+@pytest.mark.parametrize(("labels", "named"), [(np.zeros(20, np.int64), "0"), (np.full(20, 3), "3"),
+                                               (np.array(["cat"] * 20), "cat")])
+def test_a_classification_dataset_of_one_class_is_an_error(tmp_path, labels, named):
+    path = tmp_path / "one.npz"
+    np.savez(path, x_train=np.ones((20, 2), np.float32), y_train=labels)
+    with pytest.raises(DataError, match=rf"every training label of the npz dataset is the same class"
+                                        rf" \({named}\); a classifier needs at least two classes"):
+        load("npz", {"path": str(path)}, loss_task="classification")
+    # the same labels as values to fit are legal
+    if labels.dtype.kind != "U":
+        assert load("npz", {"path": str(path)}, loss_task="regression").info.task == "regression"
+
+
+def test_repeated_steps_are_found_by_name():
+    assert repeated_steps(["scale", "scale"]) == [(1, 0, "scale")]
+    assert repeated_steps(["standardize", {"standardize": {"per_channel": True}}, "flatten", "flatten"]) == [
+        (1, 0, "standardize"), (3, 2, "flatten")]
+    assert repeated_steps(["scale", "standardize", "flatten"]) == []
 
 
 def test_unknown_option_suggests_the_closest(ids_npz):

@@ -424,6 +424,51 @@ def test_npz_decides_the_same_way(tmp_path, y, loss, task, noted):
     assert data.info.task == task and bool(data.info.notes) == noted
 
 
+
+def _one_hot(y, classes):
+    return np.eye(classes, dtype=np.float32)[y]  # what Keras' to_categorical returns
+
+
+@pytest.mark.parametrize(("loss", "task"), [("classification", "decide"), (None, "classification"),
+                                            ("regression", "classification")])
+def test_one_hot_labels_are_read_as_classes_with_a_note(tmp_path, loss, task):
+    y = np.array([0, 2, 1, 2, 0])
+    np.savez(tmp_path / "d.npz", x_train=np.ones((5, 2)), y_train=_one_hot(y, 3),
+             x_test=np.ones((2, 2)), y_test=_one_hot([2, 1], 3))
+    with for_loss_task(loss):
+        data = load("npz", path=str(tmp_path / "d.npz"), task=task)
+    assert data.info.task == "classification" and data.info.num_classes == 3
+    np.testing.assert_array_equal(data.y_train, y)
+    np.testing.assert_array_equal(data.y_test, [2, 1])
+    [note] = data.info.notes
+    assert "y_train holds one-hot rows of 3 classes" in note and "y.argmax(1)" in note
+
+
+@pytest.mark.parametrize(("loss", "task"), [("regression", "decide"), (None, "decide"),
+                                            ("classification", "regression")])
+def test_columns_of_0_and_1_stay_targets_under_a_regression_loss(tmp_path, loss, task):
+    y = _one_hot(np.array([0, 2, 1, 2]), 3)
+    np.savez(tmp_path / "d.npz", x_train=np.ones((4, 2)), y_train=y)
+    with for_loss_task(loss):
+        data = load("npz", path=str(tmp_path / "d.npz"), task=task)
+    assert data.info.task == "regression" and data.info.num_outputs == 3 and data.info.notes == ()
+    np.testing.assert_array_equal(data.y_train, y)
+
+
+def test_rows_that_are_not_one_hot_are_not_read_as_classes(tmp_path):
+    np.savez(tmp_path / "d.npz", x_train=np.ones((3, 2)), y_train=np.array([[1, 1], [0, 1], [1, 0]]))
+    with for_loss_task("classification"):
+        data = load("npz", path=str(tmp_path / "d.npz"))
+    assert data.info.task == "regression"  # which the builder then refuses for a classification loss
+
+
+def test_a_test_set_of_other_one_hot_width_is_an_error(tmp_path):
+    np.savez(tmp_path / "d.npz", x_train=np.ones((3, 2)), y_train=_one_hot([0, 1, 2], 3),
+             x_test=np.ones((2, 2)), y_test=_one_hot([0, 1], 2))
+    with for_loss_task("classification"), pytest.raises(DataError, match=r"y_test has shape \(2, 2\)"):
+        load("npz", path=str(tmp_path / "d.npz"))
+
+
 # columns, drop and a validation file.
 
 

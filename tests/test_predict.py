@@ -167,6 +167,20 @@ def test_labels_report_what_eval_would(quickstart, nncli, tmp_path):
     assert "accuracy" in result.stderr
 
 
+
+def test_one_hot_labels_are_read_as_classes_with_a_note(quickstart, nncli, tmp_path):
+    run, x, y = quickstart
+    as_numbers = nncli("predict", run, _npz(tmp_path / "a.npz", x=x, y=y), "--labels", "--json").stdout
+    result = nncli("predict", run, _npz(tmp_path / "b.npz", x=x, y=np.eye(10)[y]), "--labels", "--json")
+    assert result.exit_code == 0, result.output
+    assert result.stdout.replace("b.npz", "a.npz") == as_numbers
+    assert (f"note: {tmp_path / 'b.npz'} holds one-hot rows of 10 classes (as Keras' to_categorical"
+            " writes them), read as the class numbers y.argmax(1)") in result.stderr
+    result = nncli("predict", run, _npz(tmp_path / "c.npz", x=x, y=np.eye(12)[y]), "--labels")
+    assert result.exit_code != 0
+    assert "holds one-hot rows of 12 classes; the model has 10" in result.stderr
+
+
 def test_export_round_trip_gives_identical_predictions(quickstart, nncli, tmp_path):
     import nncli as api
 

@@ -7,6 +7,7 @@ import errno
 import json
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -396,3 +397,26 @@ def test_a_cnn_reports_a_non_finite_loss(workdir, train):
     assert [layer["index"] for layer in report["layers"]] == [0, 1, 2, 3, 4]
     assert report["layers"][1]["activations"]["shape"] == [100, 14, 14, 4]  # pooled first
     assert report["layers"][0]["grads"]["W"]["shape"] == [4, 1, 3, 3]
+
+
+@pytest.mark.parametrize(("spec", "lr"), [("adam", 1e-3), ({"type": "rmsprop"}, 1e-3), ("adamw", 1e-3),
+                                          ({"type": "sgd", "momentum": 0.9}, 1e-2), ("adagrad", 1e-2)])
+def test_an_optimizer_without_lr_uses_the_usual_default_and_says_so(workdir, train, spiral, spec, lr):
+    (workdir / "x.yaml").write_text(spiral({"optimizer": spec, "train.epochs": 1}))
+    code, out = train("x.yaml", "--run-dir", "r")
+    assert code == 0, out
+    name = spec if isinstance(spec, str) else spec["type"]
+    assert re.search(rf"note: x.yaml:\d+ optimizer: no lr given; {name} uses its usual default,"
+                     rf" lr {lr:g} \(set optimizer.lr to choose\)", out), out
+    saved = yaml.safe_load((workdir / "r" / "config.yaml").read_text())
+    assert saved["optimizer"]["type"] == name and saved["optimizer"]["lr"] == lr
+    assert float(rows(workdir / "r")[0]["lr"]) == pytest.approx(lr)
+    # resuming reads the recorded rate: no note, the same rate
+    code, out = train("--resume", "r", "--set", "train.epochs=2")
+    assert code == 0 and "no lr given" not in out, out
+    assert float(rows(workdir / "r")[1]["lr"]) == pytest.approx(lr)
+
+
+def test_an_optimizer_with_lr_gets_no_note(workdir, train):
+    code, out = train("spiral.yaml", "--run-dir", "r", "--set", "train.epochs=1")
+    assert code == 0 and "no lr given" not in out, out

@@ -11,7 +11,7 @@ import numpy as np
 
 from nncli.config.schema import Config
 from nncli.data.contract import differences
-from nncli.data.pipeline import Splits
+from nncli.data.pipeline import Splits, repeated_steps
 from nncli.nn.losses import Loss
 from nncli.nn.model import Sequential
 
@@ -22,9 +22,16 @@ BOUNDED = {"relu": "[0, inf)", "leaky_relu": "mostly [0, inf)", "sigmoid": "(0, 
 
 def data_notes(config: Config, splits: Splits) -> list[str]:
     """What the dataset's loader decided on the config's behalf (whole-number labels read as
-    regression targets because of the loss, say), one located line each."""
+    regression targets because of the loss, say), and a warning for each preprocessing step
+    that repeats an earlier one, one located line each."""
     where = config.source.location(("data",))
-    return [f"note: {where} data: {note}" for note in splits.info.notes]
+    notes = [f"note: {where} data: {note}" for note in splits.info.notes]
+    for i, first, name in repeated_steps(config.data.preprocess):
+        path = ("data", "preprocess", i)
+        notes.append(f"warning: {config.source.location(path)} data.preprocess[{i}]: {name} is already"
+                     f" preprocess[{first}], so it runs twice, the second time on the first one's"
+                     " output; remove one")
+    return notes
 
 
 def split_notes(config: Config, splits: Splits) -> list[str]:

@@ -232,6 +232,7 @@ def build_experiment(config: Config, data_dir: Path, progress: bool = True) -> E
     model = build_model(config, splits.info.input_shape, rng, loss)
     check_fit(config, model, loss, splits)
     notes = [
+        *config.notes,
         *data_notes(config, splits),
         *input_notes(config, splits),
         *split_notes(config, splits),

@@ -21,7 +21,7 @@ from nncli.builder.checkpoints import checkpoint_config, saved_model
 from nncli.builder.experiment import build_loss
 from nncli.config.schema import Config
 from nncli.data import contract
-from nncli.data.datasets import Columns
+from nncli.data.datasets import Columns, one_hot_classes, one_hot_note
 from nncli.data.images import check_profile, image_shape
 from nncli.data.pipeline import Flatten, Preprocessor
 from nncli.errors import CheckpointError, DataError
@@ -285,11 +285,20 @@ class TrainedModel:
     def class_indices(self, outputs: np.ndarray) -> np.ndarray:
         return predicted_labels(outputs)
 
-    def labels_of(self, y, source: str) -> np.ndarray:
-        """Class labels as indices 0..K-1, from class names or from the indices themselves."""
+    def labels_of(self, y, source: str, notes: list[str] | None = None) -> np.ndarray:
+        """Class labels as indices 0..K-1, from class names, from the indices themselves, or
+        from one-hot rows (Keras' `to_categorical`), which `notes` is told of."""
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
             y = y[:, 0]
+        classes = one_hot_classes(y)
+        if classes is not None:
+            if y.shape[1] != len(self.classes):
+                raise DataError(f"{source} holds one-hot rows of {y.shape[1]} classes; the model has"
+                                f" {len(self.classes)}")
+            if notes is not None:
+                notes.append(one_hot_note(source, y.shape[1]))
+            y = classes
         if y.ndim != 1:
             raise DataError(f"{source} has labels of shape {y.shape}; expected one per sample")
         classes = self.classes
@@ -319,11 +328,11 @@ class TrainedModel:
             raise DataError(f"{source} has label {bad[0]}; the model's classes are 0 to {len(classes) - 1}")
         return labels
 
-    def targets_of(self, y, source: str) -> np.ndarray:
+    def targets_of(self, y, source: str, notes: list[str] | None = None) -> np.ndarray:
         """What `evaluate` compares the outputs with: class indices (classification) or float
-        targets (N, k) (regression)."""
+        targets (N, k) (regression); `notes` as for `labels_of`."""
         if self.task == "classification":
-            return self.preprocessor.apply_labels(self.labels_of(y, source))
+            return self.preprocessor.apply_labels(self.labels_of(y, source, notes))
         try:
             y = np.asarray(y, dtype=self.preprocessor.dtype)
         except (ValueError, TypeError):
@@ -338,10 +347,13 @@ class TrainedModel:
             )
         return y
 
-    def evaluate(self, x, y, batch_size: int | None = None, source: str = "the input") -> dict:
-        """The figures `nncli eval` prints, for raw samples `x` and their labels or targets `y`."""
+    def evaluate(
+        self, x, y, batch_size: int | None = None, source: str = "the input", notes: list[str] | None = None
+    ) -> dict:
+        """The figures `nncli eval` prints, for raw samples `x` and their labels or targets `y`;
+        what was read on the user's behalf (one-hot rows as classes) goes to `notes`."""
         x = self.check_inputs(x, source)
-        targets = self.targets_of(y, source)
+        targets = self.targets_of(y, source, notes)
         if len(targets) != len(x):
             raise DataError(f"{source}: {len(x):,} samples but {len(targets):,} labels")
         report, _ = evaluate(

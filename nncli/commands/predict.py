@@ -203,7 +203,9 @@ def predict(
     if labels:
         source = ", ".join(map(str, inputs))
         y = np.concatenate(gathered.labels)
-        metrics = model.evaluate(x, y, batch_size, source=source)
+        read: list[str] = []
+        metrics = model.evaluate(x, y, batch_size, source=source, notes=read)
+        notes += [f"note: {line}" for line in read]
         # the true classes by name, as the predicted ones are written
         truth = [model.classes[i] for i in model.labels_of(y, source)] if classification else y
     if classification:

@@ -23,7 +23,7 @@ from nncli.builder import (
     steps_per_epoch,
 )
 from nncli.config.schema import Config, load_config
-from nncli.config.yamlsource import parse_path
+from nncli.config.yamlsource import how_to_set, overrides_name, parse_path
 from nncli.errors import CheckpointError, ConfigError, NncliError, WriteError
 from nncli.fileio import atomic_write_text
 from nncli.training import checkpoint
@@ -117,8 +117,8 @@ def prepare_resume(resume: str, overrides, data_dir: Path, progress: bool, allow
         if path not in RESUMABLE:
             allowed = ", ".join(".".join(p) for p in RESUMABLE)
             raise ConfigError(
-                f"--set {key}: a resumed run keeps its model, data, optimizer and monitored metrics;"
-                f" only {allowed} can change"
+                f"{overrides_name()} {key}: a resumed run keeps its model, data, optimizer and"
+                f" monitored metrics; only {allowed} can change"
             )
     config = checkpoint_config(saved, overrides, label=str(run.config))
     exp = build_experiment(config, data_dir, progress)
@@ -153,12 +153,13 @@ def _check_resumable(run: RunDir, state: TrainingState, config: Config, saved_ep
         if epochs == saved_epochs and not changed:
             raise NncliError(
                 f"{run.path} stopped early after {count(state.epoch, 'epoch')}; to go on, raise"
-                " train.early_stopping.patience or train.epochs with --set"
+                f" train.early_stopping.patience or train.epochs with {overrides_name()}"
             )
         state.stopped_early, state.bad_epochs = False, 0
     if state.epoch >= epochs and run.summary.exists():
         raise NncliError(
-            f"{run.path} already finished {count(state.epoch, 'epoch')}; extend it with --set train.epochs=N"
+            f"{run.path} already finished {count(state.epoch, 'epoch')};"
+            f" extend it with {how_to_set('train.epochs', 'N')}"
         )
     # finished but stopped before its summary: resuming writes the summary and the curves
 

@@ -89,6 +89,9 @@ class Config:
     schedule: Component
     train: TrainConfig
     source: Source = field(compare=False, repr=False)
+    # one located line each ("note: x.yaml:4 optimizer: ..."), for what parsing filled in on
+    # the user's behalf; the builder shows them with its own
+    notes: tuple[str, ...] = field(default=(), compare=False)
 
     @contextlib.contextmanager
     def located(self, path: YamlPath) -> Iterator[None]:
@@ -188,11 +191,13 @@ def parse_config(source: Source, default_name: str = "run") -> Config:
     layers = tuple(_component_entry(source, ("model", i), entry, LAYERS) for i, entry in enumerate(model))
 
     loss = _component(source, ("loss",), raw["loss"], LOSSES)
-    optimizer, regularization = _optimizer(source, raw["optimizer"], OPTIMIZERS)
+    optimizer, regularization, notes = _optimizer(source, raw["optimizer"], OPTIMIZERS)
     schedule = _component(source, ("schedule",), raw.get("schedule", "constant"), SCHEDULES)
     data = _data(source, raw["data"], DATASETS, AUGMENTATIONS)
     train = _train(source, raw.get("train", {}))
-    return Config(name, seed, dtype, data, layers, loss, optimizer, regularization, schedule, train, source)
+    return Config(
+        name, seed, dtype, data, layers, loss, optimizer, regularization, schedule, train, source, notes
+    )
 
 
 def _kind(value: Any) -> str:
@@ -270,7 +275,10 @@ def _component_entry(
     return Component(registry.canonical(name), _freeze(options), option_path)
 
 
-def _optimizer(source: Source, spec: Any, registry: Registry) -> tuple[Component, Regularization]:
+def _optimizer(
+    source: Source, spec: Any, registry: Registry
+) -> tuple[Component, Regularization, tuple[str, ...]]:
+    """The optimizer, its regularization, and a note where it got its default `lr`."""
     spec = {"type": spec} if isinstance(spec, str) else spec
     if not isinstance(spec, dict):
         raise source.error(("optimizer",), f"expected a mapping with 'type', got {_kind(spec)}")
@@ -278,6 +286,15 @@ def _optimizer(source: Source, spec: Any, registry: Registry) -> tuple[Component
     kept = {
         k: v for k, v in spec.items() if k not in REGULARIZATION_KEYS or (decoupled and k == "weight_decay")
     }
+    notes: tuple[str, ...] = ()
+    name = kept.get("type")
+    default_lr = getattr(registry.get(name), "default_lr", None) if name in registry else None
+    if "lr" not in kept and default_lr is not None:
+        # `optimizer: adam`, as Keras takes it: the usual rate, said, and recorded in the
+        # options so that the run's config.yaml holds the rate used
+        kept["lr"] = default_lr
+        notes = (f"note: {source.location(('optimizer',))} optimizer: no lr given; {name} uses its"
+                 f" usual default, lr {default_lr:g} (set optimizer.lr to choose)",)
     optimizer = _component(source, ("optimizer",), kept, registry)
     reg = {k: spec[k] for k in REGULARIZATION_KEYS if k in spec and not (decoupled and k == "weight_decay")}
     from nncli.nn.regularizers import Regularizer
@@ -289,7 +306,7 @@ def _optimizer(source: Source, spec: Any, registry: Registry) -> tuple[Component
     except ConfigError as err:
         raise source.error(("optimizer", err.key), err.message) from None
     weight_decay = spec.get("weight_decay", 0.0) if decoupled else built.l2
-    return optimizer, Regularization(weight_decay, built.l1, built.apply_to)
+    return optimizer, Regularization(weight_decay, built.l1, built.apply_to), notes
 
 
 def _data(source: Source, spec: Any, registry: Registry, augmentations: Registry) -> DataConfig:

@@ -6,7 +6,10 @@ A path is a tuple of keys and indices, `("model", 2, "linear", "units")`, writte
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +18,32 @@ import yaml
 from nncli.errors import ConfigError
 
 YamlPath = tuple
+
+# How messages name the overrides of a config: `--set` on the command line, `overrides` from
+# Python (`nncli.train(config, overrides={...})`, which sets it with `overrides_named`).
+_overrides_name: ContextVar[str] = ContextVar("overrides_name", default="--set")
+
+
+@contextlib.contextmanager
+def overrides_named(name: str) -> Iterator[None]:
+    """Within this block, messages call the overrides `name` instead of `--set`."""
+    token = _overrides_name.set(name)
+    try:
+        yield
+    finally:
+        _overrides_name.reset(token)
+
+
+def overrides_name() -> str:
+    """`--set`, or what the caller calls its overrides (`overrides_named`)."""
+    return _overrides_name.get()
+
+
+def how_to_set(key: str, value: str) -> str:
+    """How the user sets `key` to `value`: `--set train.epochs=N`, or from Python
+    `overrides={'train.epochs': N}`."""
+    name = overrides_name()
+    return f"{name} {key}={value}" if name == "--set" else f"{name}={{'{key}': {value}}}"
 
 
 class Loader(yaml.SafeLoader):
@@ -86,7 +115,7 @@ class Source:
         """`file:line` of the nearest node on `path` (`--set` for an overridden value)."""
         path = tuple(path)
         if any(path[:n] in self.overridden for n in range(len(path) + 1)):
-            return "--set"  # the value, or a mapping or list around it, came from the command line
+            return overrides_name()  # the value, or a mapping or list around it, was overridden
         for n in range(len(path), -1, -1):
             if path[:n] in self.lines:
                 return f"{self.file}:{self.lines[path[:n]]}"
@@ -201,40 +230,40 @@ def apply_override(source: Source, assignment: str) -> None:
     """Apply `KEY=VALUE` (dotted path with indices; VALUE parsed as YAML) to `source.data`."""
     key, sep, text = assignment.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set expects KEY=VALUE, got {assignment!r}")
+        raise ConfigError(f"{overrides_name()} expects KEY=VALUE, got {assignment!r}")
     try:
         path = parse_path(key.strip())
         value = load_value(text) if text.strip() else None
     except (ValueError, yaml.YAMLError) as err:
-        raise ConfigError(f"--set {assignment!r}: {err}") from None
+        raise ConfigError(f"{overrides_name()} {assignment!r}: {err}") from None
     set_value(source, path, value, key)
 
 
 def set_value(source: Source, path: YamlPath, value: object, key: str | None = None) -> None:
     """Set the node at `path` of `source.data` to `value`, making the mappings on the way;
-    errors name the override as `--set {key}`."""
+    errors name the override as `--set {key}` (`overrides_name`)."""
     key = key or format_path(path)
     node = source.data
     for depth, part in enumerate(path[:-1]):
         child_path = path[: depth + 1]
         if isinstance(part, int):
             if not isinstance(node, list) or not -len(node) <= part < len(node):
-                raise ConfigError(f"--set {key}: {format_path(child_path)} does not exist")
+                raise ConfigError(f"{overrides_name()} {key}: {format_path(child_path)} does not exist")
             if isinstance(node[part], str) and isinstance(path[depth + 1], str):
                 # `- relu` given as a bare name: `--set model[1].relu.x=...` needs a mapping
                 node[part] = {node[part]: {}}
             node = node[part]
         else:
             if not isinstance(node, dict):
-                raise ConfigError(f"--set {key}: {format_path(path[:depth])} is not a mapping")
+                raise ConfigError(f"{overrides_name()} {key}: {format_path(path[:depth])} is not a mapping")
             if node.get(part) is None:
                 node[part] = {}
             node = node[part]
     last = path[-1]
     if isinstance(last, int):
         if not isinstance(node, list) or not -len(node) <= last < len(node):
-            raise ConfigError(f"--set {key}: {format_path(path)} does not exist")
+            raise ConfigError(f"{overrides_name()} {key}: {format_path(path)} does not exist")
     elif not isinstance(node, dict):
-        raise ConfigError(f"--set {key}: {format_path(path[:-1])} is not a mapping")
+        raise ConfigError(f"{overrides_name()} {key}: {format_path(path[:-1])} is not a mapping")
     node[last] = value
     source.overridden.add(_absolute(path, source.data))

@@ -252,6 +252,23 @@ def decide_task(y: np.ndarray, source: str, unless_the_loss_says: str) -> tuple[
                   f" a {task} loss; set task: {otherwise}",)
 
 
+def one_hot_classes(y: np.ndarray) -> np.ndarray | None:
+    """The class numbers (N,) int64 of one-hot rows `y` (N, K), K >= 2, of 0s and 1s with
+    exactly one 1 per row, as Keras' `to_categorical` writes labels; None for anything else."""
+    y = np.asarray(y)
+    if y.ndim != 2 or y.shape[1] < 2 or not len(y) or y.dtype.kind not in "iuf":
+        return None
+    if not (np.isin(y, (0, 1)).all() and (y.sum(axis=1) == 1).all()):
+        return None
+    return y.argmax(axis=1).astype(np.int64)
+
+
+def one_hot_note(source: str, classes: int) -> str:
+    """What reading one-hot rows as classes did, in one line."""
+    return (f"{source} holds one-hot rows of {classes} classes (as Keras' to_categorical writes"
+            " them), read as the class numbers y.argmax(1)")
+
+
 def as_labels(y: np.ndarray, source: str) -> np.ndarray:
     """Integer class labels (N,) as int64; whole-number floats are accepted, fractions are not."""
     y = np.asarray(y)

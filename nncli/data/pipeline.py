@@ -35,7 +35,7 @@ from nncli.data.contract import describe
 from nncli.data.datasets import DATASETS, DatasetInfo, RawData, count_of, for_loss_task
 from nncli.data.download import progress_enabled
 from nncli.data.images import image_profile, image_shape
-from nncli.errors import CheckpointError, ConfigError
+from nncli.errors import CheckpointError, ConfigError, DataError
 from nncli.registry import Registry, check_options
 
 
@@ -378,11 +378,16 @@ def load_data(
     fingerprint = data_fingerprint(raw)
     raw = _in_layout(raw, layout)
 
+    _check_classes(raw.info)
     n = len(raw.x_train)
     if raw.x_val is not None and val_size is not None:
         raise ConfigError(f"{name} reads its validation set from val_path; remove val_size (or"
                           " val_path, to draw the split from the training set)", key="val_size")
     n_val = 0 if val_size is None else count_of("val_size", val_size, n)
+    if n_val == 0 and isinstance(val_size, float) and val_size > 0:
+        raise ConfigError(f"{val_size!r} of the {n:,} training samples rounds to no sample; give a"
+                          f" count (1 or more), a fraction of at least {1 / n:.2g}, or 0 for no"
+                          " validation split", key="val_size")
     if n_val >= n:
         raise ConfigError(f"{val_size!r} would leave none of the {n:,} training samples for"
                           " training", key="val_size")
@@ -458,6 +463,23 @@ def _in_layout(raw: RawData, layout: str | None) -> RawData:
     info = replace(raw.info, input_shape=(channels, height, width))
     return replace(raw, x_train=first(raw.x_train), x_test=first(raw.x_test), x_val=first(raw.x_val),
                    info=info)
+
+
+def _check_classes(info: DatasetInfo) -> None:
+    """A classifier needs two classes at least: with one, every answer is right."""
+    if info.task == "classification" and info.num_classes is not None and info.num_classes < 2:
+        label = info.class_names[0] if info.class_names else "0"
+        raise DataError(f"every training label of the {info.name} dataset is the same class ({label}); a"
+                        " classifier needs at least two classes")
+
+
+def repeated_steps(spec: list | tuple) -> list[tuple[int, int, str]]:
+    """(position, first position, name) of each step of the YAML list `spec` that repeats an
+    earlier one (`[scale, scale]`: [(1, 0, "scale")]), for a warning: legal, never meant."""
+    names = [entry if isinstance(entry, str) else next(iter(entry), None) if isinstance(entry, dict)
+             else None for entry in spec]
+    return [(i, names.index(name), name) for i, name in enumerate(names)
+            if name is not None and names.index(name) < i]
 
 
 def _inputs(x: np.ndarray, rows: np.ndarray | None, dtype: np.dtype) -> np.ndarray:

@@ -68,6 +68,9 @@ from nncli.data.datasets import (
     decide_task,
     file_option,
     index_classes,
+    loss_task,
+    one_hot_classes,
+    one_hot_note,
 )
 from nncli.errors import ConfigError, DataError
 from nncli.registry import did_you_mean
@@ -583,6 +586,7 @@ def from_arrays(arrays: dict[str, np.ndarray], source: str, name: str, task: str
             raise DataError(f"{source}: y_train holds names, which are classes, but task is regression")
         return _named_classes(x_train, y_train, x_test, y_test, source, name)
     notes: tuple[str, ...] = ()
+    y_train, y_test, task, notes = _one_hot_labels(y_train, y_test, source, task)
     if task == "decide":
         integers = y_train.dtype.kind in "iu"
         task, notes = (decide_task(y_train, source, "classification" if integers else "regression")
@@ -603,6 +607,25 @@ def from_arrays(arrays: dict[str, np.ndarray], source: str, name: str, task: str
         info = DatasetInfo.regression(name, x_train.shape[1:], y_train.shape[1],
                                       pixel_max=pixel_max, notes=notes)
     return RawData(x_train, y_train, x_test, y_test, info)
+
+
+def _one_hot_labels(y_train, y_test, source: str, task: str):
+    """(y_train, y_test, task, notes): one-hot label rows (Keras' `to_categorical`) as class
+    numbers, with a note, where the labels are classes (`task: classification`, or a
+    classification loss deciding); as they are otherwise, so that K columns of 0/1 under mse
+    stay K regression targets."""
+    classes = one_hot_classes(y_train)
+    wanted = task == "classification" or (task == "decide" and loss_task() == "classification")
+    if classes is None or not wanted:
+        return y_train, y_test, task, ()
+    if y_test is not None and np.ndim(y_test) == 2 and y_test.shape[1] != 1:
+        test_classes = one_hot_classes(y_test)
+        if test_classes is None or y_test.shape[1] != y_train.shape[1]:
+            raise DataError(f"{source}: y_train holds one-hot rows of {y_train.shape[1]} classes but"
+                            f" y_test has shape {y_test.shape}; give y_test as one-hot rows of"
+                            f" {y_train.shape[1]} or as class numbers")
+        y_test = test_classes
+    return classes, y_test, "classification", (one_hot_note(f"{source}: y_train", y_train.shape[1]),)
 
 
 def _named_classes(x_train, y_train, x_test, y_test, source: str, name: str) -> RawData:

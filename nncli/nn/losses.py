@@ -123,7 +123,10 @@ def _target_distribution(pred: np.ndarray, target: np.ndarray) -> np.ndarray:
     return target.astype(pred.dtype, copy=False)
 
 
-@LOSSES.register("softmax_cross_entropy")
+@LOSSES.register(
+    "softmax_cross_entropy",
+    hints=("categorical_crossentropy", "sparse_categorical_crossentropy", "CrossEntropyLoss"),
+)
 class SoftmaxCrossEntropy(_WeightedClassLoss):
     """Cross-entropy of softmax(logits): L_i = -sum_k q_ik log softmax(z_i)_k.
 
@@ -195,7 +198,7 @@ class SoftmaxCrossEntropy(_WeightedClassLoss):
         return {"label_smoothing": self.label_smoothing, **super().get_config()}
 
 
-@LOSSES.register("multiclass_hinge")
+@LOSSES.register("multiclass_hinge", hints=("categorical_hinge", "MultiMarginLoss"))
 class MulticlassHinge(_WeightedClassLoss):
     """The multiclass SVM loss: L_i = sum_{j != y_i} max(0, z_ij - z_iy_i + margin).
 
@@ -238,7 +241,7 @@ class MulticlassHinge(_WeightedClassLoss):
         return {"margin": self.margin, **super().get_config()}
 
 
-@LOSSES.register("mse")
+@LOSSES.register("mse", hints=("mean_squared_error", "MSELoss"))
 class MeanSquaredError(Loss):
     """Mean over all entries of (pred - target)^2, for regression of any output width.
 
@@ -263,7 +266,7 @@ class MeanSquaredError(Loss):
         return None
 
 
-@LOSSES.register("binary_cross_entropy")
+@LOSSES.register("binary_cross_entropy", hints=("binary_crossentropy", "BCELoss", "BCEWithLogitsLoss"))
 class BinaryCrossEntropy(Loss):
     """Binary cross-entropy on logits, averaged over all entries:
     L = max(z, 0) - z * t + log(1 + exp(-|z|)), the stable form of -t log s(z) - (1-t) log(1-s(z)).

@@ -7,6 +7,9 @@ import numpy as np
 from nncli import validate
 from nncli.nn.layers.base import LAYERS, Layer
 
+# Keras' Activation("relu") layer: in nncli the activation is the layer
+LAYERS.hint("activation", 'an activation is a layer of its own: write its name, as "- relu"')
+
 
 @LAYERS.register("relu")
 class ReLU(Layer):
@@ -38,6 +41,8 @@ class ReLU(Layer):
 @LAYERS.register("leaky_relu")
 class LeakyReLU(Layer):
     """x for x > 0, alpha * x otherwise (the gradient at exactly 0 is alpha)."""
+
+    option_hints = {"negative_slope": "alpha"}
 
     def __init__(self, alpha: float = 0.01):
         super().__init__()

@@ -141,6 +141,8 @@ class Conv2D(_Spatial):
     """
 
     decayed = ("W",)
+    option_hints = {"kernel_size": "kernel", "strides": "stride", "use_bias": "bias",
+                    "kernel_initializer": "init", "out_channels": "filters"}
 
     def __init__(self, filters: int, kernel=3, stride=1, padding=0, bias: bool = True, init="he"):
         super().__init__()
@@ -270,6 +272,8 @@ class Conv2D(_Spatial):
 
 
 class _Pool(_Spatial):
+    option_hints = {"pool_size": "size", "kernel_size": "size", "strides": "stride"}
+
     def __init__(self, size=2, stride=None, padding=0):
         super().__init__()
         self.kernel = _pair("size", size)
@@ -291,7 +295,7 @@ class _Pool(_Spatial):
         return {"size": list(self.kernel), "stride": list(self.stride), "padding": self._padding_config()}
 
 
-@LAYERS.register("maxpool2d")
+@LAYERS.register("maxpool2d", hints=("MaxPooling2D",))
 class MaxPool2D(_Pool):
     """The maximum of each `size` window, moved by `stride` (default: `size`); padding is -inf.
 
@@ -414,7 +418,7 @@ def block_for_pooling(layers: list[Layer], order: list[int]) -> None:
                 break
 
 
-@LAYERS.register("avgpool2d")
+@LAYERS.register("avgpool2d", hints=("AveragePooling2D",))
 class AvgPool2D(_Pool):
     """The mean of each `size` window, moved by `stride` (default: `size`); padded cells count
     as zeros in the mean (PyTorch's count_include_pad). Shape: (C, H, W) -> (C, OH, OW)."""
@@ -443,7 +447,7 @@ class AvgPool2D(_Pool):
         return dpadded[:, top : top + h, left : left + w]
 
 
-@LAYERS.register("global_avgpool")
+@LAYERS.register("global_avgpool", hints=("GlobalAveragePooling2D", "GlobalAvgPool2D"))
 class GlobalAvgPool(Layer):
     """The mean of each channel over the image. Shape: (C, H, W) -> (C,)."""
 

@@ -16,7 +16,7 @@ from nncli.nn.layers.blas import column_sums, matmul
 SPARSE_INPUT_FRACTION = 0.85
 
 
-@LAYERS.register("linear")
+@LAYERS.register("linear", hints=("dense",))
 class Linear(Layer):
     """Fully connected layer, `y = x @ W + b` with W of shape (in_features, units).
 
@@ -25,6 +25,7 @@ class Linear(Layer):
     """
 
     decayed = ("W",)
+    option_hints = {"use_bias": "bias", "kernel_initializer": "init", "out_features": "units"}
 
     def __init__(self, units: int, bias: bool = True, init="xavier"):
         super().__init__()
@@ -130,6 +131,7 @@ class Dropout(Layer):
     """
 
     shardable = False  # the masks' draws from the run's generator must come in a fixed order
+    option_hints = {"rate": "p"}
 
     def __init__(self, p: float = 0.5):
         super().__init__()

@@ -10,7 +10,7 @@ from nncli.nn.layers.base import LAYERS, Layer
 from nncli.nn.layers.blas import column_sums
 
 
-@LAYERS.register("batchnorm")
+@LAYERS.register("batchnorm", hints=("BatchNormalization", "BatchNorm1d", "BatchNorm2d"))
 class BatchNorm(Layer):
     """Batch normalization (Ioffe & Szegedy, 2015): per feature of flat input, per channel of
     images (statistics over the batch and every pixel, as PyTorch's BatchNorm2d).
@@ -25,6 +25,7 @@ class BatchNorm(Layer):
     """
 
     shardable = False  # batch statistics: each output depends on the whole batch
+    option_hints = {"epsilon": "eps"}
 
     def __init__(self, momentum: float = 0.9, eps: float = 1e-5):
         super().__init__()

@@ -67,6 +67,11 @@ class Optimizer:
     #: shape), so that it may run once on the packed parameters. Opt-in: an update that looks
     #: at names or per-tensor norms must not run packed.
     packable = False
+    #: other libraries' option names, named in the error (`nncli.registry.check_options`)
+    option_hints = {"learning_rate": "lr", "epsilon": "eps", "beta_1": "beta1", "beta_2": "beta2",
+                    "clipnorm": "clip_norm", "alpha": "rho"}
+    #: the learning rate a config that names no `lr` gets (with a note; see config.schema)
+    default_lr: float | None = None
 
     def __init__(self, lr: float, clip_norm: float | None = None):
         self.base_lr = validate.positive_float("lr", lr)
@@ -187,6 +192,7 @@ class SGD(Optimizer):
     """
 
     packable = True
+    default_lr = 1e-2
 
     def __init__(
         self,
@@ -233,6 +239,7 @@ class Adagrad(Optimizer):
     """
 
     packable = True
+    default_lr = 1e-2
 
     def __init__(self, lr: float, eps: float = 1e-8, clip_norm: float | None = None):
         super().__init__(lr, clip_norm)
@@ -263,6 +270,7 @@ class RMSprop(Optimizer):
     """
 
     packable = True
+    default_lr = 1e-3
 
     def __init__(
         self,
@@ -317,6 +325,7 @@ class Adam(Optimizer):
     """
 
     packable = True
+    default_lr = 1e-3
 
     def __init__(
         self,
@@ -367,6 +376,7 @@ class AdamW(Adam):
     """
 
     packable = False  # the decay depends on the parameter's name
+    default_lr = 1e-3
 
     def __init__(
         self,
