@@ -302,7 +302,7 @@ def blank_borders(workdir):
 
 def test_conv_biases_and_inputs_over_blank_pixels_are_compared(blank_borders, gradcheck):
     # with its zero biases, every entry of both conv biases sat at a kink and was excused, and
-    # the table said "ok"; so did 17 of the input's 20, blank pixels under the pools' ties
+    # the table said "ok"; so did 18 of the input's 20, blank pixels under the pools' ties
     result = gradcheck(blank_borders)
     assert result.exit_code == 0, result.output
     rows = table(result.stdout)
@@ -313,7 +313,7 @@ def test_conv_biases_and_inputs_over_blank_pixels_are_compared(blank_borders, gr
     assert all(row[VERDICT] == "ok" for row in rows.values())
     compared = sum(int(r[COMPARED]) for r in rows.values())
     assert totals(result.stdout) == (compared, sum(int(r[KINKS]) for r in rows.values()))
-    assert "blank_borders.yaml at initialization (3 zero tensors made small and random)" in result.stdout
+    assert "yaml at initialization, 3 zero tensors made small and random: 8 training" in result.stdout
     assert result.stderr == ""
 
 
@@ -338,7 +338,7 @@ def test_a_tensor_with_no_entry_compared_exits_4_and_is_named(blank_borders, mon
     assert last.startswith(f"{len(rows) - len(unchecked)} of {len(rows)} tensors below tolerance 1e-06, ")
     assert f", {len(unchecked)} with no entry compared; " in last
     [line] = result.stderr.strip().splitlines()
-    named = ", ".join(f"{name} ({rows[name][KINKS]} of {rows[name][KINKS]} at kinks)" for name in unchecked)
+    named = ", ".join(f"{name} ({rows[name][KINKS]} of {rows[name][SAMPLED]} at kinks)" for name in unchecked)
     assert line.startswith(f"error: no entry of {named} could be compared: ")
     assert line.endswith("(try --samples all or another --seed, or pass --allow-unchecked)")
 

@@ -134,7 +134,7 @@ def gradcheck(
         randomized = randomize_zero_params(model, rng)
         source += " at initialization"
         if randomized:
-            source += f" ({count(len(randomized), 'zero tensor')} made small and random)"
+            source += f", {count(len(randomized), 'zero tensor')} made small and random"
     regularizer = regularizer or None
     planned = len(planned_tensors(model, regularizer))
     result = GradcheckResult(
@@ -267,6 +267,6 @@ def failure_message(result: GradcheckResult) -> str:
 
 def unchecked_message(result: GradcheckResult, allowed: bool = False) -> str:
     """One sentence naming the tensors with no entry compared."""
-    names = ", ".join(f"{c.name} ({c.kinks:,} of {c.kinks:,} at kinks)" for c in result.unchecked)
+    names = ", ".join(f"{c.name} ({c.kinks:,} of {c.checked:,} at kinks)" for c in result.unchecked)
     hint = "try --samples all or another --seed" + ("" if allowed else ", or pass --allow-unchecked")
     return f"no entry of {names} could be compared: each one sampled straddles a kink of the model ({hint})"
