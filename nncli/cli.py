@@ -309,7 +309,13 @@ def _parse_samples(value: str) -> int | None:
     show_default=True,
     help="Largest relative error accepted.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Picks the batch and the entries.")
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Picks the batch, the entries, the random biases at initialization and the input noise.",
+)
 @click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value; repeatable."
 )
