@@ -310,7 +310,13 @@ def _parse_samples(value: str) -> int | None:
     show_default=True,
     help="Largest relative error accepted.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Picks the batch and the entries.")
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Picks the batch, the entries, the random biases at initialization and the input noise.",
+)
 @click.option(
     "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value; repeatable."
 )
@@ -320,18 +326,41 @@ def _parse_samples(value: str) -> int | None:
     is_flag=True,
     help="Check a checkpoint on its data even though the data changed since it was written.",
 )
+@click.option(
+    "--allow-unchecked",
+    is_flag=True,
+    help="Warn, instead of exiting 4, when every entry sampled of a tensor is at a kink.",
+)
 @click.pass_obj
 def gradcheck(
-    obj, config, checkpoint_path, batch, samples, tol, seed, overrides, data_dir, allow_data_change
+    obj,
+    config,
+    checkpoint_path,
+    batch,
+    samples,
+    tol,
+    seed,
+    overrides,
+    data_dir,
+    allow_data_change,
+    allow_unchecked,
 ):
     """Compare the analytic gradients of CONFIG's model and loss with numerical ones.
 
     In float64, on a small batch of the configured training data, with dropout masks frozen:
-    every parameter tensor, the regularization term and the input. Exits 0 when every relative
-    error is below --tol or within the rounding noise, 1 otherwise; Ctrl-C prints the tensors
-    checked so far and exits 130. Without CONFIG, the checkpoint's own config is used.
+    every parameter tensor, the regularization term and the input. At initialization, tensors
+    initialized to zeros (biases) get small random values first. Exits 0 when every compared
+    entry's relative error is below --tol or within the rounding noise, 1 when one is not, 4
+    when a tensor had no entry compared (each at a kink) unless --allow-unchecked; Ctrl-C prints
+    the tensors checked so far and exits 130. Without CONFIG, the checkpoint's own config is used.
     """
-    from nncli.commands.gradcheck import GradcheckInterrupted, failure_message, format_gradcheck
+    from nncli.commands.gradcheck import (
+        GradcheckInterrupted,
+        UncheckedTensors,
+        failure_message,
+        format_gradcheck,
+        unchecked_message,
+    )
     from nncli.commands.gradcheck import gradcheck as run_gradcheck
     from nncli.data import resolve_data_dir
     from nncli.errors import NncliError
@@ -356,6 +385,11 @@ def gradcheck(
             click.echo(format_gradcheck(stop.result))  # the rows finished; then exit 130
             raise
         click.echo(format_gradcheck(result))
+        if result.unchecked:
+            if not (allow_unchecked or result.failed):
+                raise UncheckedTensors(unchecked_message(result))
+            # a failed gradient decides the exit code; the unchecked tensors are still told
+            click.echo(f"warning: {unchecked_message(result, allowed=allow_unchecked)}", err=True)
         if result.failed:
             raise NncliError(failure_message(result))
 

@@ -262,17 +262,18 @@ def test_batchnorm_then_relu_inputs_are_kinks_only_where_a_relu_input_crosses_ze
 
 def test_an_l1_weight_at_zero_is_a_kink_of_the_penalty():
     reg = Regularizer(l1=0.1)
-    model = Sequential([Linear(2)])
+    model = Sequential([Linear(3)])
     model.build((2,), np.random.default_rng(0), np.float64)
-    model.params["layers.0.W"][...] = [[0.0, 0.5], [-0.5, 1e-5]]
-    results = check_model(model, LOSSES.create("mse"), np.ones((1, 2)), np.zeros((1, 2)), regularizer=reg)
+    model.params["layers.0.W"][...] = [[0.0, 0.5, 1e-7], [-0.5, 1e-5, 0.3]]
+    results = check_model(model, LOSSES.create("mse"), np.ones((1, 2)), np.zeros((1, 3)), regularizer=reg)
     penalty = {r.name: r for r in results}["regularization[layers.0.W]"]
     # at exactly 0 the symmetric stencil of |w| gives 0, as sign(0) does: no failure to excuse;
-    # 1e-5 is within 2h of the kink, so the stencil is off there, and excused
-    assert penalty.kinks == 1 and penalty.max_rel_error < TOL
+    # 1e-5 is within 2h of the kink but not within 2h / 100, where it is compared; 1e-7 is
+    # within every stencil, and excused
+    assert penalty.kinks == 1 and penalty.compared == 5 and penalty.max_rel_error < TOL
     # without the L1 term the same weights are smooth: nothing is excused
     results = check_model(
-        model, LOSSES.create("mse"), np.ones((1, 2)), np.zeros((1, 2)), regularizer=Regularizer(l2=0.1)
+        model, LOSSES.create("mse"), np.ones((1, 2)), np.zeros((1, 3)), regularizer=Regularizer(l2=0.1)
     )
     assert all(r.kinks == 0 and r.max_rel_error < TOL for r in results)
     _assert_passes(results)
@@ -600,3 +601,109 @@ def test_pooling_ties_are_kinks_and_the_rest_is_exact():
     _assert_passes(results)
     inp = {r.name: r for r in results}["input"]
     assert inp.kinks > 0
+
+
+# --- What a row counts: the entries compared and the entries excused --------------------------
+
+
+def test_a_kink_near_an_entry_is_cleared_by_a_narrower_stencil():
+    # 1.5 steps from a ReLU's kink: the stencil's -2h point crosses 0, so the wide estimate is
+    # off; h / 10 clears the kink, agrees, and the entry is compared. At the kink itself every
+    # stencil straddles it, and the entry is excused.
+    from nncli.nn.gradcheck import STEP
+
+    model = Sequential([LAYERS.create("relu")])
+    model.build((4,), np.random.default_rng(0), np.float64)
+    x = np.array([[1.5 * STEP, 1.0, -1.0, 0.0]])
+    (inp,) = check_model(model, LOSSES.create("mse"), x, np.full((1, 4), 2.0))
+    assert (inp.checked, inp.compared, inp.kinks) == (4, 3, 1)
+    assert inp.max_rel_error < 1e-9 and inp.passed(TOL)
+
+
+def test_a_tensor_with_no_entry_compared_is_unchecked_and_does_not_pass():
+    # every ReLU input exactly at 0: each entry is excused, so nothing is known of the gradient
+    model = Sequential([LAYERS.create("relu")])
+    model.build((3,), np.random.default_rng(0), np.float64)
+    (inp,) = check_model(model, LOSSES.create("mse"), np.zeros((2, 3)), np.ones((2, 3)))
+    assert (inp.checked, inp.compared, inp.kinks) == (6, 0, 6)
+    assert inp.unchecked and inp.worst_index is None
+    assert not inp.passed(TOL) and not inp.passed(1.0)
+
+
+def _blank_bordered_cnn(seed=0):
+    """A small CNN at initialization (zero biases) and 6 one-channel 16x16 images blank but for
+    a 4x4 square in the middle, as MNIST's digits are framed by blank pixels."""
+    rng = np.random.default_rng(seed)
+    layers = [
+        LAYERS.create("conv2d", {"filters": 3, "kernel": 3, "padding": 1}),
+        LAYERS.create("relu"),
+        LAYERS.create("maxpool2d", {"size": 2}),
+        LAYERS.create("conv2d", {"filters": 4, "kernel": 3, "padding": 1}),
+        LAYERS.create("relu"),
+        LAYERS.create("maxpool2d", {"size": 2}),
+        LAYERS.create("flatten"),
+        Linear(3),
+    ]
+    model = Sequential(layers)
+    model.build((1, 16, 16), rng, np.float64)
+    x = np.zeros((N, 1, 16, 16))
+    x[:, :, 6:10, 6:10] = rng.random((N, 1, 4, 4))
+    return model, x, rng.integers(0, 3, N), rng
+
+
+def test_zero_biases_over_blank_pixels_leave_conv_biases_unchecked():
+    # what `nncli gradcheck` reported as "ok": every ReLU input over the blank border is exactly
+    # 0, and moving any conv bias moves them all across it
+    model, x, y, rng = _blank_bordered_cnn()
+    loss = LOSSES.create("softmax_cross_entropy")
+    rows = {r.name: r for r in check_model(model, loss, x, y, rng=rng, check_input=False)}
+    for name in ("layers.0.b", "layers.3.b"):
+        assert rows[name].unchecked and not rows[name].passed(TOL)
+        assert rows[name].kinks == rows[name].checked > 0
+
+
+def test_random_biases_and_input_noise_compare_the_entries_of_a_blank_bordered_cnn():
+    from nncli.nn.gradcheck import RANDOM_BIAS, randomize_zero_params
+
+    model, x, y, rng = _blank_bordered_cnn()
+    weights = model.params["layers.0.W"].copy()
+    assert randomize_zero_params(model, rng) == ["layers.0.b", "layers.3.b", "layers.7.b"]
+    np.testing.assert_array_equal(model.params["layers.0.W"], weights)  # not all zeros: kept
+    for name in ("layers.0.b", "layers.3.b", "layers.7.b"):
+        magnitude = np.abs(model.params[name])
+        assert np.all((magnitude >= RANDOM_BIAS[0]) & (magnitude <= RANDOM_BIAS[1]))
+    biases = model.params["layers.3.b"].copy()
+    assert np.any(biases < 0) and np.any(biases > 0)
+
+    loss = LOSSES.create("softmax_cross_entropy")
+    results = check_model(model, loss, x, y, rng=rng, samples=200, input_noise=0.01)
+    _assert_passes(results)
+    *params, inp = results
+    for r in params:  # every entry compared: no ReLU input at 0, no tie to break
+        assert (r.compared, r.kinks) == (r.checked, 0), r
+    # the input, 9 in 10 of it blank: two values of a pooling window closer than the stencil
+    # are rare (about 1 in 100 entries)
+    assert inp.checked == 200 and inp.compared >= 190
+    # the same seed draws the same biases
+    again, _, _, rng = _blank_bordered_cnn()
+    randomize_zero_params(again, rng)
+    np.testing.assert_array_equal(again.params["layers.3.b"], biases)
+
+
+def test_without_input_noise_blank_pixels_tie_the_max_pools():
+    # with random biases, a blank region gives each pooling window four equal values: moving any
+    # input there breaks the tie, a kink at every step; the noise is what makes them comparable
+    from nncli.nn.gradcheck import randomize_zero_params
+
+    model, x, y, rng = _blank_bordered_cnn()
+    randomize_zero_params(model, rng)
+    loss = LOSSES.create("softmax_cross_entropy")
+
+    def input_row(noise):
+        results = check_model(model, loss, x, y, rng=np.random.default_rng(1), samples=200, input_noise=noise)
+        return results[-1]
+
+    plain, noisy = input_row(0.0), input_row(0.01)
+    assert plain.kinks > 100
+    assert noisy.compared >= 190
+    np.testing.assert_array_equal(x[:, :, :6], 0)  # the caller's batch is left as it was

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +15,19 @@ from tqdm import tqdm
 from nncli.builder import build_experiment, build_regularizer, rebuild, refuse_changed_data
 from nncli.config.schema import load_config
 from nncli.errors import CheckpointError, NncliError
-from nncli.nn.gradcheck import CheckInterrupted, TensorCheck, iter_check_model, planned_tensors
+from nncli.nn.gradcheck import (
+    CheckInterrupted,
+    TensorCheck,
+    iter_check_model,
+    planned_tensors,
+    randomize_zero_params,
+)
 from nncli.training import checkpoint
+from nncli.words import count
+
+# the input is checked at the batch plus uniform noise of 1% of its standard deviation, so that
+# no max-pooling window over a blank region holds a tie (see `nncli.nn.gradcheck`)
+INPUT_NOISE = 0.01
 
 
 @dataclass
@@ -30,6 +41,8 @@ class GradcheckResult:
     # interrupted in the middle of a tensor: its row for the entries done, and its entries in all
     unfinished: TensorCheck | None = None
     unfinished_total: int = 0
+    # the tensors initialized to zeros that were given small random values for the check
+    randomized: list[str] = field(default_factory=list)
 
     @property
     def rows(self) -> list[TensorCheck]:
@@ -37,7 +50,19 @@ class GradcheckResult:
 
     @property
     def failed(self) -> list[TensorCheck]:
-        return [c for c in self.rows if not c.passed(self.tol)]
+        """The tensors with a compared entry off by the tolerance or more."""
+        return [c for c in self.rows if not c.unchecked and not c.passed(self.tol)]
+
+    @property
+    def unchecked(self) -> list[TensorCheck]:
+        """The tensors with no entry compared: every one checked was excused at a kink."""
+        return [c for c in self.rows if c.unchecked]
+
+
+class UncheckedTensors(NncliError):
+    """Some tensor had no entry compared (exit code 4: the check says nothing about it)."""
+
+    exit_code = 4
 
 
 class GradcheckInterrupted(KeyboardInterrupt):
@@ -63,6 +88,12 @@ def gradcheck(
 ) -> GradcheckResult:
     """Check the configured model (with a checkpoint's weights when given) on `batch` training
     samples drawn with `seed`, `samples` entries per tensor (None: all), in float64.
+
+    A model at initialization (no checkpoint) has its tensors initialized to zeros (biases,
+    batch norm's beta) given small random values from the same generator first, so that ReLU
+    inputs over blank pixels are off their kinks (`nncli.nn.gradcheck.randomize_zero_params`);
+    `GradcheckResult.randomized` names them. The input is checked at the batch plus noise of
+    `INPUT_NOISE` times its standard deviation, so that blank pixels tie no max pool.
 
     Without `config_path` the checkpoint's own config, data and preprocessing are used, and data
     that changed since the checkpoint was written is refused unless `allow_data_change`.
@@ -98,16 +129,32 @@ def gradcheck(
     y = splits.y_train[rows]
     if y.dtype.kind == "f":
         y = y.astype(np.float64)
+    randomized = []
+    if saved is None:
+        randomized = randomize_zero_params(model, rng)
+        source += " at initialization"
+        if randomized:
+            source += f", {count(len(randomized), 'zero tensor')} made small and random"
     regularizer = regularizer or None
     planned = len(planned_tensors(model, regularizer))
-    result = GradcheckResult([], tol, n, f"{source}: {n} training samples of {splits.info.name}", planned)
+    result = GradcheckResult(
+        [], tol, n, f"{source}: {n} training samples of {splits.info.name}", planned, randomized=randomized
+    )
     bar = _ProgressBar(planned) if progress else None
     try:
         with (
             np.errstate(over="ignore", invalid="ignore", divide="ignore"),
             contextlib.closing(
                 iter_check_model(
-                    model, loss, x, y, regularizer=regularizer, samples=samples, rng=rng, progress=bar
+                    model,
+                    loss,
+                    x,
+                    y,
+                    regularizer=regularizer,
+                    samples=samples,
+                    rng=rng,
+                    input_noise=INPUT_NOISE,
+                    progress=bar,
                 )
             ) as checks,
         ):
@@ -159,34 +206,28 @@ class _ProgressBar:
 
 
 def format_gradcheck(result: GradcheckResult) -> str:
-    """One row per tensor: the largest relative error above the noise and that entry's noise
-    floor (the relative error rounding alone can produce there; see `nncli.nn.gradcheck`), the
-    entries excused at kinks, and ok or FAIL; then a line with the verdict."""
-    rows = [("tensor", "shape", "checked", "max rel error", "noise floor", "at kinks", "")]
+    """One row per tensor: the entries sampled, compared and excused at kinks, the largest
+    relative error above the noise and that entry's noise floor (the relative error rounding
+    alone can produce there; see `nncli.nn.gradcheck`), and ok, FAIL or UNCHECKED (no entry
+    compared); then a line with the verdict and the entries compared and excused in all."""
+    rows = [("tensor", "shape", "sampled", "compared", "at kinks", "max rel error", "noise floor", "")]
     for c in result.rows:
-        checked = f"{c.checked:,}"
+        sampled = f"{c.checked:,}"
         if c is result.unfinished:
-            checked += f"/{result.unfinished_total:,}"
-        # every entry excused at a kink: no error to report (not 0 with an infinite floor)
-        judged = c.kinks < c.checked
-        rows.append(
-            (
-                c.name,
-                str(c.shape),
-                checked,
-                f"{c.max_rel_error:.2e}" if judged else "-",
-                f"{c.noise_floor:.2e}" if judged else "-",
-                f"{c.kinks:,}",
-                "ok" if c.passed(result.tol) else "FAIL",
-            )
-        )
+            sampled += f"/{result.unfinished_total:,}"
+        if c.unchecked:  # no error to report (not 0 with an infinite floor)
+            error, floor, verdict = "-", "-", "UNCHECKED"
+        else:
+            error, floor = f"{c.max_rel_error:.2e}", f"{c.noise_floor:.2e}"
+            verdict = "ok" if c.passed(result.tol) else "FAIL"
+        rows.append((c.name, str(c.shape), sampled, f"{c.compared:,}", f"{c.kinks:,}", error, floor, verdict))
     widths = [max(len(row[col]) for row in rows) for col in range(len(rows[0]))]
-    align = ["<", "<", ">", ">", ">", ">", "<"]
+    align = ["<", "<", ">", ">", ">", ">", ">", "<"]
     lines = [
         "  ".join(f"{cell:{a}{w}}" for cell, a, w in zip(row, align, widths, strict=True)).rstrip()
         for row in rows
     ]
-    failed, tol = result.failed, f"{result.tol:g}"
+    failed, unchecked, tol = result.failed, result.unchecked, f"{result.tol:g}"
     if result.interrupted:
         verdict = f"interrupted after {len(result.checks)} of {result.planned} tensors"
         part = result.unfinished
@@ -196,12 +237,23 @@ def format_gradcheck(result: GradcheckResult) -> str:
             verdict += ": none checked"
         elif failed:
             verdict += f": {len(failed)} at or above tolerance {tol}"
+        elif unchecked:
+            verdict += f": {len(result.rows) - len(unchecked)} below tolerance {tol}"
         else:
             verdict += f": all below tolerance {tol}"
     elif failed:
         verdict = f"{len(failed)} of {len(result.checks)} tensors at or above tolerance {tol}"
+    elif unchecked:
+        below = len(result.checks) - len(unchecked)
+        verdict = f"{below} of {len(result.checks)} tensors below tolerance {tol}"
     else:
         verdict = f"all {len(result.checks)} tensors below tolerance {tol}"
+    if unchecked:
+        verdict += f", {len(unchecked)} with no entry compared"
+    if result.rows:
+        compared = sum(c.compared for c in result.rows)
+        kinks = sum(c.kinks for c in result.rows)
+        verdict += f"; {count(compared, 'entry', 'entries')} compared, {kinks:,} excused at kinks"
     return "\n".join([*lines, f"{verdict} ({result.source}, float64)"])
 
 
@@ -211,3 +263,10 @@ def failure_message(result: GradcheckResult) -> str:
         return f"{c.name} (relative error {c.max_rel_error:.2e}{at})"
 
     return f"gradient check failed for {', '.join(where(c) for c in result.failed)}: tolerance {result.tol:g}"
+
+
+def unchecked_message(result: GradcheckResult, allowed: bool = False) -> str:
+    """One sentence naming the tensors with no entry compared."""
+    names = ", ".join(f"{c.name} ({c.kinks:,} of {c.checked:,} at kinks)" for c in result.unchecked)
+    hint = "try --samples all or another --seed" + ("" if allowed else ", or pass --allow-unchecked")
+    return f"no entry of {names} could be compared: each one sampled straddles a kink of the model ({hint})"

@@ -28,11 +28,24 @@ Kinks. No finite difference measures a derivative where the function is not smoo
 leaky ReLU input at 0, a hinge at its margin, an L1 penalty's weight at 0. Each non-smooth
 piece of the model says which side of its switch points the last evaluation fell on
 (`switch_pattern()` of layers and losses, `Regularizer.switch_pattern`). An entry whose
-stencil changes any of those patterns straddles a kink within +-2h; only such an entry, and
-only when its difference exceeds the noise, is excused: counted under "kinks" and left out of
-the verdict (an entry that straddles a kink and agrees within the noise is neither counted nor
-reported). Every other entry must meet the tolerance: a smooth network (sigmoid, tanh) has no
-kinks at all, so nothing in it is excused.
+stencil changes any of those patterns straddles a kink within +-2h, and is estimated again with
+h / 10, then h / 100 (`NARROWER`): in a large network some ReLU input downstream is often that
+close to 0, and a narrower stencil clears it. An entry whose every stencil straddles a kink,
+and only when its difference exceeds the noise, is excused: counted under "kinks" and left out of
+the verdict (an entry that straddles a kink and agrees within the noise is compared: it agrees).
+Every other entry is compared and must meet the tolerance: a smooth network (sigmoid, tanh) has
+no kinks at all, so nothing in it is excused. A row counts both (`compared`, `kinks`); a tensor
+with no entry compared (`unchecked`) says nothing about its gradient and never passes.
+
+Zeros at initialization. A bias initialized to zeros puts every ReLU input that sees a blank
+region (MNIST's border) exactly at the kink, so every entry of a conv bias can be excused.
+`randomize_zero_params` gives such tensors small random values before a check of an untrained
+model: the check is of the backward pass, which must hold at any weights, not of the initializer.
+
+Ties. Max pooling over a constant region (a blank border: every value in the window equal)
+has a kink at every input there: moving one input by any amount changes which one is the
+maximum. `input_noise` checks the input at the batch plus uniform noise of that fraction of its
+standard deviation, so that no window holds a tie.
 
 Parameters are checked with the model as training runs it: the first layer computes no input
 gradient, so a linear first layer takes its sparse path (it skips all-zero input columns).
@@ -49,6 +62,8 @@ from dataclasses import dataclass
 import numpy as np
 
 STEP = 1e-4
+#: the steps, as fractions of `step`, tried in turn while the stencil straddles a kink
+NARROWER = (1.0, 0.1, 0.01)
 # rounding noise of the stencil is about 1.5 eps |f| / h; ten times that is the level below
 # which two estimates cannot be told apart
 NOISE_FACTOR = 15 * np.finfo(np.float64).eps
@@ -60,8 +75,9 @@ Progress = Callable[[str, int, int], None]
 
 @dataclass(frozen=True)
 class TensorCheck:
-    """The outcome for one tensor: its reported entry's relative error and noise floor (see the
-    module docstring), the entries excused at kinks, and where the reported entry is."""
+    """The outcome for one tensor: the entries `checked` (their derivative estimated), of which
+    `kinks` were excused at kinks and the rest `compared`; the reported entry's relative error
+    and noise floor (see the module docstring), and where it is (None when none was compared)."""
 
     name: str
     shape: tuple[int, ...]
@@ -71,8 +87,21 @@ class TensorCheck:
     kinks: int
     worst_index: tuple[int, ...] | None = None
 
+    @property
+    def compared(self) -> int:
+        """The entries judged against the tolerance: all those checked but the excused."""
+        return self.checked - self.kinks
+
+    @property
+    def unchecked(self) -> bool:
+        """No entry compared: every one checked was excused at a kink."""
+        return self.compared == 0
+
     def passed(self, tol: float) -> bool:
-        """No entry's relative error reaches `tol` above its noise floor (NaN fails)."""
+        """Some entry was compared and none has a relative error reaching `tol` above its noise
+        floor (NaN fails). An unchecked tensor does not pass."""
+        if self.unchecked:
+            return False
         return self.max_rel_error < tol or self.max_rel_error <= self.noise_floor
 
 
@@ -136,18 +165,23 @@ def check_array(
     try:
         for k, i in enumerate(flat_indices):
             original = flat[i]
-            values = []
             try:
-                for delta in (-2 * step, -step, step, 2 * step):
-                    flat[i] = original + delta
-                    values.append(f())
-                    if patterns and not crossed[k]:
-                        crossed[k] = not _same_patterns(patterns(), centre)
+                # a stencil that straddles a kink is tried narrower: a kink near, not at, the
+                # entry is cleared; one at the entry is crossed at every step
+                for h in (step * shrink for shrink in NARROWER):
+                    values, crossed[k] = [], False
+                    for delta in (-2 * h, -h, h, 2 * h):
+                        flat[i] = original + delta
+                        values.append(f())
+                        if patterns and not crossed[k]:
+                            crossed[k] = not _same_patterns(patterns(), centre)
+                    if not crossed[k]:
+                        break
             finally:
                 flat[i] = original
             fm2, fm1, fp1, fp2 = values
-            numeric[k] = (fm2 - 8 * fm1 + 8 * fp1 - fp2) / (12 * step)
-            noise[k] = NOISE_FACTOR * max(abs(v) for v in values) / step
+            numeric[k] = (fm2 - 8 * fm1 + 8 * fp1 - fp2) / (12 * h)
+            noise[k] = NOISE_FACTOR * max(abs(v) for v in values) / h
             done = k + 1
             if progress:
                 progress(name, done, count)
@@ -172,9 +206,9 @@ def _summarize(name, shape, flat_indices, a, numeric, noise, crossed) -> TensorC
     resolved = (diff > noise) | broken
     excused = crossed & resolved & ~broken
     kinks = int(np.count_nonzero(excused))
-    judged = np.flatnonzero(~crossed | broken)
+    judged = np.flatnonzero(~excused)
     if len(judged) == 0:
-        return TensorCheck(name, tuple(shape), len(flat_indices), 0.0, math.inf, kinks)
+        return TensorCheck(name, tuple(shape), len(flat_indices), math.nan, math.nan, kinks)
     # rank by (above its noise floor, gradient above the noise, relative error); NaN highest
     keys = (np.nan_to_num(rel[judged], nan=math.inf), scale[judged] > noise[judged], resolved[judged])
     best = judged[np.lexsort(keys)[-1]]
@@ -192,6 +226,28 @@ def planned_tensors(model, regularizer=None, check_input: bool = True) -> list[s
     return names + (["input"] if check_input else [])
 
 
+#: the magnitudes `randomize_zero_params` draws: far from 0 against the stencil's 2h, small
+#: against activations of order 1
+RANDOM_BIAS = (0.01, 0.1)
+
+
+def randomize_zero_params(model, rng: np.random.Generator) -> list[str]:
+    """Give every parameter tensor of `model` that is all zeros (the biases of linear and
+    convolution layers and batch norm's beta, as initialized) values of random sign and
+    magnitude uniform in `RANDOM_BIAS`, drawn from `rng`, in place; return their names.
+
+    For a check of an untrained model: zero biases over blank inputs put ReLU inputs exactly at
+    their kink, where no entry can be compared (see the module docstring)."""
+    low, high = RANDOM_BIAS
+    names = []
+    for name, value in model.params.items():
+        if value.size and not value.any():
+            magnitude = rng.uniform(low, high, size=value.shape)
+            value[...] = np.where(rng.random(value.shape) < 0.5, -magnitude, magnitude)
+            names.append(name)
+    return names
+
+
 def check_model(
     model,
     loss,
@@ -202,12 +258,15 @@ def check_model(
     samples: int | None = None,
     rng: np.random.Generator | None = None,
     check_input: bool = True,
+    input_noise: float = 0.0,
     progress: Progress | None = None,
 ) -> list[TensorCheck]:
     """Check every parameter tensor, the regularization term and the input of `model`.
 
     The model must be built in float64. Its buffers (batch-norm running statistics) are
-    restored afterwards, and its random layers unfrozen. `progress` hears of every entry done.
+    restored afterwards, and its random layers unfrozen. The input is checked at `x` plus
+    uniform noise of `input_noise` times its standard deviation (see the module docstring).
+    `progress` hears of every entry done.
     """
     with contextlib.closing(
         iter_check_model(
@@ -219,6 +278,7 @@ def check_model(
             samples=samples,
             rng=rng,
             check_input=check_input,
+            input_noise=input_noise,
             progress=progress,
         )
     ) as checks:
@@ -235,6 +295,7 @@ def iter_check_model(
     samples: int | None = None,
     rng: np.random.Generator | None = None,
     check_input: bool = True,
+    input_noise: float = 0.0,
     progress: Progress | None = None,
 ) -> Iterator[TensorCheck]:
     """`check_model` one tensor at a time, so that a caller interrupted half-way keeps the
@@ -281,6 +342,10 @@ def iter_check_model(
         if regularizer:
             yield from _check_regularizer(model, regularizer, samples, rng, progress)
         if check_input:
+            if input_noise:
+                spread = float(np.std(x))
+                spread = spread if math.isfinite(spread) and spread > 0 else 1.0
+                x += rng.uniform(-1.0, 1.0, size=x.shape) * (input_noise * spread)
             model.input_gradient(True)
             total_loss()
             dx = model.backward(loss.backward()).copy()
