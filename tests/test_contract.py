@@ -261,3 +261,17 @@ def test_a_checkpoint_without_a_description_still_predicts_without_a_word(digits
     older = tmp_path / "older.pkl"
     older.write_bytes(pickle.dumps(saved))
     assert heard(lambda: api.load(older).predict(x / 255)) == []
+
+
+def test_a_yes_no_column_of_one_kind_is_ordinary_but_a_measurement_held_fixed_is_not():
+    rng = np.random.default_rng(4)
+    trained = contract.describe(np.column_stack([rng.integers(0, 2, 500), rng.normal(5, 1, 500)]))
+    assert trained["levels"] == [2, 3]
+    ones = contract.describe(np.column_stack([np.ones(20), rng.normal(5, 1, 20)]))
+    assert contract.differences(trained, ones, source="x.csv", names=["smoker", "weight"]) == []
+    held = contract.describe(np.column_stack([rng.integers(0, 2, 20), np.full(20, 5.0)]))
+    [line] = contract.differences(trained, held, source="x.csv", names=["smoker", "weight"])
+    assert line.startswith("x.csv: 1 column holds one value") and "'weight' is 5 in every input" in line
+    # fewer than 10 inputs say too little to tell
+    few = contract.describe(np.column_stack([rng.integers(0, 2, 5), np.full(5, 5.0)]))
+    assert contract.differences(trained, few, source="x.csv") == []

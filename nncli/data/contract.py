@@ -11,7 +11,8 @@ Nothing here changes an input; the caller decides whether a sentence is a warnin
 A description is plain data (builtins only), for pickled checkpoints and the JSON of exports:
 
     {"groups": "channel" | "column" | "value", "count": N, "dtype": "uint8",
-     "min": [...], "max": [...], "mean": [...], "std": [...], "background": [...] | None}
+     "min": [...], "max": [...], "mean": [...], "std": [...], "background": [...] | None,
+     "levels": [...]}   # tables only: each column's distinct values, counted up to 3
 
 with one entry per group: per channel of (C, H, W) images, per column of (D,) rows (D at most
 `MAX_COLUMNS`), else one group for every value of a sample.
@@ -32,8 +33,11 @@ SAMPLE_ROWS = 2_000
 # the training minimum or maximum (and beyond this many training standard deviations).
 RANGES_OFF = 0.5
 STDS_OFF = 4.0
-# A column holding one value in all inputs is worth a word only with this many inputs.
+# A column holding one value in all inputs is worth a word only with this many inputs, and only
+# where training gave it this many values at least (not a yes/no column: a batch of one kind is
+# ordinary); descriptions count a column's values up to this.
 CONSTANT_ROWS = 10
+LEVELS = 3
 # Two value ranges whose largest magnitudes differ by this factor are "another scale".
 SCALE_FACTOR = 20.0
 
@@ -81,6 +85,8 @@ def describe(x: np.ndarray) -> dict:
         "std": listed(sample.std(axis=axes)),
         "background": None,
     }
+    if groups == "column":
+        description["levels"] = [min(LEVELS, len(np.unique(column))) for column in sample.T]
     if groups == "channel" and min(x.shape[2:]) >= 3:
         description["background"] = listed(np.median(np.median(border_ring(sample), axis=2), axis=0))
     return description
@@ -108,6 +114,12 @@ def read_record(saved) -> dict | None:
         if len(background) != width or not all(np.isfinite(background)):
             raise ValueError("inputs: background is not a list of numbers, one per channel")
     out["background"] = background
+    levels = saved.get("levels")
+    if levels is not None:
+        levels = [int(v) for v in levels]
+        if len(levels) != width or min(levels) < 1:
+            raise ValueError("inputs: levels is not a list of counts, one per column")
+    out["levels"] = levels
     return out
 
 
@@ -181,13 +193,15 @@ def _column_differences(trained: dict, given: dict, source: str, names: Sequence
         return repr(names[j]) if names and j < len(names) else f"column {j}"
 
     far, constant = [], []
+    levels = trained.get("levels") or [LEVELS] * len(trained["min"])
     for j, (low, high, std) in enumerate(zip(trained["min"], trained["max"], trained["std"], strict=True)):
         span = high - low
         now = given["mean"][j]
         beyond = max(low - now, now - high, 0.0)
         if beyond > RANGES_OFF * span and beyond > STDS_OFF * std and beyond > 0:
             far.append(f"{name(j)} averages {now:.4g} (training: {_fmt(low)} to {_fmt(high)})")
-        elif given["count"] >= CONSTANT_ROWS and given["min"][j] == given["max"][j] and high > low:
+        elif (given["count"] >= CONSTANT_ROWS and given["min"][j] == given["max"][j] and high > low
+              and levels[j] >= LEVELS):
             constant.append(f"{name(j)} is {_fmt(given['min'][j])} in every input (training: std {std:.3g})")
     found = []
     if far:
