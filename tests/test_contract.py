@@ -275,3 +275,18 @@ def test_a_yes_no_column_of_one_kind_is_ordinary_but_a_measurement_held_fixed_is
     # fewer than 10 inputs say too little to tell
     few = contract.describe(np.column_stack([rng.integers(0, 2, 5), np.full(5, 5.0)]))
     assert contract.differences(trained, few, source="x.csv") == []
+
+
+def test_flat_rows_for_a_colour_model_are_told_both_orders(workdir):
+    x, y = channels_last_arrays(workdir)
+    images = x.transpose(0, 3, 1, 2)
+    config = {"name": "rgb", "data": {"dataset": "arrays"},
+              "model": [{"conv2d": {"filters": 2, "kernel": 3}}, "flatten", {"linear": {"units": 3}}],
+              "loss": "softmax_cross_entropy", "optimizer": {"type": "sgd", "lr": 0.1},
+              "train": {"epochs": 1, "batch_size": 16}}
+    model = api.load(api.train(config, data={"x_train": images, "y_train": y}, run_dir="rgb").dir)
+    with pytest.raises(api.DataError) as caught:
+        model.predict(x.reshape(len(x), -1))
+    message = str(caught.value)
+    assert "x.reshape(-1, 3, 8, 8)" in message
+    assert "x.reshape(-1, 8, 8, 3).transpose(0, 3, 1, 2)" in message

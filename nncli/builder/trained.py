@@ -249,7 +249,13 @@ class TrainedModel:
         if len(shape) >= 1 and int(np.prod(shape[1:])) == int(np.prod(self.spec.shape)):
             if sorted(shape[1:]) == sorted(self.spec.shape):
                 return ""  # the same axes in another order: no reshape can be right
-            return f" (reshape them with x.reshape(-1, {', '.join(map(str, self.spec.shape))}))"
+            dims = ", ".join(map(str, self.spec.shape))
+            if len(self.spec.shape) == 3 and self.spec.shape[0] > 1 and self.spec.layout != "channels_last":
+                channels, height, width = self.spec.shape
+                return (f" (flat rows of pixels in channel, row, column order: x.reshape(-1, {dims}); in"
+                        f" row, column, channel order, as Keras and PIL flatten them:"
+                        f" x.reshape(-1, {height}, {width}, {channels}).transpose(0, 3, 1, 2))")
+            return f" (reshape them with x.reshape(-1, {dims}))"
         return ""
 
     def warn(self, message: str) -> None:
