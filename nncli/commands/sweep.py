@@ -17,7 +17,8 @@ With a Dask scheduler (`tcp://HOST:PORT`, or `local:N` for a LocalCluster of N p
 run goes to a worker instead, keyed by its hash and retried twice if a worker is lost; the
 worker trains in a temporary folder of its own from the base config's text (and an
 interrupted run's files, to resume it) and sends the run directory's files back, so no shared
-file system is needed. Data files must be where the workers can read them.
+file system is needed. Data files must be where the workers can read them. Ctrl-C stops the
+workers' runs and raises `SweepInterrupted`, one line naming the runs not finished.
 
 The summary (summary.csv, summary.md, in `--out`): one row per trial with its varied values,
 the sweep metric's mean and standard deviation over the seeds (each run's best over its
@@ -28,16 +29,19 @@ curves of the best three trials' runs.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,8 +51,12 @@ from nncli.config.sweep import Sweep, Trial, load_sweep
 from nncli.errors import NncliError
 from nncli.fileio import atomic_write_bytes, atomic_write_text
 from nncli.training.rundir import best_metric, read_metrics, read_summary, run_status
+from nncli.words import count
 
 FAILURES = "failures.json"
+NAMED = 5  # runs named in the line of an interrupted sweep; the rest are counted
+
+_training: set[subprocess.Popen] = set()  # on a Dask worker: the runs it is training now
 
 
 @dataclass
@@ -71,6 +79,24 @@ class SweepResult:
     @property
     def failed(self) -> list[Run]:
         return [run for run in self.runs if run.status == "failed"]
+
+
+class SweepInterrupted(NncliError):
+    """Ctrl-C of a sweep on a Dask cluster: the runs that did not finish (their work on the
+    workers is lost; a run interrupted before resumes from its own files), in one line."""
+
+    exit_code = 130
+
+    def __init__(self, lost: list[Run]):
+        self.lost = lost
+        if not lost:
+            super().__init__("interrupted: every run had finished; run the sweep again to write"
+                             " its summary")
+            return
+        names = ", ".join(f"{run.path.name} seed {run.seed}" for run in lost[:NAMED])
+        more = f", and {len(lost) - NAMED} more" if len(lost) > NAMED else ""
+        super().__init__(f"interrupted: {count(len(lost), 'run')} not finished ({names}{more});"
+                         " run the sweep again to finish them")
 
 
 def run_name(base: Path, trial: Trial, seed: int) -> str:
@@ -240,8 +266,15 @@ def _dask_client(scheduler: str):
         count = scheduler.removeprefix("local:")
         if not count.isdigit() or int(count) < 1:
             raise NncliError(f"--scheduler local:N wants a number of workers, got {scheduler!r}")
-        cluster = LocalCluster(n_workers=int(count), threads_per_worker=1, processes=True,
-                               host="127.0.0.1", dashboard_address=None)
+        # The worker processes ignore Ctrl-C (they inherit SIG_IGN from here): this process
+        # stops them, so that a Ctrl-C prints no traceback per worker. The scheduler's HTTP
+        # server (which it starts even without a dashboard) takes any free port on 127.0.0.1:
+        # on its default, 8787, distributed warns whenever another program holds that port.
+        with _sigint_ignored():
+            cluster = LocalCluster(n_workers=int(count), threads_per_worker=1, processes=True,
+                                   host="127.0.0.1", dashboard_address="127.0.0.1:0",
+                                   scheduler_kwargs={"dashboard": False},
+                                   silence_logs=logging.ERROR)
         return Client(cluster)
     if not scheduler.startswith(("tcp://", "tls://")):
         raise NncliError(f"--scheduler expects tcp://HOST:PORT or local:N, got {scheduler!r}")
@@ -268,10 +301,24 @@ def train_remotely(base_name: str, base_text: str, sets: list[str], resume: dict
         command += [a for value in ([] if resume else sets) for a in ("--set", value)] + ["--quiet"]
         if data_dir is not None:
             command += ["--data-dir", data_dir]
-        done = subprocess.run(command, cwd=folder, capture_output=True, text=True,
-                              env=_environment(1))
+        with subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, env=_environment(1)) as process:
+            _training.add(process)
+            try:
+                _, stderr = process.communicate()
+            finally:
+                _training.discard(process)
         files = {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
-        return {"code": done.returncode, "stderr": done.stderr, "files": files}
+        return {"code": process.returncode, "stderr": stderr, "files": files}
+
+
+def stop_training() -> None:
+    """On a Dask worker: Ctrl-C to the `nncli train` processes `train_remotely` started there.
+    Cancelling a task does not stop the thread running it, and closing a worker leaves its
+    child processes running: a sweep stopped by Ctrl-C calls this on every worker first."""
+    for process in list(_training):
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
 
 
 def _execute_on_dask(todo: list[Run], spec: Sweep, client, data_dir, progress: bool,
@@ -281,6 +328,7 @@ def _execute_on_dask(todo: list[Run], spec: Sweep, client, data_dir, progress: b
     base_text = spec.base.read_text(encoding="utf-8")
     bar = _bar(len(todo), progress)
     futures = {}
+    stopped = False
     try:
         for run in todo:
             resume = {}
@@ -307,15 +355,47 @@ def _execute_on_dask(todo: list[Run], spec: Sweep, client, data_dir, progress: b
             if bar is not None:
                 bar.update()
     except KeyboardInterrupt:
-        client.cancel(list(futures))
-        raise
+        stopped = True
     finally:
         if bar is not None:
             bar.close()
-        cluster = client.cluster
+        _shut_down(client, list(futures), quiet=stopped)
+    if stopped:
+        raise SweepInterrupted([run for run in todo if run.status in ("pending", "interrupted")])
+
+
+def _shut_down(client, futures: list, quiet: bool) -> None:
+    """Cancel what is left and close the client and, for local:N, its cluster. After a Ctrl-C
+    (`quiet`) distributed's own logging is kept off stderr (the workers' is already, see
+    `_dask_client`) and a second Ctrl-C does not break the closing off half-way."""
+    cluster = client.cluster
+    logger = logging.getLogger("distributed")
+    level = logger.level
+    with contextlib.ExitStack() as stack:
+        if quiet:
+            logger.setLevel(logging.CRITICAL)
+            stack.callback(logger.setLevel, level)
+            stack.enter_context(_sigint_ignored())
+            with contextlib.suppress(Exception):  # a worker gone already has nothing to stop
+                client.run(stop_training)
+        client.cancel(futures)
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+@contextlib.contextmanager
+def _sigint_ignored():
+    """SIGINT ignored in this process (and in the processes it starts meanwhile, which inherit
+    SIG_IGN); where this is not the main thread, signals cannot be changed and nothing is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _clear(path: Path) -> None:
