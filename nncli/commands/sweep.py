@@ -43,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,7 +57,8 @@ from nncli.words import count
 FAILURES = "failures.json"
 NAMED = 5  # runs named in the line of an interrupted sweep; the rest are counted
 
-_training: set[subprocess.Popen] = set()  # on a Dask worker: the runs it is training now
+# on a Dask worker: the `nncli train` processes running now, each with its sweep's token
+_training: dict[subprocess.Popen, str] = {}
 
 
 @dataclass
@@ -263,15 +265,15 @@ def _dask_client(scheduler: str):
             "--scheduler needs Dask: pip install 'nncli[dask]' (dask[distributed])"
         ) from None
     if scheduler.startswith("local:"):
-        count = scheduler.removeprefix("local:")
-        if not count.isdigit() or int(count) < 1:
+        workers = scheduler.removeprefix("local:")
+        if not workers.isdigit() or int(workers) < 1:
             raise NncliError(f"--scheduler local:N wants a number of workers, got {scheduler!r}")
         # The worker processes ignore Ctrl-C (they inherit SIG_IGN from here): this process
         # stops them, so that a Ctrl-C prints no traceback per worker. The scheduler's HTTP
         # server (which it starts even without a dashboard) takes any free port on 127.0.0.1:
         # on its default, 8787, distributed warns whenever another program holds that port.
         with _sigint_ignored():
-            cluster = LocalCluster(n_workers=int(count), threads_per_worker=1, processes=True,
+            cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
                                    host="127.0.0.1", dashboard_address="127.0.0.1:0",
                                    scheduler_kwargs={"dashboard": False},
                                    silence_logs=logging.ERROR)
@@ -285,7 +287,7 @@ def _dask_client(scheduler: str):
 
 
 def train_remotely(base_name: str, base_text: str, sets: list[str], resume: dict[str, bytes],
-                   data_dir: str | None) -> dict:
+                   data_dir: str | None, token: str = "") -> dict:
     """On a Dask worker: `nncli train` in a temporary folder of its own (no shared file system),
     from the base config's text (and an interrupted run's files, to resume it); returns the exit
     code, the error output and every file of the run directory."""
@@ -303,21 +305,22 @@ def train_remotely(base_name: str, base_text: str, sets: list[str], resume: dict
             command += ["--data-dir", data_dir]
         with subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True, env=_environment(1)) as process:
-            _training.add(process)
+            _training[process] = token
             try:
                 _, stderr = process.communicate()
             finally:
-                _training.discard(process)
+                _training.pop(process, None)
         files = {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
         return {"code": process.returncode, "stderr": stderr, "files": files}
 
 
-def stop_training() -> None:
-    """On a Dask worker: Ctrl-C to the `nncli train` processes `train_remotely` started there.
-    Cancelling a task does not stop the thread running it, and closing a worker leaves its
-    child processes running: a sweep stopped by Ctrl-C calls this on every worker first."""
-    for process in list(_training):
-        if process.poll() is None:
+def stop_training(token: str) -> None:
+    """On a Dask worker: Ctrl-C to the `nncli train` processes `train_remotely` started there
+    for the sweep of `token` (a shared cluster may be running other sweeps). Cancelling a task
+    does not stop the thread running it, and closing a worker leaves its child processes
+    running: a sweep stopped by Ctrl-C calls this on every worker first."""
+    for process, owner in list(_training.items()):
+        if owner == token and process.poll() is None:
             process.send_signal(signal.SIGINT)
 
 
@@ -328,6 +331,7 @@ def _execute_on_dask(todo: list[Run], spec: Sweep, client, data_dir, progress: b
     base_text = spec.base.read_text(encoding="utf-8")
     bar = _bar(len(todo), progress)
     futures = {}
+    token = uuid.uuid4().hex  # names this invocation's runs on the workers
     stopped = False
     try:
         for run in todo:
@@ -337,7 +341,7 @@ def _execute_on_dask(todo: list[Run], spec: Sweep, client, data_dir, progress: b
                           for p in run.path.rglob("*") if p.is_file()}
             sets = [*run.trial.overrides(), f"seed={run.seed}"]
             future = client.submit(train_remotely, spec.base.name, base_text, sets, resume,
-                                   None if data_dir is None else str(data_dir),
+                                   None if data_dir is None else str(data_dir), token,
                                    key=f"nncli-{run.path.name}", retries=2, pure=False)
             futures[future] = run
         best = None
@@ -359,29 +363,38 @@ def _execute_on_dask(todo: list[Run], spec: Sweep, client, data_dir, progress: b
     finally:
         if bar is not None:
             bar.close()
-        _shut_down(client, list(futures), quiet=stopped)
+        _shut_down(client, list(futures), token, quiet=stopped)
     if stopped:
         raise SweepInterrupted([run for run in todo if run.status in ("pending", "interrupted")])
 
 
-def _shut_down(client, futures: list, quiet: bool) -> None:
+def _shut_down(client, futures: list, token: str, quiet: bool) -> None:
     """Cancel what is left and close the client and, for local:N, its cluster. After a Ctrl-C
-    (`quiet`) distributed's own logging is kept off stderr (the workers' is already, see
-    `_dask_client`) and a second Ctrl-C does not break the closing off half-way."""
+    (`quiet`): the runs of `token` still training on the workers are stopped, distributed's
+    logging in this process is silenced (a local cluster's workers log only errors, see
+    `_dask_client`), and a second Ctrl-C cannot break off the closing half-way."""
     cluster = client.cluster
     logger = logging.getLogger("distributed")
     level = logger.level
     with contextlib.ExitStack() as stack:
         if quiet:
-            logger.setLevel(logging.CRITICAL)
+            logger.setLevel(logging.CRITICAL + 1)
             stack.callback(logger.setLevel, level)
             stack.enter_context(_sigint_ignored())
             with contextlib.suppress(Exception):  # a worker gone already has nothing to stop
-                client.run(stop_training)
+                client.run(stop_training, token)
+                if cluster is not None:  # ours, writing to our stderr: nothing more from it
+                    client.run(_silence_distributed)
+                    client.run(_silence_distributed, nanny=True)
         client.cancel(futures)
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _silence_distributed() -> None:
+    """On a local cluster's worker or nanny, as it is closed: no log lines, errors included."""
+    logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)
 
 
 @contextlib.contextmanager
