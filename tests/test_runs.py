@@ -109,16 +109,17 @@ def test_an_empty_or_missing_folder(workdir, nncli):
 
 def test_a_seed_run_twice_counts_once_in_the_mean_and_std(workdir, nncli, spiral):
     (workdir / "spiral.yaml").write_text(spiral({"train.epochs": 2}))
-    for run, seed in (("first", 0), ("again", 0), ("other", 1)):
+    # named so that their order in the note (by start time, then by path) is the order they ran in
+    for run, seed in (("seed0", 0), ("seed0-again", 0), ("seed1", 1)):
         result = nncli("train", "spiral.yaml", "--run-dir", f"runs/{run}", "--quiet", "--set", f"seed={seed}")
         assert result.exit_code == 0, result.output
     # the repeat scored otherwise (another machine's BLAS, say): its runs are averaged, not two seeds
-    summary = json.loads((workdir / "runs" / "again" / "summary.json").read_text())
+    summary = json.loads((workdir / "runs" / "seed0-again" / "summary.json").read_text())
     summary["test"]["accuracy"] = 0.125
-    (workdir / "runs" / "again" / "summary.json").write_text(json.dumps(summary))
+    (workdir / "runs" / "seed0-again" / "summary.json").write_text(json.dumps(summary))
     tests = {run: json.loads((workdir / "runs" / run / "summary.json").read_text())["test"]["accuracy"]
-             for run in ("first", "again", "other")}
-    per_seed = [(tests["first"] + tests["again"]) / 2, tests["other"]]
+             for run in ("seed0", "seed0-again", "seed1")}
+    per_seed = [(tests["seed0"] + tests["seed0-again"]) / 2, tests["seed1"]]
 
     result = nncli("runs", "--group-seeds", "--json")
     assert result.exit_code == 0, result.output
@@ -126,11 +127,11 @@ def test_a_seed_run_twice_counts_once_in_the_mean_and_std(workdir, nncli, spiral
     assert row["seeds"] == [0, 1] and row["seed_runs"] == [2, 1] and row["runs"] == 3
     assert row["test"] == pytest.approx(statistics.fmean(per_seed))
     assert row["test_std"] == pytest.approx(statistics.stdev(per_seed))  # over 2 seeds, not 3 runs
-    bests = {run: max(val_accs(workdir / "runs" / run)) for run in ("first", "again", "other")}
-    assert bests["first"] == bests["again"]  # the same seed trains the same way
-    assert row["best_val"] == pytest.approx(statistics.fmean([bests["first"], bests["other"]]))
-    assert row["best_val_std"] == pytest.approx(statistics.stdev([bests["first"], bests["other"]]))
-    note = ("note: spiral: seed 0 ran 2 times (runs/first, runs/again): each seed counts once in the"
+    bests = {run: max(val_accs(workdir / "runs" / run)) for run in ("seed0", "seed0-again", "seed1")}
+    assert bests["seed0"] == bests["seed0-again"]  # the same seed trains the same way
+    assert row["best_val"] == pytest.approx(statistics.fmean([bests["seed0"], bests["seed1"]]))
+    assert row["best_val_std"] == pytest.approx(statistics.stdev([bests["seed0"], bests["seed1"]]))
+    note = ("note: spiral: seed 0 ran 2 times (runs/seed0, runs/seed0-again): each seed counts once in the"
             " mean and std, its runs averaged")
     assert result.stderr.strip() == note
 
