@@ -57,7 +57,10 @@ def test_ctrl_c_prints_one_line_naming_the_runs_not_finished(workdir, spiral, to
     # runs far longer than the test: the signal always lands while the first two train
     (workdir / "spiral.yaml").write_text(spiral({"data.points_per_class": 2000, "train.epochs": 500}))
     (workdir / "grid.yaml").write_text(GRID)
-    process = sweep("grid.yaml", "--scheduler", "local:2", "--out", "cut", start_new_session=True)
+    (workdir / "tmp").mkdir()  # where the workers make their temporary run folders
+    env = {**os.environ, "TMPDIR": str(workdir / "tmp")}
+    process = sweep("grid.yaml", "--scheduler", "local:2", "--out", "cut", start_new_session=True,
+                    env=env)
     seen = []
     try:
         deadline = time.monotonic() + 90  # a bound on a broken run, not a measurement
@@ -88,6 +91,7 @@ def test_ctrl_c_prints_one_line_naming_the_runs_not_finished(workdir, spiral, to
     # the runs the workers were training stop with the sweep, not minutes later on their own
     gone, alive = psutil.wait_procs(seen, timeout=30)
     assert not alive, [p.cmdline() for p in alive]
+    assert not list((workdir / "tmp").glob("nncli-sweep-*"))  # nor leave their folders behind
 
 
 def test_no_dashboard_port_warning_when_8787_is_taken(workdir, spiral):

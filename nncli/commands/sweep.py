@@ -29,6 +29,7 @@ curves of the best three trials' runs.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import csv
 import hashlib
@@ -57,8 +58,11 @@ from nncli.words import count
 FAILURES = "failures.json"
 NAMED = 5  # runs named in the line of an interrupted sweep; the rest are counted
 
-# on a Dask worker: the `nncli train` processes running now, each with its sweep's token
+# on a Dask worker: the `nncli train` processes running now, each with its sweep's token, and
+# the number of `train_remotely` calls of each token not returned yet
 _training: dict[subprocess.Popen, str] = {}
+_running: collections.Counter[str] = collections.Counter()
+_running_lock = threading.Lock()
 
 
 @dataclass
@@ -290,38 +294,55 @@ def train_remotely(base_name: str, base_text: str, sets: list[str], resume: dict
                    data_dir: str | None, token: str = "") -> dict:
     """On a Dask worker: `nncli train` in a temporary folder of its own (no shared file system),
     from the base config's text (and an interrupted run's files, to resume it); returns the exit
-    code, the error output and every file of the run directory."""
-    with tempfile.TemporaryDirectory(prefix="nncli-sweep-") as tmp:
-        folder = Path(tmp)
-        (folder / base_name).write_text(base_text, encoding="utf-8")
-        run = folder / "run"
-        for name, data in resume.items():
-            (run / name).parent.mkdir(parents=True, exist_ok=True)
-            (run / name).write_bytes(data)
-        command = [sys.executable, "-m", "nncli", "train"]
-        command += ["--resume", str(run)] if resume else [base_name, "--run-dir", str(run)]
-        command += [a for value in ([] if resume else sets) for a in ("--set", value)] + ["--quiet"]
-        if data_dir is not None:
-            command += ["--data-dir", data_dir]
-        with subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                              text=True, env=_environment(1)) as process:
-            _training[process] = token
-            try:
-                _, stderr = process.communicate()
-            finally:
-                _training.pop(process, None)
-        files = {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
-        return {"code": process.returncode, "stderr": stderr, "files": files}
+    code, the error output and every file of the run directory. `token` names the sweep, for
+    `stop_training`."""
+    with _running_lock:
+        _running[token] += 1
+    try:
+        with tempfile.TemporaryDirectory(prefix="nncli-sweep-") as tmp:
+            return _train_in(Path(tmp), base_name, base_text, sets, resume, data_dir, token)
+    finally:  # once the folder is gone
+        with _running_lock:
+            _running[token] -= 1
 
 
-def stop_training(token: str) -> None:
+def _train_in(folder: Path, base_name: str, base_text: str, sets: list[str],
+              resume: dict[str, bytes], data_dir: str | None, token: str) -> dict:
+    (folder / base_name).write_text(base_text, encoding="utf-8")
+    run = folder / "run"
+    for name, data in resume.items():
+        (run / name).parent.mkdir(parents=True, exist_ok=True)
+        (run / name).write_bytes(data)
+    command = [sys.executable, "-m", "nncli", "train"]
+    command += ["--resume", str(run)] if resume else [base_name, "--run-dir", str(run)]
+    command += [a for value in ([] if resume else sets) for a in ("--set", value)] + ["--quiet"]
+    if data_dir is not None:
+        command += ["--data-dir", data_dir]
+    with subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                          text=True, env=_environment(1)) as process:
+        _training[process] = token
+        try:
+            _, stderr = process.communicate()
+        finally:
+            _training.pop(process, None)
+    files = {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    return {"code": process.returncode, "stderr": stderr, "files": files}
+
+
+async def stop_training(token: str, wait: float = 30.0) -> None:
     """On a Dask worker: Ctrl-C to the `nncli train` processes `train_remotely` started there
-    for the sweep of `token` (a shared cluster may be running other sweeps). Cancelling a task
+    for the sweep of `token` (a shared cluster may be running other sweeps), then up to `wait`
+    seconds for those tasks to return with their temporary folders removed. Cancelling a task
     does not stop the thread running it, and closing a worker leaves its child processes
-    running: a sweep stopped by Ctrl-C calls this on every worker first."""
+    running and its folders behind: a sweep stopped by Ctrl-C calls this on every worker first."""
+    import asyncio
+
     for process, owner in list(_training.items()):
         if owner == token and process.poll() is None:
             process.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + wait
+    while _running[token] > 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
 
 
 def _execute_on_dask(todo: list[Run], spec: Sweep, client, data_dir, progress: bool,
