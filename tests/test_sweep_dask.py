@@ -91,7 +91,13 @@ def test_ctrl_c_prints_one_line_naming_the_runs_not_finished(workdir, spiral, to
     # the runs the workers were training stop with the sweep, not minutes later on their own
     gone, alive = psutil.wait_procs(seen, timeout=30)
     assert not alive, [p.cmdline() for p in alive]
-    assert not list((workdir / "tmp").glob("nncli-sweep-*"))  # nor leave their folders behind
+    folders = str(workdir / "tmp")
+    later = [p for p in psutil.process_iter(["cmdline"]) if folders in " ".join(p.info["cmdline"] or [])]
+    for stray in later:
+        with contextlib.suppress(psutil.Error):
+            stray.kill()
+    assert not later, [p.info["cmdline"] for p in later]  # no run started later either
+    assert not list((workdir / "tmp").glob("nncli-sweep-*"))  # nor their folders left behind
 
 
 def test_no_dashboard_port_warning_when_8787_is_taken(workdir, spiral):

@@ -58,10 +58,11 @@ from nncli.words import count
 FAILURES = "failures.json"
 NAMED = 5  # runs named in the line of an interrupted sweep; the rest are counted
 
-# on a Dask worker: the `nncli train` processes running now, each with its sweep's token, and
-# the number of `train_remotely` calls of each token not returned yet
+# on a Dask worker: the `nncli train` processes running now, each with its sweep's token, the
+# number of `train_remotely` calls of each token not returned yet, and the tokens stopped
 _training: dict[subprocess.Popen, str] = {}
 _running: collections.Counter[str] = collections.Counter()
+_stopped: set[str] = set()
 _running_lock = threading.Lock()
 
 
@@ -318,9 +319,13 @@ def _train_in(folder: Path, base_name: str, base_text: str, sets: list[str],
     command += [a for value in ([] if resume else sets) for a in ("--set", value)] + ["--quiet"]
     if data_dir is not None:
         command += ["--data-dir", data_dir]
-    with subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                          text=True, env=_environment(1)) as process:
+    with _running_lock:  # a task that starts as its sweep is stopped starts nothing
+        if token in _stopped:
+            return {"code": 130, "stderr": "", "files": {}}
+        process = subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True, env=_environment(1))
         _training[process] = token
+    with process:
         try:
             _, stderr = process.communicate()
         finally:
@@ -330,16 +335,21 @@ def _train_in(folder: Path, base_name: str, base_text: str, sets: list[str],
 
 
 async def stop_training(token: str, wait: float = 30.0) -> None:
-    """On a Dask worker: Ctrl-C to the `nncli train` processes `train_remotely` started there
+    """On a Dask worker: stop the `nncli train` processes `train_remotely` started there
     for the sweep of `token` (a shared cluster may be running other sweeps), then up to `wait`
     seconds for those tasks to return with their temporary folders removed. Cancelling a task
     does not stop the thread running it, and closing a worker leaves its child processes
     running and its folders behind: a sweep stopped by Ctrl-C calls this on every worker first."""
     import asyncio
 
-    for process, owner in list(_training.items()):
-        if owner == token and process.poll() is None:
-            process.send_signal(signal.SIGINT)
+    with _running_lock:
+        _stopped.add(token)
+        processes = [process for process, owner in _training.items() if owner == token]
+    for process in processes:
+        if process.poll() is None:
+            # SIGTERM, which `nncli train` answers as it answers Ctrl-C: a process that has not
+            # yet set its handlers still ignores SIGINT, as the worker that started it does
+            process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + wait
     while _running[token] > 0 and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
@@ -402,12 +412,13 @@ def _shut_down(client, futures: list, token: str, quiet: bool) -> None:
             logger.setLevel(logging.CRITICAL + 1)
             stack.callback(logger.setLevel, level)
             stack.enter_context(_sigint_ignored())
+        client.cancel(futures)  # first, so that no worker starts another run
+        if quiet:
             with contextlib.suppress(Exception):  # a worker gone already has nothing to stop
                 client.run(stop_training, token)
                 if cluster is not None:  # ours, writing to our stderr: nothing more from it
                     client.run(_silence_distributed)
                     client.run(_silence_distributed, nanny=True)
-        client.cancel(futures)
         client.close()
         if cluster is not None:
             cluster.close()
