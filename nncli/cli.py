@@ -489,7 +489,9 @@ def time_command(obj, config, batch, iters, warmup, as_json, overrides, data_dir
     show_default=True,
     help="date, name, status, epochs, best_val or test (metrics: best first).",
 )
-@click.option("--group-seeds", is_flag=True, help="Fold runs that differ only by seed into one row.")
+@click.option(
+    "--group-seeds", is_flag=True, help="Fold runs that differ only by seed into one row (each seed once)."
+)
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV instead of a table.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON array instead of a table.")
 @click.pass_obj
@@ -508,6 +510,9 @@ def runs_command(obj, folder, sort, group_seeds, as_csv, as_json):
             click.echo(runs.to_csv(rows), nl=False)
         else:
             click.echo(runs.format_table(rows))
+        for row in rows:
+            if row.note:
+                click.echo(f"note: {row.note}", err=True)
 
 
 @cli.command(name="sweep", context_settings=CONTEXT)

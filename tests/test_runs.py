@@ -105,3 +105,39 @@ def test_an_empty_or_missing_folder(workdir, nncli):
     assert nncli("runs", "empty").stdout.strip() == "no runs"
     missing = nncli("runs", "nowhere")
     assert missing.exit_code == 1 and missing.stderr.strip() == "error: nowhere does not exist"
+
+
+def test_a_seed_run_twice_counts_once_in_the_mean_and_std(workdir, nncli, spiral):
+    (workdir / "spiral.yaml").write_text(spiral({"train.epochs": 2}))
+    # named so that their order in the note (by start time, then by path) is the order they ran in
+    for run, seed in (("seed0", 0), ("seed0-again", 0), ("seed1", 1)):
+        result = nncli("train", "spiral.yaml", "--run-dir", f"runs/{run}", "--quiet", "--set", f"seed={seed}")
+        assert result.exit_code == 0, result.output
+    # the repeat scored otherwise (another machine's BLAS, say): its runs are averaged, not two seeds
+    summary = json.loads((workdir / "runs" / "seed0-again" / "summary.json").read_text())
+    summary["test"]["accuracy"] = 0.125
+    (workdir / "runs" / "seed0-again" / "summary.json").write_text(json.dumps(summary))
+    tests = {run: json.loads((workdir / "runs" / run / "summary.json").read_text())["test"]["accuracy"]
+             for run in ("seed0", "seed0-again", "seed1")}
+    per_seed = [(tests["seed0"] + tests["seed0-again"]) / 2, tests["seed1"]]
+
+    result = nncli("runs", "--group-seeds", "--json")
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.stdout)
+    assert row["seeds"] == [0, 1] and row["seed_runs"] == [2, 1] and row["runs"] == 3
+    assert row["test"] == pytest.approx(statistics.fmean(per_seed))
+    assert row["test_std"] == pytest.approx(statistics.stdev(per_seed))  # over 2 seeds, not 3 runs
+    bests = {run: max(val_accs(workdir / "runs" / run)) for run in ("seed0", "seed0-again", "seed1")}
+    assert bests["seed0"] == bests["seed0-again"]  # the same seed trains the same way
+    assert row["best_val"] == pytest.approx(statistics.fmean([bests["seed0"], bests["seed1"]]))
+    assert row["best_val_std"] == pytest.approx(statistics.stdev([bests["seed0"], bests["seed1"]]))
+    note = ("note: spiral: seed 0 ran 2 times (runs/seed0, runs/seed0-again): each seed counts once in the"
+            " mean and std, its runs averaged")
+    assert result.stderr.strip() == note
+
+    shown = nncli("runs", "--group-seeds")
+    assert shown.stderr.strip() == note
+    [cells] = table(shown.stdout).values()
+    assert cells[-1] == "0 (x2),1"
+    [line] = csv.DictReader(io.StringIO(nncli("runs", "--group-seeds", "--csv").stdout))
+    assert line["seeds"] == "0 1" and line["seed_runs"] == "2 1"

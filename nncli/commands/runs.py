@@ -12,7 +12,10 @@ best checkpoint, and its seed. Nothing is trained or loaded but small text files
                               `nncli train --resume` continues it
 
 With `group_seeds`, runs whose resolved configs differ only in their seed make one row with
-the mean and standard deviation (over the runs that have the metric) of each metric.
+the mean and standard deviation of each metric over the seeds (those that have the metric).
+Each seed counts once: two runs of one config and one seed are the same experiment run twice,
+not two samples of the seed's spread, so a repeated seed's runs are averaged first, and the
+row says so in its `note`.
 """
 
 from __future__ import annotations
@@ -47,9 +50,12 @@ class RunRow:
     test_metric: str | None  # test_acc or test_loss
     test: float | None
     seed: int | None
-    seeds: list[int] = field(default_factory=list)  # grouped rows: the seeds folded in
+    seeds: list[int] = field(default_factory=list)  # grouped rows: the seeds folded in, once each
     best_val_std: float | None = None
     test_std: float | None = None
+    runs: int = 1  # grouped rows: the run directories folded in
+    seed_runs: list[int] = field(default_factory=list)  # grouped rows: the runs of each of `seeds`
+    note: str = ""  # grouped rows: how repeated seeds were counted
     group: str = ""  # the resolved config without its seed, for grouping
 
 
@@ -100,6 +106,7 @@ def _read_run(folder: Path) -> RunRow | None:
         test=float(test_value) if isinstance(test_value, int | float) else None,
         seed=seed,
         seeds=[seed] if seed is not None else [],
+        seed_runs=[1] if seed is not None else [],
         group=json.dumps(without_seed, sort_keys=True, default=str),
     )
 
@@ -121,7 +128,8 @@ def _started(folder: Path) -> str:
 
 
 def group_seeds(rows: list[RunRow]) -> list[RunRow]:
-    """Runs whose configs differ only by seed, folded into one row each (mean and std)."""
+    """Runs whose configs differ only by seed, folded into one row each: the mean and standard
+    deviation over the seeds, each seed counted once (a repeated seed's runs averaged first)."""
     groups: dict[str, list[RunRow]] = {}
     for row in rows:
         groups.setdefault(row.group, []).append(row)
@@ -131,9 +139,13 @@ def group_seeds(rows: list[RunRow]) -> list[RunRow]:
         if len(members) == 1:
             folded.append(first)
             continue
-        best, best_std = _mean_std([m.best_val for m in members])
-        test, test_std = _mean_std([m.test for m in members])
+        by_seed: dict[int | None, list[RunRow]] = {}
+        for member in members:
+            by_seed.setdefault(member.seed, []).append(member)
+        best, best_std = _mean_std([_mean([m.best_val for m in runs]) for runs in by_seed.values()])
+        test, test_std = _mean_std([_mean([m.test for m in runs]) for runs in by_seed.values()])
         statuses = sorted({m.status for m in members})
+        repeated = {seed: runs for seed, runs in by_seed.items() if len(runs) > 1}
         folded.append(
             RunRow(
                 path=f"{first.path} and {len(members) - 1} more",
@@ -147,13 +159,29 @@ def group_seeds(rows: list[RunRow]) -> list[RunRow]:
                 test_metric=first.test_metric,
                 test=test,
                 seed=None,
-                seeds=sorted(s for m in members for s in m.seeds),
+                seeds=sorted(seed for seed in by_seed if seed is not None),
                 best_val_std=best_std,
                 test_std=test_std,
+                runs=len(members),
+                seed_runs=[len(by_seed[seed]) for seed in sorted(s for s in by_seed if s is not None)],
+                note=_repeats_note(first.name, repeated),
                 group=first.group,
             )
         )
     return sorted(folded, key=lambda r: (r.started, r.path))
+
+
+def _repeats_note(name: str, repeated: dict[int | None, list[RunRow]]) -> str:
+    if not repeated:
+        return ""
+    said = "; ".join(f"seed {seed} ran {len(runs)} times ({', '.join(r.path for r in runs)})"
+                     for seed, runs in sorted(repeated.items(), key=lambda item: str(item[0])))
+    return f"{name}: {said}: each seed counts once in the mean and std, its runs averaged"
+
+
+def _mean(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.fmean(present) if present else None
 
 
 def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
@@ -199,7 +227,8 @@ def format_table(rows: list[RunRow]) -> str:
     for r in rows:
         epochs = f"{r.epochs}/{r.planned}" if r.planned is not None else str(r.epochs)
         seed = "" if r.seed is None and not r.seeds else (
-            str(r.seed) if r.seed is not None else ",".join(map(str, r.seeds)))
+            str(r.seed) if r.seed is not None else ",".join(
+                f"{s} (x{n})" if n > 1 else str(s) for s, n in zip(r.seeds, r.seed_runs, strict=True)))
         lines.append((
             r.path,
             r.name,
@@ -223,6 +252,7 @@ def to_csv(rows: list[RunRow]) -> str:
     for row in rows:
         record = asdict(row)
         record["seeds"] = " ".join(map(str, row.seeds))
+        record["seed_runs"] = " ".join(map(str, row.seed_runs))
         writer.writerow({k: "" if record[k] is None else record[k] for k in columns})
     return out.getvalue()
 
