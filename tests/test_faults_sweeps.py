@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
 
 # one trial, two seeds, two workers: runs of a second or two, long enough for a signal to land
 # after the first epoch and before the last
-CHANGES = {"data.points_per_class": 2000, "train.epochs": 40}
+CHANGES = {"data.points_per_class": 2000, "train.epochs": 25}
 GRID = """\
 base: spiral.yaml
 grid:
@@ -175,15 +175,16 @@ def test_workers_stop_when_the_sweep_is_killed_and_a_rerun_completes_it(sweepdir
     assert without_times(rows(sweepdir / "cut")) == without_times(rows(straight))
 
 
-def test_sigterm_stops_the_workers_and_exits_143(sweepdir, straight, nncli):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_the_workers(sweepdir, straight, nncli, signum):
     sweep = start("cut")
     workers = training(sweep, sweepdir / "cut")
-    sweep.send_signal(signal.SIGTERM)
+    sweep.send_signal(signum)
     _, err = sweep.communicate(timeout=120)
     assert not tracebacks(err), err
-    assert sweep.returncode == 143, err
-    assert err.strip().splitlines()[-1] == (
-        "stopped by SIGTERM: the runs saved their state: run the same sweep again to finish it")
+    assert sweep.returncode == 128 + signum, err  # 143, 129
+    assert err.strip().splitlines()[-1] == (f"stopped by {signum.name}: the runs saved their"
+                                            " state: run the same sweep again to finish it")
     assert not any(alive(pid) for pid in workers)  # the sweep waited for them
     assert not all((sweepdir / run / "summary.json").exists() for run in workers.values())
 
@@ -228,7 +229,7 @@ def test_damaged_metrics_are_rewritten_from_the_checkpoint(sweepdir, straight, n
     assert listed.exit_code == 0, listed.output
     table = {Path(row["path"]).name: row for row in json.loads(listed.stdout)}
     for run in (cut, emptied):
-        assert table[run.name]["epochs"] == 40 and table[run.name]["status"] == "finished"
+        assert table[run.name]["epochs"] == 25 and table[run.name]["status"] == "finished"
         assert table[run.name]["best_val"] == best[run.name]
         assert (f"note: {Path('cut') / run.name / 'metrics.csv'} was damaged (cut or emptied):"
                 f" rewritten from {Path('cut') / run.name / 'checkpoints' / 'last.pkl'}"

@@ -170,6 +170,18 @@ def best_of(rows: list[dict], metric: str, mode: str) -> float | None:
     return max(values) if mode == "max" else min(values)
 
 
+def metrics_csv(history: list[dict]) -> str:
+    """metrics.csv's text for a run's history (its rows, in `trainer.COLUMNS`)."""
+    from nncli.training.trainer import COLUMNS  # the trainer and its engine: only when writing
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: ("" if row[k] is None else repr(row[k])) for k in COLUMNS})
+    return out.getvalue()
+
+
 # ---- a finished run's files checked against its checkpoint (nncli runs, nncli sweep) -------
 
 
@@ -227,7 +239,6 @@ def repair_metrics(path: Path) -> tuple[list[dict] | None, str]:
         return None, ""
     from nncli.fileio import atomic_write_text
     from nncli.training import checkpoint
-    from nncli.training.callbacks.files import metrics_csv  # the trainer: only when damaged
 
     last = path / "checkpoints" / "last.pkl"
     try:
