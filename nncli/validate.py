@@ -24,7 +24,10 @@ def shown(value: object) -> str:
     """`repr(value)`, but an integer too long to read (or to print: Python refuses beyond 4,300
     digits) as its number of digits."""
     if _is_int(value) and abs(int(value)) >= 10**30:
-        return f"a number of about {int(abs(int(value)).bit_length() * 0.30103) + 1:,} digits"
+        try:
+            return f"a number of {len(str(abs(int(value)))):,} digits"
+        except ValueError:
+            return f"a number of about {int(abs(int(value)).bit_length() * 0.30103) + 1:,} digits"
     return repr(value)
 
 

@@ -45,6 +45,7 @@ from nncli.config.yamlsource import Source, load_yaml, parse_path
 from nncli.errors import ConfigError
 from nncli.registry import did_you_mean
 from nncli.validate import MAX_SEED, shown
+from nncli.words import count as plural
 
 KEYS = ("base", "grid", "random", "seeds", "metric", "mode")
 RANDOM_KEYS = ("trials", "seed", "space")
@@ -127,8 +128,8 @@ def load_sweep(path: str | Path, max_trials: int | None = None, say=None) -> Swe
         raise source.error(("seeds",), f"a seed is given twice in {seeds}")
     count = points_count * random_count
     if say is not None and count > 100:
-        say(f"{path}: {count:,} trials x {len(seeds)} seeds = {count * len(seeds):,} runs;"
-            f" checking each trial's config")
+        say(f"{path}: {plural(count, 'trial')} x {plural(len(seeds), 'seed')} ="
+            f" {plural(count * len(seeds), 'run')}; checking each trial's config")
 
     points = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
     draws = draw(random_count) if draw else [{}]
