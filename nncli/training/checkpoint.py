@@ -29,6 +29,7 @@ their training state.
 from __future__ import annotations
 
 import hashlib
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ def save(path: Path, state: dict[str, Any]) -> None:
 def verify(f, path: Path) -> str | None:
     """Check the open checkpoint `f` against its header and leave it at the start of the
     pickle; returns why it is damaged, or None (None too for a file with no header: an old one)."""
-    size = path.stat().st_size
+    size = os.fstat(f.fileno()).st_size
     head = f.read(HEADER_SIZE)
     if not head.startswith(MAGIC):
         near = sum(a != b for a, b in zip(head, MAGIC, strict=False)) <= 2 and len(head) >= len(MAGIC)
@@ -100,7 +101,6 @@ def _damaged(path: Path, why: str) -> CheckpointError:
     elif path.name == "last.pkl":
         message += "; train afresh"
     return CheckpointError(message)
-
 
 
 def resolve(path: str | Path) -> Path:
