@@ -106,7 +106,7 @@ def npz_arrays(path: Path) -> dict[str, np.ndarray]:
             else:
                 declared += info.file_size
             if declared > limit:
-                raise TooLarge(f"its arrays would unpack to more than {declared:,} bytes from {size:,}"
+                raise TooLarge(f"its arrays would unpack to at least {declared:,} bytes from {size:,}"
                                f" (at most {MAX_EXPANSION} times its size is read)")
         arrays = {}
         for info in members:

@@ -161,7 +161,7 @@ class _Unpickler(pickle.Unpickler):
 
     def spend(self, nbytes: float, call: str) -> None:
         if nbytes > self.budget:
-            raise _TooBig(f"{call} of {nbytes:,.0f} bytes" if nbytes < math.inf else call)
+            raise _TooBig(f"{call}, about {nbytes:,.0f} bytes" if nbytes < math.inf else call)
         self.budget -= nbytes
 
     def find_class(self, module: str, name: str) -> Any:
