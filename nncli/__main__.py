@@ -5,17 +5,17 @@ in that time must not surface as an exception inside the import machinery (Pytho
 as "Exception ignored ... Traceback" and carries on): until the command starts, SIGINT is only
 noted, and then answered as it is anywhere else, with "interrupted" and exit code 130. The
 package installs that noting handler first thing when it is imported as the command (see
-`nncli._note_interrupts`); `main()` installs it where it was not.
+nncli/_startup.py); `main()` installs it where it was not.
 """
 
 import signal
 import sys
 
-import nncli
+from nncli import _startup
 
 
 def main() -> None:
-    noted = nncli._noted_interrupts
+    noted = _startup.noted_interrupts
     if noted is None:  # main() called by a program that imported nncli itself
         noted = []
         signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))

@@ -283,15 +283,15 @@ def test_a_ctrl_c_while_python_m_imports_the_package_is_one_line():
 
 
 def test_only_the_command_takes_ctrl_c_over_while_importing():
-    from nncli import _is_the_command
+    from nncli._startup import is_the_command
 
     python = sys.executable
-    assert _is_the_command(["-m"], [python, "-m", "nncli", "train"])
-    assert _is_the_command(["-m"], [python, "-X", "importtime", "-mnncli"])
-    assert _is_the_command(["/venv/bin/nncli", "train"], [python, "/venv/bin/nncli", "train"])
-    assert not _is_the_command(["-m"], [python, "-m", "pytest", "nncli"])
-    assert not _is_the_command(["-m"], [python, "-m", "nncli.something"])
-    assert not _is_the_command(["script.py"], [python, "script.py"])
-    assert not _is_the_command([], [])
+    assert is_the_command(["-m"], [python, "-m", "nncli", "train"])
+    assert is_the_command(["-m"], [python, "-X", "importtime", "-mnncli"])
+    assert is_the_command(["/venv/bin/nncli", "train"], [python, "/venv/bin/nncli", "train"])
+    assert not is_the_command(["-m"], [python, "-m", "pytest", "nncli"])
+    assert not is_the_command(["-m"], [python, "-m", "nncli.something"])
+    assert not is_the_command(["script.py"], [python, "script.py"])
+    assert not is_the_command([], [])
     code = "import signal, nncli; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout == "True\n"
