@@ -4,6 +4,9 @@ The Python API (`nncli.train`, `nncli.load`, `nncli.Model`, `nncli.Run`; see nnc
 imported on first use, so that `import nncli` and the command line's start stay light.
 """
 
+# First thing, and in the command only: a Ctrl-C while the command's modules are imported is
+# noted, never a traceback from inside an import (see nncli/_startup.py)
+from nncli import _startup  # noqa: F401, I001  (it must come first)
 from nncli import _openblas
 
 _openblas.apply()  # before anything imports numpy: see nncli/_openblas.py

@@ -19,17 +19,15 @@ imported numpy before nncli (the kernels are chosen by then). Zen 5 (family 26) 
 AVX-512 units and is left alone too. OpenBLAS 0.3.34 retunes its blocking for Zen 4: when
 numpy's wheels move to it, `make bench` with OPENBLAS_CORETYPE=SkylakeX set says whether this
 still pays.
+
+`import nncli` runs `apply()`, so this module imports only what the interpreter has loaded
+already (os, sys); ctypes and glob, which only `thread_control()` needs, are imported there.
 """
 
 from __future__ import annotations
 
-import ctypes
-import glob
 import os
-import platform
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 
 ZEN4_FAMILY = 25  # 0x19: Zen 3 and Zen 4; only Zen 4 has avx512f
 
@@ -51,7 +49,7 @@ def apply() -> None:
     """Set OPENBLAS_CORETYPE for this process when it helps and is still in time."""
     if "OPENBLAS_CORETYPE" in os.environ or "numpy" in sys.modules:
         return
-    if sys.platform != "linux" or platform.machine() != "x86_64":
+    if sys.platform != "linux" or os.uname().machine != "x86_64":
         return
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
@@ -63,19 +61,22 @@ def apply() -> None:
         os.environ["OPENBLAS_CORETYPE"] = coretype
 
 
-@dataclass(frozen=True)
 class ThreadControl:
     """The OpenBLAS library numpy multiplies with, and its thread-count functions.
 
     `initial` is the number of threads it was started with (OPENBLAS_NUM_THREADS,
     GOTO_NUM_THREADS or OMP_NUM_THREADS, else the CPUs the process may run on), read once,
-    before nncli changed anything.
+    before nncli changed anything. (A plain class: dataclasses, with the inspect module it
+    imports, made up most of the time `import nncli` took.)
     """
 
-    path: str
-    get: Callable[[], int]
-    set: Callable[[int], None]
-    initial: int
+    __slots__ = ("path", "get", "set", "initial")
+
+    def __init__(self, path: str, get, set, initial: int):  # noqa: A002 (OpenBLAS's names)
+        self.path, self.get, self.set, self.initial = path, get, set, initial
+
+    def __repr__(self) -> str:
+        return f"ThreadControl(path={self.path!r}, initial={self.initial})"
 
     def threads(self) -> int:
         return int(self.get())
@@ -108,6 +109,8 @@ _SEQUENTIAL, _PTHREADS = 0, 1  # openblas_get_parallel(); 2 is OpenMP
 
 
 def _find_control() -> ThreadControl | None:
+    import ctypes
+
     import numpy as np
 
     config = getattr(getattr(np, "__config__", None), "CONFIG", None)  # numpy >= 1.26
@@ -138,6 +141,8 @@ def _openblas_libraries(numpy_dir: str) -> list[str]:
     """The OpenBLAS libraries this process has loaded (Linux), else those bundled with numpy's
     wheels (numpy.libs on Linux and Windows, numpy/.dylibs on macOS). Where numpy bundles one
     and others are loaded too (scipy's own), numpy's."""
+    import glob
+
     bundled = [
         path
         for folder in (numpy_dir + ".libs", os.path.join(numpy_dir, ".dylibs"))
@@ -153,7 +158,7 @@ def _openblas_libraries(numpy_dir: str) -> list[str]:
     return ours or loaded
 
 
-def _symbol(lib: ctypes.CDLL, name: str):
+def _symbol(lib, name: str):
     for prefix in _PREFIXES:
         for suffix in _SUFFIXES:
             found = getattr(lib, f"{prefix}{name}{suffix}", None)

@@ -530,9 +530,15 @@ def runs_command(obj, folder, sort, group_seeds, as_csv, as_json):
     metavar="ADDRESS",
     help="Run on a Dask cluster: tcp://HOST:PORT, or local:N for N local worker processes.",
 )
+@click.option(
+    "--max-trials",
+    type=click.IntRange(min=1, max=1_000_000),
+    metavar="N",
+    help="Allow up to N trials [1,000]; a sweep of more is refused before any runs.",
+)
 @DATA_DIR_OPTION
 @click.pass_obj
-def sweep_command(obj, sweep_file, jobs, out, dry_run, wait, scheduler, data_dir):
+def sweep_command(obj, sweep_file, jobs, out, dry_run, wait, scheduler, max_trials, data_dir):
     """Run every trial of SWEEP (a sweep file) once per seed, each an ordinary run directory,
     skipping those done before and resuming interrupted ones; then write summary.csv and
     summary.md, best trial first. Exits 1 if a run failed or did not finish, and if another
@@ -542,7 +548,7 @@ def sweep_command(obj, sweep_file, jobs, out, dry_run, wait, scheduler, data_dir
 
     with _user_errors(obj["debug"]):
         if dry_run:
-            click.echo(sweep.dry_run(sweep_file))
+            click.echo(sweep.dry_run(sweep_file, max_trials))
             return
         try:
             result = sweep.sweep(
@@ -551,6 +557,7 @@ def sweep_command(obj, sweep_file, jobs, out, dry_run, wait, scheduler, data_dir
                 out=out,
                 data_dir=resolve_data_dir(data_dir) if data_dir else None,
                 scheduler=scheduler,
+                max_trials=max_trials,
                 progress=_stderr_is_terminal(),
                 wait=wait,
                 say=lambda line: click.echo(line, err=True),

@@ -17,10 +17,31 @@ def _is_real(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
+MAX_SEED = 2**63 - 1  # a seed fits a signed 64-bit integer
+
+
+def shown(value: object) -> str:
+    """`repr(value)`, but an integer too long to read (or to print: Python refuses beyond 4,300
+    digits) as its number of digits."""
+    if _is_int(value) and abs(int(value)) >= 10**30:
+        try:
+            return f"a number of {len(str(abs(int(value)))):,} digits"
+        except ValueError:
+            return f"a number of about {int(abs(int(value)).bit_length() * 0.30103) + 1:,} digits"
+    return repr(value)
+
+
 def _fail(key: str, expected: str, value: object):
     from nncli.errors import ConfigError
 
-    raise ConfigError(f"expected {expected}, got {value!r}", key=key)
+    raise ConfigError(f"expected {expected}, got {shown(value)}", key=key)
+
+
+def seed(key: str, value: object) -> int:
+    """A seed: an integer from 0 to 2^63 - 1."""
+    if not _is_int(value) or not 0 <= value <= MAX_SEED:
+        _fail(key, "a non-negative integer up to 2^63 - 1", value)
+    return int(value)
 
 
 def positive_int(key: str, value: object) -> int:

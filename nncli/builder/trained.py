@@ -25,6 +25,7 @@ from nncli.data.datasets import Columns, one_hot_classes, one_hot_note
 from nncli.data.images import check_profile, image_shape
 from nncli.data.pipeline import Flatten, Preprocessor
 from nncli.errors import CheckpointError, DataError
+from nncli.fileio import MAX_NAME, MAX_NAMES, printable
 from nncli.nn.losses import Loss
 from nncli.nn.metrics import evaluate, predicted_labels
 from nncli.nn.model import Sequential
@@ -100,11 +101,14 @@ class TrainedModel:
             self.task: str = str(record["task"])
             self.num_outputs = int(record["num_outputs"])
             names = record.get("class_names")
-            self.class_names: list[str] | None = [str(n) for n in names] if names else None
+            self.class_names: list[str] | None = self._read_names(names, "class") if names else None
+            columns = record.get("columns")
+            if columns and columns.get("header") is not None:
+                columns = {**columns, "header": self._read_names(columns["header"], "column")}
             self.spec = InputSpec(
                 self._raw_shape(record, input_shape),
                 None if record.get("pixel_max") is None else float(record["pixel_max"]),
-                Columns.from_dict(record["columns"]) if record.get("columns") else None,
+                Columns.from_dict(columns) if columns else None,
                 record.get("layout"),
                 contract.read_record(record.get("inputs")),
             )
@@ -117,6 +121,29 @@ class TrainedModel:
         if not all(np.isfinite(p).all() for p in self.model.params.values()):
             raise CheckpointError(f"{self.source} holds weights that are not finite numbers")
         self._probe()
+
+    def _read_names(self, names, kind: str) -> list[str]:
+        """Names the file gives (of classes, of table columns) as they may be printed: control
+        characters escaped and each cut to MAX_NAME characters (`nncli.fileio.printable`),
+        with a warning where any was; a file naming more than MAX_NAMES is refused."""
+        if not isinstance(names, (list, tuple)):
+            raise TypeError(f"{kind} names of type {type(names).__name__}")
+        if len(names) > MAX_NAMES:
+            raise CheckpointError(
+                f"{self.source} names {len(names):,} {kind}s; at most {MAX_NAMES:,} are read"
+            )
+        given = [str(n) for n in names]
+        read = [printable(n) for n in given]
+        if read != given:
+            longest = max(map(len, given))
+            cut = (f", cut to {MAX_NAME} characters (the longest has {longest:,})"
+                   if longest > MAX_NAME else "")
+            self.warn(f"{self.source} has {kind} names with control characters or of more than"
+                      f" {MAX_NAME} characters: they are shown escaped{cut}")
+            if len(set(read)) < len(set(given)):
+                raise CheckpointError(f"{self.source} has {kind} names that are the same once cut to"
+                                      f" {MAX_NAME} characters")
+        return read
 
     def _check_record(self, input_shape: tuple[int, ...]) -> None:
         """The data record agrees with itself and with the preprocessing: a damaged or crafted

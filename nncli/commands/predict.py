@@ -30,6 +30,7 @@ from nncli.commands.eval import partly_trained
 from nncli.data.images import IMAGE_SUFFIXES, image_files, image_shape, read_pictures
 from nncli.data.tabular import read_npz, read_rows
 from nncli.errors import DataError, NncliError
+from nncli.fileio import printable
 from nncli.training import checkpoint
 
 TABLE_SUFFIXES = (".csv",)
@@ -256,6 +257,7 @@ def _classes(model: TrainedModel, names: list[str], outputs: np.ndarray, top_k: 
         header.append("label")
     rows, records = [], []
     for i, name in enumerate(names):
+        name = printable(name, limit=None)  # a file's name may hold anything but / and NUL
         row: list = [name]
         top = []
         for j in best[i]:
@@ -282,6 +284,7 @@ def _values(model: TrainedModel, names: list[str], outputs: np.ndarray, truth):
     header = ["input", *targets]
     rows, records = [], []
     for i, name in enumerate(names):
+        name = printable(name, limit=None)
         # 9 significant digits: a float32 read back from the CSV is the float32 written
         rows.append([name, *(f"{v:.9g}" for v in values[i])])
         records.append({"input": name, **{t: float(v) for t, v in zip(targets, values[i], strict=True)}})

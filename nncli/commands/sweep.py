@@ -162,9 +162,9 @@ def plan(sweep: Sweep, out: Path) -> list[Run]:
     ]
 
 
-def dry_run(path: str | Path) -> str:
+def dry_run(path: str | Path, max_trials: int | None = None) -> str:
     """What `nncli sweep --dry-run` prints: the trials, their varied values, the counts."""
-    sweep = load_sweep(path)
+    sweep = load_sweep(path, max_trials)
     lines = [f"{sweep.path}: {len(sweep.trials)} trials x {len(sweep.seeds)} seeds"
              f" = {len(sweep.trials) * len(sweep.seeds)} runs of {sweep.base}"]
     lines += [f"  {trial.index:>3}  {trial.label()}" for trial in sweep.trials]
@@ -182,12 +182,13 @@ def sweep(
     progress: bool = False,
     wait: bool = False,
     say=print,
+    max_trials: int | None = None,
 ) -> SweepResult:
     """Run the sweep file at `path` (see the module docstring); `say` hears one line at the start
     and end, and the notes. Raises KeyboardInterrupt (`Stopped` for SIGTERM and SIGHUP) after
     the workers have saved and stopped, and SweepBusy when another sweep holds `out` (unless
     `wait`: then it waits for that one to end)."""
-    spec = load_sweep(path)
+    spec = load_sweep(path, max_trials, say)  # more than 1,000 trials need max_trials
     out = Path(out) if out else Path("runs") / "sweeps" / spec.name
     runs = plan(spec, out)
     out.mkdir(parents=True, exist_ok=True)

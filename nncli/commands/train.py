@@ -54,24 +54,50 @@ def dump_config(config: dict) -> str:
     return yaml.safe_dump(config, sort_keys=False, default_flow_style=None, width=100)
 
 
+class StopSignals:
+    """SIGINT and SIGTERM while a run is made and trained, as a signal handler.
+
+    The first signal is noted: the trainer stops at the next batch boundary, or before its
+    first batch, and a run stopped before its first checkpoint is removed. A second signal stops
+    at once (KeyboardInterrupt), but only once the run is resumable (its last.pkl exists):
+    before that it is noted too, so that nothing, the removal included, is cut short halfway.
+    """
+
+    def __init__(self):
+        self.signum: int | None = None  # the first signal received
+        self.again: int | None = None  # a second one, which stopped the run at once
+        self.run: RunDir | None = None
+        self.trainer: Trainer | None = None
+
+    def __call__(self, signum, frame) -> None:
+        if self.signum is None:
+            self.signum = signum
+            if self.trainer is not None:
+                self.trainer.stop_requested = signum
+        elif self.run is not None and self.run.last.exists():
+            self.again = signum
+            raise KeyboardInterrupt
+
+    def attach(self, trainer: Trainer) -> None:
+        """From now on `trainer` is told; and now, of a signal that came before it existed."""
+        self.trainer = trainer
+        if self.signum is not None:
+            trainer.stop_requested = self.signum
+
+
 @contextlib.contextmanager
-def stop_on_signals(trainer: Trainer):
-    """SIGINT and SIGTERM ask the trainer to stop at the next batch boundary; a second signal
-    stops at once."""
+def stop_on_signals():
+    """A `StopSignals` handling SIGINT and SIGTERM inside the block (in the main thread only,
+    where Python runs signal handlers); the previous handlers are restored after it."""
+    stop = StopSignals()
     if sys.platform == "win32" or not _main_thread():
-        yield
+        yield stop
         return
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def request(signum, frame):
-        if trainer.stop_requested is not None:
-            raise KeyboardInterrupt
-        trainer.stop_requested = signum
-
     for s in previous:
-        signal.signal(s, request)
+        signal.signal(s, stop)
     try:
-        yield
+        yield stop
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -83,12 +109,16 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def prepare_new(config_path: str | Config, overrides, data_dir: Path, run_dir: str | None, progress: bool):
+def prepare_new(config_path: str | Config, overrides, data_dir: Path, progress: bool):
+    """The experiment of a new run, and its fresh state; its directory is made afterwards, by
+    `make_run_dir`."""
     # a Config is parsed already, its overrides applied (the Python API)
     config = config_path if isinstance(config_path, Config) else load_config(config_path, overrides)
-    exp = build_experiment(config, data_dir, progress)
-    run = given_run_dir(Path(run_dir)) if run_dir else new_run_dir(RUNS_ROOT, config.name)
-    return exp, run, TrainingState()
+    return build_experiment(config, data_dir, progress), TrainingState()
+
+
+def make_run_dir(exp: Experiment, run_dir: str | None) -> RunDir:
+    return given_run_dir(Path(run_dir)) if run_dir else new_run_dir(RUNS_ROOT, exp.config.name)
 
 
 # What a resumed run may change: how long it goes on, and how it evaluates. Anything else (the
@@ -212,19 +242,61 @@ def train(
     if resume:
         exp, run, state = prepare_resume(resume, overrides, data_dir, verbose, allow_data_change)
     else:
-        exp, run, state = prepare_new(config_path, overrides, data_dir, run_dir, verbose)
-    try:
-        return _run(exp, run, state, verbose=verbose, bars=bars, say=say)
-    except BaseException:
-        # a new run stopped before its first checkpoint (Ctrl-C during start-up, a full disk)
-        # leaves nothing behind; from the first checkpoint on, it can be resumed
-        if not resume and not run.last.exists():
-            discard(run)
-        raise
+        (exp, state), run = prepare_new(config_path, overrides, data_dir, verbose), None
+    # from before the run directory is made until the run is finished, a signal is noted and
+    # answered where the run is whole: resumable, finished, or not there at all
+    with stop_on_signals() as stop:
+        if run is None:
+            run = make_run_dir(exp, run_dir)
+        stop.run = run
+        try:
+            result = _run(exp, run, state, stop, verbose=verbose, bars=bars, say=say)
+        except BaseException as err:
+            # a new run stopped before its first checkpoint (a signal during start-up, a full
+            # disk) leaves nothing behind; from the first checkpoint on, it can be resumed
+            if not resume and not run.last.exists():
+                discard(run)
+                if isinstance(err, Interrupted):
+                    gone = "was removed" if run.made else "is empty again"
+                    raise _stopped(err.signum, f"before its first checkpoint; {run.path} {gone}") from None
+            elif isinstance(err, KeyboardInterrupt) and stop.again is not None:
+                raise _stopped(
+                    stop.again,
+                    f"at once (a second signal); {run.last} holds the last state saved:"
+                    f" resume with: nncli train --resume {run.path}",
+                ) from None
+            raise
+        if stop.signum is not None:  # it came after the last batch: the run is complete
+            _say(
+                say,
+                f"note: {signal.Signals(stop.signum).name} came after the last batch; the run"
+                f" finished and {run.path} is complete",
+            )
+        return result
+
+
+def _stopped(signum: int, where: str) -> Interrupted:
+    stop = Interrupted(signum)
+    stop.args = (f"{stop.args[0]} {where}",)
+    return stop
+
+
+def _say(say, line: str) -> None:
+    if say is not None:
+        say(line)
+    else:
+        print(line, file=sys.stderr, flush=True)
 
 
 def _run(
-    exp: Experiment, run: RunDir, state: TrainingState, *, verbose: bool, bars: bool, say=None
+    exp: Experiment,
+    run: RunDir,
+    state: TrainingState,
+    stop: StopSignals,
+    *,
+    verbose: bool,
+    bars: bool,
+    say=None,
 ) -> TrainResult:
     """Train `exp` in `run` from `state`: the config file, the callbacks, the loop."""
     for note in exp.notes:  # warnings even when quiet: they may mean the run is not what was meant
@@ -247,22 +319,19 @@ def _run(
         summary,
     ]
     trainer = Trainer(exp, callbacks, state)
-    with (
-        np.errstate(over="ignore", invalid="ignore", divide="ignore"),
-        stop_on_signals(trainer),
-        _naming_the_run(run),
-    ):
+    stop.attach(trainer)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), _naming_the_run(run):
         try:
             trainer.fit()
-        except Interrupted as stop:
+        except Interrupted as err:
             progress = trainer.state.progress
             where = (
                 f"epoch {progress.epoch + 1}, batch {progress.batch}"
                 if progress
                 else f"epoch {trainer.state.epoch}"
             )
-            stop.args = (
-                f"{stop.args[0]}: saved {run.last} ({where}); resume with: nncli train --resume {run.path}",
+            err.args = (
+                f"{err.args[0]}: saved {run.last} ({where}); resume with: nncli train --resume {run.path}",
             )
             raise
     return TrainResult(run, trainer.state, summary.summary)

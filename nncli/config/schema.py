@@ -182,7 +182,7 @@ def parse_config(source: Source, default_name: str = "run") -> Config:
     name = raw.get("name", default_name)
     if not isinstance(name, str) or not name.isprintable() or not name or "/" in name or name.startswith("."):
         raise source.error(("name",), f"expected a name usable as a folder, got {name!r}")
-    seed = value(("seed",), lambda k: validate.non_negative_int(k, raw.get("seed", 0)))
+    seed = value(("seed",), lambda k: validate.seed(k, raw.get("seed", 0)))
     dtype = value(("dtype",), lambda k: validate.one_of(k, raw.get("dtype", "float32"), DTYPES))
 
     model = raw["model"]

@@ -19,11 +19,19 @@ Trials are the grid's product, then the random draws, each combined with every g
 when both are given (grid points x random trials). Every key must be one a training config
 takes; each trial's config is parsed and checked as `nncli train --set` would, and a mistake is
 one line naming the sweep file, its line and the key.
+
+The number of trials is counted before any is made: more than `MAX_TRIALS` need `max_trials`
+(`nncli sweep --max-trials N`), and no sweep has more than `TRIALS_CEILING`. Two trials that
+would be one run are refused, naming the keys: a value given twice in a grid list (`0.01` and
+`0.010` are one number), `seed` as a swept key (the seeds are `seeds:`), random draws that
+repeat, or values that resolve to the same config.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +44,16 @@ from nncli.config.schema import load_config
 from nncli.config.yamlsource import Source, load_yaml, parse_path
 from nncli.errors import ConfigError
 from nncli.registry import did_you_mean
+from nncli.validate import MAX_SEED, shown
+from nncli.words import count as plural
 
 KEYS = ("base", "grid", "random", "seeds", "metric", "mode")
 RANDOM_KEYS = ("trials", "seed", "space")
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")
+MAX_TRIALS = 1_000  # more need max_trials (--max-trials)
+TRIALS_CEILING = 1_000_000  # what max_trials may allow
+INT64 = (-(2**63), 2**63 - 2)  # the bounds an `int` distribution may take (both ends included)
 
 
 @dataclass(frozen=True)
@@ -74,8 +87,12 @@ def _yaml(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip().removesuffix("\n...")
 
 
-def load_sweep(path: str | Path) -> Sweep:
-    """Read and validate a sweep file; `ConfigError` naming the file, line and key otherwise."""
+def load_sweep(path: str | Path, max_trials: int | None = None, say=None) -> Sweep:
+    """Read and validate a sweep file; `ConfigError` naming the file, line and key otherwise.
+    More than `MAX_TRIALS` trials need `max_trials`; `say` hears the count before the trials'
+    configs are checked where there are more than a hundred (a second or more of checking)."""
+    if max_trials is not None and not 1 <= max_trials <= TRIALS_CEILING:
+        raise ConfigError(f"--max-trials takes 1 to {TRIALS_CEILING:,}, got {max_trials}")
     source = load_yaml(path)
     raw = source.data
     if not isinstance(raw, dict):
@@ -94,21 +111,31 @@ def load_sweep(path: str | Path) -> Sweep:
         raise source.error((), "expected a grid, a random search, or both")
 
     grid = _grid(source, raw.get("grid"))
-    random = _random(source, raw.get("random"))
-    points = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
-    draws = random if random else [{}]
-    trials = tuple(Trial(i, {**point, **draw}) for i, (point, draw) in
-                   enumerate(itertools.product(points, draws)))
-    varied = tuple(dict.fromkeys(key for trial in trials for key in trial.values))
+    draw = _random(source, raw.get("random"))
+    points_count = math.prod(len(values) for values in grid.values())
+    random_count = raw["random"]["trials"] if draw else 1
+    _check_count(source, points_count, random_count, max_trials)
 
     seeds = raw.get("seeds")
     if seeds is None:
         seeds = [load_config(base).seed]
     if (not isinstance(seeds, list) or not seeds
-            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
-        raise source.error(("seeds",), f"expected a list of seeds (integers >= 0), got {seeds!r}")
+            or not all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED
+                       for s in seeds)):
+        given = repr(seeds) if len(repr(seeds)) < 200 else "other values"
+        raise source.error(("seeds",), f"expected a list of seeds (integers from 0 to 2^63 - 1), got {given}")
     if len(set(seeds)) != len(seeds):
         raise source.error(("seeds",), f"a seed is given twice in {seeds}")
+    count = points_count * random_count
+    if say is not None and count > 100:
+        say(f"{path}: {plural(count, 'trial')} x {plural(len(seeds), 'seed')} ="
+            f" {plural(count * len(seeds), 'run')}; checking each trial's config")
+
+    points = [dict(zip(grid, combo, strict=True)) for combo in itertools.product(*grid.values())]
+    draws = draw(random_count) if draw else [{}]
+    trials = tuple(Trial(i, {**point, **drawn}) for i, (point, drawn) in
+                   enumerate(itertools.product(points, draws)))
+    varied = tuple(dict.fromkeys(key for trial in trials for key in trial.values))
 
     metric = raw.get("metric", "val_acc")
     if metric not in METRICS:
@@ -118,8 +145,12 @@ def load_sweep(path: str | Path) -> Sweep:
     if mode not in ("min", "max"):
         raise source.error(("mode",), f"expected min or max, got {mode!r}")
 
-    for trial in trials:  # every trial must be a config `nncli train` takes
-        _check_trial(source, base, trial, seeds[0])
+    resolved: dict[str, Trial] = {}
+    for trial in trials:  # every trial must be a config `nncli train` takes, and a run of its own
+        digest = _check_trial(source, base, trial, seeds[0])
+        if digest in resolved:
+            _same_run(source, resolved[digest], trial)
+        resolved[digest] = trial
     return Sweep(Path(path), Path(path).stem, base, trials, tuple(seeds), metric, mode, varied)
 
 
@@ -133,12 +164,20 @@ def _grid(source: Source, spec: Any) -> dict[str, list]:
         _key(source, ("grid", key), key)
         if not isinstance(values, list) or not values:
             raise source.error(("grid", key), f"expected a non-empty list of values, got {values!r}")
+        seen: dict = {}
+        for i, value in enumerate(values):
+            same = seen.setdefault(_same_as(value), i)
+            if same != i:
+                raise source.error(("grid", key, i), f"item {i} ({_yaml(value)}) is the same value as item"
+                                   f" {same} ({_yaml(values[same])}): their trials would be one run;"
+                                   " give each value once")
     return dict(spec)
 
 
-def _random(source: Source, spec: Any) -> list[dict[str, Any]]:
+def _random(source: Source, spec: Any):
+    """None without a random search; else `draw(count)`, the first `count` trials' values."""
     if spec is None:
-        return []
+        return None
     if not isinstance(spec, dict):
         raise source.error(("random",), "expected a mapping with trials, seed and space")
     for key in spec:
@@ -149,16 +188,20 @@ def _random(source: Source, spec: Any) -> list[dict[str, Any]]:
     if not isinstance(trials, int) or isinstance(trials, bool) or trials <= 0:
         raise source.error(("random", "trials"), f"expected a positive number of trials, got {trials!r}")
     seed = spec.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise source.error(("random", "seed"), f"expected an integer >= 0, got {seed!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise source.error(("random", "seed"), f"expected an integer from 0 to 2^63 - 1, got {shown(seed)}")
     space = spec.get("space")
     if not isinstance(space, dict) or not space:
         raise source.error(("random", "space"), "expected a mapping of keys to distributions, like"
                                                 " {optimizer.lr: {loguniform: [1.0e-3, 1.0e-1]}}")
     samplers = {key: _distribution(source, ("random", "space", key), key, d) for key, d in space.items()}
-    rng = np.random.default_rng(seed)
-    # draws in trial order, then key order: adding trials keeps the earlier ones
-    return [{key: sample(rng) for key, sample in samplers.items()} for _ in range(trials)]
+
+    def draw(count: int) -> list[dict[str, Any]]:
+        rng = np.random.default_rng(seed)
+        # draws in trial order, then key order: adding trials keeps the earlier ones
+        return [{key: sample(rng) for key, sample in samplers.items()} for _ in range(count)]
+
+    return draw
 
 
 def _distribution(source: Source, path: tuple, key: str, spec: Any):
@@ -176,9 +219,13 @@ def _distribution(source: Source, path: tuple, key: str, spec: Any):
             raise source.error(where, f"expected a non-empty list of values, got {args!r}")
         return lambda rng: args[int(rng.integers(len(args)))]
     if (not isinstance(args, list) or len(args) != 2
-            or not all(isinstance(a, int | float) and not isinstance(a, bool) and math.isfinite(a)
-                       for a in args)):
+            or not all(isinstance(a, int | float) and not isinstance(a, bool) for a in args)):
         raise source.error(where, f"expected bounds [low, high], got {args!r}")
+    if kind == "int" and not all(isinstance(a, int) and INT64[0] <= a <= INT64[1] for a in args):
+        raise source.error(where, f"expected integer bounds from -2^63 to 2^63 - 2, got"
+                                  f" [{shown(args[0])}, {shown(args[1])}]")
+    if not all(abs(a) <= 1e300 for a in args):  # an int past a float's range, inf, nan
+        raise source.error(where, f"expected finite bounds, got [{shown(args[0])}, {shown(args[1])}]")
     low, high = args
     if not low < high:
         raise source.error(where, f"expected low < high, got [{low}, {high}]")
@@ -197,14 +244,65 @@ def _key(source: Source, path: tuple, key: Any) -> None:
     if not isinstance(key, str):
         raise source.error(path, f"expected a dotted key like optimizer.lr, got {key!r}")
     try:
-        parse_path(key)
+        parsed = parse_path(key)
     except ValueError as err:
         raise source.error(path, f"not a key like model[0].linear.units: {err}") from None
+    if parsed == ("seed",):
+        raise source.error(path, "the seed is not a key to sweep (each run's seed comes from seeds:, and"
+                                 " these trials would all be one run): list them as seeds: [0, 1, 2]")
 
 
-def _check_trial(source: Source, base: Path, trial: Trial, seed: int) -> None:
+def _check_count(source: Source, points: int, draws: int, max_trials: int | None) -> None:
+    """Refuse, before any trial is made, more trials than `max_trials` (or `MAX_TRIALS`)."""
+    count = points * draws
+    limit = MAX_TRIALS if max_trials is None else max_trials
+    if count <= limit:
+        return
+    parts = [f"{points:,} grid points"] if points > 1 or draws == 1 else []
+    parts += [f"{draws:,} random trials"] if draws > 1 else []
+    where = ("random", "trials") if draws > points else ("grid",)
+    what = f"{count:,} trials ({' x '.join(parts)})" if len(parts) > 1 else f"{count:,} trials"
+    if count > TRIALS_CEILING:
+        raise source.error(where, f"{what}: more than a sweep may have, {TRIALS_CEILING:,}")
+    if max_trials is None:
+        raise source.error(where, f"{what}: more than {MAX_TRIALS:,} need --max-trials"
+                                  f" (--max-trials {count} to run them all)")
+    raise source.error(where, f"{what}: more than --max-trials {max_trials:,}")
+
+
+def _same_as(value: Any) -> Any:
+    """What makes two values one: numbers equal as numbers (0.01 and 0.010, 1 and 1.0), but
+    true is not 1; lists and mappings by their items."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return (type(value).__name__, value)
+    if isinstance(value, int | float):
+        return ("number", value)
+    if isinstance(value, list):
+        return ("list", tuple(_same_as(v) for v in value))
+    if isinstance(value, dict):
+        return ("mapping", tuple(sorted((str(k), _same_as(v)) for k, v in value.items())))
+    return ("other", repr(value))
+
+
+def _same_run(source: Source, first: Trial, second: Trial) -> None:
+    """Two trials resolve to one config: name the keys whose values differ yet come to the same."""
+    keys = [key for key in second.values if _same_as(first.values.get(key)) != _same_as(second.values[key])]
+    paths = [path for key in keys or second.values for path in (("grid", key), ("random", "space", key))
+             if path in source.lines]
+    where = paths[0] if paths else ()
+    head = f"trials {first.index} and {second.index} would be one run"
+    if not keys:  # random draws that repeat
+        raise source.error(where, f"{head}: the random search draws {second.label()} twice (a small choice"
+                                  " or int space repeats its draws: fewer trials, or a grid)")
+    pairs = "; ".join(f"{key}: {_yaml(first.values.get(key))} and {_yaml(second.values[key])}"
+                      for key in keys)
+    raise source.error(where, f"{head}: their configs resolve the same ({pairs})")
+
+
+def _check_trial(source: Source, base: Path, trial: Trial, seed: int) -> str:
     """Parse the trial's config, and construct its layers, loss, optimizer and schedule (their
-    options' values are checked there), as `nncli train` would before loading any data."""
+    options' values are checked there), as `nncli train` would before loading any data; a
+    digest of the resolved config."""
     from nncli.nn import LAYERS, LOSSES, OPTIMIZERS, SCHEDULES
 
     try:
@@ -214,6 +312,8 @@ def _check_trial(source: Source, base: Path, trial: Trial, seed: int) -> None:
         for spec, registry in parts:
             with config.located(spec.path):
                 registry.create(spec.type, dict(spec.options))
+        text = json.dumps(config.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
     except ConfigError as err:
         # point at the sweep file's line of the key the error is about
         about = [key for key in trial.values if (err.key or "").startswith(key) or key in err.message]

@@ -73,6 +73,7 @@ from nncli.data.datasets import (
     one_hot_note,
 )
 from nncli.errors import ConfigError, DataError
+from nncli.fileio import TooLarge, npz_arrays
 from nncli.registry import did_you_mean
 
 # `task` of csv and npz: "decide" settles it from the labels and the run's loss.
@@ -507,12 +508,13 @@ def load_npz(
 
 def read_npz(file: Path) -> dict[str, np.ndarray]:
     """Every array of the .npz `file`, read without pickle; one `DataError` naming the file
-    for anything else (not a zip, object arrays, a damaged or crafted member)."""
+    for anything else (not a zip, object arrays, a damaged or crafted member, a zip bomb)."""
     if not zipfile.is_zipfile(file):
         raise DataError(f"{file} is not an .npz file (an .npz is a zip archive of arrays)")
     try:
-        with np.load(file, allow_pickle=False) as npz:
-            return {key: npz[key] for key in npz.files}
+        return npz_arrays(file)
+    except TooLarge as err:
+        raise DataError(f"refusing to read {file}: {err}") from None
     except ValueError as err:
         if "pickle" not in str(err):
             raise DataError(f"{file} is not a readable .npz file ({err})") from None

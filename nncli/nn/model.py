@@ -39,6 +39,36 @@ from nncli.nn.layers import Layer
 from nncli.nn.layers.conv import block_for_pooling
 from nncli.nn.parallel import Shards, shard_bounds
 
+# What a model may ask for, checked from its shapes before any array is made: 2^28 parameters
+# (1 GiB of float32 weights, as much again for their gradients, and twice that for Adam's
+# state), and 2^24 values per sample out of any one layer (64 MiB of float32 per sample).
+MAX_PARAMS = 2**28
+MAX_VALUES = 2**24
+
+
+def check_size(layers: list, input_shape: tuple[int, ...]) -> None:
+    """`ConfigError` keyed `[i].<layer>` for the first layer that takes the model past
+    `MAX_PARAMS` parameters or gives more than `MAX_VALUES` values per sample."""
+    shape, total = tuple(input_shape), 0
+    for i, layer in enumerate(layers):
+        layer.input_shape = shape  # as `build` sets it, which comes next: messages quote it
+        try:
+            out = tuple(layer.infer_output_shape(shape))
+        except ConfigError as err:
+            raise err.at(f"[{i}].{layer.name}") from None
+        own = layer.param_count(shape)
+        total += own
+        if total > MAX_PARAMS:
+            whole = f", {total:,} with the layers before it" if total > own else ""
+            raise ConfigError(
+                f"this layer would hold {own:,} parameters{whole}: more than a model may have,"
+                f" {MAX_PARAMS:,} (2^28)", f"[{i}].{layer.name}")
+        if math.prod(out) > MAX_VALUES:
+            raise ConfigError(
+                f"this layer would give {math.prod(out):,} values per sample (shape {out}): more"
+                f" than a layer may, {MAX_VALUES:,} (2^24)", f"[{i}].{layer.name}")
+        shape = out
+
 
 @dataclass(frozen=True)
 class FlatParams:
@@ -95,10 +125,13 @@ class Sequential:
         """Build every layer for samples of `input_shape`; return the output shape.
 
         A layer that cannot take its input raises `ConfigError` keyed `[i]`, so the config
-        loader can point at `model[i]`. With `max_params`, a model with more parameters raises
+        loader can point at `model[i]`; so does a model past `MAX_PARAMS` parameters, or a
+        layer giving more than `MAX_VALUES` values per sample, found from the shapes before
+        anything is allocated (`check_size`). With `max_params`, a model with more parameters raises
         `ValueError` before they are packed (copied) into one array.
         """
         self.input_shape = shape = tuple(input_shape)
+        check_size([*self.layers, *([self.output] if self.output is not None else [])], shape)
         for i, layer in enumerate(self.layers):
             try:
                 shape = layer.build(shape, rng, dtype)

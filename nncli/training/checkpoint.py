@@ -8,31 +8,99 @@ A checkpoint is a dict of builtins and numpy arrays only:
     epoch (epochs completed), progress (where an interrupted epoch stopped, or None),
     history (metrics rows so far), tracker (best and early-stopping state)
 
+On disk, a checkpoint is a header and then the pickle:
+
+    MAGIC (12 bytes)  the BLAKE2b-256 digest of the pickle (32 bytes)  its length (8 bytes, little-endian)
+
+`load` checks the length and the digest before it unpickles anything, so a file changed on
+disk by as little as one bit is refused as damaged. A file without the header is a checkpoint
+of an nncli from before digests (a bare pickle, which starts with b"\x80"): it is read as it
+always was, without a word (its first save after a resume writes the header). A header that
+differs from MAGIC in a byte or two is a damaged new file, not an old one.
+
 `save` writes a temporary file beside the target, flushes and fsyncs it, then renames it over
 the target, so a reader sees the old checkpoint or the new one, never half of one. `load` uses
 the restricted unpickler in `nncli.safe_pickle`: a crafted pickle naming anything but arrays
-and builtins is refused before any of it runs. `load` reads `nncli export`'s .npz files too
-(`nncli.training.export`), as checkpoints without their training state.
+and builtins, or building more than its size can hold, is refused before any of it runs.
+`load` reads `nncli export`'s .npz files too (`nncli.training.export`), as checkpoints without
+their training state.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import pickle
 from pathlib import Path
 from typing import Any
 
 from nncli import __version__, safe_pickle
 from nncli.errors import CheckpointError
-from nncli.fileio import atomic_write_bytes
+from nncli.fileio import MAX_DEPTH, atomic_write_bytes, too_deep
 from nncli.training import export
 
 FORMAT_VERSION = 1
 REQUIRED = ("format_version", "config", "model", "epoch")
+MAGIC = b"\x93NNCLI-CKPT\n"
+DIGEST_SIZE = 32
+HEADER_SIZE = len(MAGIC) + DIGEST_SIZE + 8
+
+
+def _digest() -> hashlib.blake2b:
+    return hashlib.blake2b(digest_size=DIGEST_SIZE)
 
 
 def save(path: Path, state: dict[str, Any]) -> None:
-    payload = {"format_version": FORMAT_VERSION, "nncli_version": __version__, **state}
-    atomic_write_bytes(path, pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL))
+    payload = pickle.dumps(
+        {"format_version": FORMAT_VERSION, "nncli_version": __version__, **state},
+        protocol=pickle.HIGHEST_PROTOCOL,
+    )
+    digest = _digest()
+    digest.update(payload)
+    header = MAGIC + digest.digest() + len(payload).to_bytes(8, "little")
+    atomic_write_bytes(path, (header, payload))
+
+
+def verify(f, path: Path) -> str | None:
+    """Check the open checkpoint `f` against its header and leave it at the start of the
+    pickle; returns why it is damaged, or None (None too for a file with no header: an old one)."""
+    size = os.fstat(f.fileno()).st_size
+    head = f.read(HEADER_SIZE)
+    if not head.startswith(MAGIC):
+        near = sum(a != b for a, b in zip(head, MAGIC, strict=False)) <= 2 and len(head) >= len(MAGIC)
+        f.seek(0)
+        return "its header is damaged" if near else None
+    if len(head) < HEADER_SIZE:
+        return "it is cut short inside its header"
+    expected, length = head[len(MAGIC):-8], int.from_bytes(head[-8:], "little")
+    if size - HEADER_SIZE != length:
+        return f"it holds {size - HEADER_SIZE:,} bytes of data where {length:,} were written"
+    digest = _digest()
+    while chunk := f.read(1 << 20):
+        digest.update(chunk)
+    if digest.digest() != expected:
+        return "its contents do not match the digest written with them"
+    f.seek(HEADER_SIZE)
+    return None
+
+
+def _damaged(path: Path, why: str) -> CheckpointError:
+    message = f"damaged: checkpoint {path} changed on disk after nncli wrote it ({why}); it is not loaded"
+    best = path.with_name("best.pkl")
+    if path.name == "last.pkl" and best.is_file():
+        try:
+            with open(best, "rb") as f:
+                intact = verify(f, best) is None
+        except OSError:
+            intact = False
+        if intact:
+            message += (f"; to resume from the best epoch instead, copy {best} over it (then"
+                        " nncli train --resume), or train afresh")
+        else:
+            message += "; train afresh"
+    elif path.name == "last.pkl":
+        message += "; train afresh"
+    return CheckpointError(message)
 
 
 def resolve(path: str | Path) -> Path:
@@ -60,9 +128,15 @@ def load(path: str | Path) -> dict[str, Any]:
         return export.read(path)
     try:
         with open(path, "rb") as f:
+            damage = verify(f, path)
+            if damage:
+                raise _damaged(path, damage)
             state = safe_pickle.load(f, what=f"checkpoint {path}", error=CheckpointError)
     except OSError as err:
         raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror}") from None
+    if too_deep(state):
+        raise CheckpointError(f"checkpoint {path} nests containers more than {MAX_DEPTH} deep;"
+                              " it is damaged or crafted")
     if not isinstance(state, dict) or not all(key in state for key in REQUIRED):
         raise CheckpointError(f"{path} is not an nncli checkpoint (it lacks the expected fields)")
     version = state["format_version"]

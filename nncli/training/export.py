@@ -10,6 +10,12 @@
                                    the preprocessing steps (arrays named by reference), which
                                    arrays are parameters and which buffers, and the epoch
 
+nncli.json also holds `digest`: the BLAKE2b-256 of the JSON without it (as `_canonical` writes
+it) and of every array (name, dtype, shape, bytes, by name), checked by `read` before it uses
+anything; the zip's CRCs are kept too. An export without `digest` (from an nncli before it)
+is read as it was. The reading is bounded (`nncli.fileio.npz_arrays`: no zip bomb) and JSON
+nested past `nncli.fileio.MAX_DEPTH` is refused.
+
 `read` turns such a file back into the dict `nncli.training.checkpoint.load` returns for a
 pickle, without the training state (optimizer, generator, history): an export can be evaluated,
 predicted with and loaded from Python, but not resumed. numpy reads it with allow_pickle=False,
@@ -18,6 +24,7 @@ so a crafted file can hold numbers and nothing that runs.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import zipfile
@@ -28,15 +35,26 @@ import numpy as np
 
 from nncli import __version__
 from nncli.errors import CheckpointError
-from nncli.fileio import atomic_write_bytes
+from nncli.fileio import MAX_DEPTH, TooLarge, atomic_write_bytes, npz_arrays, too_deep
 
 FORMAT = "nncli model"
 FORMAT_VERSION = 1
 META = "nncli.json"
-# A file whose arrays unpack to more than this many times its size is refused: np.savez
-# stores arrays uncompressed, so only a crafted file expands (a zip bomb).
-MAX_EXPANSION = 20
-SMALL = 64 << 20  # below this, any expansion is harmless
+DIGEST = "blake2b-256"
+
+
+def digest(header: dict, arrays: dict[str, np.ndarray]) -> str:
+    """The hex BLAKE2b-256 of `header` (less its "digest") and `arrays` (less nncli.json)."""
+    hashed = hashlib.blake2b(digest_size=32)
+    rest = {key: value for key, value in header.items() if key != "digest"}
+    hashed.update(json.dumps(rest, sort_keys=True, allow_nan=True).encode("utf-8"))
+    for name in sorted(arrays):
+        if name == META:
+            continue
+        value = np.ascontiguousarray(arrays[name])
+        hashed.update(json.dumps([name, value.dtype.str, list(value.shape)]).encode("utf-8"))
+        hashed.update(value.data if value.size else b"")
+    return hashed.hexdigest()
 
 
 def export(saved: dict, path: Path) -> dict:
@@ -70,6 +88,7 @@ def export(saved: dict, path: Path) -> dict:
         "params": list(model["params"]),
         "buffers": list(model["buffers"]),
     }
+    header["digest"] = {DIGEST: digest(header, arrays)}
     text = json.dumps(header, indent=1, allow_nan=True).encode("utf-8")
     arrays[META] = np.frombuffer(text, dtype=np.uint8)
     buffer = io.BytesIO()
@@ -114,15 +133,9 @@ def read(path: Path) -> dict:
     """The checkpoint dict of export `path`; `CheckpointError` for anything that is not one."""
     what = f"{path} is not an nncli model export"
     try:
-        with zipfile.ZipFile(path) as archive:
-            unpacked = sum(info.file_size for info in archive.infolist())
-        size = path.stat().st_size
-        if unpacked > SMALL and unpacked > MAX_EXPANSION * size:
-            raise CheckpointError(f"{what}: its arrays would unpack to {unpacked:,} bytes from {size:,}")
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except CheckpointError:
-        raise
+        arrays = npz_arrays(path)
+    except TooLarge as err:
+        raise CheckpointError(f"refusing to read {path}: {err}") from None
     except ValueError as err:  # object arrays (they need pickle), a damaged array header
         raise CheckpointError(f"{what} ({err})") from None
     except MemoryError:  # an array header declaring more than the file holds
@@ -134,9 +147,20 @@ def read(path: Path) -> dict:
         held = ", ".join(sorted(arrays)[:5]) or "nothing"
         raise CheckpointError(f"{what} (it has no {META}; it holds {held})")
     try:
-        header = json.loads(arrays.pop(META).tobytes().decode("utf-8"))
+        header = json.loads(np.asarray(arrays.pop(META)).tobytes().decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as err:
         raise CheckpointError(f"{what}: its {META} is not valid JSON ({err})") from None
+    except RecursionError:
+        header = None
+    if header is None or too_deep(header):
+        raise CheckpointError(f"refusing to read {path}: its {META} nests more than {MAX_DEPTH} deep")
+    if isinstance(header, dict) and isinstance(header.get("digest"), dict):
+        written = header["digest"].get(DIGEST)
+        if written != digest(header, arrays):
+            raise CheckpointError(
+                f"damaged: export {path} changed after nncli wrote it (its arrays and {META} do"
+                " not match the digest written with them); it is not loaded"
+            )
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(f"{what} (its {META} does not say format {FORMAT!r})")
     version = header.get("format_version")

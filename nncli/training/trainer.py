@@ -8,7 +8,9 @@ Then validation, the schedule's and early stopping's view of the epoch, and the 
 
 A stop request (a signal handler sets `stop_requested`) is honoured between two batches, where
 the state is consistent: the callbacks save it with the position inside the epoch, and
-`Interrupted` propagates. A non-finite loss stops the run before the bad step is applied.
+`Interrupted` propagates. One made before `fit` starts stops it before anything is called or
+saved; one made after the last batch is left to the caller (the run finishes as it would
+have). A non-finite loss stops the run before the bad step is applied.
 """
 
 from __future__ import annotations
@@ -106,6 +108,8 @@ class Trainer:
 
     def fit(self) -> TrainingState:
         cfg = self.exp.config.train
+        if self.stop_requested is not None:  # before the first batch: nothing new to save
+            raise Interrupted(self.stop_requested)
         self._call("on_train_begin")
         while self.state.epoch < cfg.epochs and not self.state.stopped_early:
             row = self._run_epoch(self.state.epoch)

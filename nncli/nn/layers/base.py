@@ -60,6 +60,11 @@ class Layer:
     def create_params(self, rng: np.random.Generator, dtype: np.dtype) -> None:
         """Layers with parameters or buffers create them here (and zeroed `grads`)."""
 
+    def param_count(self, input_shape: tuple[int, ...]) -> int:
+        """How many parameters `create_params` would make for inputs of `input_shape` (after
+        `infer_output_shape`), so that a model can be sized before anything is allocated."""
+        return 0
+
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         raise NotImplementedError
 

@@ -158,6 +158,10 @@ class Conv2D(_Spatial):
         self._setup(input_shape)
         return (self.filters, *self.out_hw)
 
+    def param_count(self, input_shape):
+        kh, kw = self.kernel
+        return self.filters * (input_shape[0] * kh * kw + self.bias)
+
     def create_params(self, rng, dtype):
         c = self.input_shape[0]
         kh, kw = self.kernel

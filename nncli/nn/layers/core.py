@@ -41,6 +41,9 @@ class Linear(Layer):
             )
         return (self.units,)
 
+    def param_count(self, input_shape):
+        return (input_shape[0] + self.bias) * self.units
+
     def create_params(self, rng, dtype):
         fan_in = self.input_shape[0]
         self.params["W"] = self.init((fan_in, self.units), fan_in, self.units, rng, dtype)

@@ -40,6 +40,9 @@ class BatchNorm(Layer):
             )
         return input_shape
 
+    def param_count(self, input_shape):
+        return 2 * input_shape[0]  # gamma and beta
+
     def create_params(self, rng, dtype):
         d = self.input_shape[0]
         self.params = {"gamma": np.ones(d, dtype=dtype), "beta": np.zeros(d, dtype=dtype)}
