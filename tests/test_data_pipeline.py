@@ -11,7 +11,7 @@ import pytest
 
 from nncli import safe_pickle
 from nncli.data import Preprocessor, iterate_batches, load_data
-from nncli.data.pipeline import _mean_std, repeated_steps
+from nncli.data.preprocess import _mean_std, repeated_steps
 from nncli.errors import CheckpointError, ConfigError, DataError
 
 NO_DATA = Path("/nonexistent/nncli-data")

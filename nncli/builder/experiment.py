@@ -20,7 +20,8 @@ from nncli.builder.advice import data_notes, input_notes, output_notes, split_no
 from nncli.builder.paths import resolve_data_paths
 from nncli.config.schema import Component, Config
 from nncli.data.augment import AUGMENTATIONS, Augmenter
-from nncli.data.pipeline import Preprocessor, Splits, load_data
+from nncli.data.pipeline import Splits, load_data
+from nncli.data.preprocess import Preprocessor
 from nncli.nn.layers import LAYERS
 from nncli.nn.losses import LOSSES, Loss
 from nncli.nn.model import Sequential
