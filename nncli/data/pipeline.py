@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 
 from nncli.data.contract import describe
-from nncli.data.datasets import DATASETS, DatasetInfo, RawData, count_of, for_loss_task
-from nncli.data.download import progress_enabled
+from nncli.data.datasets import CONTEXT, DATASETS, TASKS, DatasetInfo, RawData, call_loader, count_of
 from nncli.data.images import image_profile, image_shape
 from nncli.data.preprocess import Preprocessor
 from nncli.errors import ConfigError, DataError
@@ -76,14 +75,16 @@ def load_data(
     preprocessor: Preprocessor | None = None,
     loss_task: str | None = None,
     layout: str | None = None,
+    arrays: dict[str, np.ndarray] | None = None,
 ) -> Splits:
     """Load dataset `name` with its YAML `options` and prepare its splits.
 
     `val_size` is a count or a fraction of the training set, drawn with `rng`; None or 0 means
     no validation split; a dataset with its own validation set (csv's `val_path`) takes None.
     `progress` allows download progress bars (shown on a terminal only). `loss_task`, the task
-    of the run's loss, settles whole-number labels for loaders that decide their task
-    (`nncli.data.datasets.loss_task`); what they decided is in `info.notes`.
+    of the run's loss, settles whole-number labels for loaders that decide their task; what
+    they decided is in `info.notes`. `arrays` are what a Python program gave for the `arrays`
+    dataset. These reach the loaders that declare them (`nncli.data.datasets.CONTEXT`).
     Option errors are `ConfigError`s keyed by the option (`classes`, `val_size`,
     `preprocess[1].per_channel`).
 
@@ -98,12 +99,14 @@ def load_data(
     the same.
     """
     loader = DATASETS.get(name)
-    check_options(loader, options, skip=("data_dir", "rng"))
+    check_options(loader, options, skip=CONTEXT)
+    if loss_task is not None and loss_task not in TASKS:
+        raise ValueError(f"loss task {loss_task!r} is not one of {TASKS}")
     fitted = preprocessor is not None
     if not fitted:
         preprocessor = Preprocessor.from_config(preprocess, dtype)
-    with progress_enabled(progress), for_loss_task(loss_task):
-        raw = loader(data_dir=Path(data_dir), rng=rng, **options)
+    raw = call_loader(loader, options, data_dir=Path(data_dir), rng=rng, loss_task=loss_task,
+                      progress=progress, arrays=arrays)
     raw_shape = tuple(raw.info.input_shape)
     fingerprint = data_fingerprint(raw)
     raw = _in_layout(raw, layout)
