@@ -31,7 +31,6 @@ from nncli.commands.export import check_output
 from nncli.config.schema import Config, load_config, parse_config
 from nncli.config.yamlsource import Source, overrides_named, parse_path, set_value
 from nncli.data import resolve_data_dir
-from nncli.data.tabular import given_arrays
 from nncli.errors import ConfigError, NncliError
 from nncli.training import checkpoint, export
 
@@ -79,7 +78,8 @@ def train(
     notes: list[str] = []
     say = None if progress else notes.append
     data_folder = resolve_data_dir(data_dir)
-    with given_arrays(_arrays(data)), overrides_named("overrides"):
+    arrays = _arrays(data)
+    with overrides_named("overrides"):
         if resume is not None:
             if config is not None:
                 raise NncliError("give a config to train, or resume= a run, not both")
@@ -92,6 +92,7 @@ def train(
                 verbose=progress,
                 bars=progress,
                 say=say,
+                arrays=arrays,
             )
         else:
             result = training.train(
@@ -101,6 +102,7 @@ def train(
                 verbose=progress,
                 bars=progress,
                 say=say,
+                arrays=arrays,
             )
     for note in notes:
         if note.startswith("warning"):

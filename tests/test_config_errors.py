@@ -286,3 +286,20 @@ def test_an_option_hint_names_only_an_option_the_class_takes(workdir, nncli):
     result = nncli("check", "x.yaml")
     assert result.exit_code == 2 and "x.yaml:12 optimizer.beta_1: unknown option" in result.output
     assert "beta1" not in result.output.replace("beta_1", "")
+
+
+@pytest.mark.parametrize(("data", "valid"), [
+    ({"dataset": "npz", "path": "d.npz", "loss_task": "regression"}, "valid options: path, task"),
+    ({"dataset": "mnist", "progress": False}, "valid options: none"),
+    ({"dataset": "arrays", "arrays": 7}, "valid options: task"),
+])
+def test_what_the_run_gives_a_loader_is_no_yaml_option(workdir, spiral, nncli, data, valid):
+    # loss_task, progress and arrays are the loader's arguments, passed by the run: never options
+    key = [k for k in data if k in ("loss_task", "progress", "arrays")][0]
+    text = spiral({"data": data})
+    (workdir / "x.yaml").write_text(text)
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if row.strip().startswith(f"{key}:"))
+    result = nncli("check", "x.yaml")
+    assert result.exit_code == 2, result.output
+    assert f"x.yaml:{line} data.{key}: unknown option" in result.output, result.output
+    assert valid in result.output, result.output

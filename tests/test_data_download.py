@@ -265,3 +265,15 @@ def test_every_pinned_digest_matches_the_published_files(server, tmp_path, share
     assert len(server.requests) == len(files)
     for remote, path in zip(files, paths, strict=True):
         assert path.read_bytes() == (source / remote.name).read_bytes()
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_the_progress_argument_decides_the_bar_on_a_terminal(monkeypatch, progress):
+    from nncli.data import download
+
+    monkeypatch.setattr(download.sys.stderr, "isatty", lambda: True)
+    bar = download._progress_bar(10, "blob.bin", progress)
+    try:
+        assert bar.disable is not progress
+    finally:
+        bar.close()

@@ -11,7 +11,7 @@ import pytest
 
 from nncli import safe_pickle
 from nncli.data import Preprocessor, iterate_batches, load_data
-from nncli.data.pipeline import _mean_std, repeated_steps
+from nncli.data.preprocess import _mean_std, repeated_steps
 from nncli.errors import CheckpointError, ConfigError, DataError
 
 NO_DATA = Path("/nonexistent/nncli-data")
@@ -320,3 +320,63 @@ def test_unshuffled_batches_are_in_order():
     batches = list(iterate_batches(x, y, 10, shuffle=False))
     assert [yb.tolist() for _, yb in batches] == [list(range(0, 10)), list(range(10, 20)),
                                                  list(range(20, 25))]
+
+
+# What the run gives a loader (data_dir, rng, loss_task, progress, arrays) are arguments, never
+# options: load_data passes each one the loader declares, and a YAML that names one is refused.
+
+
+@pytest.mark.parametrize(("name", "options", "key"), [
+    ("npz", {"loss_task": "regression"}, "loss_task"),
+    ("mnist", {"progress": False}, "progress"),
+    ("arrays", {"arrays": {}}, "arrays"),
+    ("spiral", {"rng": 3}, "rng"),
+    ("xor", {"data_dir": "/tmp"}, "data_dir"),
+])
+def test_yaml_cannot_set_what_the_run_gives_a_loader(ids_npz, name, options, key):
+    if name == "npz":
+        options = {"path": ids_npz, **options}
+    with pytest.raises(ConfigError, match=r"unknown option") as err:
+        load(name, options)
+    assert err.value.key == key
+    valid = str(err.value).partition("valid options: ")[2]
+    assert key not in valid.split(", ")
+
+
+def test_a_loader_gets_only_the_context_it_declares():
+    from nncli.data.datasets import call_loader
+
+    seen = {}
+
+    def plain(*, data_dir, rng, size=1):
+        seen["plain"] = (data_dir, size)
+
+    def deciding(*, data_dir, rng, loss_task=None):
+        seen["deciding"] = loss_task
+
+    context = dict(data_dir=NO_DATA, rng=None, loss_task="regression", progress=False, arrays=None)
+    call_loader(plain, {"size": 2}, **context)
+    call_loader(deciding, {}, **context)
+    assert seen == {"plain": (NO_DATA, 2), "deciding": "regression"}
+    with pytest.raises(TypeError, match="not loader context"):
+        call_loader(plain, {}, data_dir=NO_DATA, rng=None, verbose=True)
+
+
+def test_the_arrays_dataset_loads_the_arrays_load_data_is_given():
+    x, y = np.arange(12.0).reshape(6, 2), np.array([0, 1, 0, 1, 0, 1])
+    splits = load("arrays", arrays={"x_train": x, "y_train": y}, loss_task="classification")
+    np.testing.assert_array_equal(splits.x_train, x.astype(np.float32))
+    assert splits.info.task == "classification" and splits.info.num_classes == 2
+    with pytest.raises(DataError, match="none were given"):
+        load("arrays")
+
+
+def test_load_data_refuses_an_unknown_loss_task(ids_npz):
+    with pytest.raises(ValueError, match="loss task 'ranking'"):
+        load("npz", {"path": ids_npz}, loss_task="ranking")
+
+
+def test_no_data_module_passes_values_through_context_variables():
+    package = Path(__file__).resolve().parents[1] / "nncli" / "data"
+    users = [p.name for p in sorted(package.rglob("*.py")) if "contextvars" in p.read_text()]
+    assert users == []

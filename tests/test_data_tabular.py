@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from nncli.data import DATASETS, load_data
-from nncli.data.datasets import for_loss_task
 from nncli.errors import ConfigError, DataError
 
 NO_DATA = Path("/nonexistent/nncli-data")
@@ -384,8 +383,7 @@ def test_several_target_columns_are_regression_without_a_task(tmp_path):
 ])
 def test_whole_number_labels_follow_the_loss(tmp_path, loss, task, notes):
     path = write(tmp_path / "ages.csv", "height,age\n1.1,3\n1.5,7\n1.8,30\n")
-    with for_loss_task(loss):
-        data = load("csv", path=path, target="age")
+    data = load("csv", path=path, target="age", loss_task=loss)
     assert data.info.task == task and len(data.info.notes) == notes
     if notes:
         assert data.info.notes[0] == (
@@ -398,8 +396,7 @@ def test_whole_number_labels_follow_the_loss(tmp_path, loss, task, notes):
 def test_an_explicit_task_wins_over_the_loss(tmp_path, task):
     path = write(tmp_path / "d.csv", "f,y\n1,0\n2,1\n")
     other = "regression" if task == "classification" else "classification"
-    with for_loss_task(other):
-        data = load("csv", path=path, target="y", task=task)
+    data = load("csv", path=path, target="y", task=task, loss_task=other)
     assert data.info.task == task and data.info.notes == ()
 
 
@@ -419,8 +416,7 @@ def test_load_data_passes_the_loss_task_and_keeps_the_note(tmp_path):
 ])
 def test_npz_decides_the_same_way(tmp_path, y, loss, task, noted):
     np.savez(tmp_path / "d.npz", x_train=np.ones((3, 2)), y_train=y)
-    with for_loss_task(loss):
-        data = load("npz", path=str(tmp_path / "d.npz"))
+    data = load("npz", path=str(tmp_path / "d.npz"), loss_task=loss)
     assert data.info.task == task and bool(data.info.notes) == noted
 
 
@@ -435,8 +431,7 @@ def test_one_hot_labels_are_read_as_classes_with_a_note(tmp_path, loss, task):
     y = np.array([0, 2, 1, 2, 0])
     np.savez(tmp_path / "d.npz", x_train=np.ones((5, 2)), y_train=_one_hot(y, 3),
              x_test=np.ones((2, 2)), y_test=_one_hot([2, 1], 3))
-    with for_loss_task(loss):
-        data = load("npz", path=str(tmp_path / "d.npz"), task=task)
+    data = load("npz", path=str(tmp_path / "d.npz"), task=task, loss_task=loss)
     assert data.info.task == "classification" and data.info.num_classes == 3
     np.testing.assert_array_equal(data.y_train, y)
     np.testing.assert_array_equal(data.y_test, [2, 1])
@@ -449,24 +444,22 @@ def test_one_hot_labels_are_read_as_classes_with_a_note(tmp_path, loss, task):
 def test_columns_of_0_and_1_stay_targets_under_a_regression_loss(tmp_path, loss, task):
     y = _one_hot(np.array([0, 2, 1, 2]), 3)
     np.savez(tmp_path / "d.npz", x_train=np.ones((4, 2)), y_train=y)
-    with for_loss_task(loss):
-        data = load("npz", path=str(tmp_path / "d.npz"), task=task)
+    data = load("npz", path=str(tmp_path / "d.npz"), task=task, loss_task=loss)
     assert data.info.task == "regression" and data.info.num_outputs == 3 and data.info.notes == ()
     np.testing.assert_array_equal(data.y_train, y)
 
 
 def test_rows_that_are_not_one_hot_are_not_read_as_classes(tmp_path):
     np.savez(tmp_path / "d.npz", x_train=np.ones((3, 2)), y_train=np.array([[1, 1], [0, 1], [1, 0]]))
-    with for_loss_task("classification"):
-        data = load("npz", path=str(tmp_path / "d.npz"))
+    data = load("npz", path=str(tmp_path / "d.npz"), loss_task="classification")
     assert data.info.task == "regression"  # which the builder then refuses for a classification loss
 
 
 def test_a_test_set_of_other_one_hot_width_is_an_error(tmp_path):
     np.savez(tmp_path / "d.npz", x_train=np.ones((3, 2)), y_train=_one_hot([0, 1, 2], 3),
              x_test=np.ones((2, 2)), y_test=_one_hot([0, 1], 2))
-    with for_loss_task("classification"), pytest.raises(DataError, match=r"y_test has shape \(2, 2\)"):
-        load("npz", path=str(tmp_path / "d.npz"))
+    with pytest.raises(DataError, match=r"y_test has shape \(2, 2\)"):
+        load("npz", path=str(tmp_path / "d.npz"), loss_task="classification")
 
 
 # columns, drop and a validation file.
@@ -577,7 +570,7 @@ def test_a_headerless_labels_file_of_class_names_keeps_its_first_label(images, t
     ("5.1,setosa\n", False),
 ])
 def test_first_line_is_header_from_the_whole_file(text, is_header):
-    from nncli.data.tabular import first_line_is_header
+    from nncli.data.csvfile import first_line_is_header
 
     assert first_line_is_header(text.splitlines()) is is_header
 

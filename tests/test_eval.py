@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from nncli.data import load_data
-from nncli.data.pipeline import Preprocessor
+from nncli.data.preprocess import Preprocessor
 from nncli.training import checkpoint
 
 SINE = """\

@@ -189,7 +189,7 @@ def test_an_inflating_npz_given_to_predict_is_refused_cheaply(trained, tmp_path)
 
 
 def test_the_npz_dataset_has_the_same_guard(tmp_path, spiral):
-    from nncli.data.tabular import read_npz
+    from nncli.data.arrays import read_npz
     from nncli.errors import DataError
 
     bomb = _inflating_npz(tmp_path / "bomb.npz", rows=20 << 20)  # 160 MiB from about 160 KB

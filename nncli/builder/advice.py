@@ -11,7 +11,8 @@ import numpy as np
 
 from nncli.config.schema import Config
 from nncli.data.contract import differences
-from nncli.data.pipeline import Splits, repeated_steps
+from nncli.data.pipeline import Splits
+from nncli.data.preprocess import repeated_steps
 from nncli.nn.losses import Loss
 from nncli.nn.model import Sequential
 

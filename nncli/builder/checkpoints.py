@@ -14,7 +14,8 @@ from nncli.builder.experiment import build_loss, build_model, build_regularizer,
 from nncli.builder.paths import resolve_data_paths
 from nncli.config.schema import Config, parse_config
 from nncli.config.yamlsource import Source, apply_override
-from nncli.data.pipeline import Preprocessor, Splits
+from nncli.data.pipeline import Splits
+from nncli.data.preprocess import Preprocessor
 from nncli.errors import CheckpointError, DataError
 from nncli.nn.losses import Loss
 from nncli.nn.model import Sequential

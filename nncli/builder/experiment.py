@@ -20,7 +20,8 @@ from nncli.builder.advice import data_notes, input_notes, output_notes, split_no
 from nncli.builder.paths import resolve_data_paths
 from nncli.config.schema import Component, Config
 from nncli.data.augment import AUGMENTATIONS, Augmenter
-from nncli.data.pipeline import Preprocessor, Splits, load_data
+from nncli.data.pipeline import Splits, load_data
+from nncli.data.preprocess import Preprocessor
 from nncli.nn.layers import LAYERS
 from nncli.nn.losses import LOSSES, Loss
 from nncli.nn.model import Sequential
@@ -106,10 +107,11 @@ def configured_data(
     preprocess: list | None = None,
     preprocessor: Preprocessor | None = None,
     progress: bool = True,
+    arrays: dict[str, np.ndarray] | None = None,
 ) -> Splits:
     """`load_data` for the config's dataset, options, validation split and dtype, with the
     loss's task for loaders that decide theirs; `preprocess` in place of the config's steps, or
-    a fitted `preprocessor` (a checkpoint's) applied as it is."""
+    a fitted `preprocessor` (a checkpoint's) applied as it is; `arrays` for the arrays dataset."""
     with config.located(("data",)):
         return load_data(
             config.data.dataset,
@@ -123,20 +125,23 @@ def configured_data(
             preprocessor=preprocessor,
             loss_task=loss.task,
             layout=config.data.layout,
+            arrays=arrays,
         )
 
 
 def load_splits(
-    config: Config, data_dir: Path, rng: np.random.Generator, loss: Loss, progress: bool = True
+    config: Config, data_dir: Path, rng: np.random.Generator, loss: Loss, progress: bool = True,
+    arrays: dict[str, np.ndarray] | None = None,
 ) -> Splits:
     """The configured data; a regression loss on class labels gets them one-hot encoded."""
-    splits = configured_data(config, data_dir, rng, loss, progress=progress)
+    splits = configured_data(config, data_dir, rng, loss, progress=progress, arrays=arrays)
     if loss.task == "regression" and splits.info.task == "classification" and splits.y_train.ndim == 1:
         # Whether labels are classes is known only once loaded. Loading again from a fresh
         # generator consumes it exactly as `rng` was, so the split is the same.
         one_hot = [*config.data.preprocess, "one_hot"]
         generator = np.random.default_rng(config.seed)
-        splits = configured_data(config, data_dir, generator, loss, preprocess=one_hot, progress=progress)
+        splits = configured_data(config, data_dir, generator, loss, preprocess=one_hot,
+                                 progress=progress, arrays=arrays)
     return splits
 
 
@@ -222,12 +227,15 @@ def monitor_of(config: Config, splits: Splits) -> tuple[str, str]:
     return monitor, mode
 
 
-def build_experiment(config: Config, data_dir: Path, progress: bool = True) -> Experiment:
-    """Everything a run needs; `progress` allows download progress bars."""
+def build_experiment(
+    config: Config, data_dir: Path, progress: bool = True, arrays: dict[str, np.ndarray] | None = None
+) -> Experiment:
+    """Everything a run needs; `progress` allows download progress bars; `arrays` are the
+    arrays dataset's, given from Python."""
     config = resolve_data_paths(config, data_dir)
     rng = np.random.default_rng(config.seed)
     loss = build_loss(config)
-    splits = load_splits(config, data_dir, rng, loss, progress)
+    splits = load_splits(config, data_dir, rng, loss, progress, arrays)
     augment = build_augment(config, splits)
     model = build_model(config, splits.info.input_shape, rng, loss)
     check_fit(config, model, loss, splits)

@@ -23,7 +23,7 @@ from nncli.config.schema import Config
 from nncli.data import contract
 from nncli.data.datasets import Columns, one_hot_classes, one_hot_note
 from nncli.data.images import check_profile, image_shape
-from nncli.data.pipeline import Flatten, Preprocessor
+from nncli.data.preprocess import Flatten, Preprocessor
 from nncli.errors import CheckpointError, DataError
 from nncli.fileio import MAX_NAME, MAX_NAMES, printable
 from nncli.nn.losses import Loss

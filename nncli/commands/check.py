@@ -10,7 +10,7 @@ import numpy as np
 
 from nncli.builder import build_experiment
 from nncli.config.schema import load_config
-from nncli.data.tabular import listing
+from nncli.data.tables import listing
 from nncli.errors import NncliError
 from nncli.nn.layers import Layer
 from nncli.words import count

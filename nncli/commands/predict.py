@@ -27,8 +27,9 @@ import numpy as np
 
 from nncli.builder.trained import TrainedModel
 from nncli.commands.eval import partly_trained
+from nncli.data.arrays import read_npz
 from nncli.data.images import IMAGE_SUFFIXES, image_files, image_shape, read_pictures
-from nncli.data.tabular import read_npz, read_rows
+from nncli.data.rows import read_rows
 from nncli.errors import DataError, NncliError
 from nncli.fileio import printable
 from nncli.training import checkpoint

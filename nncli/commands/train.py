@@ -109,12 +109,12 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def prepare_new(config_path: str | Config, overrides, data_dir: Path, progress: bool):
+def prepare_new(config_path: str | Config, overrides, data_dir: Path, progress: bool, arrays=None):
     """The experiment of a new run, and its fresh state; its directory is made afterwards, by
     `make_run_dir`."""
     # a Config is parsed already, its overrides applied (the Python API)
     config = config_path if isinstance(config_path, Config) else load_config(config_path, overrides)
-    return build_experiment(config, data_dir, progress), TrainingState()
+    return build_experiment(config, data_dir, progress, arrays), TrainingState()
 
 
 def make_run_dir(exp: Experiment, run_dir: str | None) -> RunDir:
@@ -131,7 +131,9 @@ RESUMABLE = (
 )
 
 
-def prepare_resume(resume: str, overrides, data_dir: Path, progress: bool, allow_data_change: bool = False):
+def prepare_resume(
+    resume: str, overrides, data_dir: Path, progress: bool, allow_data_change: bool = False, arrays=None
+):
     run = RunDir(Path(resume))
     if not run.path.is_dir():
         raise NncliError(f"cannot resume {run.path}: no such run directory")
@@ -151,7 +153,7 @@ def prepare_resume(resume: str, overrides, data_dir: Path, progress: bool, allow
                 f" monitored metrics; only {allowed} can change"
             )
     config = checkpoint_config(saved, overrides, label=str(run.config))
-    exp = build_experiment(config, data_dir, progress)
+    exp = build_experiment(config, data_dir, progress, arrays)
     change = refuse_changed_data(saved, exp.splits, allow_data_change)
     if change:
         exp.notes.append(f"warning: {change}; resuming on the data as it is now")
@@ -234,15 +236,16 @@ def train(
     bars: bool = True,
     allow_data_change: bool = False,
     say=None,
+    arrays=None,
 ) -> TrainResult:
     """Train the config at `config_path` (or a parsed `Config`) in a new run directory, or
     resume the run `resume`. `verbose` prints the notes and a line per epoch, `bars` the
     progress bars; `say(line)` takes the notes and warnings (default: print them to stderr,
-    warnings even when not verbose)."""
+    warnings even when not verbose); `arrays` are the arrays dataset's (the Python API)."""
     if resume:
-        exp, run, state = prepare_resume(resume, overrides, data_dir, verbose, allow_data_change)
+        exp, run, state = prepare_resume(resume, overrides, data_dir, verbose, allow_data_change, arrays)
     else:
-        (exp, state), run = prepare_new(config_path, overrides, data_dir, verbose), None
+        (exp, state), run = prepare_new(config_path, overrides, data_dir, verbose, arrays), None
     # from before the run directory is made until the run is finished, a signal is noted and
     # answered where the run is whole: resumable, finished, or not there at all
     with stop_on_signals() as stop:

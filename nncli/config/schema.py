@@ -17,6 +17,7 @@ from typing import Any
 
 from nncli import validate
 from nncli.config.yamlsource import Source, YamlPath, apply_override, load_yaml
+from nncli.data.datasets import CONTEXT
 from nncli.errors import ConfigError
 from nncli.registry import Registry, check_options, did_you_mean
 
@@ -319,7 +320,7 @@ def _data(source: Source, spec: Any, registry: Registry, augmentations: Registry
     except ConfigError as err:
         raise source.error(("data", "dataset"), err.message) from None
     options = {k: v for k, v in spec.items() if k not in DATA_KEYS}
-    _checked_options(source, ("data",), loader, options, skip=("data_dir", "rng"))
+    _checked_options(source, ("data",), loader, options, skip=CONTEXT)
     val_size = spec.get("val_size")
     if val_size is not None:
         ok = (isinstance(val_size, int) and not isinstance(val_size, bool) and val_size >= 0) or (

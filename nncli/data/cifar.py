@@ -34,13 +34,14 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
 
 
 @DATASETS.register("cifar10")
-def load_cifar10(*, data_dir: Path, rng: np.random.Generator) -> RawData:
+def load_cifar10(*, data_dir: Path, rng: np.random.Generator, progress: bool = True) -> RawData:
     """50,000 + 10,000 colour images, uint8 (N, 3, 32, 32), in 10 classes."""
     folder = data_dir / "cifar10"
     batches = folder / BATCH_DIR
     if not all((batches / name).is_file() for name in (*TRAIN_BATCHES, TEST_BATCH)):
         [archive] = ensure_files("cifar10", [ARCHIVE], folder, MIRRORS,
-                                 instead=f"the {BATCH_DIR} folder extracted from it")
+                                 instead=f"the {BATCH_DIR} folder extracted from it",
+                                 progress=progress)
         extract(archive, folder)
     train = [read_batch(batches / name) for name in TRAIN_BATCHES]
     x_test, y_test = read_batch(batches / TEST_BATCH)

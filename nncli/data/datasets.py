@@ -5,22 +5,26 @@ A loader is a function registered under its YAML name:
     @DATASETS.register("spiral")
     def load_spiral(*, data_dir: Path, rng: np.random.Generator, classes: int = 3, ...) -> RawData
 
-Its keyword arguments after `data_dir` and `rng` are the dataset's own YAML options; each is
-checked with `nncli.validate`, so a bad value is a `ConfigError` keyed by the option's name. A
-loader returns arrays as stored (uint8 images, say): `nncli.data.pipeline.load_data` converts
+Its keyword arguments other than those of `CONTEXT` (below) are the dataset's own YAML
+options; each is checked with `nncli.validate`, so a bad value is a `ConfigError` keyed by the
+option's name. A loader returns arrays as stored (uint8 images, say): `nncli.data.pipeline.load_data` converts
 them to float32 once, after the validation split.
 
-A loader that settles its task from the labels (csv and npz with `task: decide`) reads
-`loss_task()`, the task of the run's loss, which `load_data` sets around the call. It is
-context rather than an option so that no YAML can say one thing while the loss says another.
+What the run gives a loader besides its options are keyword arguments too, named in
+`CONTEXT`; `load_data` passes each one the loader declares, and no YAML may set one:
+  data_dir   the data folder (every loader takes it, used or not)
+  rng        the run's generator (likewise)
+  loss_task  the task of the run's loss, "classification" or "regression" (None outside a
+             run), for loaders that settle their task from the labels (csv, npz, arrays)
+  progress   whether a download may show a progress bar (mnist, fashion_mnist, cifar10)
+  arrays     the arrays a Python program gave `nncli.train(config, data={...})` (arrays)
 """
 
 from __future__ import annotations
 
-import contextlib
+import inspect
 import os
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,7 +38,17 @@ DATASETS: Registry[Callable[..., RawData]] = Registry("dataset")
 
 TASKS = ("classification", "regression")
 
-_loss_task: ContextVar[str | None] = ContextVar("loss_task", default=None)
+# The keyword arguments a loader may declare that are not YAML options (module docstring).
+CONTEXT = ("data_dir", "rng", "loss_task", "progress", "arrays")
+
+
+def call_loader(loader: Callable[..., RawData], options: dict, **context) -> RawData:
+    """`loader(**options)` with each of `context` (names in `CONTEXT`) that it declares."""
+    unknown = set(context) - set(CONTEXT)
+    if unknown:
+        raise TypeError(f"{sorted(unknown)} are not loader context; it is {CONTEXT}")
+    declared = inspect.signature(loader).parameters
+    return loader(**{k: v for k, v in context.items() if k in declared}, **options)
 
 
 @dataclass(frozen=True)
@@ -213,35 +227,40 @@ def index_classes(
     return out, None if dense else tuple(str(c) for c in classes.tolist())
 
 
-@contextlib.contextmanager
-def for_loss_task(task: str | None) -> Iterator[None]:
-    """Within this block, `loss_task()` is `task`: "classification", "regression", or None for
-    no loss (a dataset loaded outside a run)."""
-    if task is not None and task not in TASKS:
-        raise ValueError(f"loss task {task!r} is not one of {TASKS}")
-    token = _loss_task.set(task)
-    try:
-        yield
-    finally:
-        _loss_task.reset(token)
+def number_names(
+    labels: list[Sequence[str] | np.ndarray | None], sources: list[str]
+) -> tuple[list[np.ndarray | None], tuple[str, ...]]:
+    """Class labels that are names ("cat", "dog"; the first list is the training set) as int64
+    0..K-1, and the names: those of the training set, sorted, are numbered in that order. A
+    name of another list that the training set lacks is a `DataError` naming that list's
+    source. None stays None."""
+    arrays = [None if y is None else np.asarray(y) for y in labels]
+    names = np.unique(arrays[0])
+    out = []
+    for y, source in zip(arrays, sources, strict=True):
+        if y is None:
+            out.append(None)
+            continue
+        unknown = np.setdiff1d(y, names)
+        if unknown.size:
+            raise DataError(f"{source} has class {str(unknown[0])!r}, which the training set lacks")
+        out.append(np.searchsorted(names, y).astype(np.int64))
+    return out, tuple(str(n) for n in names.tolist())
 
 
-def loss_task() -> str | None:
-    """The task of the run's loss while `load_data` calls a loader; None otherwise."""
-    return _loss_task.get()
-
-
-def decide_task(y: np.ndarray, source: str, unless_the_loss_says: str) -> tuple[str, tuple[str, ...]]:
+def decide_task(
+    y: np.ndarray, source: str, loss_task: str | None, unless_the_loss_says: str
+) -> tuple[str, tuple[str, ...]]:
     """The task of labels `y` (finite numbers, (N,) or (N, k)) under `task: decide`, and the
     notes that say what the loss decided.
 
     Several columns, or any fraction, make regression targets. Whole numbers are what the
-    run's loss needs (`loss_task()`), or `unless_the_loss_says` without a loss; where the loss
-    turns them from that, one note says so and how to choose otherwise.
+    run's loss needs (`loss_task`), or `unless_the_loss_says` without a loss (None); where the
+    loss turns them from that, one note says so and how to choose otherwise.
     """
     if (y.ndim == 2 and y.shape[1] > 1) or not np.array_equal(y, np.round(y)):
         return "regression", ()
-    task = loss_task() or unless_the_loss_says
+    task = loss_task or unless_the_loss_says
     if task == unless_the_loss_says:
         return task, ()
     if task == "regression":

@@ -23,8 +23,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Iterator, Sequence
-from contextvars import ContextVar
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,9 +34,6 @@ from nncli.errors import DataError
 
 CHUNK = 1 << 16
 TIMEOUT_S = 30.0
-
-_show_progress: ContextVar[bool] = ContextVar("show_progress", default=True)
-
 
 @dataclass(frozen=True)
 class RemoteFile:
@@ -59,16 +55,6 @@ class RemoteFile:
 
 class _MirrorFailed(Exception):
     """One mirror could not deliver one file; the message says why."""
-
-
-@contextlib.contextmanager
-def progress_enabled(enabled: bool) -> Iterator[None]:
-    """Within this block, downloads show a progress bar only if `enabled` (and stderr is a tty)."""
-    token = _show_progress.set(enabled)
-    try:
-        yield
-    finally:
-        _show_progress.reset(token)
 
 
 def mirrors_for(
@@ -98,13 +84,15 @@ def ensure_files(
     *,
     mirrors: Sequence[str] | None = None,
     instead: str = "",
+    progress: bool = True,
 ) -> list[Path]:
     """The local path of each of `files` in `folder`, downloading those not there yet.
 
     `dataset` is the folder's name (mnist, cifar10), used in messages and for `{dataset}`.
     Raises `DataError` saying what was expected where, and how to provide it, when a file is
     missing and no mirror delivers it; `instead` names what else the caller accepts in its
-    place ("the folder extracted from it").
+    place ("the folder extracted from it"). `progress` allows a progress bar per download
+    (shown only where stderr is a terminal).
     """
     paths = [find_local(folder, remote) for remote in files]
     if all(paths):
@@ -117,7 +105,7 @@ def ensure_files(
     for i, remote in enumerate(files):
         if paths[i] is None:
             try:
-                paths[i] = _fetch(remote, folder, bases)
+                paths[i] = _fetch(remote, folder, bases, progress)
             except _MirrorFailed as err:
                 expected = ", ".join(f.name for f in files)
                 if any(f.plain_name != f.name for f in files):
@@ -132,7 +120,7 @@ def ensure_files(
     return paths  # type: ignore[return-value]
 
 
-def _fetch(remote: RemoteFile, folder: Path, bases: Sequence[str]) -> Path:
+def _fetch(remote: RemoteFile, folder: Path, bases: Sequence[str], progress: bool) -> Path:
     """Download `remote` into `folder` from the first of `bases` that delivers it intact."""
     if not bases:
         raise _MirrorFailed("no mirrors are configured")
@@ -141,7 +129,7 @@ def _fetch(remote: RemoteFile, folder: Path, bases: Sequence[str]) -> Path:
     for base in bases:
         url = base.rstrip("/") + "/" + remote.name
         try:
-            _download(url, remote, target)
+            _download(url, remote, target, progress)
             return target
         except _MirrorFailed as err:
             failures.append(f"{url}: {err}")
@@ -153,11 +141,11 @@ def _open(url: str):
     return urllib.request.urlopen(request, timeout=TIMEOUT_S)
 
 
-def _download(url: str, remote: RemoteFile, target: Path) -> None:
+def _download(url: str, remote: RemoteFile, target: Path, progress: bool) -> None:
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out:
-            _transfer(url, remote, out)
+            _transfer(url, remote, out, progress)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, target)
@@ -173,7 +161,7 @@ def _download(url: str, remote: RemoteFile, target: Path) -> None:
             os.close(dir_fd)
 
 
-def _transfer(url: str, remote: RemoteFile, out) -> None:
+def _transfer(url: str, remote: RemoteFile, out, progress: bool) -> None:
     """Copy `url` into `out`, checking the length the server announced and the digest."""
     digest = _Digest(remote.digest_of_gunzipped)
     received = 0
@@ -181,7 +169,7 @@ def _transfer(url: str, remote: RemoteFile, out) -> None:
         with _open(url) as response:
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-            with _progress_bar(total, remote.name) as bar:
+            with _progress_bar(total, remote.name, progress) as bar:
                 while chunk := response.read(CHUNK):
                     out.write(chunk)
                     digest.update(chunk)
@@ -229,7 +217,7 @@ class _Digest:
         return self._sha.hexdigest()
 
 
-def _progress_bar(total: int | None, name: str) -> tqdm:
-    enabled = _show_progress.get() and sys.stderr.isatty()
+def _progress_bar(total: int | None, name: str, progress: bool) -> tqdm:
+    enabled = progress and sys.stderr.isatty()
     return tqdm(total=total, desc=name, unit="B", unit_scale=True, unit_divisor=1024,
                 file=sys.stderr, disable=not enabled)

@@ -75,25 +75,29 @@ def _images_and_labels(images_path: Path, labels_path: Path) -> tuple[np.ndarray
     return images[:, None], as_labels(labels, str(labels_path))
 
 
-def _load_idx_set(folder: str, files, mirrors, data_dir: Path, info: DatasetInfo) -> RawData:
-    paths = ensure_files(folder, files, data_dir / folder, mirrors)
+def _load_idx_set(
+    folder: str, files, mirrors, data_dir: Path, info: DatasetInfo, progress: bool
+) -> RawData:
+    paths = ensure_files(folder, files, data_dir / folder, mirrors, progress=progress)
     x_train, y_train = _images_and_labels(paths[0], paths[1])
     x_test, y_test = _images_and_labels(paths[2], paths[3])
     return RawData(x_train, y_train, x_test, y_test, info)
 
 
 @DATASETS.register("mnist")
-def load_mnist(*, data_dir: Path, rng: np.random.Generator) -> RawData:
+def load_mnist(*, data_dir: Path, rng: np.random.Generator, progress: bool = True) -> RawData:
     """The 60,000 + 10,000 handwritten digits, from <data_dir>/mnist/."""
     info = _image_info("mnist", DIGITS)
-    return _load_idx_set("mnist", MNIST_FILES, MNIST_MIRRORS, data_dir, info)
+    return _load_idx_set("mnist", MNIST_FILES, MNIST_MIRRORS, data_dir, info, progress)
 
 
 @DATASETS.register("fashion_mnist")
-def load_fashion_mnist(*, data_dir: Path, rng: np.random.Generator) -> RawData:
+def load_fashion_mnist(
+    *, data_dir: Path, rng: np.random.Generator, progress: bool = True
+) -> RawData:
     """Zalando's 60,000 + 10,000 article images, from <data_dir>/fashion_mnist/."""
     info = _image_info("fashion_mnist", FASHION_CLASSES)
-    return _load_idx_set("fashion_mnist", FASHION_FILES, FASHION_MIRRORS, data_dir, info)
+    return _load_idx_set("fashion_mnist", FASHION_FILES, FASHION_MIRRORS, data_dir, info, progress)
 
 
 @DATASETS.register("mnist_small")
