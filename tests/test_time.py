@@ -10,6 +10,7 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from nncli.commands import time as timing
@@ -223,3 +224,30 @@ def test_images_time_their_augmentation_and_their_way_into_the_layers(workdir, n
         assert row["backward_ms"] is None and row["total_ms"] == row["forward_ms"] >= 0
     table = nncli("time", "images.yaml", "--iters", 1, "--warmup", 0).stdout
     assert [r[1] for r in table_rows(table)][:3] == [row["name"] for row in rows[:3]]
+
+
+def test_the_timed_steps_are_the_trainers_own_and_watching_them_changes_nothing(workdir, monkeypatch):
+    """`nncli time` runs nncli.nn.step, as the trainer does, with a clock in its hook: its
+    weights after warmup + iters steps are those of as many plain steps on the same batch."""
+    built, calls = [], []
+    build, real_step = timing.build_experiment, timing.step
+
+    def spy_build(config, data_dir, progress=True):
+        built.append(build(config, data_dir, progress))
+        return built[-1]
+
+    def spy_step(*args, **options):
+        calls.append(options.get("hook") is not None)
+        return real_step(*args, **options)
+
+    monkeypatch.setattr(timing, "build_experiment", spy_build)
+    monkeypatch.setattr(timing, "step", spy_step)
+    timing.time_layers(str(QUICKSTART), data_dir=workdir, batch=6, iters=3, warmup=1)
+    assert calls == [True] * 4
+    timed = built[0]
+    fresh = build(timed.config, workdir)
+    x, y = fresh.splits.x_train[:6], fresh.splits.y_train[:6]
+    for _ in range(4):
+        real_step(fresh.model, fresh.loss, fresh.optimizer, x, y, regularizer=fresh.regularizer)
+    for name, value in fresh.model.params.items():
+        np.testing.assert_array_equal(timed.model.params[name], value, err_msg=name)

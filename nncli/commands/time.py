@@ -1,8 +1,8 @@
 """`nncli time`: where a training step's time goes, layer by layer, like `caffe time`.
 
 The experiment is built as `train` builds it (data, model, loss, regularizer, optimizer) and
-one batch of training samples goes through what the trainer does per batch, `warmup` times
-untimed and then `iters` times timed:
+one batch of training samples goes through the trainer's step (nncli.nn.step), `warmup` times
+untimed and then `iters` times timed, with a hook that reads the clock between its stages:
 
     the augmentations                       (only when the config has data.augment)
     the batch into the layers' layout       (model.inside: images travel channels-last; a row
@@ -37,6 +37,7 @@ import numpy as np
 from nncli.builder import build_experiment
 from nncli.commands.check import describe_layer
 from nncli.config.schema import load_config
+from nncli.nn.step import step
 
 BAR_WIDTH = 40  # characters of '#' for a share of 100%
 
@@ -138,11 +139,24 @@ def time_layers(
     layers, augment = model.layers, exp.augment
     forward = np.zeros((iters, len(layers)))
     backward = np.zeros((iters, len(layers)))  # stays 0 for layers below one returning None
-    augmenting, entering, loss_forward, loss_backward, penalty, update, step = (
-        np.zeros(iters) for _ in range(7)
-    )
-    params, grads = model.params, model.grads
+    augmenting, step_times = np.zeros(iters), np.zeros(iters)
+    stages = {event: np.zeros(iters) for event in ("input", "loss", "loss_backward", "penalty", "update")}
     layout = None  # the batch's shape before and after model.inside, where it changes them
+    r, t = 0, 0.0  # the row being written and the clock's last reading
+
+    def lap(event: str, index: int | None, value) -> None:
+        # the step's hook: the time since the last stage is this stage's
+        nonlocal t, layout
+        now = perf_counter()
+        times = forward if event == "forward" else backward if event == "backward" else stages[event]
+        if index is None:
+            times[r] = now - t
+        else:
+            times[r, index] = now - t
+        if event == "input" and value is not xb:
+            layout = (xb.shape, value.shape)
+        t = perf_counter()  # the hook's own work is nobody's time
+
     # a step that diverges on the one batch it repeats is still timed, without warnings
     with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
         for it in range(-warmup, iters):
@@ -151,31 +165,11 @@ def time_layers(
             xb = x
             if augment is not None:
                 xb = augment(xb, exp.rng)
-                t, augmenting[r] = _lap(t)
-            out = model.inside(xb)  # as model.forward does: images travel channels-last inside
-            t, entering[r] = _lap(t)
-            if out is not xb:
-                layout = (xb.shape, out.shape)
-            for i in model.order:  # the order training runs them in (see nn/model.py)
-                out = layers[i].forward(out, True)
-                t, forward[r, i] = _lap(t)
-            # the model's output is (N, outputs) (builder.check_fit): model.outside and, on the
-            # loss's gradient, model.inside leave it as it is
-            loss.forward(out, y)
-            t, loss_forward[r] = _lap(t)
-            dout = loss.backward()
-            t, loss_backward[r] = _lap(t)
-            for i in reversed(model.order):
-                dout = layers[i].backward(dout)
-                t, backward[r, i] = _lap(t)
-                if dout is None:
-                    break
-            if regularizer:
-                regularizer.add_grads(model)
-                t, penalty[r] = _lap(t)
-            optimizer.step(params, grads, model.flat)
-            t, update[r] = _lap(t)
-            step[r] = t - start
+                augmenting[r] = perf_counter() - t
+                t = perf_counter()
+            # the trainer's step, with the hook: serially, layer by layer (see nncli.nn.step)
+            step(model, loss, optimizer, xb, y, regularizer=regularizer, hook=lap, finite_only=False)
+            step_times[r] = perf_counter() - start
 
     def ms(times: np.ndarray) -> float:
         return float(np.median(times)) * 1e3
@@ -187,13 +181,9 @@ def time_layers(
             for it in range(-1, iters):
                 start = perf_counter()
                 xb = x if augment is None else augment(x, exp.rng)
-                out = model.forward(xb, training=True)
-                loss.forward(out, y)
-                model.backward(loss.backward())
-                if regularizer:
-                    regularizer.add_grads(model)
-                optimizer.step(params, grads, model.flat)
+                step(model, loss, optimizer, xb, y, regularizer=regularizer, finite_only=False)
                 sharded_step[max(it, 0)] = perf_counter() - start
+    loss_forward, loss_backward, entering = stages["loss"], stages["loss_backward"], stages["input"]
 
     def both(kind: str, name: str, index: int | None, fwd: np.ndarray, bwd: np.ndarray) -> Row:
         return Row(kind, name, index, ms(fwd), ms(bwd), ms(fwd) + ms(bwd))
@@ -212,10 +202,9 @@ def time_layers(
     result_rows.append(both("loss", f"loss {loss.name}", None, loss_forward, loss_backward))
     if regularizer:
         result_rows.append(Row("regularizer", _describe_regularizer(regularizer), None, None, None,
-                               ms(penalty)))
-    result_rows.append(
-        Row("optimizer", f"optimizer {type(optimizer).registered_name}", None, None, None, ms(update))
-    )
+                               ms(stages["penalty"])))
+    optimizer_name = f"optimizer {type(optimizer).registered_name}"
+    result_rows.append(Row("optimizer", optimizer_name, None, None, None, ms(stages["update"])))
     total = sum(row.total_ms for row in result_rows)
     for row in result_rows:
         row.share = row.total_ms / total if total > 0 else 0.0
@@ -230,18 +219,12 @@ def time_layers(
         iters=iters,
         warmup=warmup,
         rows=result_rows,
-        step_ms=ms(step),
+        step_ms=ms(step_times),
         output_layer=output,
         notes=notes,
         shards=shards,
         sharded_step_ms=None if shards is None else ms(sharded_step),
     )
-
-
-def _lap(since: float) -> tuple[float, float]:
-    """(now, seconds since `since`)."""
-    now = perf_counter()
-    return now, now - since
 
 
 def _describe_regularizer(regularizer) -> str:

@@ -92,31 +92,17 @@ class Shards:
         self.pool.shutdown(wait=False)
 
     def forward(self, x: np.ndarray, bounds: list[int], training: bool = True) -> np.ndarray:
-        """The model's output for `x`, shard by shard."""
-        order, inside, outside = self.model.order, self.model.inside, self.model.outside
+        """The model's output for `x`, shard by shard (`Sequential.run_forward` on each)."""
 
         def run(layers: list[Layer], xs: np.ndarray) -> np.ndarray:
-            xs = inside(xs)
-            for i in order:
-                xs = layers[i].forward(xs, training)
-            return outside(xs)
+            return self.model.run_forward(layers, xs, training)
 
         return np.concatenate(self._map(run, x, bounds))
 
     def backward(self, dout: np.ndarray, bounds: list[int]) -> np.ndarray | None:
         """Backpropagate each shard's rows of dL/d(output) through the layers that ran it
-        forward, then add the replicas' gradients into the model's."""
-        order, inside, outside = self.model.order, self.model.inside, self.model.outside
-
-        def run(layers: list[Layer], ds: np.ndarray) -> np.ndarray | None:
-            ds = inside(ds)
-            for i in reversed(order):
-                ds = layers[i].backward(ds)
-                if ds is None:
-                    return None
-            return outside(ds)
-
-        dxs = self._map(run, dout, bounds)
+        forward (`Sequential.run_backward`), then add the replicas' gradients into the model's."""
+        dxs = self._map(self.model.run_backward, dout, bounds)
         total = self.model.flat.grads
         for grads in self.flat_grads[: len(bounds) - 2]:
             np.add(total, grads, out=total)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from nncli.nn.step import step
+
 
 def tensor_stats(a: np.ndarray) -> dict:
     finite = np.isfinite(a)
@@ -22,24 +24,21 @@ def tensor_stats(a: np.ndarray) -> dict:
 
 
 def nonfinite_report(exp, xb: np.ndarray, yb: np.ndarray, *, epoch: int, batch: int, loss: float) -> dict:
-    """Re-run the batch layer by layer (the parameters are those that produced the bad loss:
-    the step was not applied) and record what each layer saw and gave."""
+    """Re-run the batch's step, short of the update (the parameters are those that produced the
+    bad loss: the step was not applied), and record what each layer saw and gave."""
     model = exp.model
+    layers = {}
+
+    def record(event: str, index: int | None, value) -> None:
+        if event == "forward":  # the layers come in the model's order: a ReLU after its pool
+            layer = model.layers[index]
+            layers[index] = {"index": index, "layer": repr(layer), "activations": tensor_stats(value)}
+
     model.freeze_randomness(True)  # the same dropout masks as the failing pass
     try:
-        # in the model's order (a ReLU before a max pool runs after it) and serially (the whole
-        # batch through the model's own layers), so that the layers' caches are those
-        # model.backward expects
-        with model.serial():
-            layers = {}
-            out = model.inside(xb)
-            for i in model.order:
-                layer = model.layers[i]
-                out = layer.forward(out, training=True)
-                layers[i] = {"index": i, "layer": repr(layer), "activations": tensor_stats(out)}
-            with np.errstate(all="ignore"):
-                exp.loss.forward(model.outside(out), yb)
-                model.backward(exp.loss.backward())
+        # the hook runs the whole batch serially through the model's own layers
+        with np.errstate(all="ignore"):
+            step(model, exp.loss, None, xb, yb, hook=record, finite_only=False)
         layers = [layers[i] for i in range(len(model.layers))]
         for i, layer in enumerate(model.layers):
             layers[i]["params"] = {k: tensor_stats(v) for k, v in layer.params.items()}

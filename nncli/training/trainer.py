@@ -3,7 +3,7 @@ callbacks it calls (`nncli.training.callbacks`).
 
 One epoch: draw a fresh permutation from the run's generator, then for each batch augment it
 (data.augment, drawing from the same generator), set the learning rate from the schedule,
-forward, loss, backward, regularization, optimizer step.
+one training step (nncli.nn.step: forward, loss, backward, regularization, optimizer step).
 Then validation, the schedule's and early stopping's view of the epoch, and the callbacks.
 
 A stop request (a signal handler sets `stop_requested`) is honoured between two batches, where
@@ -25,6 +25,7 @@ import numpy as np
 from nncli.builder import Experiment, monitor_of, steps_per_epoch
 from nncli.errors import NncliError
 from nncli.nn.metrics import loss_and_accuracy
+from nncli.nn.step import step
 
 COLUMNS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s")
 
@@ -120,14 +121,7 @@ class Trainer:
     def _run_epoch(self, epoch: int) -> dict:
         exp, cfg = self.exp, self.exp.config.train
         x, y = exp.splits.x_train, exp.splits.y_train
-        model, loss, optimizer, schedule, reg = (
-            exp.model,
-            exp.loss,
-            exp.optimizer,
-            exp.schedule,
-            exp.regularizer,
-        )
-        params, grads = model.params, model.grads
+        model, loss, optimizer, schedule = exp.model, exp.loss, exp.optimizer, exp.schedule
         augment = exp.augment  # training batches only: validation and test data are never augmented
         batch_size = cfg.batch_size
         n = len(x)
@@ -152,15 +146,10 @@ class Trainer:
             if augment is not None:  # its draws come between the batches: resuming stays exact
                 xb = augment(xb, exp.rng)
             optimizer.lr = schedule.lr_at(epoch + b / batches)
-            out = model.forward(xb, training=True)
-            value = loss.forward(out, yb)
-            if not math.isfinite(value):
+            out, value, applied = step(model, loss, optimizer, xb, yb, regularizer=exp.regularizer)
+            if not applied:  # a loss that is not finite: the step stopped before backward
                 elapsed += time.perf_counter() - start
                 self._nonfinite(epoch, b, xb, yb, value)
-            model.backward(loss.backward())
-            if reg:
-                reg.add_grads(model)
-            optimizer.step(params, grads, model.flat)
             loss_sum += value * loss.batch_weight
             weight += loss.batch_weight
             correct += loss.correct(out, yb) or 0

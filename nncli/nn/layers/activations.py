@@ -15,6 +15,9 @@ LAYERS.hint("activation", 'an activation is a layer of its own: write its name, 
 class ReLU(Layer):
     """max(x, 0). The gradient at exactly 0 is taken as 0."""
 
+    commutes_with_max_pool = True
+    any_pixel_order = True
+
     def __init__(self):
         super().__init__()
         self._zeros_for: tuple | None = None
@@ -43,6 +46,7 @@ class LeakyReLU(Layer):
     """x for x > 0, alpha * x otherwise (the gradient at exactly 0 is alpha)."""
 
     option_hints = {"negative_slope": "alpha"}
+    any_pixel_order = True
 
     def __init__(self, alpha: float = 0.01):
         super().__init__()
@@ -72,6 +76,8 @@ class LeakyReLU(Layer):
 class Sigmoid(Layer):
     """1 / (1 + exp(-x)), computed without overflow for large |x|."""
 
+    any_pixel_order = True
+
     def forward(self, x, training):
         self.out = sigmoid(x)
         return self.out
@@ -82,6 +88,8 @@ class Sigmoid(Layer):
 
 @LAYERS.register("tanh")
 class Tanh(Layer):
+    any_pixel_order = True
+
     def forward(self, x, training):
         self.out = np.tanh(x)
         return self.out

@@ -33,6 +33,15 @@ class Layer:
     #: model of matrix products alone has OpenBLAS spread them over the cores already, and
     #: shards would only add their overhead (the MNIST MLP: 4.2 against 3.5 ms a step).
     elementwise_bound: bool = False
+    #: whether the layer applies one non-decreasing function to each value on its own, with a
+    #: gradient of 0 wherever two inputs give the same output (ReLU), so that it commutes with a
+    #: max pool after it, values and gradients alike, ties included: max(f(a), f(b)) =
+    #: f(max(a, b)). The model then runs it after the pool, on a quarter of the values.
+    commutes_with_max_pool: bool = False
+    #: whether the layer treats every pixel alike whatever their order (each value on its own,
+    #: or each channel over all pixels): it may stand between a convolution and the max pool
+    #: that convolution hands its output to blocked by window corner (see nncli.nn.model).
+    any_pixel_order: bool = False
 
     def __init__(self) -> None:
         self.params: dict[str, np.ndarray] = {}

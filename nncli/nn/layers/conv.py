@@ -152,7 +152,7 @@ class Conv2D(_Spatial):
         self.padding = _padding(padding)
         self.bias = validate.boolean("bias", bias)
         self.init = get_initializer(init)
-        self.blocked = False  # set by the model: see `block_for_pooling`
+        self.blocked = False  # set by the model: see nncli.nn.model's `block_for_pooling`
 
     def infer_output_shape(self, input_shape):
         self._setup(input_shape)
@@ -316,7 +316,7 @@ class MaxPool2D(_Pool):
         self.tiled = (kh, kw) == (sh, sw) and no_pad and h % kh == 0 and w % kw == 0
         # the usual 2x2 pool, odd sizes included (their last row or column takes no part)
         self.two_by_two = (kh, kw) == (sh, sw) == (2, 2) and no_pad
-        self.blocked = False  # set by the model: see `block_for_pooling`
+        self.blocked = False  # set by the model: see nncli.nn.model's `block_for_pooling`
         return shape
 
     def forward(self, x, training):
@@ -325,8 +325,8 @@ class MaxPool2D(_Pool):
             # The common 2x2 pool as three maxima of the window's four corners: 4x faster than a
             # max reduction over a (N, OH, 2, OW, 2, C) view, and 2x faster again when the
             # convolution before hands its output over blocked by corner, so that each corner
-            # is one contiguous array (see `block_for_pooling`). Which input won each
-            # comparison is kept for backward (ties to the first of the two, in row-major order).
+            # is one contiguous array (see nncli.nn.model's `block_for_pooling`). Which input won
+            # each comparison is kept for backward (ties to the first of the two, in row-major order).
             if self.blocked:
                 (a, b), (c_, d) = x
             else:
@@ -396,30 +396,6 @@ class MaxPool2D(_Pool):
             return np.stack([view[:, :, i, :, j] == out for i in range(self.kernel[0])
                              for j in range(self.kernel[1])])
         return self.argmax
-
-
-# Layers that work on each value, or on each channel over every pixel, whatever the pixels'
-# order: they may stand between a blocked convolution and its pool.
-ANY_PIXEL_ORDER = ("relu", "leaky_relu", "tanh", "sigmoid", "identity", "dropout", "batchnorm")
-
-
-def block_for_pooling(layers: list[Layer], order: list[int]) -> None:
-    """Where a stride-1 convolution feeds a 2x2 max pool over even sizes (through layers that
-    do not care about the pixels' order), let the convolution write its output blocked by
-    window corner, (2, 2, N, OH/2, OW/2, F): its rows are computed in that order at no extra
-    cost, and each corner of every window is then one contiguous array for the pool, forward
-    and backward. The layers must run in `order` (the model's execution order)."""
-    for position, index in enumerate(order):
-        conv = layers[index]
-        if not isinstance(conv, Conv2D) or conv.stride != (1, 1):
-            continue
-        for later in order[position + 1 :]:
-            layer = layers[later]
-            if isinstance(layer, MaxPool2D) and layer.two_by_two and layer.tiled:
-                conv.blocked = layer.blocked = True
-                break
-            if layer.name not in ANY_PIXEL_ORDER:
-                break
 
 
 @LAYERS.register("avgpool2d", hints=("AveragePooling2D",))

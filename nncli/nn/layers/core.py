@@ -118,6 +118,8 @@ class Flatten(Layer):
 class Identity(Layer):
     """Passes its input through unchanged. Shape: any -> same."""
 
+    any_pixel_order = True
+
     def forward(self, x, training):
         return x
 
@@ -134,6 +136,7 @@ class Dropout(Layer):
     """
 
     shardable = False  # the masks' draws from the run's generator must come in a fixed order
+    any_pixel_order = True
     option_hints = {"rate": "p"}
 
     def __init__(self, p: float = 0.5):

@@ -25,6 +25,7 @@ class BatchNorm(Layer):
     """
 
     shardable = False  # batch statistics: each output depends on the whole batch
+    any_pixel_order = True  # per channel, over every pixel
     option_hints = {"epsilon": "eps"}
 
     def __init__(self, momentum: float = 0.9, eps: float = 1e-5):
