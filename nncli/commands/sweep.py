@@ -131,8 +131,10 @@ def sweep(
         where = f"on the Dask cluster {scheduler}" if client else f"{jobs} at a time"
         say(f"{len(todo)} of {len(runs)} runs to do{note}, {where}, in {out}")
     out.mkdir(parents=True, exist_ok=True)
+    lost = None  # the error of a lost Dask scheduler, raised once the summary is written
     if client is not None:
-        _execute_on_dask(todo, spec, client, data_dir, _bar(len(todo), progress), failures, _finish)
+        lost = _execute_on_dask(todo, spec, client, data_dir, _bar(len(todo), progress), failures,
+                                _finish)
     elif todo:
         _execute(todo, spec, jobs, data_dir, progress, failures)
     for run in runs:
@@ -144,6 +146,8 @@ def sweep(
     atomic_write_text(out / "summary.csv", summary_csv(spec, result.rows))
     atomic_write_text(out / "summary.md", summary_markdown(spec, result.rows))
     draw(result)
+    if lost is not None:
+        raise lost
     return result
 
 

@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import errno
 import io
 import logging
 import os
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from nncli.config.sweep import Sweep
 from nncli.errors import NncliError
@@ -31,6 +34,8 @@ from nncli.fileio import atomic_write_bytes
 from nncli.training.rundir import run_status
 from nncli.words import count
 
+HANDSHAKE_TIMEOUT = 10.0  # seconds for a scheduler to answer, and for the client to connect
+HANDSHAKE_BYTES = 64 * 1024  # a scheduler's first message (about 60 bytes) is far shorter
 NAMED = 5  # runs named in the line of an interrupted sweep; the rest are counted
 
 # on a Dask worker: the `nncli train` processes running now, each with its sweep's token, the
@@ -72,6 +77,10 @@ def _dask_client(scheduler: str):
         workers = scheduler.removeprefix("local:")
         if not workers.isdigit() or int(workers) < 1:
             raise NncliError(f"--scheduler local:N wants a number of workers, got {scheduler!r}")
+        if int(workers) > _cores():
+            raise NncliError(f"--scheduler {scheduler} starts {workers} worker processes on this"
+                             f" machine, which has {count(_cores(), 'core')}: give at most"
+                             f" local:{_cores()}")
         # The worker processes ignore Ctrl-C (they inherit SIG_IGN from here): this process
         # stops them, so that a Ctrl-C prints no traceback per worker. The scheduler's HTTP
         # server (which it starts even without a dashboard) takes any free port on 127.0.0.1:
@@ -84,10 +93,65 @@ def _dask_client(scheduler: str):
         return Client(cluster)
     if not scheduler.startswith(("tcp://", "tls://")):
         raise NncliError(f"--scheduler expects tcp://HOST:PORT or local:N, got {scheduler!r}")
+    if scheduler.startswith("tcp://"):
+        _check_handshake(scheduler)
     try:
-        return Client(scheduler, timeout=30)
-    except (OSError, TimeoutError) as err:
+        return Client(scheduler, timeout=HANDSHAKE_TIMEOUT)
+    except (OSError, TimeoutError, ValueError) as err:
         raise NncliError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
+
+
+def _cores() -> int:
+    """The cores this process may run on (its affinity, where the system has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _check_handshake(scheduler: str) -> None:
+    """Refuse an address that is not a Dask scheduler, in one line and at most
+    `HANDSHAKE_TIMEOUT` seconds. distributed's client would wait for ever on a server that says
+    nothing (an HTTP server waits for a request), and takes the first 8 bytes of any answer as
+    the size of a buffer to allocate (exabytes, from "HTTP/1.1"). A scheduler sends its handshake
+    (a few dozen bytes) as soon as it accepts: read it here with a deadline, and send it back,
+    which completes the handshake so that the scheduler logs nothing."""
+    from distributed.comm.addressing import parse_host_port
+
+    try:
+        host, port = parse_host_port(scheduler.removeprefix("tcp://"), 8786)
+    except ValueError:
+        raise NncliError(f"--scheduler expects tcp://HOST:PORT, got {scheduler!r}") from None
+    deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+    try:
+        with socket.create_connection((host, port), timeout=HANDSHAKE_TIMEOUT) as connection:
+            head = _receive(connection, 8, deadline)
+            (size,) = struct.unpack("Q", head)  # as distributed reads it
+            body = _receive(connection, size, deadline) if 0 < size <= HANDSHAKE_BYTES else b""
+            if b"pickle-protocol" not in body:
+                raise NncliError(f"{scheduler} is not a Dask scheduler: it answered"
+                                 f" {bytes(head)!r}..., not Dask's handshake")
+            connection.sendall(head + body)
+    except TimeoutError:
+        raise NncliError(f"{scheduler} did not answer Dask's handshake within"
+                         f" {HANDSHAKE_TIMEOUT:g} s: is it a Dask scheduler?") from None
+    except OSError as err:
+        raise NncliError(f"cannot reach the Dask scheduler at {scheduler}:"
+                         f" {err.strerror or err}") from None
+
+
+def _receive(connection: socket.socket, size: int, deadline: float) -> bytes:
+    """`size` bytes from `connection`, or TimeoutError once `deadline` has passed."""
+    data = bytearray()
+    while len(data) < size:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        connection.settimeout(left)
+        chunk = connection.recv(size - len(data))
+        if not chunk:
+            raise ConnectionResetError(errno.ECONNRESET, "the connection was closed")
+        data += chunk
+    return bytes(data)
 
 
 def train_remotely(base_name: str, base_text: str, sets: list[str], resume: dict[str, bytes],
@@ -110,9 +174,7 @@ def _train_in(folder: Path, base_name: str, base_text: str, sets: list[str],
               resume: dict[str, bytes], data_dir: str | None, token: str) -> dict:
     (folder / base_name).write_text(base_text, encoding="utf-8")
     run = folder / "run"
-    for name, data in resume.items():
-        (run / name).parent.mkdir(parents=True, exist_ok=True)
-        (run / name).write_bytes(data)
+    write_files(run, resume)
     command = [sys.executable, "-m", "nncli", "train"]
     command += ["--resume", str(run)] if resume else [base_name, "--run-dir", str(run)]
     command += [a for value in ([] if resume else sets) for a in ("--set", value)] + ["--quiet"]
@@ -129,7 +191,8 @@ def _train_in(folder: Path, base_name: str, base_text: str, sets: list[str],
             _, stderr = process.communicate()
         finally:
             _training.pop(process, None)
-    files = {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    files = {p.relative_to(run).as_posix(): p.read_bytes() for p in run.rglob("*")
+             if p.is_file() and not p.is_symlink()}
     return {"code": process.returncode, "stderr": stderr, "files": files}
 
 
@@ -155,21 +218,29 @@ async def stop_training(token: str, wait: float = 30.0) -> None:
 
 
 def _execute_on_dask(todo: list, spec: Sweep, client, data_dir, bar, failures: dict,
-                     finish) -> None:
-    """The runs `todo` (`nncli.commands.sweep.Run`s) on the cluster; `finish(run, code, log,
-    failures)` records each one's exit, and `bar` (a tqdm bar, or None) counts them."""
+                     finish) -> NncliError | None:
+    """The runs `todo` (`nncli.commands.sweep.Run`s) as tasks on the cluster, their files
+    written back as they return; `finish(run, code, log, failures)` records each one's exit,
+    and `bar` (a tqdm bar, or None) counts them. A run whose task fails (its workers died:
+    KilledWorker; or it sent back a file name outside its folder) is marked failed with its
+    error line, and the others go on. Returns the error to raise once the summary is written
+    if the scheduler was lost (the runs not returned stay as they were, to be run again);
+    raises `SweepInterrupted` after Ctrl-C."""
     from dask.distributed import as_completed
 
     base_text = spec.base.read_text(encoding="utf-8")
     futures = {}
     token = uuid.uuid4().hex  # names this invocation's runs on the workers
-    stopped = False
+    address = client.scheduler.address
+    stopped = lost = False
+    scheduler_log = logging.getLogger("distributed.scheduler")  # a local:N cluster's, here
+    scheduler_log.addFilter(_said_here)
     try:
         for run in todo:
             resume = {}
             if run_status(run.path) == "interrupted":
-                resume = {str(p.relative_to(run.path)): p.read_bytes()
-                          for p in run.path.rglob("*") if p.is_file()}
+                resume = {p.relative_to(run.path).as_posix(): p.read_bytes()
+                          for p in run.path.rglob("*") if p.is_file() and not p.is_symlink()}
             sets = [*run.trial.overrides(), f"seed={run.seed}"]
             future = client.submit(train_remotely, spec.base.name, base_text, sets, resume,
                                    None if data_dir is None else str(data_dir), token,
@@ -177,14 +248,19 @@ def _execute_on_dask(todo: list, spec: Sweep, client, data_dir, bar, failures: d
             futures[future] = run
         for future in as_completed(futures):
             run = futures[future]
-            answer = future.result()
-            if answer["files"]:
-                if run.path.exists():
-                    shutil.rmtree(run.path)  # what a failed attempt left
-                for name, data in answer["files"].items():
-                    atomic_write_bytes(run.path / name, data)
-            log = io.StringIO(answer["stderr"])
-            finish(run, answer["code"], log, failures)
+            try:
+                answer = future.result()
+                if answer["files"]:
+                    write_files(run.path, answer["files"], clear=True)
+            except NncliError as err:
+                _fail(run, failures, f"error: {err}")
+            except Exception as err:  # noqa: BLE001  (Dask's errors, each a line of the summary)
+                if client.status != "running":
+                    lost = True
+                    break
+                _fail(run, failures, _task_error(err))
+            else:
+                finish(run, answer["code"], io.StringIO(answer["stderr"]), failures)
             if bar is not None:
                 bar.update()
     except KeyboardInterrupt:
@@ -192,26 +268,88 @@ def _execute_on_dask(todo: list, spec: Sweep, client, data_dir, bar, failures: d
     finally:
         if bar is not None:
             bar.close()
-        _shut_down(client, list(futures), token, quiet=stopped)
+        _shut_down(client, list(futures), token, quiet=stopped, lost=lost)
+        scheduler_log.removeFilter(_said_here)
     if stopped:
         raise SweepInterrupted([run for run in todo if run.status in ("pending", "interrupted")])
+    if lost:
+        left = [run for run in todo if run.status == "pending"]
+        names = ", ".join(f"{run.path.name} seed {run.seed}" for run in left[:NAMED])
+        more = f", and {len(left) - NAMED} more" if len(left) > NAMED else ""
+        return NncliError(f"lost the Dask scheduler {address}:"
+                          f" {count(len(left), 'run')} not finished ({names}{more});"
+                          " run the sweep again to finish them")
+    return None
 
 
-def _shut_down(client, futures: list, token: str, quiet: bool) -> None:
+def _said_here(record: logging.LogRecord) -> bool:
+    """False for the errors a local scheduler logs that `_execute_on_dask` reports itself (a
+    KilledWorker), or that Dask recovers from (a result lost with its worker is recomputed)."""
+    return not str(record.msg).startswith(("Task %s marked as failed because %d workers died",
+                                           "Couldn't gather keys"))
+
+
+def _task_error(err: Exception) -> str:
+    """The error line of a run whose task raised `err` on the cluster."""
+    if type(err).__name__ == "KilledWorker":
+        return ("error: the Dask workers training it died (KilledWorker, as often as"
+                " distributed.scheduler.allowed-failures allows); their logs say why")
+    first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"error: its Dask task failed: {type(err).__name__}" + (f": {first}" if first else "")
+
+
+def _fail(run, failures: dict, error: str) -> None:
+    run.status, run.error = "failed", error
+    failures[run.path.name] = error
+
+
+def write_files(folder: Path, files: dict, clear: bool = False) -> None:
+    """Write `files` ({relative name: bytes}, from a worker or for one) into `folder`, emptied
+    first if `clear`. Every name is checked before anything is written: an absolute name, one
+    with `..`, or one that reaches outside `folder` through a symbolic link is refused (an
+    NncliError naming it), and nothing is written."""
+    if not isinstance(files, dict):
+        raise NncliError(f"the files sent for {folder.name} are not a mapping of names to bytes")
+    root = folder.resolve()
+    for name, data in files.items():
+        _check_name(folder, name)
+        if not (folder / name).resolve().is_relative_to(root):
+            raise NncliError(f"refused the file {name!r} sent for {folder.name}: it leads"
+                             f" outside {folder} through a symbolic link")
+        if not isinstance(data, bytes):
+            raise NncliError(f"the file {name!r} sent for {folder.name} is not bytes")
+    if clear and folder.exists():
+        shutil.rmtree(folder)
+    for name, data in files.items():
+        atomic_write_bytes(folder / name, data)  # creates the folders it needs
+
+
+def _check_name(folder: Path, name) -> None:
+    path = PurePosixPath(name) if isinstance(name, str) else None
+    if (path is None or not path.parts or path.is_absolute() or PureWindowsPath(name).anchor
+            or ".." in path.parts or "\0" in name):
+        raise NncliError(f"refused the file {name!r} sent for {folder.name}: a file's name must"
+                         " be relative and stay inside its run folder")
+
+
+def _shut_down(client, futures: list, token: str, quiet: bool, lost: bool = False) -> None:
     """Cancel what is left and close the client and, for local:N, its cluster. After a Ctrl-C
     (`quiet`): the runs of `token` still training on the workers are stopped, distributed's
     logging in this process is silenced (a local cluster's workers log only errors, see
-    `_dask_client`), and a second Ctrl-C cannot break off the closing half-way."""
+    `_dask_client`), and a second Ctrl-C cannot break off the closing half-way. After the
+    scheduler was `lost`: nothing is asked of the cluster, and the client's failures to
+    reconnect are not logged (the caller says what happened in one line)."""
     cluster = client.cluster
-    logger = logging.getLogger("distributed")
-    level = logger.level
+    # "distributed.client" has a level and a handler of its own: it logs a lost scheduler
+    loggers = [logging.getLogger("distributed")] + [logging.getLogger("distributed.client")] * lost
     with contextlib.ExitStack() as stack:
-        if quiet:
-            logger.setLevel(logging.CRITICAL + 1)
-            stack.callback(logger.setLevel, level)
+        if quiet or lost:
+            for logger in loggers:
+                stack.callback(logger.setLevel, logger.level)
+                logger.setLevel(logging.CRITICAL + 1)
             stack.enter_context(_sigint_ignored())
         client.cancel(futures)  # first, so that no worker starts another run
-        if quiet:
+        if quiet and not lost:
             with contextlib.suppress(Exception):  # a worker gone already has nothing to stop
                 client.run(stop_training, token)
                 if cluster is not None:  # ours, writing to our stderr: nothing more from it
