@@ -523,6 +523,9 @@ def runs_command(obj, folder, sort, group_seeds, as_csv, as_json):
 )
 @click.option("--dry-run", is_flag=True, help="Print the trials and run nothing.")
 @click.option(
+    "--wait", is_flag=True, help="If another sweep is running in --out, wait for it to end."
+)
+@click.option(
     "--scheduler",
     metavar="ADDRESS",
     help="Run on a Dask cluster: tcp://HOST:PORT, or local:N for N local worker processes.",
@@ -535,10 +538,11 @@ def runs_command(obj, folder, sort, group_seeds, as_csv, as_json):
 )
 @DATA_DIR_OPTION
 @click.pass_obj
-def sweep_command(obj, sweep_file, jobs, out, dry_run, scheduler, max_trials, data_dir):
+def sweep_command(obj, sweep_file, jobs, out, dry_run, wait, scheduler, max_trials, data_dir):
     """Run every trial of SWEEP (a sweep file) once per seed, each an ordinary run directory,
     skipping those done before and resuming interrupted ones; then write summary.csv and
-    summary.md, best trial first. Exits 1 if a run failed."""
+    summary.md, best trial first. Exits 1 if a run failed or did not finish, and if another
+    sweep is running in --out (unless --wait)."""
     from nncli.commands import sweep
     from nncli.data import resolve_data_dir
 
@@ -555,8 +559,14 @@ def sweep_command(obj, sweep_file, jobs, out, dry_run, scheduler, max_trials, da
                 scheduler=scheduler,
                 max_trials=max_trials,
                 progress=_stderr_is_terminal(),
+                wait=wait,
                 say=lambda line: click.echo(line, err=True),
             )
+        except sweep.Stopped as stop:  # SIGTERM, SIGHUP: one line, and 128 + the signal
+            name = signal.Signals(stop.signum).name
+            click.echo(f"stopped by {name}: the runs saved their state: run the same sweep again"
+                       " to finish it", err=True)
+            sys.exit(128 + stop.signum)
         except KeyboardInterrupt:
             click.echo("the runs saved their state: run the same sweep again to finish it", err=True)
             raise

@@ -3,13 +3,18 @@
 A run directory is a folder with a `config.yaml` and a `checkpoints/` folder (what `nncli
 train` makes). For each one the table gives its name, when it started, the epochs done and
 configured, its status, the best validation metric over its epochs, the test metric of its
-best checkpoint, and its seed. Nothing is trained or loaded but small text files.
+best checkpoint, and its seed. Nothing is trained or loaded but small text files, unless a
+finished run's metrics.csv disagrees with its summary (cut or emptied): then it is rewritten
+from the history in checkpoints/last.pkl, the record, and the row's note says so; where
+last.pkl cannot give it back, the run is `damaged` and its epochs are left out.
 
   status        finished      summary.json written, all epochs done
                 early-stopped summary.json written, stopped by early stopping
                 diverged      nan_report.json written: the loss stopped being finite
                 interrupted   no summary: stopped (Ctrl-C, a full disk) or still running;
                               `nncli train --resume` continues it
+                damaged       finished, but its epochs' metrics are lost (metrics.csv and
+                              last.pkl); the test metric, from summary.json, is kept
 
 With `group_seeds`, runs whose resolved configs differ only in their seed make one row with
 the mean and standard deviation of each metric over the seeds (those that have the metric).
@@ -32,7 +37,14 @@ import yaml
 
 from nncli.errors import NncliError
 from nncli.registry import did_you_mean
-from nncli.training.rundir import best_metric, read_metrics, read_summary, run_status
+from nncli.training.rundir import (
+    DamagedRun,
+    best_of,
+    read_metrics,
+    read_summary,
+    repair_metrics,
+    run_status,
+)
 
 SORT_KEYS = ("date", "name", "status", "epochs", "best_val", "test")
 
@@ -55,7 +67,7 @@ class RunRow:
     test_std: float | None = None
     runs: int = 1  # grouped rows: the run directories folded in
     seed_runs: list[int] = field(default_factory=list)  # grouped rows: the runs of each of `seeds`
-    note: str = ""  # grouped rows: how repeated seeds were counted
+    note: str = ""  # a damaged metrics.csv repaired; grouped rows: how repeated seeds were counted
     group: str = ""  # the resolved config without its seed, for grouping
 
 
@@ -81,17 +93,24 @@ def _read_run(folder: Path) -> RunRow | None:
     train = config.get("train") if isinstance(config.get("train"), dict) else {}
     planned = train.get("epochs") if isinstance(train.get("epochs"), int) else None
     seed = config.get("seed") if isinstance(config.get("seed"), int) else None
-    rows = _metrics(folder / "metrics.csv")
-    summary = read_summary(folder)
-    classification = any(row.get("val_acc") is not None or row.get("train_acc") is not None for row in rows)
-    val_metric = "val_acc" if classification else "val_loss"
-    best_val = best_metric(folder, val_metric, "max" if classification else "min")
-    test = (summary or {}).get("test") or {}
-    test_metric = "test_acc" if classification else "test_loss"
-    test_value = test.get("accuracy" if classification else "loss")
     status = run_status(folder)
     if status == "new":  # a config and no checkpoint: a run still starting
         status = "interrupted"
+    try:
+        rows, note = repair_metrics(folder) if status in ("finished", "early-stopped") else (None, "")
+    except DamagedRun as err:
+        rows, note, status = [], f"{err}: its epochs are left out", "damaged"
+    if rows is None:
+        rows = _metrics(folder / "metrics.csv")
+    summary = read_summary(folder)
+    final = (summary or {}).get("final")  # what a damaged run's task is known by
+    known = rows or ([final] if isinstance(final, dict) else [])
+    classification = any(row.get("val_acc") is not None or row.get("train_acc") is not None for row in known)
+    val_metric = "val_acc" if classification else "val_loss"
+    best_val = best_of(rows, val_metric, "max" if classification else "min")
+    test = (summary or {}).get("test") or {}
+    test_metric = "test_acc" if classification else "test_loss"
+    test_value = test.get("accuracy" if classification else "loss")
     without_seed = {k: v for k, v in config.items() if k != "seed"}
     return RunRow(
         path=str(folder),
@@ -107,6 +126,7 @@ def _read_run(folder: Path) -> RunRow | None:
         seed=seed,
         seeds=[seed] if seed is not None else [],
         seed_runs=[1] if seed is not None else [],
+        note=note,
         group=json.dumps(without_seed, sort_keys=True, default=str),
     )
 
@@ -164,7 +184,8 @@ def group_seeds(rows: list[RunRow]) -> list[RunRow]:
                 test_std=test_std,
                 runs=len(members),
                 seed_runs=[len(by_seed[seed]) for seed in sorted(s for s in by_seed if s is not None)],
-                note=_repeats_note(first.name, repeated),
+                note="; ".join(note for note in (*(m.note for m in members),
+                                                 _repeats_note(first.name, repeated)) if note),
                 group=first.group,
             )
         )

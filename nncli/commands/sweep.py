@@ -9,9 +9,21 @@ config under `--out` (default runs/sweeps/<sweep name>/), so that no run is done
 
 Up to `jobs` workers run at once, each with its BLAS limited to cores // jobs threads (set in
 the worker's environment before numpy loads), so that workers x threads never exceeds the
-cores. Ctrl-C (or SIGTERM) passes the signal to every worker, each saves its state and stops;
-running the sweep again finishes it. A diverged run (the loss stopped being finite) is marked
-diverged, a failing one failed with its error line, and the others go on.
+cores. Ctrl-C, SIGTERM or SIGHUP passes on to every worker as SIGINT, each saves its state and
+stops; running the sweep again finishes it. On Linux each worker gets SIGINT too when the sweep
+dies (PR_SET_PDEATHSIG), even of `kill -9`, so no worker goes on training for nobody. A diverged
+run (the loss stopped being finite) is marked diverged, a failing one failed with its error
+line, a worker killed by a signal killed, and the others go on; the sweep exits non-zero when a
+run failed or did not finish.
+
+One sweep at a time per `--out`: the sweep holds a lock on `--out`/.sweep.lock (flock, which
+the system releases when the process dies, however it dies; its workers hold it too, until the
+last one has saved and stopped). A second sweep on that folder is refused, or waits (`wait`).
+
+A finished run is checked before it is skipped: its metrics.csv must agree with its summary
+(`nncli.training.rundir.metrics_complete`); a damaged one is rewritten from the history in
+checkpoints/last.pkl, the record, or the run is trained again where last.pkl cannot give it.
+Each repair is a note, on stderr and in summary.md.
 
 With a Dask scheduler (`tcp://HOST:PORT`, or `local:N` for a LocalCluster of N processes) each
 run goes to a worker instead, keyed by its hash and retried twice if a worker is lost; the
@@ -29,6 +41,7 @@ curves of the best three trials' runs.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
@@ -39,18 +52,29 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nncli.commands.sweep_dask import _dask_client, _execute_on_dask
+from nncli.commands.sweep_dask import NAMED, _dask_client, _execute_on_dask
 from nncli.config.schema import load_config
 from nncli.config.sweep import Sweep, Trial, load_sweep
 from nncli.errors import NncliError
 from nncli.fileio import atomic_write_text
-from nncli.training.rundir import best_metric, read_metrics, read_summary, run_status
+from nncli.training.rundir import (
+    DamagedRun,
+    best_metric,
+    read_metrics,
+    read_summary,
+    repair_metrics,
+    run_status,
+)
 
 FAILURES = "failures.json"
+LOCK = ".sweep.lock"
+COMPLETE = ("finished", "early-stopped", "diverged")  # statuses whose metrics count
+UNFINISHED = ("failed", "killed", "interrupted", "pending")  # a sweep with one exits non-zero
 
 
 @dataclass
@@ -59,7 +83,7 @@ class Run:
     seed: int
     path: Path
     status: str = "pending"  # pending, skipped (done before), finished, early-stopped, diverged,
-    # interrupted, failed
+    # interrupted, killed (by a signal not from the sweep), failed
     error: str = ""
 
 
@@ -69,10 +93,29 @@ class SweepResult:
     out: Path
     runs: list[Run]
     rows: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # damaged files repaired, runs retrained
 
     @property
     def failed(self) -> list[Run]:
         return [run for run in self.runs if run.status == "failed"]
+
+    @property
+    def unfinished(self) -> list[Run]:
+        """Runs that stopped before their end (killed, interrupted) or never ran."""
+        return [run for run in self.runs if run.status in UNFINISHED and run.status != "failed"]
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP to the sweep: handled as Ctrl-C (the workers save and stop), and the
+    sweep exits 128 + the signal's number."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class SweepBusy(NncliError):
+    """Another sweep holds the lock on this `--out`."""
 
 
 def run_name(base: Path, trial: Trial, seed: int) -> str:
@@ -108,18 +151,38 @@ def sweep(
     data_dir: Path | None = None,
     scheduler: str | None = None,
     progress: bool = False,
+    wait: bool = False,
     say=print,
     max_trials: int | None = None,
 ) -> SweepResult:
     """Run the sweep file at `path` (see the module docstring); `say` hears one line at the start
-    and end. Raises KeyboardInterrupt after the workers have saved and stopped."""
+    and end, and the notes. Raises KeyboardInterrupt (`Stopped` for SIGTERM and SIGHUP) after
+    the workers have saved and stopped, and SweepBusy when another sweep holds `out` (unless
+    `wait`: then it waits for that one to end)."""
     spec = load_sweep(path, max_trials, say)  # more than 1,000 trials need max_trials
     out = Path(out) if out else Path("runs") / "sweeps" / spec.name
     runs = plan(spec, out)
+    out.mkdir(parents=True, exist_ok=True)
+    with _locked(out, wait, say) as lock, _signals_stop():
+        return _sweep(spec, out, runs, lock, jobs, data_dir, scheduler, progress, say)
+
+
+def _sweep(spec: Sweep, out: Path, runs: list[Run], lock: int | None, jobs, data_dir, scheduler,
+           progress: bool, say) -> SweepResult:
     failures = _read_failures(out)
+    notes = []
     for run in runs:
         state = run_status(run.path)
-        run.status = "skipped" if state in ("finished", "early-stopped", "diverged") else "pending"
+        run.status = "skipped" if state in COMPLETE else "pending"
+        if state in ("finished", "early-stopped"):
+            try:
+                _, note = repair_metrics(run.path)
+            except DamagedRun as err:
+                run.status, note = "pending", f"{err}: training it again"
+                _clear(run.path)
+            if note:
+                notes.append(note)
+                say(f"note: {note}")
     todo = [run for run in runs if run.status == "pending"]
     done_before = len(runs) - len(todo)
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo) or 1))
@@ -130,21 +193,20 @@ def sweep(
         note = f" ({done_before} done before)" if done_before else ""
         where = f"on the Dask cluster {scheduler}" if client else f"{jobs} at a time"
         say(f"{len(todo)} of {len(runs)} runs to do{note}, {where}, in {out}")
-    out.mkdir(parents=True, exist_ok=True)
     lost = None  # the error of a lost Dask scheduler, raised once the summary is written
     if client is not None:
         lost = _execute_on_dask(todo, spec, client, data_dir, _bar(len(todo), progress), failures,
                                 _finish)
     elif todo:
-        _execute(todo, spec, jobs, data_dir, progress, failures)
+        _execute(todo, spec, jobs, data_dir, progress, failures, lock)
     for run in runs:
         if run.status == "skipped":
             run.status = run_status(run.path)
     _write_failures(out, failures, runs)
-    result = SweepResult(spec, out, runs)
+    result = SweepResult(spec, out, runs, notes=notes)
     result.rows = summary_rows(spec, runs)
     atomic_write_text(out / "summary.csv", summary_csv(spec, result.rows))
-    atomic_write_text(out / "summary.md", summary_markdown(spec, result.rows))
+    atomic_write_text(out / "summary.md", summary_markdown(spec, result.rows, notes))
     draw(result)
     if lost is not None:
         raise lost
@@ -195,13 +257,18 @@ def _command(run: Run, spec: Sweep, data_dir: Path | None) -> list[str]:
     return command
 
 
-def _execute(todo: list[Run], spec: Sweep, jobs: int, data_dir, progress: bool, failures: dict) -> None:
+def _execute(todo: list[Run], spec: Sweep, jobs: int, data_dir, progress: bool, failures: dict,
+             lock: int | None = None) -> None:
+    """The runs of `todo`, `jobs` at a time, each `nncli train` in a process of its own that
+    holds the sweep's `lock` too (inherited) and gets SIGINT when this process dies (Linux)."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
     env = _environment(threads)
     queue = list(todo)
     active: dict[subprocess.Popen, tuple[Run, object]] = {}
     bar = _bar(len(todo), progress)
     best = None
+    with_parent = _die_with_parent()
+    stopping = False
     try:
         while queue or active:
             while queue and len(active) < jobs:
@@ -210,7 +277,8 @@ def _execute(todo: list[Run], spec: Sweep, jobs: int, data_dir, progress: bool, 
                     _clear(run.path)  # what a failed attempt left: `--run-dir` needs it empty
                 log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (closed in _finish)
                 process = subprocess.Popen(
-                    _command(run, spec, data_dir), stdout=subprocess.DEVNULL, stderr=log, env=env
+                    _command(run, spec, data_dir), stdout=subprocess.DEVNULL, stderr=log, env=env,
+                    pass_fds=() if lock is None else (lock,), preexec_fn=with_parent,
                 )
                 active[process] = (run, log)
             time.sleep(0.05)
@@ -222,16 +290,120 @@ def _execute(todo: list[Run], spec: Sweep, jobs: int, data_dir, progress: bool, 
                     bar.set_postfix_str(f"best {spec.metric} {best:.4g}" if best is not None else "")
                     bar.update()
     except KeyboardInterrupt:
-        for process in active:  # each saves its state and exits (a second signal stops at once)
+        # SIGINT whatever the sweep got: `nncli train` answers it at any moment, even while
+        # it starts (SIGHUP would kill it); each saves its state and exits (a second signal
+        # to the sweep stops it at once, the workers still saving)
+        stopping = True
+        for process in active:
             if process.poll() is None:
                 process.send_signal(signal.SIGINT)
         for process, (run, log) in active.items():
             process.wait()
-            _finish(run, process.returncode, log, failures)
+            _finish(run, process.returncode, log, failures, stopping)
         raise
     finally:
         if bar is not None:
             bar.close()
+
+
+@contextlib.contextmanager
+def _locked(out: Path, wait: bool, say):
+    """Hold the lock on `out` (an flock on out/.sweep.lock) while the sweep runs; yields the
+    lock file's descriptor, for the workers to inherit, or None where there is no flock
+    (Windows: no lock). The system releases it when the last process holding it ends, however
+    it ends: a lock never outlives its sweep and its workers."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        yield None
+        return
+    path = out / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as err:
+        raise NncliError(f"cannot create the sweep's lock {path}: {err.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            if not wait:
+                raise SweepBusy(f"another sweep{holder} is running in {out}: wait for it to end,"
+                                " or give --wait to start when it has") from None
+            say(f"waiting for the sweep{holder} running in {out} to end")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield fd
+    finally:
+        os.close(fd)  # releases the lock (the workers' copies are closed as they exit)
+
+
+def _holder(fd: int) -> str:
+    """` (pid N)` for the sweep that wrote its pid in the lock file, if it is alive; else ''
+    (its workers, still saving, hold the lock after it)."""
+    try:
+        pid = int(os.pread(fd, 32, 0).decode().strip())
+    except (ValueError, UnicodeDecodeError, OSError):  # being written: the holder is starting
+        return ""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return f" (pid {pid}, gone; its workers are saving and stopping)"
+    except OSError:  # another user's process: alive
+        pass
+    return f" (pid {pid})"
+
+
+@contextlib.contextmanager
+def _signals_stop():
+    """SIGTERM and SIGHUP raise `Stopped` here, answered as Ctrl-C is; in the main thread
+    only (elsewhere signals cannot be changed, and nothing is)."""
+    wanted = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise Stopped(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in wanted}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _die_with_parent():
+    """A preexec_fn that asks Linux to send the child SIGINT when this process dies (prctl
+    PR_SET_PDEATHSIG; `nncli train` saves and stops on SIGINT), or None elsewhere. The kernel
+    does it at once and whatever kills us, `kill -9` included, where polling the parent's pid
+    would need a hook in every trainer. libc is looked up here, not between fork and exec."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+    pr_set_pdeathsig = 1
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, int(signal.SIGINT), 0, 0, 0)
+        if os.getppid() != parent:  # the sweep died before prctl: nobody to train for
+            os._exit(130)
+
+    return preexec
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def _clear(path: Path) -> None:
@@ -239,7 +411,9 @@ def _clear(path: Path) -> None:
         child.rmdir() if child.is_dir() else child.unlink()
 
 
-def _finish(run: Run, code: int, log, failures: dict) -> None:
+def _finish(run: Run, code: int, log, failures: dict, stopping: bool = False) -> None:
+    """The run's status from the exit code of its `nncli train` (`stopping`: the sweep passed
+    a signal on to it)."""
     log.seek(0)
     lines = [line.strip() for line in log.read().splitlines() if line.strip()]
     log.close()
@@ -251,8 +425,12 @@ def _finish(run: Run, code: int, log, failures: dict) -> None:
     elif code == 3:
         run.status = "diverged"
         failures.pop(key, None)
+    elif code < 0 and not stopping:
+        run.status = "killed"
+        run.error = f"killed by {_signal_name(-code)}"
     elif code in (130, 143) or code < 0:
         run.status = "interrupted"
+        run.error = "interrupted"
     else:
         run.status = "failed"
         run.error = errors[-1] if errors else (lines[-1] if lines else f"exit code {code}")
@@ -299,9 +477,10 @@ def summary_rows(spec: Sweep, runs: list[Run]) -> list[dict]:
     rows = []
     for trial in spec.trials:
         members = [run for run in runs if run.trial.index == trial.index]
-        metrics = [best_metric(run.path, spec.metric, spec.mode) for run in members]
+        complete = [run for run in members if run.status in COMPLETE]  # no partial metrics
+        metrics = [best_metric(run.path, spec.metric, spec.mode) for run in complete]
         metrics = [m for m in metrics if m is not None]
-        summaries = [read_summary(run.path) or {} for run in members]
+        summaries = [read_summary(run.path) or {} for run in complete]
         tests = [s["test"].get("accuracy") if spec.metric.endswith("acc") else s["test"].get("loss")
                  for s in summaries if isinstance(s.get("test"), dict)]
         tests = [t for t in tests if isinstance(t, int | float)]
@@ -342,7 +521,7 @@ def summary_csv(spec: Sweep, rows: list[dict]) -> str:
     return out.getvalue()
 
 
-def summary_markdown(spec: Sweep, rows: list[dict]) -> str:
+def summary_markdown(spec: Sweep, rows: list[dict], notes: list[str] = ()) -> str:
     columns = [k for k in (rows[0] if rows else {}) if k != "runs"]
 
     def cell(value) -> str:
@@ -355,18 +534,33 @@ def summary_markdown(spec: Sweep, rows: list[dict]) -> str:
     title = f"# {spec.name}: {len(spec.trials)} trials x {len(spec.seeds)} seeds, {spec.metric} ({spec.mode})"
     lines = [title, "", "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
+    if notes:
+        lines += ["", *(f"note: {note}" for note in notes)]
     return "\n".join(lines) + "\n"
 
 
 def format_summary(result: SweepResult) -> str:
     """The summary table for the terminal, and the failures with their error lines."""
     text = summary_markdown(result.sweep, result.rows)
-    for run in result.failed:
-        text += f"failed: trial {run.trial.index} ({run.trial.label()}), seed {run.seed}: {run.error}\n"
+    for run in result.failed + result.unfinished:
+        text += (f"{run.status}: trial {run.trial.index} ({run.trial.label()}), seed {run.seed}:"
+                 f" {run.error or 'not run'}\n")
     return text.rstrip()
 
 
 def raise_if_failed(result: SweepResult) -> None:
+    """One line when a run failed, was killed or did not finish; exit code 1."""
+    total = len(result.runs)
+    said = []
     if result.failed:
-        failed, total = len(result.failed), len(result.runs)
-        raise NncliError(f"{failed} of {total} runs failed; their errors are in {result.out / FAILURES}")
+        said.append(f"{len(result.failed)} of {total} runs failed; their errors are in"
+                    f" {result.out / FAILURES}")
+    if result.unfinished:
+        stopped = result.unfinished
+        names = ", ".join(f"{run.path.name} seed {run.seed} {run.error or 'not run'}"
+                          for run in stopped[:NAMED])
+        more = f", and {len(stopped) - NAMED} more" if len(stopped) > NAMED else ""
+        said.append(f"{len(stopped)} of {total} runs did not finish ({names}{more}); run the"
+                    " sweep again to finish them")
+    if said:
+        raise NncliError("; ".join(said))

@@ -11,6 +11,7 @@ runs/<name>/<YYYYmmdd-HHMMSS>[-N]/
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import shutil
@@ -118,9 +119,13 @@ def discard(run: RunDir) -> None:
 
 
 def read_metrics(path) -> list[dict]:
-    """Rows of a metrics.csv, numbers as floats and empty cells as None."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
+    """Rows of a metrics.csv (a path, or a text stream), numbers as floats and empty cells as
+    None."""
+    if isinstance(path, io.StringIO):
+        rows = list(csv.DictReader(path))
+    else:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
     return [{k: (None if v in ("", None) else float(v)) for k, v in row.items()} for row in rows]
 
 
@@ -153,8 +158,103 @@ def best_metric(path: Path, metric: str, mode: str) -> float | None:
         rows = read_metrics(Path(path) / "metrics.csv")
     except (OSError, UnicodeDecodeError, ValueError, csv.Error):
         return None
+    return best_of(rows, metric, mode)
+
+
+def best_of(rows: list[dict], metric: str, mode: str) -> float | None:
+    """The best finite value of `metric` in metrics rows (max or min by `mode`), or None."""
     values = [row.get(metric) for row in rows]
     values = [v for v in values if isinstance(v, float) and math.isfinite(v)]
     if not values:
         return None
     return max(values) if mode == "max" else min(values)
+
+
+def metrics_csv(history: list[dict]) -> str:
+    """metrics.csv's text for a run's history (its rows, in `trainer.COLUMNS`)."""
+    from nncli.training.trainer import COLUMNS  # the trainer and its engine: only when writing
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: ("" if row[k] is None else repr(row[k])) for k in COLUMNS})
+    return out.getvalue()
+
+
+# ---- a finished run's files checked against its checkpoint (nncli runs, nncli sweep) -------
+
+
+class DamagedRun(NncliError):
+    """A finished run whose metrics.csv disagrees with its summary, and whose last.pkl cannot
+    give the history back: the run has to be trained again."""
+
+
+def metrics_complete(path: Path, summary: dict) -> bool:
+    """Whether a finished run's metrics.csv is whole, read cheaply (no checkpoint): it ends
+    with a newline, has one full row of numbers per epoch of the summary, epochs 1..N in order,
+    and its last row is the summary's final row. A byte changed inside a number in an earlier
+    row is not seen: this is a check against cut and emptied files, not a checksum."""
+    epochs = summary.get("epochs_completed")
+    if not isinstance(epochs, int) or epochs < 0:
+        return False
+    try:
+        text = (Path(path) / "metrics.csv").read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return epochs == 0  # written at the end of each epoch: none for a run of no epochs
+    except (OSError, UnicodeDecodeError):
+        return False
+    try:
+        header, *rows = list(csv.reader(io.StringIO(text))) or [[]]
+        table = [{k: None if v == "" else float(v) for k, v in zip(header, row, strict=True)}
+                 for row in rows]
+    except (csv.Error, ValueError):  # a short row (zip's strict) or a cell that is no number
+        return False
+    if not text.endswith("\n") or "epoch" not in header or len(table) != epochs:
+        return False
+    if [row["epoch"] for row in table] != list(range(1, epochs + 1)):
+        return False
+    final = summary.get("final")
+    if not table or not isinstance(final, dict):
+        return True
+    return all(_same(table[-1][key], value) for key, value in final.items() if key in table[-1])
+
+
+def _same(read: float | None, written) -> bool:
+    if written is None or read is None:
+        return read is None and written is None
+    if not isinstance(written, int | float):
+        return False
+    return read == written or (math.isnan(read) and math.isnan(float(written)))
+
+
+def repair_metrics(path: Path) -> tuple[list[dict] | None, str]:
+    """A finished run's metrics rows, checked: (None, "") when metrics.csv agrees with the
+    summary (`metrics_complete`); else the history in checkpoints/last.pkl, the record, with
+    metrics.csv rewritten from it and a note saying so. Raises DamagedRun when last.pkl cannot
+    give it (missing, unreadable, or a history of another length)."""
+    path = Path(path)
+    summary = read_summary(path)
+    if summary is None or metrics_complete(path, summary):
+        return None, ""
+    from nncli.fileio import atomic_write_text
+    from nncli.training import checkpoint
+
+    last = path / "checkpoints" / "last.pkl"
+    try:
+        history = checkpoint.load(last)["training"]["history"]
+        text = metrics_csv(history)
+    except (NncliError, KeyError, TypeError, ValueError) as err:
+        reason = str(err) if isinstance(err, NncliError) else "it holds no training history"
+        raise DamagedRun(f"{path / 'metrics.csv'} is damaged and {last} cannot restore it"
+                         f" ({reason})") from None
+    if len(history) != summary.get("epochs_completed"):
+        raise DamagedRun(f"{path / 'metrics.csv'} is damaged and {last} cannot restore it (it"
+                         f" holds {len(history)} epochs, the summary"
+                         f" {summary.get('epochs_completed')})")
+    rows = read_metrics(io.StringIO(text))
+    try:
+        atomic_write_text(path / "metrics.csv", text)
+    except NncliError as err:
+        return rows, f"{path / 'metrics.csv'} is damaged; read from {last} instead ({err})"
+    return rows, f"{path / 'metrics.csv'} was damaged (cut or emptied): rewritten from {last}"

@@ -3,8 +3,6 @@ nan_report.json. Every file is written atomically."""
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 
 import numpy as np
@@ -14,8 +12,7 @@ from nncli.fileio import atomic_write_json, atomic_write_text
 from nncli.nn.metrics import loss_and_accuracy
 from nncli.training import checkpoint
 from nncli.training.callbacks.base import Callback
-from nncli.training.rundir import RunDir
-from nncli.training.trainer import COLUMNS
+from nncli.training.rundir import RunDir, metrics_csv
 
 
 def training_checkpoint(trainer, config: dict) -> dict:
@@ -56,15 +53,6 @@ class Checkpointer(Callback):
 
     def on_interrupt(self, trainer, signum):
         self._save(trainer, self.run.last)
-
-
-def metrics_csv(history: list[dict]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: ("" if row[k] is None else repr(row[k])) for k in COLUMNS})
-    return out.getvalue()
 
 
 class MetricsWriter(Callback):
