@@ -41,13 +41,11 @@ curves of the best three trials' runs.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import csv
 import hashlib
 import io
 import json
-import logging
 import os
 import signal
 import statistics
@@ -56,14 +54,14 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nncli.commands.sweep_dask import NAMED, _dask_client, _execute_on_dask
 from nncli.config.schema import load_config
 from nncli.config.sweep import Sweep, Trial, load_sweep
 from nncli.errors import NncliError
-from nncli.fileio import atomic_write_bytes, atomic_write_text
+from nncli.fileio import atomic_write_text
 from nncli.training.rundir import (
     DamagedRun,
     best_metric,
@@ -72,20 +70,11 @@ from nncli.training.rundir import (
     repair_metrics,
     run_status,
 )
-from nncli.words import count
 
 FAILURES = "failures.json"
 LOCK = ".sweep.lock"
-NAMED = 5  # runs named in the line of an interrupted sweep; the rest are counted
 COMPLETE = ("finished", "early-stopped", "diverged")  # statuses whose metrics count
 UNFINISHED = ("failed", "killed", "interrupted", "pending")  # a sweep with one exits non-zero
-
-# on a Dask worker: the `nncli train` processes running now, each with its sweep's token, the
-# number of `train_remotely` calls of each token not returned yet, and the tokens stopped
-_training: dict[subprocess.Popen, str] = {}
-_running: collections.Counter[str] = collections.Counter()
-_stopped: set[str] = set()
-_running_lock = threading.Lock()
 
 
 @dataclass
@@ -127,24 +116,6 @@ class Stopped(KeyboardInterrupt):
 
 class SweepBusy(NncliError):
     """Another sweep holds the lock on this `--out`."""
-
-
-class SweepInterrupted(NncliError):
-    """Ctrl-C of a sweep on a Dask cluster: the runs that did not finish (their work on the
-    workers is lost; a run interrupted before resumes from its own files), in one line."""
-
-    exit_code = 130
-
-    def __init__(self, lost: list[Run]):
-        self.lost = lost
-        if not lost:
-            super().__init__("interrupted: every run had finished; run the sweep again to write"
-                             " its summary")
-            return
-        names = ", ".join(f"{run.path.name} seed {run.seed}" for run in lost[:NAMED])
-        more = f", and {len(lost) - NAMED} more" if len(lost) > NAMED else ""
-        super().__init__(f"interrupted: {count(len(lost), 'run')} not finished ({names}{more});"
-                         " run the sweep again to finish them")
 
 
 def run_name(base: Path, trial: Trial, seed: int) -> str:
@@ -222,8 +193,10 @@ def _sweep(spec: Sweep, out: Path, runs: list[Run], lock: int | None, jobs, data
         note = f" ({done_before} done before)" if done_before else ""
         where = f"on the Dask cluster {scheduler}" if client else f"{jobs} at a time"
         say(f"{len(todo)} of {len(runs)} runs to do{note}, {where}, in {out}")
+    lost = None  # the error of a lost Dask scheduler, raised once the summary is written
     if client is not None:
-        _execute_on_dask(todo, spec, client, data_dir, progress, failures)
+        lost = _execute_on_dask(todo, spec, client, data_dir, _bar(len(todo), progress), failures,
+                                _finish)
     elif todo:
         _execute(todo, spec, jobs, data_dir, progress, failures, lock)
     for run in runs:
@@ -235,6 +208,8 @@ def _sweep(spec: Sweep, out: Path, runs: list[Run], lock: int | None, jobs, data
     atomic_write_text(out / "summary.csv", summary_csv(spec, result.rows))
     atomic_write_text(out / "summary.md", summary_markdown(spec, result.rows, notes))
     draw(result)
+    if lost is not None:
+        raise lost
     return result
 
 
@@ -329,189 +304,6 @@ def _execute(todo: list[Run], spec: Sweep, jobs: int, data_dir, progress: bool, 
     finally:
         if bar is not None:
             bar.close()
-
-
-def _dask_client(scheduler: str):
-    """A client of the Dask cluster at `tcp://HOST:PORT`, or of a LocalCluster of N worker
-    processes on 127.0.0.1 for `local:N`."""
-    try:
-        from dask.distributed import Client, LocalCluster
-    except ImportError:
-        raise NncliError(
-            "--scheduler needs Dask: pip install 'nncli[dask]' (dask[distributed])"
-        ) from None
-    if scheduler.startswith("local:"):
-        workers = scheduler.removeprefix("local:")
-        if not workers.isdigit() or int(workers) < 1:
-            raise NncliError(f"--scheduler local:N wants a number of workers, got {scheduler!r}")
-        # The worker processes ignore Ctrl-C (they inherit SIG_IGN from here): this process
-        # stops them, so that a Ctrl-C prints no traceback per worker. The scheduler's HTTP
-        # server (which it starts even without a dashboard) takes any free port on 127.0.0.1:
-        # on its default, 8787, distributed warns whenever another program holds that port.
-        with _sigint_ignored():
-            cluster = LocalCluster(n_workers=int(workers), threads_per_worker=1, processes=True,
-                                   host="127.0.0.1", dashboard_address="127.0.0.1:0",
-                                   scheduler_kwargs={"dashboard": False},
-                                   silence_logs=logging.ERROR)
-        return Client(cluster)
-    if not scheduler.startswith(("tcp://", "tls://")):
-        raise NncliError(f"--scheduler expects tcp://HOST:PORT or local:N, got {scheduler!r}")
-    try:
-        return Client(scheduler, timeout=30)
-    except (OSError, TimeoutError) as err:
-        raise NncliError(f"cannot reach the Dask scheduler at {scheduler}: {err}") from None
-
-
-def train_remotely(base_name: str, base_text: str, sets: list[str], resume: dict[str, bytes],
-                   data_dir: str | None, token: str = "") -> dict:
-    """On a Dask worker: `nncli train` in a temporary folder of its own (no shared file system),
-    from the base config's text (and an interrupted run's files, to resume it); returns the exit
-    code, the error output and every file of the run directory. `token` names the sweep, for
-    `stop_training`."""
-    with _running_lock:
-        _running[token] += 1
-    try:
-        with tempfile.TemporaryDirectory(prefix="nncli-sweep-") as tmp:
-            return _train_in(Path(tmp), base_name, base_text, sets, resume, data_dir, token)
-    finally:  # once the folder is gone
-        with _running_lock:
-            _running[token] -= 1
-
-
-def _train_in(folder: Path, base_name: str, base_text: str, sets: list[str],
-              resume: dict[str, bytes], data_dir: str | None, token: str) -> dict:
-    (folder / base_name).write_text(base_text, encoding="utf-8")
-    run = folder / "run"
-    for name, data in resume.items():
-        (run / name).parent.mkdir(parents=True, exist_ok=True)
-        (run / name).write_bytes(data)
-    command = [sys.executable, "-m", "nncli", "train"]
-    command += ["--resume", str(run)] if resume else [base_name, "--run-dir", str(run)]
-    command += [a for value in ([] if resume else sets) for a in ("--set", value)] + ["--quiet"]
-    if data_dir is not None:
-        command += ["--data-dir", data_dir]
-    with _running_lock:  # a task that starts as its sweep is stopped starts nothing
-        if token in _stopped:
-            return {"code": 130, "stderr": "", "files": {}}
-        process = subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, text=True, env=_environment(1))
-        _training[process] = token
-    with process:
-        try:
-            _, stderr = process.communicate()
-        finally:
-            _training.pop(process, None)
-    files = {str(p.relative_to(run)): p.read_bytes() for p in run.rglob("*") if p.is_file()}
-    return {"code": process.returncode, "stderr": stderr, "files": files}
-
-
-async def stop_training(token: str, wait: float = 30.0) -> None:
-    """On a Dask worker: stop the `nncli train` processes `train_remotely` started there
-    for the sweep of `token` (a shared cluster may be running other sweeps), then up to `wait`
-    seconds for those tasks to return with their temporary folders removed. Cancelling a task
-    does not stop the thread running it, and closing a worker leaves its child processes
-    running and its folders behind: a sweep stopped by Ctrl-C calls this on every worker first."""
-    import asyncio
-
-    with _running_lock:
-        _stopped.add(token)
-        processes = [process for process, owner in _training.items() if owner == token]
-    for process in processes:
-        if process.poll() is None:
-            # SIGTERM, which `nncli train` answers as it answers Ctrl-C: a process that has not
-            # yet set its handlers still ignores SIGINT, as the worker that started it does
-            process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + wait
-    while _running[token] > 0 and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-
-
-def _execute_on_dask(todo: list[Run], spec: Sweep, client, data_dir, progress: bool,
-                     failures: dict) -> None:
-    from dask.distributed import as_completed
-
-    base_text = spec.base.read_text(encoding="utf-8")
-    bar = _bar(len(todo), progress)
-    futures = {}
-    token = uuid.uuid4().hex  # names this invocation's runs on the workers
-    stopped = False
-    try:
-        for run in todo:
-            resume = {}
-            if run_status(run.path) == "interrupted":
-                resume = {str(p.relative_to(run.path)): p.read_bytes()
-                          for p in run.path.rglob("*") if p.is_file()}
-            sets = [*run.trial.overrides(), f"seed={run.seed}"]
-            future = client.submit(train_remotely, spec.base.name, base_text, sets, resume,
-                                   None if data_dir is None else str(data_dir), token,
-                                   key=f"nncli-{run.path.name}", retries=2, pure=False)
-            futures[future] = run
-        best = None
-        for future in as_completed(futures):
-            run = futures[future]
-            answer = future.result()
-            if answer["files"]:
-                if run.path.exists():
-                    _clear(run.path)
-                for name, data in answer["files"].items():
-                    atomic_write_bytes(run.path / name, data)
-            log = io.StringIO(answer["stderr"])
-            _finish(run, answer["code"], log, failures)
-            best = _best(spec, run, best)
-            if bar is not None:
-                bar.update()
-    except KeyboardInterrupt:
-        stopped = True
-    finally:
-        if bar is not None:
-            bar.close()
-        _shut_down(client, list(futures), token, quiet=stopped)
-    if stopped:
-        raise SweepInterrupted([run for run in todo if run.status in ("pending", "interrupted")])
-
-
-def _shut_down(client, futures: list, token: str, quiet: bool) -> None:
-    """Cancel what is left and close the client and, for local:N, its cluster. After a Ctrl-C
-    (`quiet`): the runs of `token` still training on the workers are stopped, distributed's
-    logging in this process is silenced (a local cluster's workers log only errors, see
-    `_dask_client`), and a second Ctrl-C cannot break off the closing half-way."""
-    cluster = client.cluster
-    logger = logging.getLogger("distributed")
-    level = logger.level
-    with contextlib.ExitStack() as stack:
-        if quiet:
-            logger.setLevel(logging.CRITICAL + 1)
-            stack.callback(logger.setLevel, level)
-            stack.enter_context(_sigint_ignored())
-        client.cancel(futures)  # first, so that no worker starts another run
-        if quiet:
-            with contextlib.suppress(Exception):  # a worker gone already has nothing to stop
-                client.run(stop_training, token)
-                if cluster is not None:  # ours, writing to our stderr: nothing more from it
-                    client.run(_silence_distributed)
-                    client.run(_silence_distributed, nanny=True)
-        client.close()
-        if cluster is not None:
-            cluster.close()
-
-
-def _silence_distributed() -> None:
-    """On a local cluster's worker or nanny, as it is closed: no log lines, errors included."""
-    logging.getLogger("distributed").setLevel(logging.CRITICAL + 1)
-
-
-@contextlib.contextmanager
-def _sigint_ignored():
-    """SIGINT ignored in this process (and in the processes it starts meanwhile, which inherit
-    SIG_IGN); where this is not the main thread, signals cannot be changed and nothing is."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 @contextlib.contextmanager
