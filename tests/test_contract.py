@@ -268,7 +268,7 @@ def test_a_checkpoint_without_a_description_still_predicts_without_a_word(digits
 def test_a_yes_no_column_of_one_kind_is_ordinary_but_a_measurement_held_fixed_is_not():
     rng = np.random.default_rng(4)
     trained = contract.describe(np.column_stack([rng.integers(0, 2, 500), rng.normal(5, 1, 500)]))
-    assert trained["levels"] == [2, 3]
+    assert trained["levels"] == [2, 20]
     ones = contract.describe(np.column_stack([np.ones(20), rng.normal(5, 1, 20)]))
     assert contract.differences(trained, ones, source="x.csv", names=["smoker", "weight"]) == []
     held = contract.describe(np.column_stack([rng.integers(0, 2, 20), np.full(20, 5.0)]))
@@ -292,3 +292,30 @@ def test_flat_rows_for_a_colour_model_are_told_both_orders(workdir):
     message = str(caught.value)
     assert "x.reshape(-1, 3, 8, 8)" in message
     assert "x.reshape(-1, 8, 8, 3).transpose(0, 3, 1, 2)" in message
+
+
+def test_a_count_column_of_one_common_value_is_ordinary():
+    rng = np.random.default_rng(5)
+    kids = rng.choice(4, 2000, p=[0.7, 0.15, 0.1, 0.05])
+    trained = contract.describe(np.column_stack([kids, rng.normal(0, 1, 2000)]))
+    none = contract.describe(np.column_stack([np.zeros(12), rng.normal(0, 1, 12)]))
+    assert contract.differences(trained, none, source="x") == []
+
+
+def test_a_column_in_other_units_around_the_same_mean_is_named():
+    rng = np.random.default_rng(6)
+    x = rng.normal(0, 1, (2000, 2))
+    trained = contract.describe(x)
+    given = contract.describe(x[:200] * [1, 100])
+    [line] = contract.differences(trained, given, source="x", names=["a", "b"])
+    assert "'b' ranges from" in line and "'a'" not in line
+    assert contract.differences(trained, contract.describe(x[:200]), source="x") == []
+
+
+def test_images_mapped_to_minus_one_one_are_told_the_inverse_map(digits):
+    run, x, _ = digits
+    [message] = heard(lambda: api.load(run).predict(x / 127.5 - 1))
+    assert "(x + 1) * 127.5" in message
+    # and values that reach below the training range are not called a reversed polarity
+    [message] = heard(lambda: api.load(run).predict((x / 127.5 - 1) * 255))
+    assert "values range from -255" in message and "polarity" not in message

@@ -12,7 +12,7 @@ A description is plain data (builtins only), for pickled checkpoints and the JSO
 
     {"groups": "channel" | "column" | "value", "count": N, "dtype": "uint8",
      "min": [...], "max": [...], "mean": [...], "std": [...], "background": [...] | None,
-     "levels": [...]}   # tables only: each column's distinct values, counted up to 3
+     "levels": [...]}   # tables only: each column's distinct values, counted up to 20
 
 with one entry per group: per channel of (C, H, W) images, per column of (D,) rows (D at most
 `MAX_COLUMNS`), else one group for every value of a sample.
@@ -33,11 +33,15 @@ SAMPLE_ROWS = 2_000
 # the training minimum or maximum (and beyond this many training standard deviations).
 RANGES_OFF = 0.5
 STDS_OFF = 4.0
+# ... or when some input lies this many training ranges beyond them (and beyond twice as many
+# standard deviations): values spread far wider than training's, around the same mean.
+EXTREMES_OFF = 2.0
 # A column holding one value in all inputs is worth a word only with this many inputs, and only
-# where training gave it this many values at least (not a yes/no column: a batch of one kind is
-# ordinary); descriptions count a column's values up to this.
+# where training gave it this many distinct values at least: a measurement, not a count or a
+# category (a batch of rows with no children, or of one kind, is ordinary); descriptions count a
+# column's distinct values up to this.
 CONSTANT_ROWS = 10
-LEVELS = 3
+LEVELS = 20
 # Two value ranges whose largest magnitudes differ by this factor are "another scale".
 SCALE_FACTOR = 20.0
 
@@ -158,6 +162,16 @@ def _image_differences(trained: dict, given: dict, source: str, pixel_max: float
     if seen == 0 or top == 0:
         return []
     found = []
+    low, high = min(trained["min"]), max(trained["max"])
+    span = high - low
+    given_low = min(given["min"])
+    if low >= 0 and given_low < -0.5 * seen and seen <= 1.05 and top >= 2:
+        # symmetric values (-1..1) for a model trained on 0..top: the usual (x / 127.5 - 1)
+        half = (pixel_max or top) / 2
+        found.append(f"{source}: values range from {given_low:.3g} to {seen:.3g} where the training inputs"
+                     f" range from {_fmt(low)} to {_fmt(high)}, so a model sees them out of scale: if they"
+                     f" were mapped to -1..1, give them as they were: (x + 1) * {half:g}")
+        return found
     if top / seen >= SCALE_FACTOR or seen / top >= SCALE_FACTOR:
         ratio = max(top, seen) / min(top, seen)
         if abs(ratio / 255 - 1) < 0.15 or (pixel_max and seen < top and abs(ratio / pixel_max - 1) < 0.15):
@@ -170,18 +184,24 @@ def _image_differences(trained: dict, given: dict, source: str, pixel_max: float
         found.append(f"{source}: values reach {seen:.4g} where the training inputs reach {top:.4g}, so a"
                      f" model sees them out of scale: {fix}")
         return found  # polarity cannot be judged on another scale
-    if trained.get("background") and given.get("background"):
-        low = min(trained["min"])
-        span = max(trained["max"]) - low
-        then = np.mean(trained["background"])
-        now = np.mean(given["background"])
-        if span > 0 and abs(now - then) > 0.5 * span:
-            shade = "light" if now > then else "dark"
-            other = "dark" if now > then else "light"
+    if span > 0 and (given_low < low - 0.25 * span or max(given["max"]) > high + 0.25 * span):
+        found.append(f"{source}: values range from {given_low:.4g} to {max(given['max']):.4g} where the"
+                     f" training inputs range from {_fmt(low)} to {_fmt(high)}; check how they were scaled"
+                     " and shifted")
+        return found
+    if trained.get("background") and given.get("background") and span > 0:
+        then = float(np.mean(trained["background"]))
+        now = float(np.mean(given["background"]))
+        middle = low + span / 2
+
+        def shade(level: float) -> str:
+            return "light" if level > middle else "dark"
+
+        if shade(now) != shade(then) and abs(now - then) > 0.5 * span:
             found.append(
-                f"{source}: the images' background is {shade} ({now:.3g}) and the training images'"
-                f" {other} ({then:.3g}), so their polarity is reversed; invert them:"
-                f" {_fmt(pixel_max if pixel_max else low + max(trained['max']))} - x"
+                f"{source}: the images' background is {shade(now)} ({now:.3g}) and the training images'"
+                f" {shade(then)} ({then:.3g}), so their polarity is reversed; invert them:"
+                f" {_fmt(pixel_max if pixel_max else low + high)} - x"
             )
     return found
 
@@ -198,8 +218,14 @@ def _column_differences(trained: dict, given: dict, source: str, names: Sequence
         span = high - low
         now = given["mean"][j]
         beyond = max(low - now, now - high, 0.0)
+        reach = max(low - given["min"][j], given["max"][j] - high, 0.0)
         if beyond > RANGES_OFF * span and beyond > STDS_OFF * std and beyond > 0:
             far.append(f"{name(j)} averages {now:.4g} (training: {_fmt(low)} to {_fmt(high)})")
+        elif reach > EXTREMES_OFF * span and reach > 2 * STDS_OFF * std and reach > 0:
+            # the mean may stay in range while the values spread far beyond it (other units
+            # around zero: a column times 100)
+            far.append(f"{name(j)} ranges from {given['min'][j]:.4g} to {given['max'][j]:.4g}"
+                       f" (training: {_fmt(low)} to {_fmt(high)})")
         elif (given["count"] >= CONSTANT_ROWS and given["min"][j] == given["max"][j] and high > low
               and levels[j] >= LEVELS):
             constant.append(f"{name(j)} is {_fmt(given['min'][j])} in every input (training: std {std:.3g})")
