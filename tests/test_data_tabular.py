@@ -308,11 +308,24 @@ def test_header_false_reads_the_first_line_as_data(tmp_path):
         load("csv", path=path, target=0, header=False)
 
 
-def test_header_true_requires_one(tmp_path):
-    path = write(tmp_path / "d.csv", "1,2,0\n3,4,1\n")
-    with pytest.raises(DataError, match=r"d\.csv has no header row \(its first line is all numbers\),"
-                                        " but header is true"):
-        load("csv", path=path, target=0, header=True)
+def test_header_true_takes_a_first_line_of_numbers_as_the_header(tmp_path):
+    path = write(tmp_path / "d.csv", "7,8,9\n1,2,0\n3,4,1\n")
+    data = load("csv", path=path, target=0, header=True)
+    np.testing.assert_array_equal(data.x_train, [[2, 0], [4, 1]])
+
+
+def test_pandas_default_header_is_a_header(tmp_path):
+    path = write(tmp_path / "d.csv", "0,1,2\n0.5,1.5,0\n2.5,3.5,1\n4.5,0.5,1\n")
+    data = load("csv", path=path, target=-1)
+    np.testing.assert_array_equal(data.x_train, [[0.5, 1.5], [2.5, 3.5], [4.5, 0.5]])
+
+
+def test_a_missing_value_mark_on_the_first_line_is_an_error_not_a_header(tmp_path):
+    rows = "6.7,?,5.1,virginica\n" + "".join(f"{i}.1,3.{i},1.{i},{('setosa', 'virginica')[i % 2]}\n"
+                                               for i in range(6))
+    path = write(tmp_path / "q.data", rows)
+    with pytest.raises(DataError, match=r"q\.data:1: column 1 \(counting from 0\) is not a number: '\?'"):
+        load("csv", path=path, target=-1)
 
 
 @pytest.mark.parametrize("header", [False, None])
@@ -563,7 +576,7 @@ def test_a_headerless_labels_file_of_class_names_keeps_its_first_label(images, t
     ("1,2,3\n4,5,6\n", False),  # no word at all (pandas' 0,1,2 too: see `names`)
     ("id,x\nA1,3\nB2,4\n", True),  # id is a column of words, but x one of numbers
     ("name,town\nann,rome\nbob,oslo\n", False),  # all text: nothing tells a header
-    ("1,2,note\n3,4,\n5,6,\n", True),  # a word over a column with no word below it
+    ("1,2,note\n3,4,\n5,6,\n", False),  # numbers over columns of numbers: data, with a note filled in once
     ("1,,setosa\n2,3,virginica\n", False),  # an empty cell says nothing
     ("x,1\ny,2\n3,4\n", False),  # a column of words and numbers holds words
     ("sepal,petal\n", True),  # one line: a header when it holds no number

@@ -101,7 +101,9 @@ def first_line_is_header(lines: list[str], positions: Sequence[int] | None = Non
     """Whether the first of `lines` (a CSV's non-blank lines, as many fields each) is a header,
     from the evidence of the whole file, looking only at the columns `positions` (all by default).
 
-    A first line with no word (a cell neither empty nor a number) is data; one with a word
+    A first line of 0, 1, 2, ... (pandas' default column names) is a header; one with a number
+    over a column of numbers is data; else a first line with no word (a cell neither empty nor a
+    number) is data; one with a word
     standing over a column that holds no word on any other line (numbers, or nothing) is a
     header; one whose words all stand in columns that hold words on other lines too is data
     (the class names of iris.data). An empty cell says nothing: a header may leave one blank,
@@ -110,14 +112,25 @@ def first_line_is_header(lines: list[str], positions: Sequence[int] | None = Non
     """
     first = lines[0].split(",")
     columns = range(len(first)) if positions is None else positions
+    if len(first) > 1 and [unquoted(c) for c in first] == [str(i) for i in range(len(first))]:
+        return True  # pandas' default header names a frame's columns 0, 1, 2, ...
     words = sorted(c for c in set(columns) if _is_word(first[c]))
     if not words:
         return False
     if len(lines) == 1:
         return not any(is_number(first[c]) for c in columns)
+
+    def column(c: int):
+        return (line.split(",", c + 1)[c] for line in lines[1:])
+
+    # A number over a column of numbers is a value, not a name: the line is data, and a word
+    # in it is a missing value's mark (UCI's '?'), for the parser to report.
+    numbers = [c for c in set(columns) if is_number(first[c])]
+    if any(all(is_number(cell) for cell in column(c)) for c in numbers):
+        return False
     # Column by column, each scan stopping at its first word: a long numeric table with a
     # header costs one scan of one column.
-    return any(not any(_is_word(line.split(",", c + 1)[c]) for line in lines[1:]) for c in words)
+    return any(not any(_is_word(cell) for cell in column(c)) for c in words)
 
 
 def read_table(path: Path, *, header: bool | None, names: Sequence[str] = ()) -> Table:
@@ -132,9 +145,6 @@ def read_table(path: Path, *, header: bool | None, names: Sequence[str] = ()) ->
     if header is None:
         cells = {unquoted(c) for c in first}
         has_header = (bool(names) and all(n in cells for n in names)) or first_line_is_header(lines)
-    elif header and not any(_is_word(cell) for cell in first):
-        raise DataError(f"{path} has no header row (its first line is all numbers), but header"
-                        " is true")
     else:
         has_header = header
     return split_header(path, numbers, lines, has_header)
