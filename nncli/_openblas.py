@@ -1,8 +1,9 @@
-"""OpenBLAS as numpy ships it: its kernels on AMD Zen 4, and its thread count.
+"""OpenBLAS as numpy ships it: its kernels on AMD Zen 4; and numpy's BLAS's thread count.
 
 `apply()` picks OpenBLAS's AVX2 kernels on AMD Zen 4, before numpy loads OpenBLAS (below).
-`thread_control()` finds the OpenBLAS that numpy's products run in, so that a training step run
-as shards in several Python threads can hold it to one thread per shard (nncli.nn.parallel).
+`thread_control()` finds, through threadpoolctl, the BLAS that numpy's products run in (OpenBLAS,
+MKL or BLIS), so that a training step run as shards in several Python threads can hold it to one
+thread per shard (nncli.nn.parallel).
 
 OpenBLAS, as numpy's wheels ship it (0.3.31 with numpy 2.4), chooses its kernels by CPU
 feature at load time. Zen 4 reports AVX-512, so it gets the SkylakeX kernels, written for Intel
@@ -21,7 +22,7 @@ numpy's wheels move to it, `make bench` with OPENBLAS_CORETYPE=SkylakeX set says
 still pays.
 
 `import nncli` runs `apply()`, so this module imports only what the interpreter has loaded
-already (os, sys); ctypes and glob, which only `thread_control()` needs, are imported there.
+already (os, sys); threadpoolctl, which only `thread_control()` needs, is imported there.
 """
 
 from __future__ import annotations
@@ -62,37 +63,61 @@ def apply() -> None:
 
 
 class ThreadControl:
-    """The OpenBLAS library numpy multiplies with, and its thread-count functions.
+    """The BLAS libraries numpy's products run in, as threadpoolctl found them: held to one
+    thread while a batch runs as shards (nncli.nn.parallel).
 
-    `initial` is the number of threads it was started with (OPENBLAS_NUM_THREADS,
-    GOTO_NUM_THREADS or OMP_NUM_THREADS, else the CPUs the process may run on), read once,
-    before nncli changed anything. (A plain class: dataclasses, with the inspect module it
-    imports, made up most of the time `import nncli` took.)
+    `initial` is the number of threads they were started with (OPENBLAS_NUM_THREADS,
+    MKL_NUM_THREADS, OMP_NUM_THREADS..., else the CPUs), read once, before nncli changed
+    anything; where several are loaded (scipy's own OpenBLAS beside numpy's), the fewest.
+    (A plain class: dataclasses, with the inspect module it imports, made up most of the time
+    `import nncli` took.)
     """
 
-    __slots__ = ("path", "get", "set", "initial")
+    __slots__ = ("controller", "initial")
 
-    def __init__(self, path: str, get, set, initial: int):  # noqa: A002 (OpenBLAS's names)
-        self.path, self.get, self.set, self.initial = path, get, set, initial
+    def __init__(self, controller, initial: int):
+        self.controller, self.initial = controller, initial
 
     def __repr__(self) -> str:
-        return f"ThreadControl(path={self.path!r}, initial={self.initial})"
+        return f"ThreadControl({self.libraries()}, initial={self.initial})"
+
+    def libraries(self) -> list[str]:
+        """'openblas (pthreads)', 'mkl (intel)', 'blis (openmp)'...: one a library controlled."""
+        return [f"{lib.internal_api} ({lib.threading_layer})" for lib in self.controller.lib_controllers]
 
     def threads(self) -> int:
-        return int(self.get())
+        """The threads the BLAS may use now, in this thread (the fewest, over its libraries)."""
+        return min(lib.num_threads for lib in self.controller.lib_controllers)
 
-    def set_threads(self, n: int) -> None:
-        self.set(n)
+    def one_thread(self):
+        """A context manager that holds the BLAS to one thread in its block, then restores it.
+
+        Every thread that runs a shard enters it: OpenBLAS (pthreads) and BLIS keep one count
+        for the process, so the caller's block holds the workers too (theirs do nothing more);
+        MKL's count is per calling thread where threadpoolctl sets it so (3.8 does), so each
+        needs its own. The controller was made once: a limit costs about 7 us, where threadpoolctl's
+        `threadpool_limits`, which looks for the libraries again each time, took 235 us."""
+        return self.controller.limit(limits=1)
 
 
 _CONTROL: list[ThreadControl | None] = []  # [] until looked for, then [the answer]
 
+#: threading layers whose count threadpoolctl can hold to one for every thread that enters
+#: `one_thread()`; an OpenMP build of OpenBLAS is left out (before OpenBLAS 0.3.34 its count
+#: cannot be set per thread; threadpoolctl's notes), as are FlexiBLAS and anything unknown
+_CONTROLLABLE = {
+    "openblas": {"pthreads", "disabled"},
+    "mkl": {"intel", "gnu", "pgi", "sequential"},
+    "blis": {"pthreads", "openmp", "disabled"},
+}
+
 
 def thread_control() -> ThreadControl | None:
-    """numpy's OpenBLAS, if numpy multiplies with OpenBLAS, its library is found and it runs
-    its own threads (pthreads) or none; else None, and nothing may assume control of the BLAS
-    threads: MKL, Accelerate, BLIS, an OpenMP build of OpenBLAS (whose thread count is per
-    calling thread), or a library this cannot identify. Looked for once per process."""
+    """numpy's BLAS, if threadpoolctl finds it and can hold its threads to one (OpenBLAS with
+    its own threads or none, MKL, BLIS); else None, and nothing may assume control of the BLAS
+    threads: Accelerate, an OpenMP build of OpenBLAS, FlexiBLAS, or a library threadpoolctl
+    cannot identify. Looked for once per process: a BLAS loaded later (scipy's, imported after
+    the first sharded batch) is not held."""
     if not _CONTROL:
         try:
             _CONTROL.append(_find_control())
@@ -101,67 +126,24 @@ def thread_control() -> ThreadControl | None:
     return _CONTROL[0]
 
 
-# OpenBLAS's functions, as threadpoolctl looks them up: plain, or renamed as the scipy-openblas
-# builds in numpy's wheels are (scipy_openblas_get_num_threads64_ for the 64-bit integer one)
-_PREFIXES = ("", "scipy_")
-_SUFFIXES = ("", "64_", "_64")
-_SEQUENTIAL, _PTHREADS = 0, 1  # openblas_get_parallel(); 2 is OpenMP
-
-
 def _find_control() -> ThreadControl | None:
-    import ctypes
+    import numpy  # noqa: F401 (loads the BLAS that threadpoolctl then finds)
+    from threadpoolctl import ThreadpoolController
 
-    import numpy as np
+    return control_for(ThreadpoolController().select(user_api="blas"))
 
-    config = getattr(getattr(np, "__config__", None), "CONFIG", None)  # numpy >= 1.26
-    if not isinstance(config, dict):
+
+def control_for(controller) -> ThreadControl | None:
+    """A ThreadControl for a threadpoolctl controller of BLAS libraries, or None where one of
+    them cannot be held to one thread (or there are none)."""
+    libs = controller.lib_controllers
+    if not libs:
         return None
-    blas = config.get("Build Dependencies", {}).get("blas", {})
-    if "openblas" not in str(blas.get("name", "")).lower():
+    for lib in libs:
+        layers = _CONTROLLABLE.get(lib.internal_api, set())
+        if getattr(lib, "threading_layer", None) not in layers:
+            return None
+    counts = [lib.num_threads for lib in libs]
+    if not all(isinstance(n, int) and n >= 1 for n in counts):
         return None
-    paths = _openblas_libraries(os.path.dirname(np.__file__))
-    if len(paths) != 1:
-        return None  # none, or several and no telling which one numpy uses
-    lib = ctypes.CDLL(paths[0])  # already loaded by numpy: the same library, not a second copy
-    get = _symbol(lib, "openblas_get_num_threads")
-    set_ = _symbol(lib, "openblas_set_num_threads")
-    parallel = _symbol(lib, "openblas_get_parallel")
-    if get is None or set_ is None or parallel is None:
-        return None
-    get.restype, get.argtypes = ctypes.c_int, []
-    set_.restype, set_.argtypes = None, [ctypes.c_int]
-    parallel.restype, parallel.argtypes = ctypes.c_int, []
-    if parallel() not in (_SEQUENTIAL, _PTHREADS):
-        return None
-    initial = get()
-    return ThreadControl(paths[0], get, set_, initial) if initial >= 1 else None
-
-
-def _openblas_libraries(numpy_dir: str) -> list[str]:
-    """The OpenBLAS libraries this process has loaded (Linux), else those bundled with numpy's
-    wheels (numpy.libs on Linux and Windows, numpy/.dylibs on macOS). Where numpy bundles one
-    and others are loaded too (scipy's own), numpy's."""
-    import glob
-
-    bundled = [
-        path
-        for folder in (numpy_dir + ".libs", os.path.join(numpy_dir, ".dylibs"))
-        for path in glob.glob(os.path.join(folder, "*openblas*"))
-    ]
-    try:
-        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
-            mapped = {line.split(None, 5)[-1].strip() for line in f if "openblas" in line.lower()}
-    except OSError:
-        return sorted(set(bundled))
-    loaded = sorted(p for p in mapped if "openblas" in os.path.basename(p).lower() and os.path.isfile(p))
-    ours = [p for p in loaded if any(os.path.samefile(p, b) for b in bundled)]
-    return ours or loaded
-
-
-def _symbol(lib, name: str):
-    for prefix in _PREFIXES:
-        for suffix in _SUFFIXES:
-            found = getattr(lib, f"{prefix}{name}{suffix}", None)
-            if found is not None:
-                return found
-    return None
+    return ThreadControl(controller, min(counts))

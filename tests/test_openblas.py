@@ -1,8 +1,10 @@
-"""nncli/_openblas.py: which CPUs get OPENBLAS_CORETYPE=Haswell, and that a user's choice wins."""
+"""nncli/_openblas.py: which CPUs get OPENBLAS_CORETYPE=Haswell, and that a user's choice wins;
+which BLAS libraries training may hold to one thread a shard, and that they are held."""
 
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -63,27 +65,78 @@ def test_importing_nncli_first_sets_what_this_cpu_calls_for():
     assert run_import({}, code) == (expected or "unset")
 
 
-# numpy's own OpenBLAS, where numpy has one: found, and its threads set and read back
+# numpy's BLAS, through threadpoolctl: which libraries may be held to one thread, and on the
+# BLAS numpy has here, held so in every thread that asks while the caller holds it
 
-def test_openblas_symbols_are_found_under_their_scipy_names():
-    class Lib:
-        scipy_openblas_get_num_threads64_ = "found"
+class Lib:
+    """A threadpoolctl library controller, as far as `control_for` reads one."""
 
-    assert _openblas._symbol(Lib(), "openblas_get_num_threads") == "found"
-    assert _openblas._symbol(Lib(), "openblas_set_num_threads") is None
+    def __init__(self, internal_api: str, threading_layer: str, num_threads: int | None = 4):
+        self.internal_api, self.threading_layer = internal_api, threading_layer
+        self.num_threads = num_threads
 
 
-def test_numpys_openblas_threads_can_be_set():
+class Controller:
+    def __init__(self, *libs: Lib):
+        self.lib_controllers = list(libs)
+
+
+@pytest.mark.parametrize(
+    "libs, initial",
+    [
+        ([Lib("openblas", "pthreads")], 4),  # numpy's and scipy's wheels
+        ([Lib("openblas", "disabled", 1)], 1),  # a sequential build: trains serially unless asked
+        ([Lib("mkl", "intel")], 4),  # conda's defaults numpy
+        ([Lib("mkl", "gnu", 3)], 3),
+        ([Lib("blis", "pthreads")], 4),  # conda-forge's blas=*=blis
+        ([Lib("blis", "openmp", 2)], 2),
+        ([Lib("openblas", "pthreads", 6), Lib("openblas", "pthreads", 2)], 2),  # numpy's and scipy's
+        ([Lib("openblas", "openmp")], None),  # its count is per thread, and not reliably settable
+        ([Lib("flexiblas", "pthreads")], None),
+        ([Lib("mkl", "tbb")], None),
+        ([Lib("openblas", "pthreads"), Lib("mkl", "tbb")], None),
+        ([Lib("blis", "pthreads", None)], None),
+        ([], None),  # Accelerate, or a BLAS threadpoolctl does not know
+    ],
+)
+def test_which_blas_libraries_are_held_to_one_thread(libs, initial):
+    control = _openblas.control_for(Controller(*libs))
+    assert (None if control is None else control.initial) == initial
+
+
+def loaded_blas() -> list[dict]:
+    import numpy  # noqa: F401 (loads its BLAS)
+    from threadpoolctl import threadpool_info
+
+    return [info for info in threadpool_info() if info["user_api"] == "blas"]
+
+
+# numpy's wheels (OpenBLAS, pthreads) run the first; conda's numpy built on MKL (`conda install
+# numpy mkl`) or on BLIS (`conda install numpy "blas=*=blis"`) runs the others; on any other
+# build, each says which BLAS it found and skips
+@pytest.mark.parametrize("blas", ["openblas", "mkl", "blis"])
+def test_numpys_blas_is_held_to_one_thread_in_every_shard_thread(blas):
+    found = [info["internal_api"] for info in loaded_blas()]
+    if blas not in found:
+        pytest.skip(f"numpy here runs on {found or 'no BLAS threadpoolctl knows'}, not {blas}")
     control = _openblas.thread_control()
-    if control is None:
-        pytest.skip("numpy's BLAS here is not an OpenBLAS nncli can control")
+    assert control is not None, control
+    assert any(name.startswith(blas) for name in control.libraries())
     before = control.threads()
-    try:
-        control.set_threads(1)
+    seen = []
+
+    def worker():
+        with control.one_thread():
+            seen.append(control.threads())
+
+    with control.one_thread():
         assert control.threads() == 1
-    finally:
-        control.set_threads(before)
+        thread = threading.Thread(target=worker)
+        thread.start()
+        thread.join()
+    assert seen == [1]
     assert control.threads() == before >= 1
+    assert _openblas.thread_control() is control  # looked for once
 
 
 def test_the_threads_openblas_was_started_with_are_what_training_may_use():

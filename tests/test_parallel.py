@@ -9,6 +9,7 @@ import json
 import pickle
 import re
 import threading
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -24,18 +25,34 @@ from nncli.nn.parallel import MIN_SHARD, shard_bounds, threads_allowed
 
 class FakeControl:
     """A BLAS thread control that only records what it was told: the tests below then shard
-    whatever BLAS numpy has."""
+    whatever BLAS numpy has. Its count is per thread, as MKL's is: a shard that ran without
+    entering `one_thread()` itself would see the count the BLAS started with."""
 
     def __init__(self, threads: int = 2):
-        self.initial = self.current = threads
-        self.calls: list[int] = []
+        self.initial = threads
+        self.calls: list[int] = []  # the main thread's: 1 on entering one_thread, then the count back
+        self.local = threading.local()
+
+    @property
+    def current(self) -> int:
+        return self.threads()
 
     def threads(self) -> int:
-        return self.current
+        return getattr(self.local, "n", self.initial)
 
-    def set_threads(self, n: int) -> None:
-        self.calls.append(n)
-        self.current = n
+    @contextmanager
+    def one_thread(self):
+        previous = self.threads()
+        self._set(1)
+        try:
+            yield
+        finally:
+            self._set(previous)
+
+    def _set(self, n: int) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.calls.append(n)
+        self.local.n = n
 
 
 @pytest.fixture
@@ -113,7 +130,7 @@ def test_shards_give_the_serial_loss_and_gradients(control, dense_shards, net, n
             assert np.abs(sharded[2] - serial[2]).max() <= tolerance * np.abs(serial[2]).max()
         else:
             assert sharded[2] is None and serial[2] is None
-    # OpenBLAS held to one thread during each sharded pass, then given back its two
+    # the BLAS held to one thread during each sharded pass, then given back its two
     assert control.calls == [1, 2] * 4 and control.current == 2
 
 
@@ -130,14 +147,15 @@ def test_sharded_steps_are_deterministic(control):
     assert np.array_equal(a.flat.params, b.flat.params)
 
 
-def test_workers_run_in_their_own_threads_and_in_the_callers_error_state(control, dense_shards,
-                                                                        monkeypatch):
+def test_workers_run_in_their_own_threads_the_callers_error_state_and_one_blas_thread(
+    control, dense_shards, monkeypatch
+):
     model = make_model(MLP, np.float32, SHAPES["mlp"])
     seen = []
     relu_forward = LAYERS.get("tanh").forward
 
     def spy(self, x, training):
-        seen.append((threading.current_thread().name, np.geterr()["over"]))
+        seen.append((threading.current_thread().name, np.geterr()["over"], control.threads()))
         return relu_forward(self, x, training)
 
     monkeypatch.setattr(LAYERS.get("tanh"), "forward", spy)
@@ -145,8 +163,10 @@ def test_workers_run_in_their_own_threads_and_in_the_callers_error_state(control
     with np.errstate(over="ignore"):
         model.forward(x, training=True)
     assert len(seen) == 2
-    assert {name.startswith("nncli-shard") for name, _ in seen} == {True, False}
-    assert {state for _, state in seen} == {"ignore"}
+    assert {name.startswith("nncli-shard") for name, _, _ in seen} == {True, False}
+    assert {state for _, state, _ in seen} == {"ignore"}
+    assert [blas for _, _, blas in seen] == [1, 1]  # a per-thread count (MKL's) is held in each
+    assert control.current == 2
 
 
 def test_an_error_in_a_shard_surfaces_and_the_blas_gets_its_threads_back(control, dense_shards,

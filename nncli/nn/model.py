@@ -20,7 +20,7 @@ parameter (`Optimizer.step(..., flat=model.flat)`).
 With `threads` > 1, a forward pass (and the backward after a training one) runs the batch as
 that many shards in as many threads (nncli.nn.parallel), where every layer allows it
 (`Layer.shardable`), one gains from it (`Layer.elementwise_bound`: convolutions and pooling)
-and OpenBLAS's threads can be held to one per shard; the loss still sees the whole batch.
+and the BLAS's threads can be held to one per shard; the loss still sees the whole batch.
 `serial()` turns the shards off for a while (gradient checks, the non-finite report).
 """
 

@@ -3,7 +3,7 @@
 numpy releases the GIL in its ufuncs, copies and matrix products, but runs each element-wise
 pass (im2col copies, pooling comparisons, ReLU) on one core, while OpenBLAS spreads only the
 products over the cores. A batch split into K shards, each run through the layers in its own
-thread with OpenBLAS held to one thread, keeps K cores busy through both kinds of work.
+thread with the BLAS held to one thread, keeps K cores busy through both kinds of work.
 
 `Shards` runs shard 0 in the calling thread on the model's own layers, and shard s > 0 in a
 worker thread on replica s: a shallow copy of each layer that shares its parameter arrays (only
@@ -18,7 +18,8 @@ number of shards.
 Only layers whose training forward treats each sample on its own and draws nothing at random
 can be split so (`Layer.shardable`): batch norm (batch statistics, running averages) and dropout
 (masks drawn from the run's generator in an order thread timing must not change) keep a model
-serial. So does a BLAS whose threads cannot be held to one (`nncli._openblas.thread_control`).
+serial. So does a BLAS whose threads cannot be held to one (`nncli._openblas.thread_control`:
+threadpoolctl's OpenBLAS, MKL and BLIS).
 """
 
 from __future__ import annotations
@@ -43,9 +44,9 @@ ENV = "NNCLI_THREADS"
 
 def threads_allowed(environ=None) -> int:
     """How many shards a training batch may run as: $NNCLI_THREADS if set, else the threads
-    OpenBLAS started with (OPENBLAS_NUM_THREADS or OMP_NUM_THREADS, as `nncli sweep` sets them
-    for its workers, else the CPUs) capped at the CPUs this process may run on; 1 (serial)
-    where OpenBLAS's threads cannot be controlled."""
+    the BLAS started with (OPENBLAS_NUM_THREADS, MKL_NUM_THREADS or OMP_NUM_THREADS, as `nncli
+    sweep` sets them for its workers, else the CPUs) capped at the CPUs this process may run
+    on; 1 (serial) where the BLAS's threads cannot be controlled."""
     environ = os.environ if environ is None else environ
     value = environ.get(ENV, "").strip()
     control = thread_control()
@@ -110,19 +111,23 @@ class Shards:
 
     def _map(self, fn: Callable, a: np.ndarray, bounds: list[int]) -> list:
         """fn(replica s, rows bounds[s]:bounds[s + 1] of a) for every shard, shard 0 in this
-        thread, with OpenBLAS held to one thread meanwhile. Each worker runs in a copy of this
-        thread's context, so numpy's error state (np.errstate) holds there too."""
+        thread, with the BLAS held to one thread meanwhile (in every shard's thread: MKL's
+        count is per thread). Each worker runs in a copy of this thread's context, so numpy's
+        error state (np.errstate) holds there too."""
         parts = [a[bounds[s] : bounds[s + 1]] for s in range(len(bounds) - 1)]
-        previous = self.control.threads()
-        self.control.set_threads(1)
+
+        def held(layers: list[Layer], rows: np.ndarray):
+            with self.control.one_thread():
+                return fn(layers, rows)
+
         futures = []
-        try:
-            futures = [
-                self.pool.submit(contextvars.copy_context().run, fn, self.replicas[s], parts[s])
-                for s in range(1, len(parts))
-            ]
-            first = fn(self.replicas[0], parts[0])
-            return [first] + [future.result() for future in futures]
-        finally:
-            wait(futures)  # no worker may still run with the BLAS restored to many threads
-            self.control.set_threads(previous)
+        with self.control.one_thread():
+            try:
+                futures = [
+                    self.pool.submit(contextvars.copy_context().run, held, self.replicas[s], parts[s])
+                    for s in range(1, len(parts))
+                ]
+                first = fn(self.replicas[0], parts[0])
+                return [first] + [future.result() for future in futures]
+            finally:
+                wait(futures)  # no worker may still run with the BLAS restored to many threads
