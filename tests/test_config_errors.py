@@ -303,3 +303,15 @@ def test_what_the_run_gives_a_loader_is_no_yaml_option(workdir, spiral, nncli, d
     assert result.exit_code == 2, result.output
     assert f"x.yaml:{line} data.{key}: unknown option" in result.output, result.output
     assert valid in result.output, result.output
+
+
+@pytest.mark.parametrize("setting",
+                         ["optimizer.lr=0.01", "loss.label_smoothing=0.1", "schedule.warmup_epochs=1"])
+def test_an_override_of_a_section_given_as_a_bare_name(workdir, spiral, nncli, setting):
+    # `optimizer: adam` stands for {type: adam}: its options can be set like any mapping's
+    text = spiral().replace("optimizer: {type: sgd, lr: 0.1, momentum: 0.9, weight_decay: 1.0e-4}",
+                            "optimizer: adam").replace("schedule: {type: constant}", "schedule: constant")
+    assert "optimizer: adam" in text and "schedule: constant" in text
+    (workdir / "bare.yaml").write_text(text)
+    result = nncli("check", "bare.yaml", "--set", setting)
+    assert result.exit_code == 0, result.output

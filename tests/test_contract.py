@@ -319,3 +319,14 @@ def test_images_mapped_to_minus_one_one_are_told_the_inverse_map(digits):
     # and values that reach below the training range are not called a reversed polarity
     [message] = heard(lambda: api.load(run).predict((x / 127.5 - 1) * 255))
     assert "values range from -255" in message and "polarity" not in message
+
+
+def test_channels_last_named_for_channels_first_arrays_is_refused(workdir, nncli):
+    channels_last_arrays(workdir)
+    arrays = dict(np.load(workdir / "hwc.npz"))
+    np.savez(workdir / "hwc.npz", **{k: v.transpose(0, 3, 1, 2) if k.startswith("x") else v
+                                     for k, v in arrays.items()})
+    (workdir / "conv.yaml").write_text(CONV)
+    result = nncli("check", "conv.yaml", "--set", "data.layout=channels_last")
+    assert result.exit_code == 2 and "look channels-first (3 channels of 8x8)" in result.stderr
+    assert nncli("check", "conv.yaml").exit_code == 0

@@ -615,3 +615,11 @@ def test_a_header_naming_a_column_twice_is_refused(tmp_path, text, message):
     path = write(tmp_path / "d.csv", text)
     with pytest.raises(DataError, match=message):
         load("csv", path=path, target="y")
+
+
+@pytest.mark.parametrize(("separator", "name"), [(";", "semicolons"), ("\t", "tabs")])
+def test_a_file_separated_otherwise_than_by_commas_says_so(tmp_path, separator, name):
+    path = write(tmp_path / "d.csv", separator.join(["a", "b", "label"]) + "\n"
+                 + separator.join(["1", "2", "x"]) + "\n" + separator.join(["3", "4", "y"]) + "\n")
+    with pytest.raises(DataError, match=f"d.csv has its fields separated by {name}"):
+        load("csv", path=path, target="label")

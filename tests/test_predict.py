@@ -546,3 +546,28 @@ def test_an_export_gets_the_permissions_of_any_new_file(quickstart, nncli, tmp_p
     finally:
         os.umask(mask)
     assert (tmp_path / "shared.npz").stat().st_mode & 0o777 == 0o640  # not mkstemp's 0600
+
+
+def test_a_table_model_reads_rows_from_a_file_of_any_suffix(workdir, nncli):
+    # UCI's iris.data: training reads it, so predict must too
+    rows = "".join(f"{i % 5}.1,{i % 3}.5,{('setosa', 'virginica')[i % 2]}\n" for i in range(30))
+    (workdir / "iris.data").write_text(rows)
+    (workdir / "iris.yaml").write_text(
+        "data: {dataset: csv, path: iris.data, target: -1}\nmodel: [{linear: {units: 2}}]\n"
+        "loss: softmax_cross_entropy\noptimizer: {type: sgd, lr: 0.1}\ntrain: {epochs: 1}\n")
+    assert nncli("train", "iris.yaml", "--run-dir", "run", "-q").exit_code == 0
+    result = nncli("predict", "run", "iris.data")
+    assert result.exit_code == 0, result.output
+    assert len(rows_of(result.stdout)) == 30 and rows_of(result.stdout)[0]["input"] == "iris.data:1"
+
+
+def test_no_invert_on_light_pictures_is_told_to_leave_the_flag_out(quickstart, nncli, tmp_path):
+    run, x, _ = quickstart
+    folder = tmp_path / "light"
+    folder.mkdir()
+    for i in range(3):
+        save_picture(x[i], folder / f"{i}.png")
+    result = nncli("predict", run, folder, "--no-invert")
+    assert result.exit_code == 0
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert "polarity is reversed; --no-invert forced it" in line and "255 - x" not in line

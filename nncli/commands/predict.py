@@ -104,7 +104,9 @@ def gather(
         flush_pictures()
         if not path.exists():
             raise DataError(f"{path} does not exist")
-        if suffix in TABLE_SUFFIXES:
+        if suffix in TABLE_SUFFIXES or (model.spec.columns is not None and suffix not in ARRAY_SUFFIXES):
+            # a model trained on a table reads rows from any text file, as training did
+            # (UCI's iris.data has no .csv suffix)
             _add_table(model, path, inputs, labels=labels)
         elif suffix in ARRAY_SUFFIXES:
             _add_arrays(model, path, inputs, labels=labels)
@@ -184,7 +186,16 @@ def predict(
     docstring); with `labels`, also `nncli eval`'s figures on them. `invert` forces pictures
     to be inverted (True) or not (False); None decides by their background."""
     notes: list[str] = []
-    model = load_model(path, warn=lambda message: notes.append(f"warning: {message}"))
+    forced_pictures = False  # set once pictures were read with --invert or --no-invert
+
+    def warn(message: str) -> None:
+        if forced_pictures and "polarity is reversed" in message:
+            flag = "--invert" if invert else "--no-invert"
+            message = (message.split("; invert them:")[0] + f"; {flag} forced it: leave it out to let"
+                       " predict decide from each picture's background")
+        notes.append(f"warning: {message}")
+
+    model = load_model(path, warn=warn)
     if top_k < 1:
         raise NncliError(f"--top-k must be at least 1, got {top_k}")
     classification = model.task == "classification"
@@ -193,6 +204,7 @@ def predict(
     if not classification and top_k != 1:
         raise NncliError("--top-k is for classifiers; this model predicts values")
     gathered = gather(model, inputs, invert=invert, labels=labels)
+    forced_pictures = invert is not None and any(i is not None for i in gathered.inverted)
     x = gathered.x
     if len(x) == 0:
         raise DataError(f"{', '.join(map(str, inputs))} hold no samples")

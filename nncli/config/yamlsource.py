@@ -365,6 +365,10 @@ def apply_override(source: Source, assignment: str) -> None:
     set_value(source, path, value, key)
 
 
+# Top-level sections that may be a bare name (`optimizer: adam`) standing for {type: adam}.
+BARE_COMPONENTS = ("optimizer", "loss", "schedule")
+
+
 def set_value(source: Source, path: YamlPath, value: object, key: str | None = None) -> None:
     """Set the node at `path` of `source.data` to `value`, making the mappings on the way;
     errors name the override as `--set {key}` (`overrides_name`)."""
@@ -384,6 +388,9 @@ def set_value(source: Source, path: YamlPath, value: object, key: str | None = N
                 raise ConfigError(f"{overrides_name()} {key}: {format_path(path[:depth])} is not a mapping")
             if node.get(part) is None:
                 node[part] = {}
+            elif depth == 0 and part in BARE_COMPONENTS and isinstance(node[part], str):
+                # `optimizer: adam` given as a bare name: `--set optimizer.lr=...` needs a mapping
+                node[part] = {"type": node[part]}
             node = node[part]
     last = path[-1]
     if isinstance(last, int):

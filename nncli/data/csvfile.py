@@ -165,6 +165,11 @@ def read_lines(path: Path) -> tuple[list[int], list[str]]:
     numbers = [i for i, _ in numbered]
     lines = [line for _, line in numbered]
     commas = lines[0].count(",")
+    if commas == 0:
+        for separator, name in ((";", "semicolons"), ("\t", "tabs")):
+            if all(separator in line for line in lines[:100]):
+                raise DataError(f"{path} has its fields separated by {name}; nncli reads comma-separated"
+                                " files: save it with commas (pandas: df.to_csv(path, index=False))")
     for i, line in enumerate(lines):
         if line.count(",") != commas:
             raise DataError(f"{path}:{numbers[i]}: found {line.count(',') + 1} values, expected"

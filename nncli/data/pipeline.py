@@ -188,6 +188,11 @@ def _in_layout(raw: RawData, layout: str | None) -> RawData:
     if len(shape) != 3:
         raise ConfigError(f"channels_last needs images, samples of shape (height, width, channels);"
                           f" {raw.info.name} has samples of shape {shape}", key="layout")
+    if shape[2] not in CHANNEL_COUNTS and shape[0] in CHANNEL_COUNTS:
+        raise ConfigError(
+            f"channels_last would read {raw.info.name}'s samples of shape {shape} as {shape[2]} channels of"
+            f" {shape[0]}x{shape[1]} pixels, but they look channels-first ({shape[0]} channels of"
+            f" {shape[1]}x{shape[2]}); remove data.layout, or give layout: channels_first", key="layout")
 
     def first(x: np.ndarray | None) -> np.ndarray | None:
         return None if x is None else np.ascontiguousarray(x.transpose(0, 3, 1, 2))
