@@ -315,3 +315,11 @@ def test_an_override_of_a_section_given_as_a_bare_name(workdir, spiral, nncli, s
     (workdir / "bare.yaml").write_text(text)
     result = nncli("check", "bare.yaml", "--set", setting)
     assert result.exit_code == 0, result.output
+
+
+def test_keras_activation_given_its_argument_is_told_the_nncli_layer(workdir, spiral, nncli):
+    text = spiral().replace("  - relu\n", "  - {Activation: relu}\n")
+    assert "{Activation: relu}" in text
+    (workdir / "act.yaml").write_text(text)
+    result = nncli("check", "act.yaml")
+    assert result.exit_code == 2 and 'unknown layer "Activation" (an activation is a layer' in result.stderr

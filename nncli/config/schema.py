@@ -261,6 +261,10 @@ def _component_entry(
         if options is None:
             options = {}
         if not isinstance(options, dict):
+            try:
+                registry.get(name)  # an unknown name (Keras' {Activation: relu}) says so first
+            except ConfigError as err:
+                raise source.error(path, err.message) from None
             raise source.error(option_path, f"expected a mapping of options, got {_kind(options)}")
     else:
         raise source.error(
