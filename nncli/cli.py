@@ -15,7 +15,7 @@ import click
 
 from nncli import __version__
 from nncli.errors import NncliError
-from nncli.words import count
+from nncli.messages import count
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
