@@ -9,7 +9,7 @@ import yaml
 
 from nncli.errors import NncliError
 from nncli.messages import did_you_mean
-from nncli.plotting import check_format, plot_curves
+from nncli.output.plotting import check_format, plot_curves
 from nncli.training.rundir import read_metrics
 
 

@@ -215,7 +215,7 @@ def _sweep(spec: Sweep, out: Path, runs: list[Run], lock: int | None, jobs, data
 
 def draw(result: SweepResult, best: int = 3) -> Path | None:
     """sweep.png: the metric against each varied key, and the curves of the `best` trials' runs."""
-    from nncli.plotting import plot_sweep  # matplotlib only once the runs are done
+    from nncli.output.plotting import plot_sweep  # matplotlib only once the runs are done
 
     spec = result.sweep
     measured = [(run, best_metric(run.path, spec.metric, spec.mode)) for run in result.runs]

@@ -27,10 +27,10 @@ from nncli.config.yamlsource import how_to_set, overrides_name, parse_path
 from nncli.errors import CheckpointError, ConfigError, NncliError, WriteError
 from nncli.fileio import atomic_write_text
 from nncli.messages import count
+from nncli.output.plotting import CurvePlotter
 from nncli.training import checkpoint
 from nncli.training.callbacks import (
     Checkpointer,
-    CurvePlotter,
     EpochLog,
     MetricsWriter,
     NanReporter,
