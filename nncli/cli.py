@@ -15,7 +15,7 @@ import click
 
 from nncli import __version__
 from nncli.errors import NncliError
-from nncli.words import count
+from nncli.messages import count
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -193,7 +193,7 @@ def eval_command(obj, checkpoint_path, split, data_dir, as_json, plot_path, batc
 
     from nncli.commands import eval as evaluation
     from nncli.data import resolve_data_dir
-    from nncli.plotting import check_format
+    from nncli.output.plotting import check_format
 
     with _user_errors(obj["debug"]):
         if plot_path:

@@ -20,20 +20,14 @@ and an option another library spells differently as `option_hints` on the class
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
 from nncli.errors import ConfigError
+from nncli.messages import did_you_mean
 
 T = TypeVar("T")
-
-
-def did_you_mean(name: str, choices: list[str]) -> str:
-    """' (did you mean "x"?)' for the closest choice, or '' when nothing is close."""
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
-    return f' (did you mean "{close[0]}"?)' if close else ""
 
 
 def _plain(name: str) -> str:

@@ -96,7 +96,7 @@ def boolean(key: str, value: object) -> bool:
 def one_of(key: str, value: object, choices: tuple[str, ...]) -> str:
     if value not in choices:
         from nncli.errors import ConfigError
-        from nncli.registry import did_you_mean
+        from nncli.messages import did_you_mean
 
         hint = did_you_mean(value, list(choices)) if isinstance(value, str) else ""
         raise ConfigError(f"expected one of {', '.join(choices)}, got {value!r}{hint}", key=key)

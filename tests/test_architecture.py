@@ -1,13 +1,15 @@
 """The package's layering: data flows one way, and the engine stands alone.
 
-    nncli (the package's face) -> __main__ -> cli | api -> commands -> training -> builder
-        -> config -> data | nn -> shared modules
+    nncli (the package's face) -> __main__ -> cli | api -> commands -> output -> training
+        -> builder -> config -> data | nn -> shared modules
 
 A module may import from its own folder and from any layer below its own, never from one above
 (`nncli.nn` and `nncli.data` are side by side and import neither each other). The shared
-modules at the top of the package (errors, registry, validate, fileio, safe_pickle, plotting)
-import only each other. The package's `__init__` stands above everything: its lazy attributes
-are the Python API (`nncli.train` is `nncli.api.train`, imported on first use).
+modules at the top of the package (errors, registry, validate, fileio, safe_pickle, messages)
+import only each other. What is drawn for people (nncli.output) stands above the trainer, so
+nothing of the engine, the data or the trainer can import it. The package's `__init__` stands
+above everything: its lazy attributes are the Python API (`nncli.train` is `nncli.api.train`,
+imported on first use).
 """
 
 from __future__ import annotations
@@ -23,11 +25,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nncli"
 
 # higher imports lower; equal ranks in different folders do not import each other
 RANKS = {
-    "": 8,  # the package itself, nncli/__init__.py
-    "__main__": 7,
-    "cli": 6,
-    "api": 6,
-    "commands": 5,
+    "": 9,  # the package itself, nncli/__init__.py
+    "__main__": 8,
+    "cli": 7,
+    "api": 7,
+    "commands": 6,
+    "output": 5,  # figures: drawn by commands and by training's curves callback, set up in commands
     "training": 4,
     "builder": 3,
     "config": 2,

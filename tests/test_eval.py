@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -176,6 +178,26 @@ def test_human_output_and_the_confusion_matrix_plot(spiral_run, tmp_path, nncli)
     assert json.loads(result.stdout)["samples"] == 36
     assert "wrote" in result.stderr
     assert (tmp_path / "cm.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_matplotlib_is_imported_only_when_a_picture_is_asked_for(spiral_run, tmp_path):
+    """`nncli eval` in a fresh interpreter: without --plot, matplotlib is never loaded; with it,
+    it is (which shows the probe can see it)."""
+
+    def loaded(*extra: str) -> bool:
+        code = (
+            "import sys\n"
+            "from nncli.cli import cli\n"
+            f"cli(['eval', {str(spiral_run)!r}, '--json', *{list(extra)!r}], standalone_mode=False)\n"
+            "print('matplotlib' in sys.modules, file=sys.stderr)\n"
+        )
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert json.loads(out.stdout)["samples"] == 36, out.stdout  # the evaluation did run
+        return out.stderr.strip().splitlines()[-1] == "True"
+
+    assert not loaded()
+    assert loaded("--plot", str(tmp_path / "cm.svg"))
+    assert (tmp_path / "cm.svg").exists()
 
 
 def test_regression_metrics_of_a_sine_run(tmp_path, nncli, trained, eval_json):

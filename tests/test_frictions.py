@@ -61,7 +61,7 @@ def test_counts_agree_with_their_nouns(workdir, nncli, spiral):
     assert ", 1 epoch\n" in check.stdout and "1 epochs" not in check.stdout
     trained = nncli("train", "x.yaml", "--run-dir", "r", "--quiet")
     assert trained.stdout.startswith("run r: 1 epoch,")
-    from nncli.words import count
+    from nncli.messages import count
 
     words = [count(1, "epoch"), count(2, "epoch"), count(1, "class", "classes"), count(3, "class", "classes")]
     assert words == ["1 epoch", "2 epochs", "1 class", "3 classes"]

@@ -340,8 +340,20 @@ def test_time_says_how_training_shards_the_step(workdir, nncli, control, monkeyp
     assert result.exit_code == 0, result.output
     line = r"^training runs this step as 2 shards of 50 in 2 threads: [\d.]+ ms a step"
     assert re.search(line, result.stdout, re.MULTILINE), result.stdout
-    report = json.loads(nncli("time", "cnn.yaml", "--iters", 1, "--warmup", 0, "--json").stdout)
-    assert report["sharded"]["shards"] == [50, 50] and report["sharded"]["step_ms"] >= 0
+    # the sharded figure is of steps that did run as shards: one untimed and `--iters` timed
+    forwards = []
+    run_forward = parallel.Shards.forward
+
+    def counted(self, x, bounds, training=True):
+        forwards.append(list(np.diff(bounds)))
+        return run_forward(self, x, bounds, training)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(parallel.Shards, "forward", counted)
+        report = json.loads(nncli("time", "cnn.yaml", "--iters", 1, "--warmup", 0, "--json").stdout)
+    assert forwards == [[50, 50]] * 2
+    sharded = report["sharded"]
+    assert sharded["shards"] == [50, 50] and isinstance(sharded["step_ms"], float) and sharded["step_ms"] > 0
     monkeypatch.setenv("NNCLI_THREADS", "1")
     result = nncli("time", "cnn.yaml", "--iters", 1, "--warmup", 0)
     assert "shards" not in result.stdout

@@ -217,8 +217,16 @@ def test_a_signal_saves_and_the_run_resumes_exactly(workdir, signum, spiral):
     assert proc.returncode == 128 + signum, err
     assert "resume with: nncli train --resume cut" in err
     assert "Traceback" not in err
+    # last.pkl holds the moment the message names: inside an epoch (its 0-based index is the
+    # count of epochs done, and at least one batch of it ran) or at the end of one
     saved = checkpoint.load(workdir / "cut" / "checkpoints" / "last.pkl")
-    assert saved["training"]["progress"] is not None or saved["epoch"] >= 1
+    done, progress = saved["epoch"], saved["training"]["progress"]
+    assert 1 <= done < 6 and len(rows(workdir / "cut")) == done, (done, err)
+    if progress is not None:
+        assert progress["epoch"] == done and progress["batch"] >= 1, progress
+        assert f"(epoch {done + 1}, batch {progress['batch']})" in err, err
+    else:
+        assert f"(epoch {done})" in err, err
     resumed = subprocess.run(
         [sys.executable, "-m", "nncli", "train", "--resume", "cut", "--quiet"], capture_output=True, text=True
     )

@@ -22,14 +22,13 @@ from nncli.config.schema import Component, Config
 from nncli.data.augment import AUGMENTATIONS, Augmenter
 from nncli.data.pipeline import Splits, load_data
 from nncli.data.preprocess import Preprocessor
+from nncli.messages import count, did_you_mean
 from nncli.nn.layers import LAYERS
 from nncli.nn.losses import LOSSES, Loss
 from nncli.nn.model import Sequential
 from nncli.nn.optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule
 from nncli.nn.parallel import threads_allowed
 from nncli.nn.regularizers import Regularizer
-from nncli.registry import did_you_mean
-from nncli.words import count
 
 
 @dataclass

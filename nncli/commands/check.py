@@ -12,8 +12,8 @@ from nncli.builder import build_experiment
 from nncli.config.schema import load_config
 from nncli.data.tables import listing
 from nncli.errors import NncliError
+from nncli.messages import count
 from nncli.nn.layers import Layer
-from nncli.words import count
 
 
 def format_bytes(n: int) -> str:

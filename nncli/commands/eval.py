@@ -119,7 +119,7 @@ def partly_trained(saved: dict) -> str | None:
 
 def plot(result: Evaluation, path: str | Path) -> Path:
     """Draw `result`'s confusion matrix (regression: predictions against targets) into `path`."""
-    from nncli.plotting import plot_confusion, plot_predictions  # matplotlib only when asked
+    from nncli.output.plotting import plot_confusion, plot_predictions  # matplotlib only when asked
 
     report = result.report
     title = f"{report['name']} (epoch {report['epoch']}), {report['split']} split"

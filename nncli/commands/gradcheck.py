@@ -15,6 +15,7 @@ from tqdm import tqdm
 from nncli.builder import build_experiment, build_regularizer, rebuild, refuse_changed_data
 from nncli.config.schema import load_config
 from nncli.errors import CheckpointError, NncliError
+from nncli.messages import count
 from nncli.nn.gradcheck import (
     CheckInterrupted,
     TensorCheck,
@@ -23,7 +24,6 @@ from nncli.nn.gradcheck import (
     randomize_zero_params,
 )
 from nncli.training import checkpoint
-from nncli.words import count
 
 # the input is checked at the batch plus uniform noise of 1% of its standard deviation, so that
 # no max-pooling window over a blank region holds a tie (see `nncli.nn.gradcheck`)

@@ -8,8 +8,8 @@ from pathlib import Path
 import yaml
 
 from nncli.errors import NncliError
-from nncli.plotting import check_format, plot_curves
-from nncli.registry import did_you_mean
+from nncli.messages import did_you_mean
+from nncli.output.plotting import check_format, plot_curves
 from nncli.training.rundir import read_metrics
 
 

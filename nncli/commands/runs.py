@@ -36,7 +36,7 @@ from pathlib import Path
 import yaml
 
 from nncli.errors import NncliError
-from nncli.registry import did_you_mean
+from nncli.messages import did_you_mean
 from nncli.training.rundir import (
     DamagedRun,
     best_of,

@@ -31,8 +31,8 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from nncli.config.sweep import Sweep
 from nncli.errors import NncliError
 from nncli.fileio import atomic_write_bytes
+from nncli.messages import count
 from nncli.training.rundir import run_status
-from nncli.words import count
 
 HANDSHAKE_TIMEOUT = 10.0  # seconds for a scheduler to answer, and for the client to connect
 HANDSHAKE_BYTES = 64 * 1024  # a scheduler's first message (about 60 bytes) is far shorter

@@ -26,10 +26,11 @@ from nncli.config.schema import Config, load_config
 from nncli.config.yamlsource import how_to_set, overrides_name, parse_path
 from nncli.errors import CheckpointError, ConfigError, NncliError, WriteError
 from nncli.fileio import atomic_write_text
+from nncli.messages import count
+from nncli.output.plotting import CurvePlotter
 from nncli.training import checkpoint
 from nncli.training.callbacks import (
     Checkpointer,
-    CurvePlotter,
     EpochLog,
     MetricsWriter,
     NanReporter,
@@ -38,7 +39,6 @@ from nncli.training.callbacks import (
 )
 from nncli.training.rundir import RunDir, discard, given_run_dir, new_run_dir
 from nncli.training.trainer import Interrupted, Trainer, TrainingState
-from nncli.words import count
 
 RUNS_ROOT = Path("runs")
 

@@ -19,7 +19,8 @@ from nncli import validate
 from nncli.config.yamlsource import Source, YamlPath, apply_override, load_yaml
 from nncli.data.datasets import CONTEXT
 from nncli.errors import ConfigError
-from nncli.registry import Registry, check_options, did_you_mean
+from nncli.messages import did_you_mean
+from nncli.registry import Registry, check_options
 
 TOP_LEVEL = ("name", "seed", "dtype", "data", "model", "loss", "optimizer", "schedule", "train")
 DTYPES = ("float32", "float64")

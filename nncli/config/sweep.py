@@ -43,9 +43,9 @@ import yaml
 from nncli.config.schema import load_config
 from nncli.config.yamlsource import Source, load_yaml, parse_path
 from nncli.errors import ConfigError
-from nncli.registry import did_you_mean
+from nncli.messages import count as plural
+from nncli.messages import did_you_mean
 from nncli.validate import MAX_SEED, shown
-from nncli.words import count as plural
 
 KEYS = ("base", "grid", "random", "seeds", "metric", "mode")
 RANDOM_KEYS = ("trials", "seed", "space")

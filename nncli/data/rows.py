@@ -11,7 +11,7 @@ import numpy as np
 from nncli.data.csvfile import Table, first_line_is_header, read_lines, read_table, split_header, unquoted
 from nncli.data.datasets import Columns
 from nncli.errors import DataError
-from nncli.registry import did_you_mean
+from nncli.messages import did_you_mean
 
 
 def read_rows(path: Path, columns: Columns | None, num_features: int, *, targets: bool = False,

@@ -56,7 +56,7 @@ from nncli.data.datasets import (
     number_names,
 )
 from nncli.errors import ConfigError, DataError
-from nncli.registry import did_you_mean
+from nncli.messages import did_you_mean
 
 # `task` of csv and npz: "decide" settles it from the labels and the run's loss.
 TASK_OPTIONS = (*TASKS, "decide")

@@ -22,8 +22,8 @@ import math
 
 from nncli import validate
 from nncli.errors import CheckpointError, ConfigError
-from nncli.registry import Registry, did_you_mean
-from nncli.words import count
+from nncli.messages import count, did_you_mean
+from nncli.registry import Registry
 
 SCHEDULES: Registry[type[Schedule]] = Registry("schedule")
 

@@ -1,5 +1,6 @@
-"""What a training run does besides training: progress on the terminal, metrics, checkpoints,
-plots and reports. The trainer calls each callback's hooks in order:
+"""What a training run does besides training: progress on the terminal, metrics, checkpoints
+and reports (the curves are drawn on the output side: `nncli.output.plotting.CurvePlotter`).
+The trainer calls each callback's hooks in order:
 
     on_train_begin  on_epoch_begin(epoch, batches, first_batch)  on_batch_end(batch, loss)
     on_epoch_end(row)  on_interrupt(signum)  on_nonfinite(report)  on_train_end
@@ -9,7 +10,6 @@ from nncli.training.callbacks.base import Callback
 from nncli.training.callbacks.console import EpochLog, ProgressBar
 from nncli.training.callbacks.files import (
     Checkpointer,
-    CurvePlotter,
     MetricsWriter,
     NanReporter,
     SummaryWriter,
@@ -18,7 +18,6 @@ from nncli.training.callbacks.files import (
 __all__ = [
     "Callback",
     "Checkpointer",
-    "CurvePlotter",
     "EpochLog",
     "MetricsWriter",
     "NanReporter",

@@ -6,8 +6,8 @@ import sys
 
 from tqdm import tqdm
 
+from nncli.messages import count
 from nncli.training.callbacks.base import Callback
-from nncli.words import count
 
 
 def format_row(row: dict, epochs: int) -> str:

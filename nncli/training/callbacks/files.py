@@ -1,5 +1,6 @@
-"""The run directory's files: checkpoints, metrics.csv, curves.png, summary.json and
-nan_report.json. Every file is written atomically."""
+"""The run directory's files: checkpoints, metrics.csv, summary.json and nan_report.json.
+Every file is written atomically. (curves.png is drawn by `nncli.output.plotting.CurvePlotter`,
+on the output side.)"""
 
 from __future__ import annotations
 
@@ -61,25 +62,6 @@ class MetricsWriter(Callback):
 
     def on_epoch_end(self, trainer, row):
         atomic_write_text(self.run.metrics, metrics_csv(trainer.state.history))
-
-
-class CurvePlotter(Callback):
-    """curves.png at the end of training (and when interrupted, for what there is)."""
-
-    def __init__(self, run: RunDir, name: str):
-        self.run, self.name = run, name
-
-    def _draw(self, trainer):
-        if trainer.state.history:
-            from nncli.plotting import plot_curves
-
-            plot_curves([(self.name, trainer.state.history)], self.run.curves)
-
-    def on_train_end(self, trainer):
-        self._draw(trainer)
-
-    def on_interrupt(self, trainer, signum):
-        self._draw(trainer)
 
 
 class NanReporter(Callback):

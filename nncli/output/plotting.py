@@ -1,9 +1,13 @@
 """Loss and accuracy curves from metrics rows, drawn with matplotlib's Agg backend (no
-display needed). Used by training (curves.png) and by `nncli plot`; `nncli eval --plot` draws
-the confusion matrix (or, for regression, predictions against targets).
+display needed). Used by training (curves.png, through the `CurvePlotter` callback) and by
+`nncli plot`; `nncli eval --plot` draws the confusion matrix (or, for regression, predictions
+against targets), and `nncli sweep` its comparison of trials.
 
 Every figure is written, atomically, as PNG, SVG or PDF according to the file's extension. SVG keeps its
 text as text (not glyph outlines), so labels and legends can be searched and read.
+
+matplotlib is imported when the first figure is drawn, not when this module is: checking a file
+name (`check_format`) or building a training run's callbacks costs nothing.
 """
 
 from __future__ import annotations
@@ -12,14 +16,39 @@ import io
 import math
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 
 from nncli.errors import NncliError
 from nncli.fileio import atomic_write_bytes
+from nncli.training.callbacks.base import Callback
+from nncli.training.rundir import RunDir
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend, imported on first use."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+class CurvePlotter(Callback):
+    """curves.png at the end of training (and when interrupted, for what there is)."""
+
+    def __init__(self, run: RunDir, name: str):
+        self.run, self.name = run, name
+
+    def _draw(self, trainer):
+        if trainer.state.history:
+            plot_curves([(self.name, trainer.state.history)], self.run.curves)
+
+    def on_train_end(self, trainer):
+        self._draw(trainer)
+
+    def on_interrupt(self, trainer, signum):
+        self._draw(trainer)
 
 
 def _numbers(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
@@ -38,6 +67,7 @@ def _numbers(rows: list[dict], key: str) -> tuple[list[float], list[float]]:
 def plot_curves(runs: list[tuple[str, list[dict]]], out: Path, metrics: list[str] | None = None) -> Path:
     """One panel per metric family (loss, accuracy, or each of `metrics`); train solid and
     validation dashed; one colour per run, named in the legend when there are several."""
+    plt = _pyplot()
     panels = metrics or ["loss", "acc"]
     panels = [m for m in panels if any(_numbers(rows, k)[0] for _, rows in runs for k in _keys(m))]
     if not panels:
@@ -88,6 +118,7 @@ def check_format(out: Path | str) -> None:
 
 
 def _save(fig, out: Path | str) -> Path:
+    plt = _pyplot()
     out = Path(out)
     try:
         check_format(out)
@@ -103,6 +134,7 @@ def _save(fig, out: Path | str) -> Path:
 def plot_confusion(matrix, class_names: list[str], out: Path, title: str = "") -> Path:
     """The confusion matrix as a heat map (rows: true class, columns: predicted class), each
     cell annotated with its count while there are at most 20 classes."""
+    plt = _pyplot()
     matrix = np.asarray(matrix)
     k = len(matrix)
     size = min(12.0, 2.5 + 0.5 * k)
@@ -134,6 +166,7 @@ def plot_confusion(matrix, class_names: list[str], out: Path, title: str = "") -
 
 def plot_predictions(pred, target, out: Path, title: str = "") -> Path:
     """Regression: each prediction against its target, with the line y = x."""
+    plt = _pyplot()
     pred, target = np.ravel(pred), np.ravel(target)
     fig, ax = plt.subplots(figsize=(5, 5))
     ax.scatter(target, pred, s=6, alpha=0.5)
@@ -161,6 +194,7 @@ def plot_sweep(
     run a point, the mean over the runs at each value a line; numbers on a log axis when they
     span a factor of 10 or more, other values in order); then `curves`, the metric over the
     epochs of the best trials' runs."""
+    plt = _pyplot()
     panels = len(varied) + (1 if curves else 0)
     if panels == 0:
         raise ValueError("nothing varies and there are no curves to draw")

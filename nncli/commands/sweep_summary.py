@@ -1,0 +1,148 @@
+"""What a sweep's runs came to, and the summary made of them.
+
+Each run of a sweep (`Run`: a trial, a seed, a run directory) ends with a status; the
+`SweepResult` holds them all. The summary (summary.csv, summary.md, in `--out`): one row per
+trial with its varied values, the sweep metric's mean and standard deviation over the seeds
+(each run's best over its epochs), the test metric's mean, the best epoch, the training time
+and the status; best first. `format_summary` is that table for the terminal, `raise_if_failed`
+the one line when runs failed or did not finish.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nncli.commands.sweep_dask import NAMED
+from nncli.config.sweep import Sweep, Trial
+from nncli.errors import NncliError
+from nncli.training.rundir import best_metric, read_summary
+
+FAILURES = "failures.json"
+COMPLETE = ("finished", "early-stopped", "diverged")  # statuses whose metrics count
+UNFINISHED = ("failed", "killed", "interrupted", "pending")  # a sweep with one exits non-zero
+
+
+@dataclass
+class Run:
+    trial: Trial
+    seed: int
+    path: Path
+    status: str = "pending"  # pending, skipped (done before), finished, early-stopped, diverged,
+    # interrupted, killed (by a signal not from the sweep), failed
+    error: str = ""
+
+
+@dataclass
+class SweepResult:
+    sweep: Sweep
+    out: Path
+    runs: list[Run]
+    rows: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # damaged files repaired, runs retrained
+
+    @property
+    def failed(self) -> list[Run]:
+        return [run for run in self.runs if run.status == "failed"]
+
+    @property
+    def unfinished(self) -> list[Run]:
+        """Runs that stopped before their end (killed, interrupted) or never ran."""
+        return [run for run in self.runs if run.status in UNFINISHED and run.status != "failed"]
+
+
+def summary_rows(spec: Sweep, runs: list[Run]) -> list[dict]:
+    """One row per trial (see the module docstring), best first; trials without the metric last."""
+    rows = []
+    for trial in spec.trials:
+        members = [run for run in runs if run.trial.index == trial.index]
+        complete = [run for run in members if run.status in COMPLETE]  # no partial metrics
+        metrics = [best_metric(run.path, spec.metric, spec.mode) for run in complete]
+        metrics = [m for m in metrics if m is not None]
+        summaries = [read_summary(run.path) or {} for run in complete]
+        tests = [s["test"].get("accuracy") if spec.metric.endswith("acc") else s["test"].get("loss")
+                 for s in summaries if isinstance(s.get("test"), dict)]
+        tests = [t for t in tests if isinstance(t, int | float)]
+        epochs = [s.get("best_epoch") for s in summaries if isinstance(s.get("best_epoch"), int)]
+        statuses = sorted({run.status for run in members})
+        rows.append({
+            **{key: trial.values.get(key) for key in spec.varied},
+            f"{spec.metric}_mean": statistics.fmean(metrics) if metrics else None,
+            f"{spec.metric}_std": _std(metrics),
+            "test_mean": statistics.fmean(tests) if tests else None,
+            "best_epoch": statistics.median(epochs) if epochs else None,
+            "time_s": sum(float(s.get("train_time_s", 0.0)) for s in summaries),
+            "seeds": len(metrics),
+            "status": statuses[0] if len(statuses) == 1 else "/".join(statuses),
+            "runs": " ".join(run.path.name for run in members),
+        })
+    key = f"{spec.metric}_mean"
+    sign = -1 if spec.mode == "max" else 1
+    return sorted(rows, key=lambda r: (r[key] is None, sign * (r[key] or 0.0)))
+
+
+def _std(values: list[float]) -> float | None:
+    """The sample standard deviation over seeds; 0 for one seed, None for none."""
+    if not values:
+        return None
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summary_csv(spec: Sweep, rows: list[dict]) -> str:
+    out = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {k: "" if v is None else (repr(v) if isinstance(v, float) else v) for k, v in row.items()}
+            )
+    return out.getvalue()
+
+
+def summary_markdown(spec: Sweep, rows: list[dict], notes: list[str] = ()) -> str:
+    columns = [k for k in (rows[0] if rows else {}) if k != "runs"]
+
+    def cell(value) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return str(value)
+
+    title = f"# {spec.name}: {len(spec.trials)} trials x {len(spec.seeds)} seeds, {spec.metric} ({spec.mode})"
+    lines = [title, "", "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
+    if notes:
+        lines += ["", *(f"note: {note}" for note in notes)]
+    return "\n".join(lines) + "\n"
+
+
+def format_summary(result: SweepResult) -> str:
+    """The summary table for the terminal, and the failures with their error lines."""
+    text = summary_markdown(result.sweep, result.rows)
+    for run in result.failed + result.unfinished:
+        text += (f"{run.status}: trial {run.trial.index} ({run.trial.label()}), seed {run.seed}:"
+                 f" {run.error or 'not run'}\n")
+    return text.rstrip()
+
+
+def raise_if_failed(result: SweepResult) -> None:
+    """One line when a run failed, was killed or did not finish; exit code 1."""
+    total = len(result.runs)
+    said = []
+    if result.failed:
+        said.append(f"{len(result.failed)} of {total} runs failed; their errors are in"
+                    f" {result.out / FAILURES}")
+    if result.unfinished:
+        stopped = result.unfinished
+        names = ", ".join(f"{run.path.name} seed {run.seed} {run.error or 'not run'}"
+                          for run in stopped[:NAMED])
+        more = f", and {len(stopped) - NAMED} more" if len(stopped) > NAMED else ""
+        said.append(f"{len(stopped)} of {total} runs did not finish ({names}{more}); run the"
+                    " sweep again to finish them")
+    if said:
+        raise NncliError("; ".join(said))
