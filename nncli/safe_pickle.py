@@ -126,6 +126,11 @@ def _reconstruct(subtype: Any = None, shape: Any = (0,), dtype: Any = b"b", *_: 
     return _array_bytes(shape, dtype)
 
 
+def _scalar(dtype: Any = float, *_: Any) -> float:
+    # a numpy scalar of `dtype` is made, zeroed, at its full size before its bytes are read
+    return np.dtype(dtype).itemsize
+
+
 def _dtype(*args: Any) -> np.dtype:
     made = np.dtype(*args)
     if made.hasobject:
@@ -137,7 +142,7 @@ def _dtype(*args: Any) -> np.dtype:
 COSTS: dict[Any, Any] = {
     **{kind: _items for kind in (list, tuple, set, frozenset, dict, collections.OrderedDict)},
     bytes: _bytes, bytearray: _bytes, str: _str,
-    np.ndarray: _ndarray, _multiarray._reconstruct: _reconstruct,
+    np.ndarray: _ndarray, _multiarray._reconstruct: _reconstruct, _multiarray.scalar: _scalar,
 }
 
 

@@ -150,9 +150,15 @@ BYTEARRAY_BOMB = b"\x80\x02cbuiltins\nbytearray\n\x8a\x05\x00\x00\x00\x80\x00\x8
 LIST_BOMB = b"\x80\x02cbuiltins\nlist\ncbuiltins\nrange\nJ\x80\xc3\xc9\x01\x85R\x85R."
 
 
-@pytest.mark.parametrize("payload", [BYTEARRAY_BOMB, LIST_BOMB], ids=["bytearray", "list"])
+# numpy's scalar() of a 2 GB void dtype: made, zeroed, at its full size (found in review).
+SCALAR_BOMB = (b"\x80\x02cnumpy.core.multiarray\nscalar\nq\x00cnumpy\ndtype\nq\x01X\x0b\x00\x00\x00"
+               b"V2000000000\x85Rq\x02h\x00h\x02\x85R.")
+
+
+@pytest.mark.parametrize("payload", [BYTEARRAY_BOMB, LIST_BOMB, SCALAR_BOMB],
+                         ids=["bytearray", "list", "scalar"])
 def test_a_tiny_pickle_asking_for_gigabytes_is_refused_cheaply(tmp_path, payload):
-    assert len(payload) <= 48
+    assert len(payload) <= 80
     bomb = tmp_path / "bomb.pkl"
     bomb.write_bytes(payload)
     done = run_measured("eval", bomb, cwd=tmp_path)
