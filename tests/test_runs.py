@@ -141,3 +141,26 @@ def test_a_seed_run_twice_counts_once_in_the_mean_and_std(workdir, nncli, spiral
     assert cells[-1] == "0 (x2),1"
     [line] = csv.DictReader(io.StringIO(nncli("runs", "--group-seeds", "--csv").stdout))
     assert line["seeds"] == "0 1" and line["seed_runs"] == "2 1"
+
+
+@pytest.mark.parametrize("damage", [
+    "",                                                       # emptied
+    '{"a":' * 100_000 + "1" + "}" * 100_000,                  # nested past the parser's depth
+    '{"epochs_completed": 3, "final": [], "test": 5}',        # of other types
+    '{"epochs_completed": 3, "final": {"epoch": 3}, "test": 5}',
+], ids=["emptied", "deep", "types", "test-not-a-mapping"])
+def test_a_damaged_summary_reads_as_unfinished_and_resume_writes_it_again(workdir, nncli, spiral, damage):
+    (workdir / "spiral.yaml").write_text(spiral({"train.epochs": 3}))
+    assert nncli("train", "spiral.yaml", "--run-dir", "runs/a", "--quiet").exit_code == 0
+    summary = workdir / "runs" / "a" / "summary.json"
+    original = json.loads(summary.read_text())
+    summary.write_text(damage)
+    listed = nncli("runs", "runs", "--json")
+    assert listed.exit_code == 0 and "Traceback" not in listed.output
+    [row] = json.loads(listed.stdout)
+    assert row["status"] == "interrupted"
+    resumed = nncli("train", "--resume", "runs/a", "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    again = json.loads(summary.read_text())
+    for key in ("epochs_completed", "best_epoch", "best_value", "final", "test"):
+        assert again[key] == original[key], key

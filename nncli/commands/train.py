@@ -37,7 +37,7 @@ from nncli.training.callbacks import (
     ProgressBar,
     SummaryWriter,
 )
-from nncli.training.rundir import RunDir, discard, given_run_dir, new_run_dir
+from nncli.training.rundir import RunDir, discard, given_run_dir, new_run_dir, read_summary
 from nncli.training.trainer import Interrupted, Trainer, TrainingState
 
 RUNS_ROOT = Path("runs")
@@ -188,7 +188,7 @@ def _check_resumable(run: RunDir, state: TrainingState, config: Config, saved_ep
                 f" train.early_stopping.patience or train.epochs with {overrides_name()}"
             )
         state.stopped_early, state.bad_epochs = False, 0
-    if state.epoch >= epochs and run.summary.exists():
+    if state.epoch >= epochs and read_summary(run.path) is not None:
         raise NncliError(
             f"{run.path} already finished {count(state.epoch, 'epoch')};"
             f" extend it with {how_to_set('train.epochs', 'N')}"

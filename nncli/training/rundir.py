@@ -130,12 +130,32 @@ def read_metrics(path) -> list[dict]:
 
 
 def read_summary(path: Path) -> dict | None:
-    """A run's summary.json, or None when it has none (or an unreadable one)."""
+    """A run's summary.json, or None when it has none, or one that is not what training writes
+    (cut, emptied, nested past reason, or of other types): such a run reads as unfinished, and
+    `nncli train --resume` (or a sweep's rerun) writes its summary again from its checkpoint."""
     try:
         value = json.loads((Path(path) / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
         return None
-    return value if isinstance(value, dict) else None
+    return value if _is_summary(value) else None
+
+
+def _is_summary(value) -> bool:
+    """Whether `value` has the shape of what training writes to summary.json."""
+    if not isinstance(value, dict):
+        return False
+    epochs, best, final = value.get("epochs_completed"), value.get("best_epoch"), value.get("final")
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
+        return False
+    if best is not None and (not isinstance(best, int) or isinstance(best, bool) or not 0 < best <= epochs):
+        return False
+    if final is not None and (not isinstance(final, dict) or final.get("epoch") != epochs):
+        return False
+    if final is None and epochs:
+        return False
+    test = value.get("test")
+    return test is None or (isinstance(test, dict) and all(
+        v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in test.values()))
 
 
 def run_status(path: Path) -> str:
