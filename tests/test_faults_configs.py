@@ -366,3 +366,14 @@ def test_max_trials_lets_a_larger_sweep_through_and_its_count_comes_first(workdi
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("s.yaml: 1100 trials x 1 seeds")
     assert nncli("sweep", "s.yaml", "--dry-run", "--max-trials", "2000000").exit_code == 2
+
+
+@pytest.mark.parametrize(("setting", "words"), [
+    ("data.classes=100000000", "100,000,000 classes, more than the 1,000"),
+    ("data.points_per_class=1000000000", "3,000,000,000 samples, more than the 10,000,000"),
+    ("data.test_size=100000000", "100,000,000 samples, more than the 10,000,000"),
+])
+def test_a_generated_dataset_too_large_is_refused_before_it_is_drawn(workdir, spiral, nncli, setting, words):
+    (workdir / "spiral.yaml").write_text(spiral())
+    result = nncli("check", "spiral.yaml", "--set", setting)
+    assert result.exit_code == 2 and words in result.stderr and "Traceback" not in result.output

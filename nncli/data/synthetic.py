@@ -16,10 +16,21 @@ from nncli.errors import ConfigError
 
 Sampler = Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
 
+# Generated data is made in memory at once: at most this many samples (train and test), and
+# this many classes (a spiral arm each), checked before anything is drawn.
+MAX_SAMPLES = 10_000_000
+MAX_CLASSES = 1_000
+
+
+def _bounded(key: str, n: int, limit: int = MAX_SAMPLES, what: str = "samples") -> int:
+    if n > limit:
+        raise ConfigError(f"{n:,} {what}, more than the {limit:,} a generated dataset may have", key=key)
+    return n
+
 
 def _generate(sample: Sampler, rng: np.random.Generator, n_train: int, test_size: int | float,
               info: DatasetInfo) -> RawData:
-    n_test = count_of("test_size", test_size, n_train)
+    n_test = _bounded("test_size", count_of("test_size", test_size, n_train))
     x_train, y_train = sample(rng, n_train)
     x_test, y_test = sample(rng, n_test) if n_test else (None, None)
     return RawData(x_train, y_train, x_test, y_test, info)
@@ -37,7 +48,8 @@ def load_spiral(*, data_dir: Path, rng: np.random.Generator, classes: int = 3,
     classes = validate.positive_int("classes", classes)
     if classes < 2:
         raise ConfigError(f"expected at least 2 classes, got {classes}", key="classes")
-    n = classes * validate.positive_int("points_per_class", points_per_class)
+    _bounded("classes", classes, MAX_CLASSES, "classes")
+    n = _bounded("points_per_class", classes * validate.positive_int("points_per_class", points_per_class))
     noise = validate.non_negative_float("noise", noise)
 
     def sample(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -57,7 +69,7 @@ def load_xor(*, data_dir: Path, rng: np.random.Generator, samples: int = 400,
     """Points uniform in [-1, 1]^2, class 1 where exactly one coordinate is positive, classes
     alternating; then Gaussian jitter of standard deviation `noise` (labels keep the unjittered
     quadrant)."""
-    n = validate.positive_int("samples", samples)
+    n = _bounded("samples", validate.positive_int("samples", samples))
     noise = validate.non_negative_float("noise", noise)
 
     def sample(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,7 +88,7 @@ def load_moons(*, data_dir: Path, rng: np.random.Generator, samples: int = 400,
                noise: float = 0.1, test_size: int | float = 0.2) -> RawData:
     """Two interleaved half circles (as scikit-learn's make_moons), classes alternating:
     class 0 at (cos t, sin t), class 1 at (1 - cos t, 0.5 - sin t), t ~ U(0, pi), plus noise."""
-    n = validate.positive_int("samples", samples)
+    n = _bounded("samples", validate.positive_int("samples", samples))
     noise = validate.non_negative_float("noise", noise)
 
     def sample(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -95,7 +107,7 @@ def load_moons(*, data_dir: Path, rng: np.random.Generator, samples: int = 400,
 def load_sine(*, data_dir: Path, rng: np.random.Generator, samples: int = 200,
               noise: float = 0.1, test_size: int | float = 0.2) -> RawData:
     """1-D regression: x ~ U(-pi, pi) as (N, 1), target sin(x) + noise * N(0, 1) as (N, 1)."""
-    n = validate.positive_int("samples", samples)
+    n = _bounded("samples", validate.positive_int("samples", samples))
     noise = validate.non_negative_float("noise", noise)
 
     def sample(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
