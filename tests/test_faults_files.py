@@ -101,7 +101,7 @@ def test_one_byte_flips_anywhere_in_a_checkpoint_are_refused_as_damaged(trained,
 def test_a_truncated_checkpoint_is_refused_as_damaged(trained, nncli, tmp_path):
     run, _, _ = trained
     data = (run / "checkpoints" / "best.pkl").read_bytes()
-    for keep in (20, checkpoint.HEADER_SIZE + 10, len(data) - 1):
+    for keep in (0, 5, 20, checkpoint.HEADER_SIZE + 10, len(data) - 1):
         path = tmp_path / f"cut{keep}.pkl"
         path.write_bytes(data[:keep])
         assert "damaged" in one_line_error(nncli("eval", path))

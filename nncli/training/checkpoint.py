@@ -66,6 +66,10 @@ def verify(f, path: Path) -> str | None:
     pickle; returns why it is damaged, or None (None too for a file with no header: an old one)."""
     size = os.fstat(f.fileno()).st_size
     head = f.read(HEADER_SIZE)
+    if size == 0:
+        return "it is empty"
+    if len(head) < len(MAGIC) and MAGIC.startswith(head):
+        return "it is cut short inside its header"
     if not head.startswith(MAGIC):
         near = sum(a != b for a, b in zip(head, MAGIC, strict=False)) <= 2 and len(head) >= len(MAGIC)
         f.seek(0)
