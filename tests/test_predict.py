@@ -571,3 +571,17 @@ def test_no_invert_on_light_pictures_is_told_to_leave_the_flag_out(quickstart, n
     assert result.exit_code == 0
     [line] = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
     assert "polarity is reversed; --no-invert forced it" in line and "255 - x" not in line
+
+
+@pytest.mark.parametrize("records, metrics", [
+    ([{"input": "a", "class": "1", "probability": 0.5, "top": [{"class": "1", "probability": 0.5}]},
+      {"input": "b", "class": "2", "probability": 0.25, "inverted": True}],
+     {"accuracy": 0.5, "confusion": [[1]]}),
+    ([], None),
+    ([{"input": "x.csv:1", "value": 1.5}], None),
+])
+def test_json_written_a_record_at_a_time_is_what_json_dumps_writes(records, metrics):
+    from nncli.commands.predict import Prediction
+
+    made = Prediction([], [], records, metrics, []).to_json()
+    assert made == json.dumps({"predictions": records, "metrics": metrics}, indent=2)

@@ -70,7 +70,17 @@ class Prediction:
         return out.getvalue()
 
     def to_json(self) -> str:
-        return json.dumps({"predictions": self.records, "metrics": self.metrics}, indent=2)
+        """{"predictions": [...], "metrics": ...} as json.dumps(..., indent=2) writes it, built a
+        record at a time (one dumps of a million records held several times their size)."""
+        out = io.StringIO()
+        out.write('{\n  "predictions": [')
+        for i, record in enumerate(self.records):
+            text = json.dumps(record, indent=2).replace("\n", "\n    ")
+            out.write(("," if i else "") + "\n    " + text)
+        out.write("\n  ]" if self.records else "]")
+        metrics = json.dumps(self.metrics, indent=2).replace("\n", "\n  ")
+        out.write(f',\n  "metrics": {metrics}\n}}')
+        return out.getvalue()
 
 
 def load_model(path: str | Path, warn: Callable[[str], None] | None = None) -> TrainedModel:
