@@ -164,3 +164,14 @@ def test_a_damaged_summary_reads_as_unfinished_and_resume_writes_it_again(workdi
     again = json.loads(summary.read_text())
     for key in ("epochs_completed", "best_epoch", "best_value", "final", "test"):
         assert again[key] == original[key], key
+
+
+def test_a_run_whose_config_cannot_be_read_is_listed_with_a_note(workdir, nncli, spiral):
+    (workdir / "spiral.yaml").write_text(spiral({"train.epochs": 2}))
+    assert nncli("train", "spiral.yaml", "--run-dir", "runs/a", "--quiet").exit_code == 0
+    (workdir / "runs" / "a" / "config.yaml").write_text("a: [\n")
+    listed = nncli("runs", "runs", "--json")
+    assert listed.exit_code == 0 and "Traceback" not in listed.output
+    [row] = json.loads(listed.stdout)
+    assert row["status"] == "finished" and row["epochs"] == 2
+    assert "config.yaml cannot be read as a config" in listed.stderr

@@ -84,12 +84,16 @@ def find_runs(root: str | Path) -> list[RunRow]:
 
 
 def _read_run(folder: Path) -> RunRow | None:
+    unreadable = ""
     try:
         config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        return None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        config = None
     if not isinstance(config, dict):
-        return None
+        # still listed, never left out without a word: its folder holds checkpoints
+        unreadable = (f"{folder / 'config.yaml'} cannot be read as a config: its name, seed and plan"
+                      " are unknown")
+        config = {"name": folder.name, "_unreadable": str(folder)}
     train = config.get("train") if isinstance(config.get("train"), dict) else {}
     planned = train.get("epochs") if isinstance(train.get("epochs"), int) else None
     seed = config.get("seed") if isinstance(config.get("seed"), int) else None
@@ -126,7 +130,7 @@ def _read_run(folder: Path) -> RunRow | None:
         seed=seed,
         seeds=[seed] if seed is not None else [],
         seed_runs=[1] if seed is not None else [],
-        note=note,
+        note="; ".join(n for n in (unreadable, note) if n),
         group=json.dumps(without_seed, sort_keys=True, default=str),
     )
 
