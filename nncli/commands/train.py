@@ -35,9 +35,9 @@ from nncli.training.callbacks import (
     MetricsWriter,
     NanReporter,
     ProgressBar,
-    SummaryWriter,
 )
 from nncli.training.rundir import RunDir, discard, given_run_dir, new_run_dir, read_summary
+from nncli.training.summary import evaluate_best, run_summary, write_summary
 from nncli.training.trainer import Interrupted, Trainer, TrainingState
 
 RUNS_ROOT = Path("runs")
@@ -311,7 +311,6 @@ def _run(
     with _naming_the_run(run):
         atomic_write_text(run.config, dump_config(resolved))
 
-    summary = SummaryWriter(run)
     callbacks = [ProgressBar()] if bars else []
     callbacks += [EpochLog()] if verbose else []
     callbacks += [
@@ -319,7 +318,6 @@ def _run(
         Checkpointer(run, resolved),
         NanReporter(run),
         CurvePlotter(run, exp.config.name),
-        summary,
     ]
     trainer = Trainer(exp, callbacks, state)
     stop.attach(trainer)
@@ -337,4 +335,7 @@ def _run(
                 f"{err.args[0]}: saved {run.last} ({where}); resume with: nncli train --resume {run.path}",
             )
             raise
-    return TrainResult(run, trainer.state, summary.summary)
+        # the test set is measured once training has ended, on the best checkpoint's weights
+        summary = run_summary(trainer, evaluate_best(exp, run))
+        write_summary(run, summary)
+    return TrainResult(run, trainer.state, summary)

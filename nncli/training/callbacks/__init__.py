@@ -12,7 +12,6 @@ from nncli.training.callbacks.files import (
     Checkpointer,
     MetricsWriter,
     NanReporter,
-    SummaryWriter,
 )
 
 __all__ = [
@@ -22,5 +21,4 @@ __all__ = [
     "MetricsWriter",
     "NanReporter",
     "ProgressBar",
-    "SummaryWriter",
 ]

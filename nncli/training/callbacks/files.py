@@ -1,16 +1,12 @@
-"""The run directory's files: checkpoints, metrics.csv, summary.json and nan_report.json.
-Every file is written atomically. (curves.png is drawn by `nncli.output.plotting.CurvePlotter`,
-on the output side.)"""
+"""The run directory's files written while training: checkpoints, metrics.csv and
+nan_report.json, each atomically. summary.json is written by the train command once training
+ends (`nncli.training.summary`); curves.png is drawn on the output side
+(`nncli.output.plotting.CurvePlotter`)."""
 
 from __future__ import annotations
 
-import time
-
-import numpy as np
-
 from nncli.builder import data_record
 from nncli.fileio import atomic_write_json, atomic_write_text
-from nncli.nn.metrics import loss_and_accuracy
 from nncli.training import checkpoint
 from nncli.training.callbacks.base import Callback
 from nncli.training.rundir import RunDir, metrics_csv
@@ -70,51 +66,3 @@ class NanReporter(Callback):
 
     def on_nonfinite(self, trainer, report):
         atomic_write_json(self.run.nan_report, report)
-
-
-class SummaryWriter(Callback):
-    """summary.json: the best epoch, the final metrics and, measured once here, the test-set
-    metrics of the best checkpoint."""
-
-    def __init__(self, run: RunDir):
-        self.run = run
-        self.summary: dict | None = None
-
-    def on_train_end(self, trainer):
-        exp, state = trainer.exp, trainer.state
-        summary = {
-            "name": exp.config.name,
-            "epochs_completed": state.epoch,
-            "stopped_early": state.stopped_early,
-            "monitor": trainer.monitor,
-            "best_epoch": state.best_epoch,
-            "best_value": state.best_value,
-            "final": state.history[-1] if state.history else None,
-            "parameters": exp.model.num_params(),
-            "train_time_s": float(sum(row["epoch_time_s"] for row in state.history)),
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "test": None,
-        }
-        splits = exp.splits
-        if splits.x_test is not None and len(splits.x_test) and self.run.best.exists():
-            best = checkpoint.load(self.run.best)
-            exp.model.load_state_dict(best["model"])
-            test_loss, test_acc = loss_and_accuracy(
-                exp.model, exp.loss, splits.x_test, splits.y_test, exp.config.train.eval_batch_size
-            )
-            summary["test"] = {
-                "epoch": best["epoch"],
-                "loss": test_loss,
-                "accuracy": test_acc,
-                "samples": int(len(splits.x_test)),
-            }
-        self.summary = summary
-        atomic_write_json(self.run.summary, _plain(summary))
-
-
-def _plain(value):
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
