@@ -231,15 +231,16 @@ class TrainedModel:
             return self.class_names
         return [str(i) for i in range(max(2, self.num_outputs))]
 
-    def check_inputs(self, x: np.ndarray, source: str) -> np.ndarray:
+    def check_inputs(self, x: np.ndarray, source: str, polarity_fix: str | None = None) -> np.ndarray:
         """`x`, raw samples as the training data gave them, as an array laid out as the model
         takes them (channels first); a `DataError` naming `source` when they cannot be its
-        samples, and a warning (see `warn`) for each way they look unlike the training inputs."""
+        samples, and a warning (see `warn`) for each way they look unlike the training inputs
+        (`polarity_fix`: see `nncli.data.contract.differences`)."""
         x = self.spec.to_model_layout(self.validate_samples(x, source))
         if self.spec.inputs is not None and len(x):
             for message in contract.differences(
                 self.spec.inputs, contract.describe(x), source=source,
-                names=self.spec.feature_names, pixel_max=self.spec.pixel_max,
+                names=self.spec.feature_names, pixel_max=self.spec.pixel_max, polarity_fix=polarity_fix,
             ):
                 self.warn(message)
         return x
@@ -295,9 +296,10 @@ class TrainedModel:
             self._warned.add(message)
             self._warn(message)
 
-    def outputs(self, x: np.ndarray, batch_size: int | None = None, source: str = "the input") -> np.ndarray:
+    def outputs(self, x: np.ndarray, batch_size: int | None = None, source: str = "the input",
+                polarity_fix: str | None = None) -> np.ndarray:
         """The model's raw outputs (logits, scores or values) for raw samples `x`."""
-        return self._forward(self.check_inputs(x, source), batch_size)
+        return self._forward(self.check_inputs(x, source, polarity_fix), batch_size)
 
     def _forward(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """The outputs for samples `x` already checked and laid out as the model takes them."""

@@ -196,16 +196,7 @@ def predict(
     docstring); with `labels`, also `nncli eval`'s figures on them. `invert` forces pictures
     to be inverted (True) or not (False); None decides by their background."""
     notes: list[str] = []
-    forced_pictures = False  # set once pictures were read with --invert or --no-invert
-
-    def warn(message: str) -> None:
-        if forced_pictures and "polarity is reversed" in message:
-            flag = "--invert" if invert else "--no-invert"
-            message = (message.split("; invert them:")[0] + f"; {flag} forced it: leave it out to let"
-                       " predict decide from each picture's background")
-        notes.append(f"warning: {message}")
-
-    model = load_model(path, warn=warn)
+    model = load_model(path, warn=lambda message: notes.append(f"warning: {message}"))
     if top_k < 1:
         raise NncliError(f"--top-k must be at least 1, got {top_k}")
     classification = model.task == "classification"
@@ -214,11 +205,15 @@ def predict(
     if not classification and top_k != 1:
         raise NncliError("--top-k is for classifiers; this model predicts values")
     gathered = gather(model, inputs, invert=invert, labels=labels)
-    forced_pictures = invert is not None and any(i is not None for i in gathered.inverted)
+    polarity_fix = None
+    if invert is not None and any(flag is not None for flag in gathered.inverted):
+        # pictures inverted (or not) as a flag forced: the fix is to leave the flag out
+        polarity_fix = (f"{'--invert' if invert else '--no-invert'} forced it: leave it out to let predict"
+                        " decide from each picture's background")
     x = gathered.x
     if len(x) == 0:
         raise DataError(f"{', '.join(map(str, inputs))} hold no samples")
-    outputs = model.outputs(x, batch_size, source=", ".join(map(str, inputs)))
+    outputs = model.outputs(x, batch_size, source=", ".join(map(str, inputs)), polarity_fix=polarity_fix)
     notes += _picture_notes(model, gathered, invert)
     partly = partly_trained(model.saved)
     if partly:

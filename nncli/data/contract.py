@@ -141,14 +141,17 @@ def differences(
     source: str,
     names: Sequence[str] | None = None,
     pixel_max: float | None = None,
+    polarity_fix: str | None = None,
 ) -> list[str]:
     """One sentence per way the inputs described by `given` differ from those a model was
     `trained` on, each with its fix; [] when they look alike. `names` name a table's columns
-    (else "column j"), `pixel_max` is the training images' pixel maximum (None: not images)."""
+    (else "column j"), `pixel_max` is the training images' pixel maximum (None: not images).
+    `polarity_fix` replaces the fix for reversed polarity ("invert them: 255 - x") where the
+    inputs are not the caller's arrays (pictures whose inversion a flag forced)."""
     if trained.get("groups") != given.get("groups") or len(trained["min"]) != len(given["min"]):
         return []  # another shape: the caller's shape check speaks
     if trained["groups"] == "channel" or pixel_max is not None:
-        return _image_differences(trained, given, source, pixel_max)
+        return _image_differences(trained, given, source, pixel_max, polarity_fix)
     return _column_differences(trained, given, source, names)
 
 
@@ -156,7 +159,8 @@ def _largest(description: dict) -> float:
     return max(max(abs(v) for v in description["min"]), max(abs(v) for v in description["max"]))
 
 
-def _image_differences(trained: dict, given: dict, source: str, pixel_max: float | None) -> list[str]:
+def _image_differences(trained: dict, given: dict, source: str, pixel_max: float | None,
+                       polarity_fix: str | None) -> list[str]:
     """Pixels share one unit, so images are judged as a whole: their scale, then polarity."""
     top, seen = _largest(trained), _largest(given)
     if seen == 0 or top == 0:
@@ -198,10 +202,10 @@ def _image_differences(trained: dict, given: dict, source: str, pixel_max: float
             return "light" if level > middle else "dark"
 
         if shade(now) != shade(then) and abs(now - then) > 0.5 * span:
+            fix = polarity_fix or f"invert them: {_fmt(pixel_max if pixel_max else low + high)} - x"
             found.append(
                 f"{source}: the images' background is {shade(now)} ({now:.3g}) and the training images'"
-                f" {shade(then)} ({then:.3g}), so their polarity is reversed; invert them:"
-                f" {_fmt(pixel_max if pixel_max else low + high)} - x"
+                f" {shade(then)} ({then:.3g}), so their polarity is reversed; {fix}"
             )
     return found
 
