@@ -14,10 +14,10 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
+from polling import wait_for
 
 from nncli.errors import NncliError
 
@@ -83,16 +83,6 @@ def trainings(root: subprocess.Popen, marker: str) -> list:
                 if "train" in line and marker in line:
                     found.append(process)
     return found
-
-
-def wait_for(condition, what: str):
-    deadline = time.monotonic() + LIMIT
-    while time.monotonic() < deadline:
-        found = condition()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"gave up waiting for {what}")
 
 
 def rows(out: Path) -> list[dict]:

@@ -11,10 +11,10 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from polling import wait_for
 
 from nncli.training.rundir import best_metric
 
@@ -31,7 +31,6 @@ grid:
 seeds: [0, 1]
 metric: val_acc
 """
-LIMIT = 60.0  # seconds any awaited state may take on a loaded machine; never reached when it works
 
 
 def setup(folder: Path, spiral) -> None:
@@ -70,16 +69,6 @@ def start(out: str, *extra: str) -> subprocess.Popen:
         [sys.executable, "-m", "nncli", "sweep", "grid.yaml", "--jobs", "2", "--out", out, *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-
-
-def wait_for(condition, what: str):
-    deadline = time.monotonic() + LIMIT
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    pytest.fail(f"not within {LIMIT:.0f} s: {what}")
 
 
 def children(pid: int) -> list[int]:

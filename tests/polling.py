@@ -1,0 +1,23 @@
+"""Waiting for an event of another process by polling: the fault tests' one way to wait, so no
+sleep stands in for an event. Imported by the test files beside it (pytest puts this folder on
+sys.path)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+LIMIT = 60.0  # seconds any awaited state may take on a loaded machine; never reached when it works
+
+
+def wait_for(condition, what: str, limit: float = LIMIT, every: float = 0.05):
+    """The first true value `condition()` returns, polled every `every` seconds; the test fails,
+    naming `what`, if none comes within `limit` seconds."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(every)
+    pytest.fail(f"not within {limit:.0f} s: {what}")
