@@ -21,7 +21,7 @@ from nncli.builder.checkpoints import checkpoint_config, saved_model
 from nncli.builder.experiment import build_loss
 from nncli.config.schema import Config
 from nncli.data import contract
-from nncli.data.datasets import Columns, one_hot_classes, one_hot_note
+from nncli.data.datasets import LAYOUTS, Columns, one_hot_classes, one_hot_note
 from nncli.data.images import check_profile, image_shape
 from nncli.data.preprocess import Flatten, Preprocessor
 from nncli.errors import CheckpointError, DataError
@@ -29,8 +29,6 @@ from nncli.fileio import MAX_NAME, MAX_NAMES, printable
 from nncli.nn.losses import Loss
 from nncli.nn.metrics import evaluate, predicted_labels
 from nncli.nn.model import Sequential
-
-LAYOUTS = (None, "channels_first", "channels_last")
 
 
 @dataclass(frozen=True)
@@ -151,7 +149,8 @@ class TrainedModel:
         shape = self.spec.shape
         if not shape or not all(d > 0 for d in shape) or not all(d > 0 for d in input_shape):
             raise CheckpointError(f"{self.source} records a sample shape of {shape} -> {input_shape}")
-        if self.spec.layout not in LAYOUTS or (self.spec.layout == "channels_last" and len(shape) != 3):
+        layout = self.spec.layout
+        if layout not in (None, *LAYOUTS) or (layout == "channels_last" and len(shape) != 3):
             raise CheckpointError(f"{self.source} records a layout of {self.spec.layout!r} for samples"
                                   f" of shape {shape}")
         inputs = self.spec.inputs

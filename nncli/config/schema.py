@@ -17,7 +17,7 @@ from typing import Any
 
 from nncli import validate
 from nncli.config.yamlsource import Source, YamlPath, apply_override, load_yaml
-from nncli.data.datasets import CONTEXT
+from nncli.data.datasets import CONTEXT, LAYOUTS
 from nncli.errors import ConfigError
 from nncli.messages import did_you_mean
 from nncli.registry import Registry, check_options
@@ -27,7 +27,6 @@ DTYPES = ("float32", "float64")
 # options of the optimizer block that configure the regularizer rather than the optimizer
 REGULARIZATION_KEYS = ("weight_decay", "l1", "decay_applies_to")
 DATA_KEYS = ("dataset", "val_size", "preprocess", "augment", "layout")
-LAYOUTS = ("channels_first", "channels_last")  # data.layout: how images are given
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ from nncli.registry import Registry
 DATASETS: Registry[Callable[..., RawData]] = Registry("dataset")
 
 TASKS = ("classification", "regression")
+# data.layout: how a dataset's images are laid out, (N, C, H, W) or (N, H, W, C)
+LAYOUTS = ("channels_first", "channels_last")
 
 # The keyword arguments a loader may declare that are not YAML options (module docstring).
 CONTEXT = ("data_dir", "rng", "loss_task", "progress", "arrays")

@@ -17,7 +17,16 @@ from typing import Any
 import numpy as np
 
 from nncli.data.contract import describe
-from nncli.data.datasets import CONTEXT, DATASETS, TASKS, DatasetInfo, RawData, call_loader, count_of
+from nncli.data.datasets import (
+    CONTEXT,
+    DATASETS,
+    LAYOUTS,
+    TASKS,
+    DatasetInfo,
+    RawData,
+    call_loader,
+    count_of,
+)
 from nncli.data.images import image_profile, image_shape
 from nncli.data.preprocess import Preprocessor
 from nncli.errors import ConfigError, DataError
@@ -158,7 +167,6 @@ def load_data(
                   fingerprint, raw_shape, layout, profiles, pictures)
 
 
-LAYOUTS = ("channels_first", "channels_last")
 # The channel counts of pictures (gray, RGB, RGBA): an image's last axis of this size, after
 # axes larger than it, is almost surely its channels.
 CHANNEL_COUNTS = (1, 3, 4)
