@@ -92,7 +92,7 @@ def describe(x: np.ndarray) -> dict:
     if groups == "column":
         description["levels"] = [min(LEVELS, len(np.unique(column))) for column in sample.T]
     if groups == "channel" and min(x.shape[2:]) >= 3:
-        description["background"] = listed(np.median(np.median(border_ring(sample), axis=2), axis=0))
+        description["background"] = listed(np.median(np.median(border_ring(sample), axis=-1), axis=0))
     return description
 
 
@@ -128,10 +128,13 @@ def read_record(saved) -> dict | None:
 
 
 def border_ring(images: np.ndarray) -> np.ndarray:
-    """The outermost pixels of each image (N, C, H, W), as (N, C, 2H + 2W - 4)."""
-    top, bottom = images[:, :, 0, :], images[:, :, -1, :]
-    left, right = images[:, :, 1:-1, 0], images[:, :, 1:-1, -1]
-    return np.concatenate([top, bottom, left, right], axis=2)
+    """The outermost pixels of images (..., H, W), as (..., 2H + 2W - 4): their first and last
+    rows and columns (every pixel of an image 2 pixels high or wide or less)."""
+    if min(images.shape[-2:]) <= 2:
+        return images.reshape(*images.shape[:-2], -1)
+    top, bottom = images[..., 0, :], images[..., -1, :]
+    left, right = images[..., 1:-1, 0], images[..., 1:-1, -1]
+    return np.concatenate([top, bottom, left, right], axis=-1)
 
 
 def differences(

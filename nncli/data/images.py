@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nncli.data.contract import border_ring
 from nncli.errors import DataError
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -86,7 +87,7 @@ def image_profile(x: np.ndarray, pixel_max: float) -> dict:
     rows = np.unique(np.linspace(0, len(x) - 1, min(len(x), 2000)).astype(np.int64))
     gray = x[rows].astype(np.float32).mean(axis=1)  # (n, H, W)
     _, height, width = gray.shape
-    borders = np.array([np.median(_ring(g)) for g in gray])
+    borders = np.median(border_ring(gray), axis=-1)
     background = float(np.median(borders))
     uniform = bool(np.mean(np.abs(borders - background) <= 0.1 * pixel_max) >= 0.9)
     ink = np.abs(gray - borders[:, None, None])
@@ -222,7 +223,7 @@ def read_pictures(
     inverted, framed = [], []
     for i, file in enumerate(files):
         pixels = _read_one(Path(file), channels)  # float32 (h, w, C), 0..255
-        background = np.array([np.median(_ring(pixels[..., c])) for c in range(channels)], np.float32)
+        background = np.median(border_ring(np.moveaxis(pixels, -1, 0)), axis=-1).astype(np.float32)
         flip = invert
         if flip is None:
             level = float(_luma(background))
@@ -241,13 +242,6 @@ def read_pictures(
     if pixel_max != 255.0:
         out *= np.float32(pixel_max / 255.0)
     return Pictures(out, inverted, framed)
-
-
-def _ring(image: np.ndarray) -> np.ndarray:
-    """The border pixels of a 2-d image: its first and last rows and columns."""
-    if min(image.shape) <= 2:
-        return image.ravel()
-    return np.concatenate([image[0], image[-1], image[1:-1, 0], image[1:-1, -1]])
 
 
 def _extent(lit: np.ndarray) -> int:
@@ -308,7 +302,7 @@ def _frame(
     gray = _luma(pixels)
     paper = float(_luma(background))
     ink = gray - paper if profile["light_ink"] else paper - gray
-    ring = _ring(gray)
+    ring = border_ring(gray)
     noise = 1.4826 * float(np.median(np.abs(ring - np.median(ring))))  # the paper's grain
     peak = float(ink.max())
     threshold = max(6 * noise, 0.1 * peak)
