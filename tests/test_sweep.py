@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from polling import wait_for
 
 from nncli.config.sweep import load_sweep
 from nncli.training.rundir import best_metric
@@ -103,14 +104,18 @@ seeds: [0]
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_a_sweep_stopped_by_ctrl_c_finishes_as_if_never_stopped(workdir, spiral, nncli):
-    # four runs of a few seconds each, two at a time: the signal lands in the first two
-    write(workdir, "spiral.yaml", spiral({"data.points_per_class": 2000, "train.epochs": 25}))
+    # four runs of a few seconds each, two at a time: the signal lands in the first two, once
+    # one of them has an epoch behind it (an event, not a sleep: a quiet machine runs 25
+    # epochs in a second)
+    write(workdir, "spiral.yaml", spiral({"data.points_per_class": 2000, "train.epochs": 100}))
     write(workdir, "grid.yaml", GRID)
     process = subprocess.Popen(
         [sys.executable, "-m", "nncli", "sweep", "grid.yaml", "--jobs", "2", "--out", "cut"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    time.sleep(2.0)
+    wait_for(lambda: [run for run in (workdir / "cut").glob("*/metrics.csv")
+                      if not (run.parent / "summary.json").exists()], "a run with an epoch done",
+             every=0.01)
     signalled = time.time()
     process.send_signal(signal.SIGINT)  # to the parent alone: it passes the signal on
     _, err = process.communicate(timeout=120)
