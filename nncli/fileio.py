@@ -8,16 +8,17 @@ file fit for a terminal or a CSV cell: control characters escaped, length capped
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from nncli.errors import WriteError
+from nncli.errors import NncliError, WriteError
 
 # An .npz whose members unpack to more than MAX_EXPANSION times its size is refused: np.savez
 # stores arrays uncompressed and np.savez_compressed gains 3-5x on image data (MNIST's pixels:
@@ -76,6 +77,28 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def atomic_write_json(path: Path, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, allow_nan=True) + "\n")
+
+
+@contextlib.contextmanager
+def exclusive(folder: Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive lock on the folder `folder` itself (an flock on its descriptor: no file
+    is made in it, and the system releases it however the process ends); `NncliError(busy)`
+    at once where another process holds it. Where there is no flock (Windows) or no folder,
+    nothing is locked: the caller's own checks speak."""
+    try:
+        import fcntl
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise NncliError(busy) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 class TooLarge(ValueError):

@@ -428,3 +428,25 @@ def test_an_optimizer_without_lr_uses_the_usual_default_and_says_so(workdir, tra
 def test_an_optimizer_with_lr_gets_no_note(workdir, train):
     code, out = train("spiral.yaml", "--run-dir", "r", "--set", "train.epochs=1")
     assert code == 0 and "no lr given" not in out, out
+
+
+def test_a_run_is_resumed_by_one_process_at_a_time(workdir, nncli, spiral):
+    from polling import wait_for
+
+    (workdir / "s.yaml").write_text(spiral({"data.points_per_class": 2000, "train.epochs": 1}))
+    assert nncli("train", "s.yaml", "--run-dir", "r", "--quiet").exit_code == 0
+    first = subprocess.Popen([sys.executable, "-m", "nncli", "train", "--resume", "r", "--quiet",
+                              "--set", "train.epochs=200"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        wait_for(lambda: len(rows(workdir / "r")) >= 2, "the first resume's second epoch")
+        second = nncli("train", "--resume", "r", "--quiet", "--set", "train.epochs=200")
+        assert second.exit_code == 1
+        assert "r is being trained by another process; wait for it to end" in second.stderr
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
+    # the lock went with its process: the run resumes again, to its end
+    again = nncli("train", "--resume", "r", "--quiet", "--set", "train.epochs=200")
+    assert again.exit_code == 0, again.output
+    assert len(rows(workdir / "r")) == 200

@@ -25,7 +25,7 @@ from nncli.builder import (
 from nncli.config.schema import Config, load_config
 from nncli.config.yamlsource import how_to_set, overrides_name, parse_path
 from nncli.errors import CheckpointError, ConfigError, NncliError, WriteError
-from nncli.fileio import atomic_write_text
+from nncli.fileio import atomic_write_text, exclusive
 from nncli.messages import count
 from nncli.output.plotting import CurvePlotter
 from nncli.training import checkpoint
@@ -243,9 +243,19 @@ def train(
     progress bars; `say(line)` takes the notes and warnings (default: print them to stderr,
     warnings even when not verbose); `arrays` are the arrays dataset's (the Python API)."""
     if resume:
-        exp, run, state = prepare_resume(resume, overrides, data_dir, verbose, allow_data_change, arrays)
-    else:
-        (exp, state), run = prepare_new(config_path, overrides, data_dir, verbose, arrays), None
+        # one process at a time resumes a run: two would write one folder's files in turn
+        busy = (f"{resume} is being trained by another process; wait for it to end (two processes"
+                " resuming one run would mix their files)")
+        with exclusive(Path(resume), busy):
+            exp, run, state = prepare_resume(resume, overrides, data_dir, verbose, allow_data_change, arrays)
+            return _train(exp, run, state, resume, run_dir, verbose, bars, say)
+    (exp, state) = prepare_new(config_path, overrides, data_dir, verbose, arrays)
+    return _train(exp, None, state, resume, run_dir, verbose, bars, say)
+
+
+def _train(exp, run: RunDir | None, state, resume, run_dir, verbose: bool, bars: bool, say) -> TrainResult:
+    """`train` once its experiment is built: the run directory (new where `run` is None) and the
+    training, within the signal handlers."""
     # from before the run directory is made until the run is finished, a signal is noted and
     # answered where the run is whole: resumable, finished, or not there at all
     with stop_on_signals() as stop:
