@@ -434,8 +434,9 @@ def plot(obj, runs, output, metrics):
 def check_command(obj, config, overrides, data_dir):
     """Validate CONFIG and build its model and data without training.
 
-    Prints each layer's output shape and parameter count, the total, and the memory of one
-    batch's activations. A config that does not fit fails with the layer and the YAML line.
+    Prints each layer's output shape, parameter count and multiply-accumulates per sample, the
+    totals, and the memory of one batch's activations. A config that does not fit fails with
+    the layer and the YAML line.
     """
     from nncli.commands.check import check
     from nncli.data import resolve_data_dir
