@@ -254,8 +254,11 @@ class TensorBoardLogger(Callback):
         step = trainer.state.epoch
         metrics = final_metrics(summary)
         self.file.scalars(step, metrics)
-        for record in hparams(flat_hparams(self.config), metrics):
-            self.file.add(step, record)
+        # the session's hparams, not the experiment's list of them: TensorBoard takes one run's
+        # list for all the runs in its folder, but builds it from every run's when none has one
+        _, start, end = hparams(flat_hparams(self.config), metrics)
+        self.file.add(step, start)
+        self.file.add(step, end)
         file, self.file = self.file, None
         file.flush()
 
