@@ -115,7 +115,8 @@ def _bogus(step: int, tag: str, value: float = 99.0) -> bytes:
     """One record as a killed process would have left it: logged after the last checkpoint."""
     from tensorboardX.record_writer import masked_crc32c
 
-    data = Event(step=step, summary=Summary(value=[Summary.Value(tag=tag, simple_value=value)])).SerializeToString()
+    summary = Summary(value=[Summary.Value(tag=tag, simple_value=value)])
+    data = Event(step=step, summary=summary).SerializeToString()
     header = struct.pack("<Q", len(data))
     return header + struct.pack("<I", masked_crc32c(header)) + data + struct.pack("<I", masked_crc32c(data))
 
@@ -192,6 +193,14 @@ def test_without_tensorboardx_check_and_train_say_what_to_install(workdir, tb_ya
         assert "pip install 'nncli[tensorboard]'" in result.output
         assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
     assert not (workdir / "r").exists()
+
+
+def test_a_logged_run_is_used_without_tensorboardx(workdir, tb_yaml, nncli, monkeypatch):
+    assert nncli("train", tb_yaml, "--run-dir", "r", "--quiet", "--set", "train.epochs=1").exit_code == 0
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)
+    for command in (("eval", "r"), ("runs", "."), ("plot", "r", "-o", "c.png")):
+        result = nncli(*command)
+        assert result.exit_code == 0, (command, result.output)
 
 
 @pytest.mark.parametrize(
