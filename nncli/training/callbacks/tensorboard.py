@@ -1,5 +1,6 @@
 """TensorBoard event files in the run directory (`train: {loggers: [csv, tensorboard]}`),
-written with tensorboardX, an optional extra imported only by a run that asks for it.
+made of tensorboardX's protocol buffers and summaries (an optional extra, imported only by a
+run that asks for it) and written by nncli itself (`EventFile`).
 
 What is logged, and at which step (TensorBoard's x-axis):
 
