@@ -1,6 +1,7 @@
 """train.loggers: [csv, tensorboard]: event files in the run directory, read back here with a
-reader of our own (TFRecord framing and tensorboardX's protobuf classes), against metrics.csv,
-for a run and for a run interrupted, left with events past its checkpoint, and resumed."""
+reader of our own (TFRecord framing and tensorboardX's protobuf classes), against metrics.csv
+and steps.csv, for a run and for a run interrupted, left with events past its checkpoint, and
+resumed."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 import pytest
 import yaml
 
-from nncli.training.rundir import read_metrics
+from nncli.training.rundir import read_metrics, read_steps
 
 tbx = pytest.importorskip("tensorboardX")
 from tensorboardX.proto.event_pb2 import Event  # noqa: E402
@@ -60,6 +61,11 @@ def assert_matches_metrics_csv(run, epochs: int, steps: int) -> dict:
         assert [v for _, v in logged] == pytest.approx([row[column] for row in rows], rel=1e-6, abs=1e-9)
     for tag in ("step/train_loss", "step/lr"):
         assert [step for step, _ in found[tag]] == list(range(1, steps + 1)), tag  # once each, in order
+    # and the steps as steps.csv holds them: (step, fractional epoch, loss, lr)
+    step_rows = read_steps(run / "steps.csv")
+    assert [row[0] for row in step_rows] == list(range(1, steps + 1))
+    assert [v for _, v in found["step/train_loss"]] == pytest.approx([row[2] for row in step_rows], rel=1e-6)
+    assert [v for _, v in found["step/lr"]] == pytest.approx([row[3] for row in step_rows], rel=1e-6)
     return found
 
 
