@@ -400,9 +400,7 @@ def gradcheck(
     "-o",
     "--output",
     type=click.Path(dir_okay=False),
-    default="curves.png",
-    show_default=True,
-    help="The image to write: .png, .svg or .pdf.",
+    help="The image to write: .png, .svg or .pdf [curves.png, filters.png or activations.png].",
 )
 @click.option(
     "--metric",
@@ -411,17 +409,100 @@ def gradcheck(
     metavar="NAME",
     help="Plot this metric instead of loss and accuracy (loss, acc, or a metrics.csv column); repeatable.",
 )
+@click.option(
+    "--filters", is_flag=True, help="Draw the first layer's weights (conv filters; linear units as images)."
+)
+@click.option(
+    "--activations",
+    metavar="IMAGE",
+    is_flag=False,
+    flag_value="",
+    help="Draw the feature maps of each conv and pool layer for IMAGE (or, alone, for --index N).",
+)
+@click.option("--index", type=click.IntRange(min=0), metavar="N", help="With --activations: test sample N.")
+@DATA_DIR_OPTION
 @click.pass_obj
-def plot(obj, runs, output, metrics):
+def plot(obj, runs, output, metrics, filters, activations, index, data_dir):
     """Draw the training curves of one or more runs (RUN is a run directory or its metrics.csv).
 
     Train curves are solid, validation dashed; several runs are overlaid, one colour each, with
-    their names in the legend.
+    their names in the legend. With --filters or --activations, draw what one run's model
+    learned instead.
     """
     from nncli.commands.plot import plot as draw
 
     with _user_errors(obj["debug"]):
-        click.echo(f"wrote {draw(list(runs), output, list(metrics))}")
+        if filters or activations is not None or index is not None:
+            _plot_pictures(runs, output, metrics, filters, activations, index, data_dir)
+            return
+        click.echo(f"wrote {draw(list(runs), output or 'curves.png', list(metrics))}")
+
+
+def _plot_pictures(runs, output, metrics, filters, activations, index, data_dir) -> None:
+    from nncli.commands import pictures
+    from nncli.data import resolve_data_dir
+    from nncli.errors import NncliError
+
+    if filters and activations is not None:
+        raise NncliError("give --filters or --activations, not both: each draws one picture")
+    if activations is None:
+        if not filters:
+            raise NncliError("--index N goes with --activations (the test sample whose feature maps to draw)")
+        if index is not None:
+            raise NncliError("--index N goes with --activations, not --filters")
+    if metrics:
+        raise NncliError("--metric chooses the curves to draw; --filters and --activations draw no curves")
+    if len(runs) != 1:
+        raise NncliError(f"--filters and --activations draw one run's model; got {count(len(runs), 'run')}")
+    if filters:
+        drawn = pictures.filters(runs[0], output or "filters.png")
+    else:
+        drawn = pictures.activations(
+            runs[0],
+            output or "activations.png",
+            image=activations or None,
+            index=index,
+            data_dir=resolve_data_dir(data_dir) if index is not None else None,
+        )
+    for note in drawn.notes:
+        click.echo(note, err=True)
+    click.echo(f"wrote {drawn.path}")
+
+
+@cli.command(name="lr-find", context_settings=CONTEXT)
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--start", type=float, default=1e-7, show_default=True, help="The first learning rate.")
+@click.option("--end", type=float, default=10.0, show_default=True, help="The last learning rate.")
+@click.option("--steps", type=int, default=100, show_default=True, help="Batches, one learning rate each.")
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Write the files here [runs/<name>/lr-find-<time>]."
+)
+@click.option(
+    "--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config value; repeatable."
+)
+@DATA_DIR_OPTION
+@click.pass_obj
+def lr_find_command(obj, config, start, end, steps, out, overrides, data_dir):
+    """The learning-rate range test: train CONFIG's model from scratch for --steps batches (its
+    optimizer and batch size; its schedule ignored) with the learning rate rising exponentially
+    from --start to --end, stopping once the smoothed loss passes 4x its lowest or is not finite.
+
+    Prints three suggestions read from the smoothed loss against log10(lr): valley (fastai's
+    default), steepest and the minimum; writes lr_find.csv, lr_find.png (the curve, the
+    suggestions marked), lr_find.json and the config tested into a new folder. Nothing of
+    CONFIG's runs is touched.
+    """
+    from nncli.commands.lr_find import format_result, lr_find
+    from nncli.data import resolve_data_dir
+
+    with _user_errors(obj["debug"]):
+        result = lr_find(
+            config, overrides, data_dir=resolve_data_dir(data_dir), start=start, end=end, steps=steps, out=out
+        )
+        for note in result.notes:
+            if note.startswith("warning"):
+                click.echo(note, err=True)
+        click.echo(format_result(result))
 
 
 @cli.command(name="check", context_settings=CONTEXT)

@@ -4,7 +4,9 @@ The experiment is built as `train` builds it, from the same config and seed, so 
 on the model training would start from; it is thrown away afterwards. Nothing is written until
 the test has run; then one new folder gets
 
-    lr_find.csv    step, lr, loss, smoothed_loss: one row per step taken
+    lr_find.csv    step, lr, loss, smoothed_loss (the average the stop rule watched), read_loss
+                   (the curve the suggestions were read from: the same average without the
+                   isolated spikes), one row per step taken
     lr_find.png    the smoothed loss against the learning rate (log axis), the raw losses
                    faintly behind it, the suggestions marked
     lr_find.json   the settings, why the test stopped, and the suggestions
@@ -160,9 +162,12 @@ def _write(result: LrFindResult, resolved: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     table = io.StringIO()
     writer = csv.writer(table, lineterminator="\n")
-    writer.writerow(["step", "lr", "loss", "smoothed_loss"])
+    writer.writerow(["step", "lr", "loss", "smoothed_loss", "read_loss"])
+    read = result.suggestions.curve
     for i in range(test.steps):
-        writer.writerow([i + 1, f"{test.lrs[i]:.6g}", f"{test.losses[i]:.6g}", f"{test.smoothed[i]:.6g}"])
+        cell = f"{read[i]:.6g}" if i < len(read) else ""
+        numbers = (test.lrs[i], test.losses[i], test.smoothed[i])
+        writer.writerow([i + 1, *(f"{v:.6g}" for v in numbers), cell])
     atomic_write_text(folder / "lr_find.csv", table.getvalue())
     atomic_write_json(folder / "lr_find.json", result.to_dict())
     atomic_write_text(folder / "config.yaml", dump_config(resolved))

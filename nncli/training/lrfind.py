@@ -10,8 +10,10 @@ loss smoothed by an exponential average, bias-corrected as Adam corrects its mom
 The test stops early once the smoothed loss passes `diverge` (4) times the lowest it has been,
 or a loss is not finite (that step is not applied).
 
-Three suggestions are read from the smoothed curve (`suggest`), all against log10(lr), the axis
-the rates are spread evenly on (a slope against the linear rate favours the largest rates):
+Three suggestions are read from the smoothed curve (`suggest`: the same average, but of the
+batch losses with isolated spikes taken out, `read_curve`), all against log10(lr), the axis
+the rates are spread evenly on (a slope against the rate itself is the slope per decade divided
+by lr ln 10, and favours the smallest rates, where the loss has barely begun to move):
 
     valley    fastai's default: the longest stretch over which the loss keeps falling (from
               the longest strictly decreasing subsequence: `longest_valley`), and the rate
@@ -30,7 +32,6 @@ This module is the engine: it draws nothing and writes nothing (nncli.commands.l
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -42,6 +43,7 @@ BETA = 0.98  # the smoothing of fastai and Lightning
 DIVERGE = 4.0  # stop once the smoothed loss is this many times its lowest
 TAIL = 5  # points before the stop left out of the suggestions
 MIN_POINTS = 5  # fewer points in the window than this: no suggestion
+SPIKE = 5.0  # noise scales from its neighbours' median that make a batch loss a spike (`despiked`)
 SLOPE_SPAN = 0.5  # decades of learning rate a slope is taken over (see `steepest_descent`)
 
 
@@ -76,6 +78,7 @@ class Suggestions:
     valley_span: tuple[float, float] | None = None  # the learning rates where the valley starts and ends
     window: tuple[int, int] = (0, 0)  # steps [first, stop) read
     notes: list[str] = field(default_factory=list)
+    curve: np.ndarray | None = None  # the curve read, one value per finite loss (see `read_curve`)
 
 
 def rates(start: float, end: float, steps: int) -> np.ndarray:
@@ -93,7 +96,6 @@ def range_test(
     *,
     beta: float = BETA,
     diverge: float = DIVERGE,
-    stop_requested: Callable[[], bool] | None = None,
 ) -> RangeTest:
     """Run the range test on `exp` (its model and optimizer are trained and changed: build a
     fresh experiment for it). Batches are drawn from shuffled training data, a new permutation
@@ -106,8 +108,6 @@ def range_test(
     losses, smoothed = [], []
     average, best, stop = 0.0, math.inf, "end"
     for i, lr in enumerate(lrs):
-        if stop_requested is not None and stop_requested():
-            raise KeyboardInterrupt
         if position >= len(x):
             order, position = exp.rng.permutation(len(x)), 0
         idx = order[position : position + batch]
@@ -138,13 +138,49 @@ def range_test(
                      float(start), float(end))
 
 
-def suggest(test: RangeTest) -> Suggestions:
-    """valley, steepest and minimum from the smoothed curve (see the module's docstring)."""
+def smooth(losses: np.ndarray, beta: float = BETA) -> np.ndarray:
+    """The bias-corrected exponential average of `losses`, as `range_test` keeps it."""
+    out, average = np.empty(len(losses)), 0.0
+    for i, value in enumerate(losses):
+        average = beta * average + (1 - beta) * float(value)
+        out[i] = average / (1 - beta ** (i + 1))
+    return out
+
+
+def despiked(losses: np.ndarray) -> np.ndarray:
+    """`losses` with each isolated spike (or dip) replaced by the median of it and its two
+    neighbours on each side: a value is one where it lies more than SPIKE noise scales from that
+    median, the scale being the median distance of every value from its own (times 1.4826, a
+    standard deviation for normal noise). A steady descent or a climb of several steps moves
+    the medians with it and is kept."""
+    n = len(losses)
+    medians = np.array([np.median(losses[max(0, i - 2) : i + 3]) for i in range(n)])
+    distance = np.abs(losses - medians)
+    scale = 1.4826 * float(np.median(distance)) if n else 0.0
+    if scale <= 0:
+        return losses.copy()
+    return np.where(distance > SPIKE * scale, medians, losses)
+
+
+def read_curve(test: RangeTest) -> np.ndarray:
+    """The curve the suggestions are read from: the smoothed loss as the test kept it, but of
+    the batch losses with their isolated spikes taken out (`despiked`). Early in the test the
+    average has seen few batches and one bad batch weighs as much as a quarter of it: a spike
+    at the fourth step lifts the curve for dozens of steps, and the fall back from it reads as
+    a valley and as the steepest descent. The non-finite loss that ended a test is left out."""
+    finite = test.losses[: test.steps - (test.stop == "nonfinite")]
+    return smooth(despiked(finite))
+
+
+def suggest(test: RangeTest, read: np.ndarray | None = None) -> Suggestions:
+    """valley, steepest and minimum from the smoothed curve (see the module's docstring): from
+    `read_curve(test)`, or from `read` where given (one value per step taken)."""
     first = test.planned // 10
     stop = test.steps - (TAIL if test.stop != "end" else 0)
     if test.stop == "nonfinite":
         stop = min(stop, test.steps - 1)  # the non-finite point itself is never read
-    lrs, curve = test.lrs[first:stop], test.smoothed[first:stop]
+    read = read_curve(test) if read is None else np.asarray(read, dtype=float)
+    lrs, curve = test.lrs[first:stop], read[first:stop]
     if len(curve) < MIN_POINTS or not np.isfinite(curve).all():
         ended = {"diverged": "the loss diverged", "nonfinite": "the loss stopped being finite"}
         why = ended.get(test.stop, "the test ended")
@@ -153,6 +189,7 @@ def suggest(test: RangeTest) -> Suggestions:
             notes=[f"{why} after {test.steps} of {test.planned} steps (learning rate"
                    f" {test.lrs[-1]:.3g}), too soon to suggest a rate: start lower (--start) or take"
                    " more steps (--steps)"],
+            curve=read,
         )
     low = int(np.argmin(curve))
     minimum, minimum_loss = float(lrs[low]), float(curve[low])
@@ -171,7 +208,7 @@ def suggest(test: RangeTest) -> Suggestions:
         notes.append("valley and steepest are more than a decade apart: look at the plot before"
                      " picking one")
     return Suggestions(valley, steepest, minimum, minimum_loss, (float(lrs[begin]), float(lrs[finish])),
-                       (first, stop), notes)
+                       (first, stop), notes, read)
 
 
 def steepest_descent(lrs: np.ndarray, curve: np.ndarray, decades: float = SLOPE_SPAN) -> float | None:
