@@ -74,8 +74,7 @@ def mosaic(tiles: np.ndarray, min_columns: int = 1) -> np.ndarray:
 
 def _show(ax, image: np.ndarray, cmap: str = "gray", gaps: str = "white") -> None:
     plt = _pyplot()
-    colours = plt.get_cmap(cmap).copy()
-    colours.set_bad(gaps)
+    colours = plt.get_cmap(cmap).with_extremes(bad=gaps)
     ax.imshow(image, cmap=None if image.ndim == 3 else colours, vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([])
