@@ -142,6 +142,7 @@ def lr_find(
         out=out,
         write=write,
         arrays=_arrays(data),
+        progress=False,
     )
     for note in result.notes:
         if note.startswith("warning"):

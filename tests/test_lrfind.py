@@ -212,3 +212,18 @@ def test_a_range_that_cannot_be_tested_is_one_sentence(workdir, nncli, spiral, a
     assert result.exit_code == 1
     assert result.stderr.strip() == message
     assert not (workdir / "runs").exists()
+
+
+def test_a_folder_that_cannot_be_written_whole_is_not_left_behind(workdir, nncli, spiral, monkeypatch):
+    from nncli.commands import lr_find
+    from nncli.errors import WriteError
+
+    def full_disk(*args, **kwargs):
+        raise WriteError("cannot write lr_find.png: No space left on device")
+
+    monkeypatch.setattr(lr_find, "plot_lr_find", full_disk)
+    (workdir / "spiral.yaml").write_text(spiral())
+    result = nncli("lr-find", "spiral.yaml", "--steps", "20")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "error: cannot write lr_find.png: No space left on device"
+    assert list((workdir / "runs" / "spiral").iterdir()) == []  # the files and their folder are gone

@@ -19,6 +19,7 @@ lr-find's folder, whose files are replaced).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -95,13 +96,15 @@ def lr_find(
     out: str | Path | None = None,
     write: bool = True,
     arrays=None,
+    progress: bool = True,
 ) -> LrFindResult:
     """Run the range test of `config_path` (a YAML file, or a parsed `Config`) and write its
-    folder (unless not `write`)."""
+    folder (unless not `write`); `arrays` are the arrays dataset's (the Python API), `progress`
+    allows download progress bars."""
     check_range(start, end, steps)
     folder = _check_out(Path(out)) if out is not None else None
     config = config_path if isinstance(config_path, Config) else load_config(config_path, overrides)
-    exp = build_experiment(config, data_dir, progress=True, arrays=arrays)
+    exp = build_experiment(config, data_dir, progress=progress, arrays=arrays)
     test = range_test(exp, start, end, steps)
     if test.stop == "nonfinite" and test.steps == 1:
         raise NncliError(
@@ -109,7 +112,7 @@ def lr_find(
             " the rate could matter: check the data for extreme values, or the model's output for the loss"
         )
     result = LrFindResult(
-        config=str(config_path if not isinstance(config_path, Config) else config.name),
+        config=config.name if isinstance(config_path, Config) else str(config_path),
         name=config.name,
         optimizer=type(exp.optimizer).registered_name,
         batch_size=config.train.batch_size,
@@ -119,9 +122,23 @@ def lr_find(
         notes=list(exp.notes),
     )
     if write:
+        made = folder is None or not folder.exists()
         result.folder = folder if folder is not None else _new_folder(config.name)
-        _write(result, exp.resolved_config())
+        try:
+            _write(result, exp.resolved_config())
+        except BaseException:  # a full disk, Ctrl-C: no folder half-written
+            _discard(result.folder, made)
+            raise
     return result
+
+
+def _discard(folder: Path, made: bool) -> None:
+    """Remove what lr-find wrote in `folder`, and the folder where it made it."""
+    for name in FILES:
+        (folder / name).unlink(missing_ok=True)
+    if made:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _check_out(folder: Path) -> Path:
