@@ -14,6 +14,7 @@ from nncli.cli.base import (
     allow_data_change_option,
     command,
 )
+from nncli.errors import NncliError
 from nncli.messages import count
 
 
@@ -83,7 +84,9 @@ def predict_command(checkpoint_path, inputs, output, top_k, batch_size, invert, 
 
     CHECKPOINT is a checkpoint file, a run directory (its best checkpoint) or an `nncli export`
     file. INPUT is a CSV with the training file's feature columns, an .npz with an array x,
-    image files or folders of them. Only the checkpoint is needed, never the training data.
+    image files or folders of them. Only the checkpoint is needed, never the training data. An
+    image file that cannot be read is named on stderr and skipped, the others are predicted,
+    and the exit code is 1.
     """
     from nncli.commands import predict
     from nncli.fileio import atomic_write_text
@@ -101,6 +104,14 @@ def predict_command(checkpoint_path, inputs, output, top_k, batch_size, invert, 
         click.echo(text, nl=False)
     if result.metrics is not None:
         click.echo(predict.format_metrics(result.metrics), err=True)
+    if result.skipped:  # the readable files are predicted; a script still learns of the others
+        for reason in result.skipped:
+            click.echo(f"skipped: {reason}", err=True)
+        raise NncliError(
+            f"{count(len(result.skipped), 'input file')} could not be read and"
+            f" {'was' if len(result.skipped) == 1 else 'were'} skipped;"
+            f" {count(len(result.rows), 'prediction')} written"
+        )
 
 
 @command(name="export")
