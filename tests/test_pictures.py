@@ -228,3 +228,13 @@ def test_activations_of_a_model_without_feature_maps_is_one_sentence(trained, nn
         "the model has no convolution or pooling layer, whose feature maps --activations draws"
         " (try --filters)"
     )
+
+
+def test_an_image_that_cannot_be_read_is_one_sentence(trained, tmp_path, nncli):
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = tmp_path / "a.png"
+    result = nncli("plot", trained / "tiny_cnn", "--activations", tmp_path / "broken.png", "-o", out)
+    assert result.exit_code == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith(f"error: cannot read {tmp_path / 'broken.png'}")
+    assert not (tmp_path / "a.png").exists()

@@ -28,7 +28,7 @@ from nncli.commands.check import describe_layer
 from nncli.commands.predict import gather, load_model
 from nncli.data import resolve_data_dir
 from nncli.data.images import image_shape
-from nncli.errors import NncliError
+from nncli.errors import DataError, NncliError
 from nncli.messages import count
 from nncli.nn.features import feature_map_layers, layer_outputs
 from nncli.output.pictures import MAP_COLUMNS, grid_shape, plot_activations, plot_filters
@@ -133,7 +133,10 @@ def activations(
             " --activations draws (try --filters)"
         )
     if image is not None:
-        raw = gather(trained, [image], invert=invert).x
+        gathered = gather(trained, [image], invert=invert)
+        if gathered.skipped:  # predict goes on without it; here there is nothing else to draw
+            raise DataError(gathered.skipped[0])
+        raw = gathered.x
         if len(raw) != 1:
             raise NncliError(f"--activations draws one input; {image} holds {count(len(raw), 'sample')}")
         x = trained.preprocessor.apply(trained.check_inputs(raw, str(image)))
