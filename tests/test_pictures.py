@@ -113,6 +113,13 @@ def test_rgb_inputs_give_rgb_filters_and_rgb_units(tmp_path):
     assert tiles.shape == (5, 3, 3, 3)
     assert np.array_equal(tiles[2][..., 1], weights[2, 1])  # filter 2's green channel
     sane_png(pictures.filters(conv, tmp_path / "rgb.png").path)
+    from PIL import Image
+
+    photo = np.random.default_rng(1).integers(0, 256, size=(16, 16, 3), dtype=np.uint8)
+    Image.fromarray(photo).save(tmp_path / "photo.png")  # an RGB picture, twice the model's size
+    drawn = pictures.activations(conv, tmp_path / "maps.png", image=tmp_path / "photo.png")
+    assert drawn.layers == [0] and drawn.tiles == [5]
+    sane_png(drawn.path)
 
     mlp = arrays_run(tmp_path / "rgb_mlp", ["flatten", {"linear": {"units": 7}}, {"linear": {"units": 2}}])
     tiles, index, _ = pictures.first_layer_tiles(load_model(mlp))
