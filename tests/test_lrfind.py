@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 import pytest
+from test_pictures import drawn  # noqa: F401  (the fixture: every figure saved, read as a person would)
 
 import nncli
 from nncli.training.lrfind import BETA, RangeTest, longest_valley, rates, smooth, suggest
@@ -227,3 +228,14 @@ def test_a_folder_that_cannot_be_written_whole_is_not_left_behind(workdir, nncli
     assert result.exit_code == 1
     assert result.stderr.strip() == "error: cannot write lr_find.png: No space left on device"
     assert list((workdir / "runs" / "spiral").iterdir()) == []  # the files and their folder are gone
+
+
+def test_the_plot_reads_at_a_glance(workdir, nncli, spiral, drawn):  # noqa: F811
+    (workdir / "spiral.yaml").write_text(spiral())
+    assert nncli("lr-find", "spiral.yaml", "--out", "probe").exit_code == 0
+    assert drawn["lr_find.png"] == []  # no tick labels overlap, no legend entry repeats
+    [ax] = drawn.figures["lr_find.png"].axes
+    assert ax.get_xscale() == "log"
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[:2] == ["batch loss", "smoothed loss"]
+    assert [label.split()[0] for label in labels[2:5]] == ["valley", "steepest", "minimum"]

@@ -1,247 +1,172 @@
-"""`nncli plot RUN --filters` and `--activations`: the first layer's weights and one input's
-feature maps, drawn (Agg) from small models trained here, for grey MNIST-shaped and RGB
-CIFAR-shaped inputs; the grids' counts; feature maps that are the layers' outputs as
-configured; and the models and arguments that cannot be drawn, in one sentence each."""
+"""Every picture nncli writes, drawn as matplotlib draws it (Agg) and read as a person would:
+no two tick labels of an axis overlap, and every legend names each entry differently.
+
+The figures are caught as they are saved (`Figure.savefig`), so the check covers whatever the
+commands draw: curves.png of a run, `nncli plot`, sweep.png, and `nncli eval --plot`'s
+confusion matrix and regression scatter.
+"""
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
+import csv
+import itertools
 from pathlib import Path
 
-import numpy as np
 import pytest
+from matplotlib.figure import Figure
 
-import nncli
-from nncli.commands import pictures
-from nncli.commands.predict import load_model
-from nncli.nn.features import feature_map_layers, layer_outputs
-from nncli.output.pictures import MAP_COLUMNS, grid_shape, mosaic
-
-CNN = """\
-name: tiny_cnn
-seed: 0
-data: {dataset: mnist_small, val_size: 500, preprocess: [scale]}
-model:
-  - conv2d: {filters: 6, kernel: 3, padding: 1}
-  - relu
-  - maxpool2d: {size: 2}
-  - conv2d: {filters: 4, kernel: 3}
-  - relu
-  - flatten
-  - linear: {units: 10}
-loss: softmax_cross_entropy
-optimizer: {type: sgd, lr: 0.05, momentum: 0.9}
-train: {epochs: 1, batch_size: 64}
-"""
-
-MLP = """\
-name: tiny_mlp
-seed: 0
-data: {dataset: mnist_small, val_size: 500, preprocess: [scale, flatten]}
-model:
-  - linear: {units: 12}
-  - relu
-  - linear: {units: 10}
-loss: softmax_cross_entropy
-optimizer: {type: sgd, lr: 0.05}
-train: {epochs: 1, batch_size: 128}
-"""
+ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, nncli) -> Path:
-    """tiny_cnn/ and tiny_mlp/, each trained one epoch on the shipped MNIST subset."""
-    root = tmp_path_factory.mktemp("pictures")
-    for name, text in (("tiny_cnn", CNN), ("tiny_mlp", MLP)):
-        (root / f"{name}.yaml").write_text(text)
-        result = nncli("train", root / f"{name}.yaml", "--run-dir", root / name, "--quiet")
-        assert result.exit_code == 0, result.output
-    return root
+def crowding(fig) -> list[str]:
+    """What would not read at a glance in `fig`: overlapping tick labels, repeated legend
+    entries. Empty when the picture is clean."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    found = []
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        for name, axis in (("x", ax.xaxis), ("y", ax.yaxis)):
+            low, high = sorted(axis.get_view_interval())
+            shown = [
+                label
+                for tick in [*axis.get_major_ticks(), *axis.get_minor_ticks()]
+                for label in (tick.label1,)
+                if label.get_visible() and label.get_text() and low <= tick.get_loc() <= high
+            ]
+            boxes = [(label.get_text(), label.get_window_extent(renderer).shrunk(0.98, 0.9))
+                     for label in shown]
+            for (a, box_a), (b, box_b) in itertools.combinations(boxes, 2):
+                if box_a.overlaps(box_b):
+                    where = ax.get_title() or ax.get_xlabel()
+                    found.append(f"{where}: {name} tick labels {a!r} and {b!r} overlap")
+        legend = ax.get_legend()
+        if legend is not None:
+            texts = [t.get_text() for t in legend.get_texts()]
+            repeated = sorted({t for t in texts if texts.count(t) > 1})
+            if repeated:
+                found.append(f"{ax.get_xlabel()}: legend repeats {repeated}")
+    return found
 
 
-def arrays_run(folder: Path, model: list, shape=(3, 8, 8), n=64) -> Path:
-    """A model of `model` trained one epoch on random uint8 images of `shape` (two classes)."""
-    rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, size=(n, *shape), dtype=np.uint8)
-    y = rng.integers(0, 2, size=n)
-    config = {"name": folder.name, "seed": 0, "data": {"dataset": "arrays", "preprocess": ["scale"]},
-              "model": model, "loss": "softmax_cross_entropy", "optimizer": {"type": "sgd", "lr": 0.01},
-              "train": {"epochs": 1, "batch_size": 16}}
-    return nncli.train(config, data={"x_train": x, "y_train": y}, run_dir=folder).dir
+class _Checked(dict):
+    figures: dict
 
 
-def sane_png(path: Path) -> None:
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    assert 5_000 < len(data) < 2_000_000
+@pytest.fixture
+def drawn(monkeypatch):
+    """What `crowding` found in each figure saved while the test runs, by the name of the file
+    it went to (nncli renders into memory, then writes the file atomically)."""
+    from nncli.output import plotting
+
+    checked = _Checked()
+    pending: list = []
+    savefig, write = Figure.savefig, plotting.atomic_write_bytes
+
+    def checking(self, fname, *args, **kwargs):
+        pending.append((crowding(self), self))
+        return savefig(self, fname, *args, **kwargs)
+
+    def writing(path, data):
+        checked[Path(path).name], checked.figures[Path(path).name] = pending.pop()
+        return write(path, data)
+
+    monkeypatch.setattr(Figure, "savefig", checking)
+    monkeypatch.setattr(plotting, "atomic_write_bytes", writing)
+    checked.figures = {}  # the figures themselves, for what a test checks of one picture
+    return checked
 
 
-def test_the_filters_of_a_conv_net_are_a_grid_of_its_filters(trained, tmp_path, nncli):
-    out = tmp_path / "filters.png"
-    result = nncli("plot", trained / "tiny_cnn", "--filters", "-o", out)
-    assert result.exit_code == 0, result.output
-    assert result.stdout.strip() == f"wrote {out}"
-    sane_png(out)
-    drawn = pictures.filters(trained / "tiny_cnn", tmp_path / "again.png")
-    assert drawn.layers == [0] and drawn.tiles == [6] and drawn.grids == [(2, 3)]
+def test_the_check_sees_overlapping_labels_and_repeated_legends():
+    """The check itself can fail: crowded ticks and a legend naming two lines alike."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([1, 2], [1, 2], label="a")
+    ax.plot([1, 2], [2, 1], label="a")
+    ax.set_xticks([1, 1.05, 2], ["one thousand", "two thousand", "x"])
+    ax.legend()
+    found = crowding(fig)
+    plt.close(fig)
+    assert any("overlap" in line for line in found) and any("repeats ['a']" in line for line in found)
 
 
-def test_the_filters_svg_is_titled_with_the_run_and_the_layer(trained, tmp_path, nncli):
-    out = tmp_path / "filters.svg"
-    assert nncli("plot", trained / "tiny_cnn", "--filters", "-o", out).exit_code == 0
-    root = ET.parse(out).getroot()
-    text = " ".join("".join(n.itertext()) for n in root.iter("{http://www.w3.org/2000/svg}text"))
-    assert "tiny_cnn" in text and "model[0] conv2d(filters=6, padding=[1, 1])" in text
-    assert "6 filters" in text
+def _fake_run(folder: Path, accuracies: list[float], seed: int) -> None:
+    """A finished run as far as the pictures go: its config and metrics.csv."""
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(f"name: spiral\nseed: {seed}\n")
+    with open(folder / "metrics.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_time_s"])
+        for epoch, acc in enumerate(accuracies, 1):
+            writer.writerow([epoch, 1 - acc, acc, 1.1 - acc, acc - 0.02, 0.1, 0.01])
 
 
-def test_a_linear_first_layer_on_images_draws_each_unit_as_the_image(trained, tmp_path):
-    tiles, index, what = pictures.first_layer_tiles(load_model(trained / "tiny_mlp"))
-    assert tiles.shape == (12, 28, 28) and index == 0 and what == "unit"
-    weights = load_model(trained / "tiny_mlp").model.layers[0].params["W"]
-    assert np.array_equal(tiles[5].ravel(), weights[:, 5])  # unit 5's weights, pixel by pixel
-    drawn = pictures.filters(trained / "tiny_mlp", tmp_path / "units.pdf")
-    assert drawn.tiles == [12] and drawn.grids == [(3, 4)]
-    assert (tmp_path / "units.pdf").read_bytes()[:5] == b"%PDF-"
+def test_sweep_png_of_four_keys_reads_at_a_glance(tmp_path, drawn):
+    """Four keys, one on a log axis with two values (whose minor labels once overlapped), whole
+    numbers, a category, and two seeds a trial; the best trials named by their values."""
+    from nncli.commands import sweep
+    from nncli.commands.sweep_summary import SweepResult, summary_rows
+    from nncli.config.sweep import load_sweep
 
-
-def test_rgb_inputs_give_rgb_filters_and_rgb_units(tmp_path):
-    conv = arrays_run(tmp_path / "rgb_cnn", [{"conv2d": {"filters": 5, "kernel": 3}}, "relu", "flatten",
-                                              {"linear": {"units": 2}}])
-    tiles, _, _ = pictures.first_layer_tiles(load_model(conv))
-    weights = load_model(conv).model.layers[0].params["W"]  # (filters, channels, kh, kw)
-    assert tiles.shape == (5, 3, 3, 3)
-    assert np.array_equal(tiles[2][..., 1], weights[2, 1])  # filter 2's green channel
-    sane_png(pictures.filters(conv, tmp_path / "rgb.png").path)
+    base = tmp_path / "spiral.yaml"
+    base.write_text((ROOT / "configs" / "spiral_mlp.yaml").read_text())
+    spec_file = tmp_path / "four.yaml"
+    spec_file.write_text(
+        f"base: {base}\n"
+        "grid:\n"
+        "  optimizer.lr: [0.003, 0.03]\n"
+        "  model[0].linear.units: [16, 64]\n"
+        "  model[1]: [relu, tanh]\n"
+        "  train.batch_size: [16, 32]\n"
+        "seeds: [0, 1]\n"
+        "metric: val_acc\n"
+    )
+    spec = load_sweep(spec_file)
+    out = tmp_path / "out"
+    runs = sweep.plan(spec, out)
+    for i, run in enumerate(runs):
+        _fake_run(run.path, [0.5 + 0.01 * i + 0.05 * e for e in range(6)], run.seed)
+        run.status = "finished"
+    result = SweepResult(spec, out, runs)
+    result.rows = summary_rows(spec, runs)
+    assert sweep.draw(result) == out / "sweep.png"
+    assert drawn["sweep.png"] == []
     from PIL import Image
 
-    photo = np.random.default_rng(1).integers(0, 256, size=(16, 16, 3), dtype=np.uint8)
-    Image.fromarray(photo).save(tmp_path / "photo.png")  # an RGB picture, twice the model's size
-    drawn = pictures.activations(conv, tmp_path / "maps.png", image=tmp_path / "photo.png")
-    assert drawn.layers == [0] and drawn.tiles == [5]
-    sane_png(drawn.path)
-
-    mlp = arrays_run(tmp_path / "rgb_mlp", ["flatten", {"linear": {"units": 7}}, {"linear": {"units": 2}}])
-    tiles, index, _ = pictures.first_layer_tiles(load_model(mlp))
-    assert tiles.shape == (7, 8, 8, 3) and index == 1
-    weights = load_model(mlp).model.layers[1].params["W"]
-    # the input is flattened in (channel, row, column) order: red rows first
-    assert np.array_equal(tiles[3][..., 0].ravel(), weights[:64, 3])
-    drawn = pictures.filters(mlp, tmp_path / "rgb_units.png")
-    assert drawn.tiles == [7] and drawn.grids == [(3, 3)]
+    width, height = Image.open(out / "sweep.png").size
+    assert width <= 1500 and height > 500, (width, height)  # a grid, not one long row
 
 
-def test_a_first_layer_that_is_not_conv_or_linear_on_images_is_one_sentence(tmp_path, nncli, spiral):
-    norm = arrays_run(tmp_path / "norm", [{"batchnorm": {}}, "flatten", {"linear": {"units": 2}}])
-    result = nncli("plot", norm, "--filters")
-    assert result.exit_code == 1
-    [line] = result.stderr.splitlines()
-    assert line.startswith("error: ") and line.endswith(
-        "--filters draws a first layer of weights that is a conv2d or a linear layer on images;"
-        " model[0] is batchnorm"
-    )
-    (tmp_path / "spiral.yaml").write_text(spiral())
-    assert nncli("train", tmp_path / "spiral.yaml", "--run-dir", tmp_path / "spiral", "-q").exit_code == 0
-    result = nncli("plot", tmp_path / "spiral", "--filters")
-    assert result.exit_code == 1
-    [line] = result.stderr.splitlines()
-    assert line.endswith("model[0] is linear(units=32, init=he), on inputs of shape (2,)")
-    assert not (Path.cwd() / "filters.png").exists()
+def test_curves_of_short_and_long_runs_and_of_sweep_runs(workdir, nncli, spiral, drawn):
+    (workdir / "one.yaml").write_text(spiral({"train.epochs": 1}))
+    (workdir / "twelve.yaml").write_text(spiral({"train.epochs": 12}))
+    for name in ("one", "twelve"):
+        assert nncli("train", f"{name}.yaml", "--run-dir", name, "-q").exit_code == 0
+        assert drawn["curves.png"] == [], name
+        loss, accuracy = drawn.figures["curves.png"].axes
+        lines = {line.get_label(): line for line in loss.get_lines()}
+        # train and validation told apart by colour and named; the batches' losses as a line
+        assert lines["train"].get_color() != lines["val"].get_color()
+        epochs = 1 if name == "one" else 12
+        assert len(lines["train, per batch (smoothed)"].get_xdata()) == 9 * epochs  # 144 samples, 16 a batch
+        ticks = [t for t in loss.get_xticks() if loss.get_xlim()[0] <= t <= loss.get_xlim()[1]]
+        assert all(float(t).is_integer() for t in ticks), ticks  # whole epochs
+        assert drawn.figures["curves.png"]._suptitle.get_text() == f"spiral: {name}"
+    assert nncli("plot", "one", "twelve", "-o", "both.png").exit_code == 0
+    assert drawn["both.png"] == []
 
 
-def test_the_activations_of_a_test_sample_are_each_conv_and_pool_layer(trained, tmp_path, nncli):
-    out = tmp_path / "maps.png"
-    result = nncli("plot", trained / "tiny_cnn", "--activations", "--index", "3", "-o", out)
-    assert result.exit_code == 0, result.output
-    sane_png(out)
-    drawn = pictures.activations(trained / "tiny_cnn", tmp_path / "maps.svg", index=3)
-    assert drawn.layers == [0, 2, 3]  # conv, pool, conv: not the ReLUs, flatten or linear
-    assert drawn.tiles == [6, 6, 4]
-    assert drawn.grids == [grid_shape(6, MAP_COLUMNS), grid_shape(6, MAP_COLUMNS), grid_shape(4, MAP_COLUMNS)]
-    text = " ".join("".join(n.itertext()) for n in ET.parse(tmp_path / "maps.svg").getroot().iter(
-        "{http://www.w3.org/2000/svg}text"))
-    assert "feature maps of test sample 3" in text and "model[2] maxpool2d: 6 maps of 14x14" in text
-
-
-def test_the_activations_of_an_image_file_read_as_predict_reads_it(trained, tmp_path, nncli):
-    from PIL import Image, ImageDraw
-
-    picture = Image.new("L", (60, 60), 235)  # dark ink on light paper, as a photo would be
-    ImageDraw.Draw(picture).line([(30, 8), (30, 52)], fill=20, width=7)
-    picture.save(tmp_path / "one.png")
-    out = tmp_path / "a.png"
-    result = nncli("plot", trained / "tiny_cnn", "--activations", tmp_path / "one.png", "-o", out)
-    assert result.exit_code == 0, result.output
-    sane_png(tmp_path / "a.png")
-
-
-def test_feature_maps_are_the_layers_outputs_as_configured(trained):
-    # the model runs the ReLU after the pool, and the convolution hands the pool its output
-    # blocked by window corner: the maps must be what conv -> relu -> pool gives
-    model = load_model(trained / "tiny_cnn").model
-    x = np.random.default_rng(1).normal(size=(2, 1, 28, 28)).astype(np.float32)
-    wanted = feature_map_layers(model)
-    maps = layer_outputs(model, x, wanted)
-    W, b = model.layers[0].params["W"], model.layers[0].params["b"]
-    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    conv = np.zeros((2, 6, 28, 28))
-    for i in range(3):
-        for j in range(3):
-            conv += np.einsum("nchw,fc->nfhw", padded[:, :, i : i + 28, j : j + 28], W[:, :, i, j])
-    conv += b[None, :, None, None]
-    assert np.allclose(maps[0], conv, atol=1e-4)
-    pooled = np.maximum(conv, 0).reshape(2, 6, 14, 2, 14, 2).max(axis=(3, 5))
-    assert np.allclose(maps[2], pooled, atol=1e-4)
-    assert maps[3].shape == (2, 4, 12, 12)
-
-
-def test_mosaic_puts_every_tile_in_its_cell():
-    tiles = np.stack([np.full((2, 3), k / 10) for k in range(7)])
-    image = mosaic(tiles)
-    rows, cols = grid_shape(7)
-    assert (rows, cols) == (3, 3)
-    assert image.shape == (rows * 3 - 1, cols * 4 - 1)
-    assert image[3, 4] == pytest.approx(0.4)  # tile 4: row 1, column 1
-    assert np.isnan(image[2]).all() and np.isnan(image[:, 3]).all()  # the gaps
-    assert np.isnan(image[6:, 4:]).all()  # no tiles 7 and 8
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--activations"],
-         "error: --activations takes an IMAGE file, or --index N of the test set: one of them"),
-        (["--index", "2"],
-         "error: --index N goes with --activations: nncli plot RUN --activations --index N"),
-        (["--filters", "--activations", "x.png"],
-         "error: give --filters or --activations, not both: each draws one picture"),
-        (["--filters", "-o", "f.jpg"],
-         "error: f.jpg: cannot tell the image format from '.jpg'; use .png, .svg or .pdf"),
-        (["--activations", "--index", "5000"],
-         "error: --index 5000 is out of range: the test set has 1,000 samples (0 to 999)"),
-    ],
-)
-def test_wrong_picture_arguments_are_one_sentence(trained, nncli, args, message, workdir):
-    result = nncli("plot", trained / "tiny_cnn", *args)
-    assert result.exit_code == 1
-    assert result.stderr.strip() == message
-    assert list(workdir.iterdir()) == []
-
-
-def test_activations_of_a_model_without_feature_maps_is_one_sentence(trained, nncli):
-    result = nncli("plot", trained / "tiny_mlp", "--activations", "--index", "0")
-    assert result.exit_code == 1
-    assert result.stderr.strip().endswith(
-        "the model has no convolution or pooling layer, whose feature maps --activations draws"
-        " (try --filters)"
-    )
-
-
-def test_an_image_that_cannot_be_read_is_one_sentence(trained, tmp_path, nncli):
-    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    out = tmp_path / "a.png"
-    result = nncli("plot", trained / "tiny_cnn", "--activations", tmp_path / "broken.png", "-o", out)
-    assert result.exit_code == 1
-    [line] = result.stderr.splitlines()
-    assert line.startswith(f"error: cannot read {tmp_path / 'broken.png'}")
-    assert not (tmp_path / "a.png").exists()
+def test_eval_pictures(workdir, nncli, spiral, drawn):
+    (workdir / "spiral.yaml").write_text(spiral({"train.epochs": 2}))
+    sine = (ROOT / "configs" / "sine_regression.yaml").read_text().replace("epochs: 150", "epochs: 2")
+    (workdir / "sine.yaml").write_text(sine)
+    for name in ("spiral", "sine"):
+        assert nncli("train", f"{name}.yaml", "--run-dir", name, "-q").exit_code == 0
+        result = nncli("eval", name, "--plot", f"{name}-eval.png")
+        assert result.exit_code == 0, result.output
+        assert drawn[f"{name}-eval.png"] == []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nncli.output.plotting import _pyplot, _save
+from nncli.output.plotting import pyplot, save
 from nncli.training.lrfind import RangeTest, Suggestions
 
 MARKS = (  # suggestion, colour, marker
@@ -25,7 +25,7 @@ def plot_lr_find(test: RangeTest, suggestions: Suggestions, out: Path, title: st
     """One panel: loss against learning rate (log axis). The y axis spans the smoothed curve
     from its lowest point to a little above where it started, so that the divergence at the
     end does not flatten the part worth reading."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5))
     finite = np.isfinite(test.losses)
     ax.plot(test.lrs[finite], test.losses[finite], color="tab:blue", alpha=0.25, linewidth=1,
@@ -55,4 +55,4 @@ def plot_lr_find(test: RangeTest, suggestions: Suggestions, out: Path, title: st
     ax.legend(fontsize="small", loc="upper left")
     ax.set_title(title or "learning-rate range test", fontsize="medium")
     fig.tight_layout()
-    return _save(fig, out)
+    return save(fig, out)

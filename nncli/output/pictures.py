@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nncli.output.plotting import _pyplot, _save
+from nncli.output.plotting import pyplot, save
 
 
 def grid_shape(count: int, min_columns: int = 1) -> tuple[int, int]:
@@ -73,7 +73,7 @@ def mosaic(tiles: np.ndarray, min_columns: int = 1) -> np.ndarray:
 
 
 def _show(ax, image: np.ndarray, cmap: str = "gray", gaps: str = "white") -> None:
-    plt = _pyplot()
+    plt = pyplot()
     colours = plt.get_cmap(cmap).with_extremes(bad=gaps)
     ax.imshow(image, cmap=None if image.ndim == 3 else colours, vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
@@ -85,7 +85,7 @@ def _show(ax, image: np.ndarray, cmap: str = "gray", gaps: str = "white") -> Non
 def plot_filters(tiles: np.ndarray, out: Path, title: str, subtitle: str = "") -> Path:
     """The filters in one grid, each on its own scale: (K, H, W) from blue (negative) through
     white (0) to red (positive), or (K, H, W, 3) as RGB from its lowest to its highest value."""
-    plt = _pyplot()
+    plt = pyplot()
     rgb = tiles.ndim == 4
     image = mosaic(enlarged(scaled(tiles, symmetric=not rgb)))
     height, width = image.shape[:2]
@@ -94,7 +94,7 @@ def plot_filters(tiles: np.ndarray, out: Path, title: str, subtitle: str = "") -
     _show(ax, image, cmap="RdBu_r", gaps="0.35")  # white is a weight of 0
     ax.set_title(f"{title}\n{subtitle}" if subtitle else title, fontsize="medium")
     fig.tight_layout()
-    return _save(fig, out)
+    return save(fig, out)
 
 
 def plot_activations(
@@ -103,7 +103,7 @@ def plot_activations(
     """The input `picture` ((H, W) grey or (H, W, 3) RGB, in [0, 1]) and, for each layer,
     (its label, its maps (C, H, W)) as a grid, all of a layer's maps on one scale (a map that
     stays dark is one the input does not excite)."""
-    plt = _pyplot()
+    plt = pyplot()
     panels = [(picture, "input")]
     for label, maps in layers:
         panels.append((mosaic(scaled(maps, per_tile=False), MAP_COLUMNS), label))
@@ -117,4 +117,4 @@ def plot_activations(
         ax.set_title(label, fontsize="small")
     fig.suptitle(title, fontsize="medium")
     fig.tight_layout()
-    return _save(fig, out)
+    return save(fig, out)
