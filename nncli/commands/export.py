@@ -35,8 +35,8 @@ def output_format(output: str | Path, fmt: str | None = None) -> str:
     if fmt is None:
         if by_suffix is None:
             raise NncliError(f"{output}: cannot tell the format from its suffix; name it"
-                             f" {output.with_suffix('.onnx').name} or {output.with_suffix('.npz').name},"
-                             " or give --format onnx or --format npz")
+                             f" {output.with_suffix('.npz').name} or {output.with_suffix('.onnx').name},"
+                             " or give --format npz or --format onnx")
         return by_suffix
     fmt = fmt.lower()
     if fmt not in FORMATS.values():
