@@ -60,13 +60,14 @@ def load_onnx():
 
 
 class Graph:
-    """Nodes and constants of a graph being written, each output named after its layer."""
+    """Nodes and constants of a graph being written, each output named after its layer;
+    `inputs` are the graph's input names, which nothing else may take."""
 
-    def __init__(self, onnx):
+    def __init__(self, onnx, inputs: tuple[str, ...] = ()):
         self.onnx = onnx
         self.nodes: list = []
         self.constants: list = []
-        self._used: set[str] = set()
+        self._used: set[str] = set(inputs)
 
     def _fresh(self, name: str) -> str:
         base, n = name, 1
@@ -219,10 +220,9 @@ def build(trained: TrainedModel):
     """The ONNX ModelProto of `trained`, checked with onnx's full checker."""
     onnx = load_onnx()
     helper, TensorProto = onnx.helper, onnx.TensorProto
-    g = Graph(onnx)
+    g = Graph(onnx, inputs=(INPUT,))
     spec = trained.spec
     x = INPUT
-    g._used.add(INPUT)
     if spec.layout == "channels_last":
         x = g.node("Transpose", [x], "channels_first", perm=[0, 3, 1, 2])
     x = _preprocess(g, trained.preprocessor.steps, x)
