@@ -269,3 +269,22 @@ def test_an_unknown_layer_is_one_line_naming_it(tmp_path, monkeypatch, nncli):
         "error: model[1] softmax: this layer has no ONNX form, so the model cannot be exported to ONNX"
         " (export it as .npz instead)"]
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_the_readme_onnx_example_runs_as_written(tmp_path, monkeypatch):
+    """README's "Deploying a model": an MNIST-shaped model exported as model.onnx, raw digits
+    in digits.npz; the example's class names are those `predict` picks."""
+    from test_api import readme_python
+
+    rng = np.random.default_rng(7)
+    x, y = _image_case(rng, (1, 28, 28), classes=10, n=80)
+    run = shipped("quickstart", x, y, tmp_path)
+    digits = images(rng, 20, (1, 28, 28))
+    np.savez(tmp_path / "digits.npz", x=digits)
+    export_checkpoint(run, tmp_path / "model.onnx")
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(readme_python("## Deploying a model"), "README.md", "exec"), scope)
+    model = load_model(run, warn=lambda message: None)
+    assert [scope["names"][i] for i in scope["probs"].argmax(axis=1)] == \
+        [model.classes[i] for i in model.predict(digits).argmax(axis=1)]
