@@ -278,8 +278,7 @@ class Model:
         table = layer_table(model)
         total = model.num_params()
         size = format_bytes(total * np.dtype(self._trained.config.dtype).itemsize)
-        return "
-".join([*table[:-1], f"total parameters: {total:,} ({size})", table[-1]])
+        return "\n".join([*table[:-1], f"total parameters: {total:,} ({size})", table[-1]])
 
     def export(self, path: str | Path, format: str | None = None) -> Path:
         """Write the model as `nncli export` does: an .npz of plain arrays, or an ONNX graph
