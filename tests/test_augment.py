@@ -259,7 +259,7 @@ def test_the_trainer_augments_training_batches_only(workdir, aug_yaml):
 
     exp = build_experiment(load_config(aug_yaml), workdir, progress=False)
     assert exp.augment.get_config() == [{"random_crop": {"padding": 2}}, {"hflip": {"p": 0.5}}]
-    x_train, x_val = exp.splits.x_train.copy(), exp.splits.x_val.copy()
+    x_train, x_val = np.array(exp.splits.x_train), np.array(exp.splits.x_val)
     seen = []
 
     def blank(xb, rng):  # training on blank images cannot give validation's figures by chance
