@@ -72,7 +72,7 @@ def test_fitting_in_blocks_learns_the_statistics_of_the_whole_split():
 
 def test_a_split_reads_its_rows_of_the_stored_samples_and_never_changes_them():
     stored = np.arange(10, dtype=np.uint8)[:, None] * np.ones((1, 4), np.uint8)
-    stored.flags.writeable = False  # as read_idx gives them
+    stored.flags.writeable = False  # reading must not need to write
     preprocessor = fitted(["scale"], stored, DatasetInfo.classification("t", (4,), 2, pixel_max=255.0))
     x = Inputs(stored, preprocessor, rows=np.array([8, 2, 5]))
     assert len(x) == 3 and x.shape == (3, 4) and x.nbytes == 12
