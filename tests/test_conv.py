@@ -202,7 +202,8 @@ def test_evaluation_keeps_nothing_for_a_backward_and_gives_what_training_gives()
     model = Sequential([
         LAYERS.create("conv2d", {"filters": 4, "kernel": 3, "padding": 1}), LAYERS.create("relu"),
         LAYERS.create("maxpool2d"), LAYERS.create("conv2d", {"filters": 3, "kernel": 3}),
-        LAYERS.create("maxpool2d", {"size": 3}), LAYERS.create("flatten"), LAYERS.create("linear", {"units": 2}),
+        LAYERS.create("maxpool2d", {"size": 3}), LAYERS.create("flatten"),
+        LAYERS.create("linear", {"units": 2}),
     ])
     model.build((1, 16, 16), np.random.default_rng(0), np.float32)  # the second pool is tiled: 6 by 3
     x = RNG.standard_normal((5, 1, 16, 16)).astype(np.float32)

@@ -65,11 +65,6 @@ class Inputs:
     def ndim(self) -> int:
         return len(self.shape)
 
-    @property
-    def nbytes(self) -> int:
-        """The memory the stored samples of this split take (not the converted ones)."""
-        return len(self) * self.stored[:1].nbytes
-
     def take(self, indices, axis: int = 0) -> np.ndarray:
         """The samples at `indices` (positions in this split), converted: numpy's `take` on
         the first axis, the only one there is here."""
