@@ -27,6 +27,7 @@ from nncli.config.yamlsource import how_to_set, overrides_name, parse_path
 from nncli.errors import CheckpointError, ConfigError, NncliError, WriteError
 from nncli.fileio import atomic_write_text, exclusive
 from nncli.messages import count
+from nncli.nn.parallel import apply_setting, resume_setting, thread_setting
 from nncli.output.plotting import CurvePlotter
 from nncli.training import checkpoint
 from nncli.training.callbacks import (
@@ -35,6 +36,7 @@ from nncli.training.callbacks import (
     MetricsWriter,
     NanReporter,
     ProgressBar,
+    ThreadChooser,
 )
 from nncli.training.rundir import RunDir, discard, given_run_dir, new_run_dir, read_summary
 from nncli.training.summary import evaluate_best, run_summary, write_summary
@@ -162,6 +164,7 @@ def prepare_resume(
     except (KeyError, TypeError, AttributeError) as err:
         raise CheckpointError(f"{run.last} has no usable training state ({err!r})") from None
     restore(exp, saved, config)
+    apply_setting(exp.model, resume_setting(saved.get("threads"), thread_setting()))
     _check_resumable(run, state, config, saved_epochs=saved["config"].get("train", {}).get("epochs"))
     return exp, run, state
 
@@ -321,7 +324,9 @@ def _run(
     with _naming_the_run(run):
         atomic_write_text(run.config, dump_config(resolved))
 
-    callbacks = [ProgressBar()] if bars else []
+    tell = (lambda line: _say(say, line)) if verbose or say is not None else None
+    callbacks = [ThreadChooser(tell)]
+    callbacks += [ProgressBar()] if bars else []
     callbacks += [EpochLog()] if verbose else []
     callbacks += [
         MetricsWriter(run),

@@ -13,6 +13,7 @@ from nncli.training.callbacks.files import (
     MetricsWriter,
     NanReporter,
 )
+from nncli.training.callbacks.threads import ThreadChooser
 
 __all__ = [
     "Callback",
@@ -21,4 +22,5 @@ __all__ = [
     "MetricsWriter",
     "NanReporter",
     "ProgressBar",
+    "ThreadChooser",
 ]
