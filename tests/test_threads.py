@@ -179,3 +179,36 @@ def test_the_trainer_measures_again_when_step_times_drift(tmp_path, two_cpus, mo
     assert len(lines) == 2, lines
     again = "threads: step times went from 10.00 to 50.00 ms; measured again: 2 shards of 48"
     assert lines[1].startswith(again)
+
+
+def test_evaluation_measures_on_its_own_first_batches_and_gives_the_same_outputs(two_cpus, monkeypatch):
+    from nncli.nn.layers import LAYERS
+    from nncli.nn.losses import LOSSES
+    from nncli.nn.metrics import loss_and_accuracy
+    from nncli.nn.model import Sequential
+
+    spec = [("conv2d", {"filters": 3, "kernel": 3, "padding": 1}), ("relu", {}), ("maxpool2d", {"size": 2}),
+            ("flatten", {}), ("linear", {"units": 5})]
+    model = Sequential([LAYERS.create(name, options) for name, options in spec])
+    model.build((1, 8, 8), np.random.default_rng(0), np.float32)
+    model.threads, model.hold_blas, model.auto_workers = 2, True, True
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((64 * 13, 1, 8, 8)).astype(np.float32), rng.integers(0, 5, 64 * 13)
+    loss = LOSSES.create("softmax_cross_entropy", {})
+    ran = []
+    forward = Sequential.forward
+
+    def spy(self, xb, training=False, hook=None):
+        ran.append(self.workers)
+        return forward(self, xb, training, hook)
+
+    monkeypatch.setattr(Sequential, "forward", spy)
+    measured = loss_and_accuracy(model, loss, x, y, batch_size=64)
+    assert ran[:6] == [1, 2, 2, 1, 1, 2] and len(set(ran[6:])) == 1 and model.workers == ran[6]
+    for workers in (1, 2):  # the same outputs, whichever threads ran them
+        model.workers = workers
+        assert loss_and_accuracy(model, loss, x, y, batch_size=64) == measured
+    model.workers = None  # too few batches to measure: one thread a shard, as before
+    ran.clear()
+    loss_and_accuracy(model, loss, x[: 64 * 11], y[: 64 * 11], batch_size=64)
+    assert set(ran) == {None}

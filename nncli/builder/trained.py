@@ -29,6 +29,7 @@ from nncli.fileio import MAX_NAME, MAX_NAMES, printable
 from nncli.nn.losses import Loss
 from nncli.nn.metrics import evaluate, predicted_labels
 from nncli.nn.model import Sequential
+from nncli.nn.threads import FirstPasses
 
 
 @dataclass(frozen=True)
@@ -303,10 +304,8 @@ class TrainedModel:
     def _forward(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """The outputs for samples `x` already checked and laid out as the model takes them."""
         batch = batch_size or self.config.train.eval_batch_size
-        outs = [
-            self.model.forward(self.preprocessor.apply(x[i : i + batch]), training=False)
-            for i in range(0, len(x), batch)
-        ]
+        passes = FirstPasses(self.model, batch, -(-len(x) // batch))  # threads measured, if not yet
+        outs = [passes.forward(self.preprocessor.apply(x[i : i + batch])) for i in range(0, len(x), batch)]
         if not outs:
             return np.empty((0, *self.model.output_shape), self.preprocessor.dtype)
         return np.concatenate(outs)

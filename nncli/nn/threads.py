@@ -119,3 +119,36 @@ class DriftWatch:
         drifted = now > self.reference * self.margin or now * self.margin < self.reference
         self.off = self.off + 1 if drifted else 0
         return self.off >= 2 and self.since >= self.gap
+
+
+class FirstPasses:
+    """An evaluation's forward passes, the first of them measuring: where `model` may choose its
+    threads and has not yet (`auto_workers`, `workers` None) and the input makes at least
+    `2 * len(PLAN)` batches of `batch` rows, its first full batches run in one thread and in one
+    a shard by turns (PLAN; the first pass each way untimed), and the rest with the faster. The
+    outputs are the same either way: the measurement costs nothing beyond the passes made
+    anyway. `forward(xb)` is `model.forward(xb, training=False)`."""
+
+    PLAN = (1, 0, 0, 1, 1, 0)  # 1: one thread; 0: one a shard
+
+    def __init__(self, model, batch: int, batches: int):
+        self.model, self.batch = model, batch
+        sizes = model.shards_for(batch) if model.auto_workers and model.workers is None else None
+        few = sizes is None or batches < 2 * len(self.PLAN)
+        self.plan = [] if few else [w or len(sizes) for w in self.PLAN]
+        self.times: dict[int, list[float]] = {w: [] for w in self.plan}
+        self.choice: Choice | None = None
+
+    def forward(self, xb):
+        if not self.plan or len(xb) != self.batch:
+            return self.model.forward(xb, training=False)
+        w = self.model.workers = self.plan.pop(0)
+        t = perf_counter()
+        out = self.model.forward(xb, training=False)
+        self.times[w].append(perf_counter() - t)
+        if not self.plan:
+            medians = {w: median(ts[1:]) for w, ts in self.times.items()}
+            best = min(medians, key=lambda w: medians[w])
+            self.model.workers = best
+            self.choice = Choice(self.model.shards_for(self.batch), best, medians, len(self.times[best]) - 1)
+        return out
