@@ -56,14 +56,14 @@ def same(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def force_workers(monkeypatch, workers: int) -> list:
-    """The trainer's measurements still run, then choose `workers`, as a machine busier or
-    quieter than this one would have; returns the list of choices made."""
+def force_workers(monkeypatch, workers: int | None) -> list:
+    """The trainer's measurements still run, then choose `workers` (None: 1 and 2 by turns), as
+    a machine busier or quieter than this one would have; returns the list of choices made."""
     made = []
 
     def measure(model, run, batch, **options):
         choice = real(model, run, batch, **options)
-        choice.workers = model.workers = workers
+        choice.workers = model.workers = workers or 1 + len(made) % 2
         made.append(choice)
         return choice
 
@@ -93,6 +93,16 @@ def test_the_threads_measured_change_no_number(workdir, nncli, two_cpus, monkeyp
     forced = nncli("train", "cnn.yaml", "--run-dir", "forced")
     assert "threads: 2 shards of a batch of 96 in 2 threads (NNCLI_THREADS)" in forced.stderr
     assert same(params(workdir / "auto"), runs[1]) and same(params(workdir / "forced"), runs[1])
+    # measured again and again mid-epoch, as on a machine whose load keeps changing
+    monkeypatch.delenv("NNCLI_THREADS")
+    with monkeypatch.context() as patch:
+        made = force_workers(patch, None)  # 1 and 2 threads by turns
+        calls = iter(range(10**6))
+        patch.setattr(DriftWatch, "add", lambda self, seconds: next(calls) % 3 == 2)  # every third step
+        flipping = nncli("train", "cnn.yaml", "--run-dir", "flipping")
+    assert {c.workers for c in made} == {1, 2}, flipping.stderr
+    assert flipping.exit_code == 0 and flipping.stderr.count("measured again") >= 5, flipping.stderr
+    assert same(params(workdir / "flipping"), runs[1])
     # a whole batch in one BLAS thread (NNCLI_THREADS=1) has other roundings, not other results
     monkeypatch.setenv("NNCLI_THREADS", "1")
     assert nncli("train", "cnn.yaml", "--run-dir", "one", "--quiet").exit_code == 0

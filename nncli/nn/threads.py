@@ -105,6 +105,12 @@ class DriftWatch:
             self.gap = self.first_gap if changed else self.gap * 2
         self.reference, self.times, self.off, self.since = None, [], 0, 0
 
+    def describe(self) -> str:
+        """'step times went from 10.00 to 50.00 ms' (the reference, then the last window's)."""
+        if self.reference is None or self.last_median is None:
+            return "step times drifted"
+        return f"step times went from {self.reference * 1e3:.2f} to {self.last_median * 1e3:.2f} ms"
+
     def add(self, seconds: float) -> bool:
         """Note one step's time; True when the step times have drifted (measure, then `reset`)."""
         self.since += 1

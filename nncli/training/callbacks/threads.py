@@ -48,9 +48,7 @@ class ThreadChooser(Callback):
             return
         if self.watch.add(now - last):
             before = model.workers
-            reference, now_median = self.watch.reference, self.watch.last_median
-            self._measure(trainer, f"step times went from {reference * 1e3:.2f} to {now_median * 1e3:.2f} ms;"
-                                   " measured again")
+            self._measure(trainer, f"{self.watch.describe()}; measured again")
             self.watch.reset(changed=model.workers != before)
             self.last = perf_counter()  # the measurement is no step
 
