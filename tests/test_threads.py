@@ -222,3 +222,17 @@ def test_evaluation_measures_on_its_own_first_batches_and_gives_the_same_outputs
     ran.clear()
     loss_and_accuracy(model, loss, x[: 64 * 11], y[: 64 * 11], batch_size=64)
     assert set(ran) == {None}
+
+
+def test_a_huge_shard_count_makes_no_more_replicas_than_a_batch_needs(two_cpus):
+    from nncli.nn.layers import LAYERS
+    from nncli.nn.model import Sequential
+
+    # NNCLI_THREADS=1000000000, or a checkpoint's record saying so: shards of 32 rows at least
+    assert resume_setting({"shards": 10**9, "blas": False}, ThreadSetting(2, True, False)).shards == 10**9
+    model = Sequential([LAYERS.create("conv2d", {"filters": 2, "kernel": 3}), LAYERS.create("flatten", {})])
+    model.build((1, 6, 6), np.random.default_rng(0), np.float32)
+    model.threads, model.hold_blas = 10**9, True
+    x = np.zeros((128, 1, 6, 6), np.float32)
+    assert model.forward(x, training=True).shape == (128, 32)
+    assert model.shards_for(128) == [32] * 4 and len(model._shards.replicas) == 4

@@ -321,12 +321,13 @@ class Sequential:
             self.flat.params.size * (n // (len(bounds) - 1)) < MIN_SHARD_WORK
         ):
             return None  # products alone, and small ones: one thread does them best
-        if self._shards is None or self._shards.threads != self.threads:
+        # replicas for the shards this batch needs (at most n / MIN_SHARD, whatever `threads`)
+        if self._shards is None or self._shards.threads < len(bounds) - 1:
             control = thread_control()
             if control is None:
                 return None
             self._drop_shards()
-            self._shards = Shards(self, self.threads, control)
+            self._shards = Shards(self, len(bounds) - 1, control)
         return bounds
 
     def _drop_shards(self) -> None:
