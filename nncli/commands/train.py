@@ -29,7 +29,7 @@ from nncli.errors import CheckpointError, ConfigError, NncliError, WriteError
 from nncli.fileio import atomic_write_text, exclusive
 from nncli.messages import count
 from nncli.nn.parallel import apply_setting, resume_setting, thread_setting
-from nncli.output.plotting import CurvePlotter
+from nncli.output.curves import CurvePlotter
 from nncli.training import checkpoint
 from nncli.training.callbacks import (
     Checkpointer,
@@ -37,6 +37,7 @@ from nncli.training.callbacks import (
     MetricsWriter,
     NanReporter,
     ProgressBar,
+    StepsWriter,
     ThreadChooser,
 )
 from nncli.training.rundir import RunDir, discard, given_run_dir, new_run_dir, read_summary
@@ -382,6 +383,7 @@ def _run(
     callbacks += [EpochLog()] if verbose else []
     callbacks += [
         MetricsWriter(run),
+        StepsWriter(run),
         Checkpointer(run, resolved),
         NanReporter(run),
         CurvePlotter(run, exp.config.name),

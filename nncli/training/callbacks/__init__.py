@@ -1,5 +1,5 @@
 """What a training run does besides training: progress on the terminal, metrics, checkpoints
-and reports (the curves are drawn on the output side: `nncli.output.plotting.CurvePlotter`).
+and reports (the curves are drawn on the output side: `nncli.output.curves.CurvePlotter`).
 The trainer calls each callback's hooks in order:
 
     on_train_begin  on_epoch_begin(epoch, batches, first_batch)  on_batch_end(batch, loss)
@@ -12,6 +12,7 @@ from nncli.training.callbacks.files import (
     Checkpointer,
     MetricsWriter,
     NanReporter,
+    StepsWriter,
 )
 from nncli.training.callbacks.threads import ThreadChooser
 
@@ -22,5 +23,6 @@ __all__ = [
     "MetricsWriter",
     "NanReporter",
     "ProgressBar",
+    "StepsWriter",
     "ThreadChooser",
 ]
