@@ -199,7 +199,7 @@ def test_batch_statistics_and_random_draws_keep_a_model_serial(control, dense_sh
 
 def test_models_of_matrix_products_small_batches_and_one_thread_run_serially(control):
     mlp = make_model(MLP, np.float32, SHAPES["mlp"])
-    assert mlp.shards_for(128) is None  # OpenBLAS spreads its products over the cores already
+    assert mlp.shards_for(128) is None  # products too small to pay for shards (MIN_SHARD_WORK)
     x, _ = data(SHAPES["mlp"], 128, np.float32)
     mlp.forward(x, training=True)
     mlp.predict(x)
