@@ -236,3 +236,23 @@ def test_a_huge_shard_count_makes_no_more_replicas_than_a_batch_needs(two_cpus):
     x = np.zeros((128, 1, 6, 6), np.float32)
     assert model.forward(x, training=True).shape == (128, 32)
     assert model.shards_for(128) == [32] * 4 and len(model._shards.replicas) == 4
+
+
+@pytest.mark.parametrize(
+    "units, batch, shards",
+    [((512, 256, 10), 128, [64, 64]), ((256, 128, 10), 64, None), ((256, 128, 10), 128, [64, 64])],
+)
+def test_models_of_products_shard_where_each_shard_has_work_enough(two_cpus, units, batch, shards):
+    from nncli.nn.layers import LAYERS
+    from nncli.nn.model import Sequential
+    from nncli.nn.parallel import MIN_SHARD_WORK
+
+    layers = []
+    for n in units:
+        layers += [LAYERS.create("linear", {"units": n}), LAYERS.create("relu", {})]
+    model = Sequential(layers[:-1])
+    model.build((784,), np.random.default_rng(0), np.float32)
+    model.threads = 2
+    assert model.shards_for(batch) == shards  # the MNIST MLP's batches, the quickstart's, and twice its
+    per_shard = model.num_params() * (batch // 2)
+    assert (per_shard >= MIN_SHARD_WORK) == (shards is not None)
