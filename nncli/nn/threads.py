@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from statistics import median
 from time import perf_counter
 
-#: time spent measuring at most, warm-up included, unless one pass each way takes longer
+#: time spent measuring at most, warm-up included, unless two passes each way take longer
 BUDGET_S = 0.3
 ROUNDS = 3  # timed passes each way at most
 
@@ -51,7 +51,8 @@ def measure(
     model, run: Callable[[], object], batch: int, budget_s: float = BUDGET_S, rounds: int = ROUNDS
 ) -> Choice | None:
     """Time `run()` (one pass of `batch` rows through `model`) with the shards in one thread and
-    in one thread each, alternating (`rounds` each way at most, fewer past `budget_s`), after
+    in one thread each, alternating (`rounds` each way at most, fewer past `budget_s` but two at
+    least), after
     one untimed pass each way; leave `model.workers` at
     the faster and return what was measured. None (nothing measured) where a batch of `batch`
     runs whole: there is nothing to choose."""
@@ -71,7 +72,7 @@ def measure(
                 t = perf_counter()
                 run()
                 times[w].append(perf_counter() - t)
-            if perf_counter() - start > budget_s:
+            if r >= 1 and perf_counter() - start > budget_s:  # two each way at least: one is noise
                 break
     except BaseException:
         model.workers = None
