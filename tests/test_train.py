@@ -11,11 +11,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from polling import wait_for
 
 from nncli.errors import CheckpointError
 from nncli.training import checkpoint
@@ -207,11 +207,10 @@ def test_a_signal_saves_and_the_run_resumes_exactly(workdir, signum, spiral):
     proc = subprocess.Popen(
         [*command, "--run-dir", "cut"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    metrics = workdir / "cut" / "metrics.csv"
-    deadline = time.monotonic() + 60
-    while not metrics.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.05)  # land somewhere inside the second epoch
+    # the event: the first epoch's row is written; the signal lands at that epoch's end or early
+    # in the second, and either is a moment to resume from
+    wait_for(lambda: (workdir / "cut" / "metrics.csv").exists() or proc.poll() is not None,
+             "the first epoch's metrics", every=0.01)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signum, err
@@ -431,8 +430,6 @@ def test_an_optimizer_with_lr_gets_no_note(workdir, train):
 
 
 def test_a_run_is_resumed_by_one_process_at_a_time(workdir, nncli, spiral):
-    from polling import wait_for
-
     (workdir / "s.yaml").write_text(spiral({"data.points_per_class": 2000, "train.epochs": 1}))
     assert nncli("train", "s.yaml", "--run-dir", "r", "--quiet").exit_code == 0
     first = subprocess.Popen([sys.executable, "-m", "nncli", "train", "--resume", "r", "--quiet",
