@@ -40,7 +40,8 @@ class Look(Callback):
     def on_epoch_end(self, trainer, row):
         last = checkpoint.load(self.run.last)
         best = checkpoint.load(self.run.best)["epoch"] if self.run.best.exists() else None
-        self.seen.append((row["epoch"], last["epoch"], last["training"]["best_epoch"], best, trainer.improved))
+        named = last["training"]["best_epoch"]
+        self.seen.append((row["epoch"], last["epoch"], named, best, trainer.improved))
 
 
 def test_the_checkpointer_saves_last_every_epoch_and_best_when_it_improves(tmp_path, run, spiral):

@@ -153,7 +153,8 @@ def test_a_checkpoint_written_by_2233a71_predicts_as_it_did(nncli):
     pairs = list(zip(got["predictions"], want["predictions"], strict=True))
     assert [Path(g["input"]).name for g, _ in pairs] == [w["input"] for _, w in pairs]
     assert [g["class"] for g, _ in pairs] == [w["class"] for _, w in pairs]
-    assert [g["probability"] for g, _ in pairs] == pytest.approx([w["probability"] for _, w in pairs], abs=1e-4)
+    probabilities = [w["probability"] for _, w in pairs]
+    assert [g["probability"] for g, _ in pairs] == pytest.approx(probabilities, abs=1e-4)
     # the run directory: its best checkpoint, the last one too (its best epoch was its last)
     result = nncli("predict", OLD / "mlp_run", OLD / "points.npz", "--top-k", 2, "--json")
     assert result.exit_code == 0, result.output
