@@ -154,13 +154,7 @@ def load(path: str | Path) -> dict[str, Any]:
                               " it is damaged or crafted")
     if not isinstance(state, dict) or not all(key in state for key in REQUIRED):
         raise CheckpointError(f"{path} is not an nncli checkpoint (it lacks the expected fields)")
-    version = state["format_version"]
-    if not isinstance(version, int) or version < 1:
-        raise CheckpointError(f"{path} is not an nncli checkpoint (bad format version {version!r})")
-    if version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint format {version}, newer than this nncli {__version__} reads"
-            f" (format {FORMAT_VERSION}); upgrade nncli to load it"
-        )
+    export.check_format_version(state["format_version"], FORMAT_VERSION,
+                                f"{path} is not an nncli checkpoint", f"{path} has checkpoint format")
     state["path"] = str(path)
     return state
