@@ -13,8 +13,16 @@ import pytest
 from nncli.builder import build_experiment
 from nncli.config.schema import load_config
 from nncli.training import checkpoint
-from nncli.training.callbacks import Callback, Checkpointer, EpochLog, MetricsWriter, NanReporter, ProgressBar
-from nncli.training.rundir import RunDir
+from nncli.training.callbacks import (
+    Callback,
+    Checkpointer,
+    EpochLog,
+    MetricsWriter,
+    NanReporter,
+    ProgressBar,
+    StepsWriter,
+)
+from nncli.training.rundir import RunDir, read_steps
 from nncli.training.trainer import Interrupted, NonFiniteLoss, Trainer
 
 
@@ -157,3 +165,23 @@ def test_the_progress_bar_counts_the_batches_of_each_epoch_and_closes(tmp_path, 
     assert bar.bar is None  # closed at the epoch's end
     assert seen.n == 9  # 144 training samples in batches of 16
     assert "epoch 1/2" in stream.getvalue() and "epoch 2/2" in stream.getvalue()
+
+
+def test_the_steps_file_has_every_batch_its_loss_and_rate(tmp_path, run, spiral):
+    schedule = {"type": "step", "step_size": 1, "gamma": 0.5}  # 0.1 in epoch 1, 0.05 in epoch 2
+    exp = experiment(tmp_path, spiral, {"train.epochs": 2, "schedule": schedule})
+
+    class Losses(Callback):
+        def __init__(self):
+            self.seen = []
+
+        def on_batch_end(self, trainer, batch, loss):
+            self.seen.append(loss)
+
+    losses = Losses()
+    Trainer(exp, [losses, StepsWriter(run)]).fit()
+    steps = read_steps(run.steps)
+    assert [step for step, *_ in steps] == list(range(1, 19))  # 9 batches an epoch
+    assert [loss for _, _, loss, _ in steps] == losses.seen  # written as repr: read back exactly
+    assert (steps[0][1], steps[8][1], steps[17][1]) == pytest.approx((1 / 9, 1.0, 2.0))
+    assert [lr for *_, lr in steps] == pytest.approx([0.1] * 9 + [0.05] * 9)
