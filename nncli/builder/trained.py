@@ -207,7 +207,9 @@ class TrainedModel:
                 out = self._forward(np.zeros((1, *self.spec.model_shape), np.float32))
         except (ValueError, TypeError, IndexError) as err:
             raise CheckpointError(f"{self.source}: its arrays do not fit together ({err})") from None
-        if out.shape != (1, self.num_outputs):
+        # two classes under binary_cross_entropy: one output, the second class's logit
+        binary = self.num_outputs == 2 and self.loss.name == "binary_cross_entropy"
+        if out.shape != (1, self.num_outputs) and not (binary and out.shape == (1, 1)):
             raise CheckpointError(
                 f"{self.source}: its model gives {out.shape[1:]} outputs, its record says {self.num_outputs}"
             )
