@@ -117,10 +117,10 @@ def test_a_plain_model_gets_no_note(workdir, nncli, make_config):
     assert not [line for line in check.stdout.splitlines() if line.startswith(("note", "warning"))]
 
 
-def test_a_single_sigmoid_output_predicts_both_classes(workdir, nncli):
+def test_a_single_sigmoid_output_predicts_both_classes(workdir, nncli, make_config):
     """Two classes under binary_cross_entropy have one output: predict reads the checkpoint
     (it was refused for recording two classes) and gives [1 - p, p]."""
-    (workdir / "moons.yaml").write_text(MOONS)
+    moons(make_config, workdir)
     run = trained(nncli, workdir / "moons.yaml", "run", "train.epochs=2")
     x = np.array([[0.0, 0.5], [1.0, -0.3], [2.0, 0.4]], dtype=np.float32)
     np.savez(workdir / "x.npz", x=x)
