@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import config_text
 from PIL import Image
 
 from nncli.data.mnist import load_mnist_small
@@ -318,25 +319,20 @@ def _sine_csvs(folder: Path) -> tuple[Path, Path, Path]:
     return train, test, features
 
 
-SINE = """\
-name: sine_csv
-data:
-  dataset: csv
-  path: train.csv
-  test_path: test.csv
-  target: sine
-  val_size: 0.1
-  preprocess: [standardize]
-model: [{linear: {units: 32}}, tanh, {linear: {units: 32}}, tanh, {linear: {units: 1}}]
-loss: mse
-optimizer: {type: adam, lr: 0.01}
-train: {epochs: 40, batch_size: 32}
-"""
+# the conftest's sine config, wider and longer, on CSV files of angles and their sines
+SINE = {
+    "name": "sine_csv",
+    "seed": 0,
+    "data": {"dataset": "csv", "path": "train.csv", "test_path": "test.csv", "target": "sine",
+             "val_size": 0.1, "preprocess": ["standardize"]},
+    "model": [{"linear": {"units": 32}}, "tanh", {"linear": {"units": 32}}, "tanh", {"linear": {"units": 1}}],
+    "train": {"epochs": 40, "batch_size": 32},
+}
 
 
 def test_csv_regression_predictions_have_the_mse_eval_reported(nncli, workdir):
     train, test, features = _sine_csvs(workdir)
-    (workdir / "sine.yaml").write_text(SINE)
+    (workdir / "sine.yaml").write_text(config_text("sine", **SINE))
     assert nncli("train", "sine.yaml", "-q", "--run-dir", "run").exit_code == 0
     evaluation = json.loads(nncli("eval", "run", "--json").stdout)
     train.rename(workdir / "gone.csv")  # predict needs the checkpoint alone, eval the data
