@@ -83,33 +83,24 @@ def train(
     say = _to_stderr if progress else notes.append  # quiet: every note is kept, for Run.notes
     data_folder = resolve_data_dir(data_dir)
     arrays = _arrays(data)
-    if resume is not None:
+    changes = []
+    if resume is not None:  # a resumed run keeps its config: the overrides as `--set` gives them
         changes = [f"{key}={_yaml(value)}" for key, value in (overrides or {}).items()]
-        result = training.train(
-            config,
-            changes,
-            data_dir=data_folder,
-            run_dir=None if run_dir is None else str(run_dir),
-            resume=str(resume),
-            verbose=progress,
-            bars=progress,
-            say=say,
-            all_notes=not progress,
-            arrays=arrays,
-            spelling=training.PYTHON,
-        )
-    else:
-        result = training.train(
-            None if config is None else _config(config, overrides),
-            data_dir=data_folder,
-            run_dir=None if run_dir is None else str(run_dir),
-            verbose=progress,
-            bars=progress,
-            say=say,
-            all_notes=not progress,
-            arrays=arrays,
-            spelling=training.PYTHON,
-        )
+    elif config is not None:
+        config = _config(config, overrides)
+    result = training.train(
+        config,
+        changes,
+        data_dir=data_folder,
+        run_dir=None if run_dir is None else str(run_dir),
+        resume=None if resume is None else str(resume),
+        verbose=progress,
+        bars=progress,
+        say=say,
+        all_notes=not progress,
+        arrays=arrays,
+        spelling=training.PYTHON,
+    )
     for note in notes:
         if note.startswith("warning"):
             warnings.warn(note.removeprefix("warning: "), UserWarning, stacklevel=2)
