@@ -4,7 +4,9 @@ Each run of a sweep (`Run`: a trial, a seed, a run directory) ends with a status
 `SweepResult` holds them all. The summary (summary.csv, summary.md, in `--out`): one row per
 trial with its varied values, the sweep metric's mean and standard deviation over the seeds
 (each run's best over its epochs), the test metric's mean, the best epoch, the training time
-and the status; best first. `format_summary` is that table for the terminal, `raise_if_failed`
+and the status; best first. A trial whose runs were all pruned shows their metric (their best
+over the epochs they ran) and comes after the trials with a complete run. `draw` makes
+sweep.png. `format_summary` is that table for the terminal, `raise_if_failed`
 the one line when runs failed or did not finish.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +22,8 @@ from pathlib import Path
 from nncli.commands.sweep_dask import NAMED
 from nncli.config.sweep import Sweep, Trial
 from nncli.errors import NncliError
-from nncli.training.rundir import best_metric, read_summary
+from nncli.fileio import atomic_write_text
+from nncli.training.rundir import best_metric, read_metrics, read_summary
 
 FAILURES = "failures.json"
 COMPLETE = ("finished", "early-stopped", "diverged")  # statuses whose metrics count
@@ -32,8 +36,9 @@ class Run:
     seed: int
     path: Path
     status: str = "pending"  # pending, skipped (done before), finished, early-stopped, diverged,
-    # interrupted, killed (by a signal not from the sweep), failed
+    # pruned, interrupted, killed (by a signal not from the sweep), failed
     error: str = ""
+    pruned_at: str = ""  # a pruned run: `pruned (rung 1, epoch 3)`
 
 
 @dataclass
@@ -60,14 +65,16 @@ def summary_rows(spec: Sweep, runs: list[Run]) -> list[dict]:
     for trial in spec.trials:
         members = [run for run in runs if run.trial.index == trial.index]
         complete = [run for run in members if run.status in COMPLETE]  # no partial metrics
-        metrics = [best_metric(run.path, spec.metric, spec.mode) for run in complete]
+        pruned = [run for run in members if run.status == "pruned"]
+        measured = complete or pruned  # a trial pruned whole: its runs' metric at the cut
+        metrics = [best_metric(run.path, spec.metric, spec.mode) for run in measured]
         metrics = [m for m in metrics if m is not None]
         summaries = [read_summary(run.path) or {} for run in complete]
         tests = [s["test"].get("accuracy") if spec.metric.endswith("acc") else s["test"].get("loss")
                  for s in summaries if isinstance(s.get("test"), dict)]
         tests = [t for t in tests if isinstance(t, int | float)]
         epochs = [s.get("best_epoch") for s in summaries if isinstance(s.get("best_epoch"), int)]
-        statuses = sorted({run.status for run in members})
+        statuses = sorted({run.pruned_at or run.status for run in members})
         rows.append({
             **{key: trial.values.get(key) for key in spec.varied},
             f"{spec.metric}_mean": statistics.fmean(metrics) if metrics else None,
@@ -81,7 +88,8 @@ def summary_rows(spec: Sweep, runs: list[Run]) -> list[dict]:
         })
     key = f"{spec.metric}_mean"
     sign = -1 if spec.mode == "max" else 1
-    return sorted(rows, key=lambda r: (r[key] is None, sign * (r[key] or 0.0)))
+    return sorted(rows, key=lambda r: (r[key] is None, r["status"].startswith("pruned"),
+                                       sign * (r[key] or 0.0)))
 
 
 def _std(values: list[float]) -> float | None:
@@ -89,6 +97,30 @@ def _std(values: list[float]) -> float | None:
     if not values:
         return None
     return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def draw(result: SweepResult, best: int = 3) -> Path | None:
+    """sweep.png: the metric against each varied key, and the curves of the `best` trials' runs."""
+    from nncli.output.plotting import plot_sweep  # matplotlib only once the runs are done
+
+    spec = result.sweep
+    measured = [(run, best_metric(run.path, spec.metric, spec.mode)) for run in result.runs]
+    measured = [(run, value) for run, value in measured if value is not None]
+    varied = {key: [(run.trial.values[key], value) for run, value in measured] for key in spec.varied}
+    varied = {key: points for key, points in varied.items() if len({str(x) for x, _ in points}) > 1}
+    ranked = [row["runs"].split() for row in result.rows[:best]]
+    curves = []
+    for rank, names in enumerate(ranked, 1):
+        for name in names:
+            try:
+                rows = read_metrics(result.out / name / "metrics.csv")
+            except (OSError, ValueError, csv.Error):
+                continue
+            curves.append((f"#{rank} {name[:6]}", rows))
+    if not varied and not curves:
+        return None
+    title = f"{spec.name}: {spec.metric} ({spec.mode})"
+    return plot_sweep(varied, curves, spec.metric, result.out / "sweep.png", title)
 
 
 def summary_csv(spec: Sweep, rows: list[dict]) -> str:
@@ -114,7 +146,10 @@ def summary_markdown(spec: Sweep, rows: list[dict], notes: list[str] = ()) -> st
         return str(value)
 
     title = f"# {spec.name}: {len(spec.trials)} trials x {len(spec.seeds)} seeds, {spec.metric} ({spec.mode})"
-    lines = [title, "", "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines = [title, ""]
+    if spec.prune is not None:
+        lines += [f"Pruned by {spec.prune.describe()}; every decision is in prune.jsonl.", ""]
+    lines += ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
     if notes:
         lines += ["", *(f"note: {note}" for note in notes)]
@@ -146,3 +181,21 @@ def raise_if_failed(result: SweepResult) -> None:
                     " sweep again to finish them")
     if said:
         raise NncliError("; ".join(said))
+
+
+def read_failures(out: Path) -> dict:
+    try:
+        failures = json.loads((out / FAILURES).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return failures if isinstance(failures, dict) else {}
+
+
+def write_failures(out: Path, failures: dict, runs: list[Run]) -> None:
+    for run in runs:  # a failure recorded by an earlier invocation, not retried this time
+        if run.status in ("pending", "skipped") and run.path.name in failures:
+            run.status, run.error = "failed", failures[run.path.name]
+    if failures:
+        atomic_write_text(out / FAILURES, json.dumps(failures, indent=2) + "\n")
+    else:
+        (out / FAILURES).unlink(missing_ok=True)
