@@ -167,6 +167,19 @@ def test_asha_decides_on_each_trials_mean_over_the_seeds_that_reached_the_rung(b
     assert [e["run"] for e in log_of(workdir)[len(decided):]] == [runs[5].path.name]  # c1: c was pruned
 
 
+def test_a_rerun_compares_with_the_runs_an_earlier_invocation_trained(base, workdir):
+    from nncli.commands.sweep import plan
+    from nncli.commands.sweep_prune import make_pruner as pruner_of
+
+    spec = load_sweep(sweep_file(workdir, "{rule: asha, grace: 1, eta: 2}", (0.3, 0.1), (0,)))
+    a, b = plan(spec, workdir / "out")
+    a.path.mkdir(parents=True)
+    (a.path / "metrics.csv").write_text("epoch,val_acc\n1,0.9\n2,0.95\n")  # trained before
+    pruner = pruner_of(spec, workdir / "out", [a, b])
+    entry = feed(pruner, b, [0.5])
+    assert (entry["decision"], entry["cutoff"], entry["trials"]) == ("prune", 0.9, 2)
+
+
 def test_the_median_rule_waits_for_warmup_finished_trials(base, workdir):
     lrs = (0.3, 0.1, 0.01, 0.001)
     pruner, runs = make_pruner(workdir, "{rule: median, warmup: 2, from_epoch: 2}", lrs, (0,))

@@ -57,8 +57,8 @@ import threading
 import time
 from pathlib import Path
 
+from nncli.commands import sweep_prune
 from nncli.commands.sweep_dask import _dask_client, _execute_on_dask
-from nncli.commands.sweep_prune import PRUNED_EXIT, Pruner, make_pruner, pruned_before_start, watch_local
 from nncli.commands.sweep_summary import (
     COMPLETE,
     Run,
@@ -155,7 +155,7 @@ def sweep(
 def _sweep(spec: Sweep, out: Path, runs: list[Run], lock: int | None, jobs, data_dir, scheduler,
            progress: bool, say) -> SweepResult:
     failures = read_failures(out)
-    pruner = make_pruner(spec, out, runs)
+    pruner = sweep_prune.make_pruner(spec, out, runs)
     notes = list(pruner.notes) if pruner else []
     for note in notes:
         say(f"note: {note}")
@@ -198,6 +198,9 @@ def _sweep(spec: Sweep, out: Path, runs: list[Run], lock: int | None, jobs, data
                 run.pruned_at = pruned_label(read_pruned(run.path))
     if pruner is not None:
         notes += pruner.notes[len(notes):]
+        pruned = sum(run.status == "pruned" for run in runs)
+        say(f"{pruned} of {len(runs)} runs pruned by {spec.prune.rule}; its decisions are in"
+            f" {out / sweep_prune.PRUNE_LOG}")
     write_failures(out, failures, runs)
     result = SweepResult(spec, out, runs, notes=notes)
     result.rows = summary_rows(spec, runs)
@@ -230,7 +233,7 @@ def _command(run: Run, spec: Sweep, data_dir: Path | None) -> list[str]:
 
 
 def _execute(todo: list[Run], spec: Sweep, jobs: int, data_dir, progress: bool, failures: dict,
-             lock: int | None = None, pruner: Pruner | None = None) -> None:
+             lock: int | None = None, pruner: sweep_prune.Pruner | None = None) -> None:
     """The runs of `todo`, `jobs` at a time, each `nncli train` in a process of its own that
     holds the sweep's `lock` too (inherited) and gets SIGINT when this process dies (Linux);
     with a `pruner`, their metrics.csv watched and the runs it prunes stopped."""
@@ -238,7 +241,7 @@ def _execute(todo: list[Run], spec: Sweep, jobs: int, data_dir, progress: bool, 
     env = _environment(threads)
     queue = list(todo)
     active: dict[subprocess.Popen, tuple[Run, object]] = {}
-    watched: dict[subprocess.Popen, tuple | None] = {}  # the (mtime, size) of its metrics.csv read
+    watched: dict[subprocess.Popen, list] = {}  # launched (ns), the (mtime, size) of metrics.csv read
     bar = _bar(len(todo), progress)
     best = None
     with_parent = _die_with_parent()
@@ -247,7 +250,7 @@ def _execute(todo: list[Run], spec: Sweep, jobs: int, data_dir, progress: bool, 
         while queue or active:
             while queue and len(active) < jobs:
                 run = queue.pop(0)
-                if pruner is not None and pruned_before_start(pruner, run, failures):
+                if pruner is not None and sweep_prune.pruned_before_start(pruner, run, failures):
                     if bar is not None:
                         bar.update()
                     continue
@@ -259,10 +262,10 @@ def _execute(todo: list[Run], spec: Sweep, jobs: int, data_dir, progress: bool, 
                     pass_fds=() if lock is None else (lock,), preexec_fn=with_parent,
                 )
                 active[process] = (run, log)
-                watched[process] = None
+                watched[process] = [time.time_ns(), None]
             time.sleep(0.05)
             if pruner is not None:
-                watch_local(pruner, active, watched)
+                sweep_prune.watch_local(pruner, active, watched)
             for process in [p for p in active if p.poll() is not None]:
                 run, log = active.pop(process)
                 watched.pop(process, None)
@@ -409,7 +412,7 @@ def _finish(run: Run, code: int, log, failures: dict, stopping: bool = False) ->
     elif code == 3:
         run.status = "diverged"
         failures.pop(key, None)
-    elif code == PRUNED_EXIT:  # stopped by a prune request (the pruner's settle marks it)
+    elif code == sweep_prune.PRUNED_EXIT:  # stopped by a prune request (the pruner's settle marks it)
         run.status = "pruned"
         failures.pop(key, None)
     elif code < 0 and not stopping:

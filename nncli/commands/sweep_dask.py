@@ -42,7 +42,7 @@ NAMED = 5  # runs named in the line of an interrupted sweep; the rest are counte
 # on a Dask worker: the `nncli train` processes running now, each with its sweep's token, its
 # run's name and folder; the number of `train_remotely` calls of each token not returned yet,
 # the tokens stopped, and the (token, run name) pruned
-_training: dict[subprocess.Popen, tuple[str, str, Path]] = {}
+_training: dict[subprocess.Popen, tuple[str, str, Path, int]] = {}  # ..., launched (ns)
 _running: collections.Counter[str] = collections.Counter()
 _stopped: set[str] = set()
 _pruned: set[tuple[str, str]] = set()
@@ -190,7 +190,7 @@ def _train_in(folder: Path, base_name: str, base_text: str, sets: list[str],
             return {"code": PRUNED_EXIT, "stderr": "", "files": {}}
         process = subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True, env=_environment())
-        _training[process] = (token, name, run)
+        _training[process] = (token, name, run, time.time_ns())
     with process:
         try:
             _, stderr = process.communicate()
@@ -211,7 +211,7 @@ async def stop_training(token: str, wait: float = 30.0) -> None:
 
     with _running_lock:
         _stopped.add(token)
-        processes = [process for process, (owner, _, _) in _training.items() if owner == token]
+        processes = [process for process, (owner, *_) in _training.items() if owner == token]
     for process in processes:
         if process.poll() is None:
             # SIGTERM, which `nncli train` answers as it answers Ctrl-C: a process that has not
@@ -225,7 +225,7 @@ async def stop_training(token: str, wait: float = 30.0) -> None:
 def progress_remotely(token: str) -> dict[str, str]:
     """On a Dask worker: the metrics.csv text of each run of `token` training here."""
     with _running_lock:
-        runs = [(name, folder) for _, (owner, name, folder) in _training.items() if owner == token]
+        runs = [(name, folder) for _, (owner, name, folder, _) in _training.items() if owner == token]
     found = {}
     for name, folder in runs:
         with contextlib.suppress(OSError, UnicodeDecodeError):
@@ -235,15 +235,23 @@ def progress_remotely(token: str) -> dict[str, str]:
 
 def prune_remotely(token: str, names: list[str]) -> None:
     """On a Dask worker: the runs `names` of `token` are pruned: those not started will not
-    start, and those training here with an epoch behind them (their signal handlers are in
-    place) get SIGUSR1, which `nncli train` answers by stopping at the end of that epoch."""
+    start, and those training here that wrote an epoch since they started (their signal
+    handlers are in place) get SIGUSR1, which `nncli train` answers by stopping at the end of
+    that epoch."""
     with _running_lock:
         _pruned.update((token, name) for name in names)
-        processes = [process for process, (owner, name, folder) in _training.items()
-                     if owner == token and name in names and (folder / "metrics.csv").is_file()]
+        processes = [process for process, (owner, name, folder, launched) in _training.items()
+                     if owner == token and name in names and _written_since(folder, launched)]
     for process in processes:
         if process.poll() is None:
             process.send_signal(getattr(signal, "SIGUSR1", signal.SIGTERM))
+
+
+def _written_since(folder: Path, launched: int) -> bool:
+    try:
+        return (folder / "metrics.csv").stat().st_mtime_ns > launched
+    except OSError:
+        return False
 
 
 def _execute_on_dask(todo: list, spec: Sweep, client, data_dir, bar, failures: dict,

@@ -290,11 +290,18 @@ class Pruner:
 
 
 def make_pruner(spec: Sweep, out: Path, runs: list) -> Pruner | None:
-    """The sweep's pruner (None without `prune:`), each run's epochs read from its trial's config."""
+    """The sweep's pruner (None without `prune:`), each run's epochs read from its trial's
+    config, and the metrics of the runs already in `out` read."""
     if spec.prune is None:
         return None
     epochs = {trial.index: load_config(spec.base, trial.overrides()).train.epochs for trial in spec.trials}
-    return Pruner(spec, out, runs, {run.path.name: epochs[run.trial.index] for run in runs})
+    pruner = Pruner(spec, out, runs, {run.path.name: epochs[run.trial.index] for run in runs})
+    for run in runs:  # what earlier invocations trained counts at the rungs it reached
+        with contextlib.suppress(OSError, UnicodeDecodeError, ValueError, csv.Error):
+            pruner.seen(run.path.name, read_metrics(run.path / "metrics.csv"))
+        if run_status(run.path) in FINISHED:
+            pruner.finish(run.path.name)
+    return pruner
 
 
 def pruned_before_start(pruner: Pruner, run, failures: dict) -> bool:
@@ -311,30 +318,36 @@ def pruned_before_start(pruner: Pruner, run, failures: dict) -> bool:
 
 
 def watch_local(pruner: Pruner, active: dict, watched: dict) -> None:
-    """Read the metrics.csv of each active run that changed, and stop the runs pruned: SIGUSR1
-    (`nncli train` stops at the end of its last full epoch), SIGINT where there is none. A run
-    is signalled once it has an epoch behind it: its handlers are in place by then."""
-    by_name = {run.path.name: process for process, (run, _) in active.items()}
+    """Read the metrics.csv of each active run (`active`: process -> (run, log)) that changed
+    since `watched[process]` = [launch time (ns), what was read], and stop the runs pruned:
+    SIGUSR1 (`nncli train` stops at the end of its last full epoch), SIGINT where there is none.
+    A run is signalled only once it has written an epoch since it was launched (its handlers
+    are in place by then: a resumed run's old rows do not count), and again at each epoch it
+    writes after its prune, should a signal have been lost."""
+    fresh = {}
     for process, (run, _) in list(active.items()):
+        launched, read = watched[process]
         try:
             stat = (run.path / "metrics.csv").stat()
         except OSError:
             continue
-        if watched.get(process) == (stat.st_mtime_ns, stat.st_size):
+        fresh[run.path.name] = (process, stat.st_mtime_ns > launched)
+        if read == (stat.st_mtime_ns, stat.st_size):
             continue
         try:
             rows = read_metrics(run.path / "metrics.csv")
         except (OSError, UnicodeDecodeError, ValueError, csv.Error):
             continue  # being replaced (atomically), or damaged: read again next time
-        watched[process] = (stat.st_mtime_ns, stat.st_size)
+        watched[process][1] = (stat.st_mtime_ns, stat.st_size)
         pruner.seen(run.path.name, rows)
-        if pruner.check(run.path.name) is None:
+        if not fresh[run.path.name][1]:
+            continue
+        if pruner.check(run.path.name) is None and pruner.decision(run.path.name) is None:
             continue
         _stop_pruned(process)
-        for sibling in pruner.siblings(run.path.name):  # its trial is pruned: stop its other runs
-            other = by_name.get(sibling)
-            if other is not None and pruner.check(sibling) is not None:
-                _stop_pruned(other)
+    for name, (process, written) in fresh.items():  # the other runs of the trials pruned
+        if written and pruner.decision(name) is None and pruner.check(name) is not None:
+            _stop_pruned(process)
 
 
 def _stop_pruned(process: subprocess.Popen) -> None:
@@ -359,7 +372,9 @@ def watch_remote(client, token: str, pruner: Pruner, done: threading.Event, prog
             for name, text in texts.items():
                 with contextlib.suppress(ValueError, csv.Error):
                     pruner.seen(name, read_metrics(io.StringIO(text)))
-                if pruner.check(name) is not None:
+                # a run pruned before and still training is asked again (it may not have had its
+                # handlers when first asked)
+                if pruner.check(name) is not None or pruner.decision(name) is not None:
                     stop += [name, *pruner.siblings(name)]
         if stop:
             with contextlib.suppress(Exception):

@@ -104,7 +104,10 @@ def draw(result: SweepResult, best: int = 3) -> Path | None:
     from nncli.output.plotting import plot_sweep  # matplotlib only once the runs are done
 
     spec = result.sweep
-    measured = [(run, best_metric(run.path, spec.metric, spec.mode)) for run in result.runs]
+    if spec.prune is not None:
+        _draw_pruning(result)
+    measured = [(run, best_metric(run.path, spec.metric, spec.mode)) for run in result.runs
+                if run.status != "pruned"]  # a pruned run's best is of its first epochs
     measured = [(run, value) for run, value in measured if value is not None]
     varied = {key: [(run.trial.values[key], value) for run, value in measured] for key in spec.varied}
     varied = {key: points for key, points in varied.items() if len({str(x) for x, _ in points}) > 1}
@@ -121,6 +124,26 @@ def draw(result: SweepResult, best: int = 3) -> Path | None:
         return None
     title = f"{spec.name}: {spec.metric} ({spec.mode})"
     return plot_sweep(varied, curves, spec.metric, result.out / "sweep.png", title)
+
+
+def _draw_pruning(result: SweepResult) -> Path | None:
+    """prune.png: every run's metric over its epochs, the pruned ones in grey."""
+    from nncli.output.pruning import plot_pruning
+
+    spec, runs = result.sweep, []
+    for run in result.runs:
+        try:
+            rows = read_metrics(run.path / "metrics.csv")
+        except (OSError, ValueError, csv.Error):
+            continue
+        runs.append((run.trial.label(), rows, run.status == "pruned"))
+    if not runs:
+        return None
+    pruned = sum(run.status == "pruned" for run in result.runs)
+    rungs = list(spec.prune.rungs()) if spec.prune.rule == "asha" else []
+    title = (f"{spec.name}: {spec.metric} per epoch, {pruned} of {len(result.runs)} runs pruned"
+             f" ({spec.prune.rule})")
+    return plot_pruning(runs, rungs, spec.metric, result.out / "prune.png", title)
 
 
 def summary_csv(spec: Sweep, rows: list[dict]) -> str:
