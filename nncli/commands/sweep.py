@@ -156,7 +156,8 @@ def _sweep(spec: Sweep, out: Path, runs: list[Run], lock: int | None, jobs, data
            progress: bool, say) -> SweepResult:
     failures = read_failures(out)
     pruner = sweep_prune.make_pruner(spec, out, runs)
-    notes = list(pruner.notes) if pruner else []
+    notes = list(pruner.notes) if pruner else []  # prune.jsonl damaged
+    said = len(notes)
     for note in notes:
         say(f"note: {note}")
     for run in runs:
@@ -197,7 +198,7 @@ def _sweep(spec: Sweep, out: Path, runs: list[Run], lock: int | None, jobs, data
             if run.status == "pruned":
                 run.pruned_at = pruned_label(read_pruned(run.path))
     if pruner is not None:
-        notes += pruner.notes[len(notes):]
+        notes += pruner.notes[said:]
         pruned = sum(run.status == "pruned" for run in runs)
         say(f"{pruned} of {len(runs)} runs pruned by {spec.prune.rule}; its decisions are in"
             f" {out / sweep_prune.PRUNE_LOG}")
