@@ -64,6 +64,7 @@ from nncli.commands.sweep_summary import (
     Run,
     SweepResult,
     draw,
+    pruned_count,
     read_failures,
     summary_csv,
     summary_markdown,
@@ -199,8 +200,7 @@ def _sweep(spec: Sweep, out: Path, runs: list[Run], lock: int | None, jobs, data
                 run.pruned_at = pruned_label(read_pruned(run.path))
     if pruner is not None:
         notes += pruner.notes[said:]
-        pruned = sum(run.status == "pruned" for run in runs)
-        say(f"{pruned} of {len(runs)} runs pruned by {spec.prune.rule}; its decisions are in"
+        say(f"{pruned_count(runs)} (by {spec.prune.rule}); every decision is in"
             f" {out / sweep_prune.PRUNE_LOG}")
     write_failures(out, failures, runs)
     result = SweepResult(spec, out, runs, notes=notes)

@@ -139,11 +139,17 @@ def _draw_pruning(result: SweepResult) -> Path | None:
         runs.append((run.trial.label(), rows, run.status == "pruned"))
     if not runs:
         return None
-    pruned = sum(run.status == "pruned" for run in result.runs)
     rungs = list(spec.prune.rungs()) if spec.prune.rule == "asha" else []
-    title = (f"{spec.name}: {spec.metric} per epoch, {pruned} of {len(result.runs)} runs pruned"
-             f" ({spec.prune.rule})")
+    title = f"{spec.name}: {spec.metric} per epoch; {pruned_count(result.runs)} ({spec.prune.rule})"
     return plot_pruning(runs, rungs, spec.metric, result.out / "prune.png", title)
+
+
+def pruned_count(runs: list[Run]) -> str:
+    """`22 of 27 runs pruned, 15 of them before they started`."""
+    pruned = [run for run in runs if run.status == "pruned"]
+    unstarted = sum(not (run.path / "metrics.csv").is_file() for run in pruned)
+    return (f"{len(pruned)} of {len(runs)} runs pruned"
+            + (f", {unstarted} of them before they started" if unstarted else ""))
 
 
 def summary_csv(spec: Sweep, rows: list[dict]) -> str:

@@ -35,6 +35,9 @@ def plot_pruning(runs: list[tuple[str, list[dict], bool]], rungs: list[int], met
             labelled.add(label)
     for epoch in rungs:
         ax.axvline(epoch, color="0.4", linestyle=":", linewidth=1)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel(metric)
     ax.grid(alpha=0.3)
