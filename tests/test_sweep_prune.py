@@ -239,6 +239,7 @@ def check_pruned_tiny_lr(workdir: Path, nncli, out: Path, first):
     listed = nncli("runs", out)
     line = next(line for line in listed.stdout.splitlines() if tiny.path.name in line)
     assert "pruned (rung 0, epoch 1)" in line
+    assert (out / "prune.png").read_bytes()[:4] == b"\x89PNG"
     row = next(line for line in (out / "summary.md").read_text().splitlines() if line.startswith("| 1e-06 |"))
     assert row.endswith("| pruned (rung 0, epoch 1) |")
     return decisions

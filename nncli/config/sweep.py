@@ -102,7 +102,7 @@ class Prune:
         if self.rule == "asha":
             return (f"asha (grace {self.grace}, eta {self.eta}, max_epochs {self.max_epochs}:"
                     f" rungs at epochs {', '.join(map(str, self.rungs()))})")
-        return f"median (warmup {self.warmup} trials, from epoch {self.from_epoch})"
+        return f"median (warmup {plural(self.warmup, 'trial')}, from epoch {self.from_epoch})"
 
 
 @dataclass(frozen=True)
