@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nncli.output.plotting import _numbers, _pyplot, _save
+from nncli.output.curves import numbers
+from nncli.output.plotting import pyplot, save
 
 
 def plot_pruning(runs: list[tuple[str, list[dict], bool]], rungs: list[int], metric: str, out: Path,
@@ -14,13 +15,13 @@ def plot_pruning(runs: list[tuple[str, list[dict], bool]], rungs: list[int], met
     """`runs`: (trial label, metrics rows, pruned) for each run; the runs that went on in colour
     (one per trial, labelled), the pruned in grey, each ending in a cross; `rungs`, the epochs
     of the decisions, as dotted lines."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     trials = list(dict.fromkeys(label for label, _, pruned in runs if not pruned))
     labelled = set()
     for label, rows, pruned in runs:
-        xs, ys = _numbers(rows, metric)
+        xs, ys = numbers(rows, metric)
         if not xs:
             continue
         if pruned:
@@ -45,4 +46,4 @@ def plot_pruning(runs: list[tuple[str, list[dict], bool]], rungs: list[int], met
     if title:
         ax.set_title(title, fontsize="medium")
     fig.tight_layout()
-    return _save(fig, out)
+    return save(fig, out)
