@@ -269,6 +269,17 @@ class Model:
             warnings.warn(note, UserWarning, stacklevel=2)
         return report
 
+    def summary(self) -> str:
+        """The layer table `nncli check` prints: each layer's output shape, parameters and
+        multiply-accumulates for one sample, then the totals."""
+        from nncli.commands.check import format_bytes, layer_table
+
+        model = self._trained.model
+        table = layer_table(model)
+        total = model.num_params()
+        size = format_bytes(total * np.dtype(self._trained.config.dtype).itemsize)
+        return "\n".join([*table[:-1], f"total parameters: {total:,} ({size})", table[-1]])
+
     def export(self, path: str | Path) -> Path:
         """Write the model as `nncli export` does (an .npz of plain arrays); returns the path."""
         path = check_output(path)

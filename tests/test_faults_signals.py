@@ -22,6 +22,7 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 RUN_FILES = {
     "config.yaml",
     "metrics.csv",
+    "steps.csv",
     "curves.png",
     "summary.json",
     "checkpoints",
