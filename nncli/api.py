@@ -31,7 +31,7 @@ from nncli.builder.trained import TrainedModel
 from nncli.commands import lr_find as range_test
 from nncli.commands import predict as predicting
 from nncli.commands import train as training
-from nncli.commands.export import check_output
+from nncli.commands.export import output_format
 from nncli.config.schema import Config, load_config, parse_config
 from nncli.config.yamlsource import Source, parse_path, set_value
 from nncli.data import resolve_data_dir
@@ -280,10 +280,16 @@ class Model:
         size = format_bytes(total * np.dtype(self._trained.config.dtype).itemsize)
         return "\n".join([*table[:-1], f"total parameters: {total:,} ({size})", table[-1]])
 
-    def export(self, path: str | Path) -> Path:
-        """Write the model as `nncli export` does (an .npz of plain arrays); returns the path."""
-        path = check_output(path)
-        export.export(self._trained.saved, path)
+    def export(self, path: str | Path, format: str | None = None) -> Path:
+        """Write the model as `nncli export` does: an .npz of plain arrays, or an ONNX graph
+        for a path ending .onnx (or `format="onnx"`; needs the onnx extra); returns the path."""
+        path = Path(path)
+        if output_format(path, format) == "onnx":
+            from nncli.training import onnx_export
+
+            onnx_export.export_onnx(self._trained, path)
+        else:
+            export.export(self._trained.saved, path)
         return path
 
     def __repr__(self) -> str:

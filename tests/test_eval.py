@@ -214,7 +214,7 @@ def test_regression_metrics_of_a_sine_run(tmp_path, nncli, trained, eval_json):
         rng=np.random.default_rng(1),
     )
     p = saved["model"]["params"]
-    x, y = splits.x_test.astype(np.float64), splits.y_test.astype(np.float64)
+    x, y = np.asarray(splits.x_test, np.float64), splits.y_test.astype(np.float64)
     pred = np.tanh(x @ p["layers.0.W"] + p["layers.0.b"]) @ p["layers.2.W"] + p["layers.2.b"]
     mse = np.mean((pred - y) ** 2)
     assert report["samples"] == len(y)

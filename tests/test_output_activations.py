@@ -124,3 +124,18 @@ def test_a_plain_model_gets_no_note(workdir, nncli):
     check = nncli("check", "moons.yaml")
     assert check.exit_code == 0
     assert not [line for line in check.stdout.splitlines() if line.startswith(("note", "warning"))]
+
+
+def test_a_single_sigmoid_output_predicts_both_classes(workdir, nncli):
+    """Two classes under binary_cross_entropy have one output: predict reads the checkpoint
+    (it was refused for recording two classes) and gives [1 - p, p]."""
+    (workdir / "moons.yaml").write_text(MOONS)
+    run = trained(nncli, workdir / "moons.yaml", "run", "train.epochs=2")
+    x = np.array([[0.0, 0.5], [1.0, -0.3], [2.0, 0.4]], dtype=np.float32)
+    np.savez(workdir / "x.npz", x=x)
+    out = nncli("predict", run, "x.npz", "--top-k", "2", "--json")
+    assert out.exit_code == 0, out.output
+    rows = json.loads(out.stdout)["predictions"]
+    assert [sorted(t["class"] for t in row["top"]) for row in rows] == [["0", "1"]] * 3
+    for row in rows:
+        assert abs(sum(t["probability"] for t in row["top"]) - 1) < 1e-6

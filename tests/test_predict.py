@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -397,6 +398,27 @@ def test_export_needs_an_npz_name(quickstart, nncli, tmp_path):
     result = nncli("export", run, "-o", tmp_path / "model.pkl")
     assert result.exit_code == 1 and "name it model.npz" in result.stderr
     assert not (tmp_path / "model.pkl").exists()
+
+
+def test_export_format_by_suffix_or_flag_in_one_line(quickstart, nncli, tmp_path):
+    run, _, _ = quickstart
+    result = nncli("export", run, "-o", tmp_path / "model.npz", "--format", "onnx")
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: {tmp_path / 'model.npz'}: its suffix says npz but --format says onnx;"
+                             " name it model.onnx\n")
+    result = nncli("export", run, "-o", tmp_path / "model.bin", "--format", "npz")
+    assert result.exit_code == 1 and "name it model.npz" in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_onnx_export_without_the_onnx_package_says_what_to_install(quickstart, nncli, tmp_path, monkeypatch):
+    run, _, _ = quickstart
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` raises ImportError
+    result = nncli("export", run, "-o", tmp_path / "model.onnx")
+    assert result.exit_code == 1
+    assert result.stderr == ("error: ONNX export needs the onnx package: pip install 'nncli[onnx]'"
+                             " (or pip install onnx)\n")
+    assert not list(tmp_path.iterdir())
 
 
 def test_image_inputs_need_an_image_model(nncli, workdir, spiral):

@@ -425,7 +425,11 @@ def _train(source: Source, spec: Any) -> TrainConfig:
         monitor=get("monitor", metric_name, None),
         mode=get("mode", validate.one_of, None, MODES),
         early_stopping=stopping,
-        eval_batch_size=get("eval_batch_size", validate.positive_int, 1000),
+        # Evaluation chunks of 256 keep a pass in cache and its arrays small: the MNIST CNN's
+        # 10,000 test images in 2.2-2.8 s against 2.3-16 s in chunks of 1,000 (loaded 2-vCPU
+        # EPYC), and a run's peak RSS 242 MiB against 415. A config (and so a checkpoint) that
+        # says 1000 keeps it, and its figures to the last bit.
+        eval_batch_size=get("eval_batch_size", validate.positive_int, 256),
         loggers=loggers,
         histograms=get("histograms", validate.boolean, False, path=("train", "tensorboard"),
                        block=board or {}),
