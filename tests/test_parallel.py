@@ -199,7 +199,7 @@ def test_batch_statistics_and_random_draws_keep_a_model_serial(control, dense_sh
 
 def test_models_of_matrix_products_small_batches_and_one_thread_run_serially(control):
     mlp = make_model(MLP, np.float32, SHAPES["mlp"])
-    assert mlp.shards_for(128) is None  # OpenBLAS spreads its products over the cores already
+    assert mlp.shards_for(128) is None  # products too small to pay for shards (MIN_SHARD_WORK)
     x, _ = data(SHAPES["mlp"], 128, np.float32)
     mlp.forward(x, training=True)
     mlp.predict(x)
@@ -338,9 +338,11 @@ def test_time_says_how_training_shards_the_step(workdir, nncli, control, monkeyp
     monkeypatch.setenv("NNCLI_THREADS", "2")
     result = nncli("time", "cnn.yaml", "--iters", 2, "--warmup", 0)
     assert result.exit_code == 0, result.output
-    line = r"^training runs this step as 2 shards of 50 in 2 threads: [\d.]+ ms a step"
+    line = (r"^training runs this step as 2 shards of 50: in 1 thread [\d.]+ ms, in 2 threads [\d.]+ ms"
+            r" a step \(median, alternating\) -> 2 threads, as NNCLI_THREADS forces")
     assert re.search(line, result.stdout, re.MULTILINE), result.stdout
-    # the sharded figure is of steps that did run as shards: one untimed and `--iters` timed
+    # the sharded figures are of steps that did run as shards: one untimed and `--iters` timed,
+    # in one thread and in two
     forwards = []
     run_forward = parallel.Shards.forward
 
@@ -351,9 +353,15 @@ def test_time_says_how_training_shards_the_step(workdir, nncli, control, monkeyp
     with monkeypatch.context() as patch:
         patch.setattr(parallel.Shards, "forward", counted)
         report = json.loads(nncli("time", "cnn.yaml", "--iters", 1, "--warmup", 0, "--json").stdout)
-    assert forwards == [[50, 50]] * 2
+    assert forwards == [[50, 50]] * 4
     sharded = report["sharded"]
     assert sharded["shards"] == [50, 50] and isinstance(sharded["step_ms"], float) and sharded["step_ms"] > 0
+    assert sharded["threads"] == 2 and not sharded["measured"]
+    assert sharded["step_ms_by_threads"]["2"] == sharded["step_ms"] and sharded["step_ms_by_threads"]["1"] > 0
+    monkeypatch.delenv("NNCLI_THREADS")  # measured: training takes the faster
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    report = json.loads(nncli("time", "cnn.yaml", "--iters", 1, "--warmup", 0, "--json").stdout)["sharded"]
+    assert report["measured"] and report["step_ms"] == min(report["step_ms_by_threads"].values())
     monkeypatch.setenv("NNCLI_THREADS", "1")
     result = nncli("time", "cnn.yaml", "--iters", 1, "--warmup", 0)
     assert "shards" not in result.stdout

@@ -30,6 +30,7 @@ from nncli.fileio import MAX_NAME, MAX_NAMES, printable
 from nncli.nn.losses import Loss
 from nncli.nn.metrics import evaluate, predicted_labels
 from nncli.nn.model import Sequential
+from nncli.nn.threads import FirstPasses
 
 
 @dataclass(frozen=True)
@@ -306,8 +307,9 @@ class TrainedModel:
     def _forward(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """The outputs for samples `x` already checked and laid out as the model takes them."""
         batch = batch_size or self.config.train.eval_batch_size
+        passes = FirstPasses(self.model, batch, -(-len(x) // batch))  # threads measured, if not yet
         chunks = Inputs(x, self.preprocessor).chunks(batch)  # converted a chunk at a time
-        outs = [self.model.forward(chunk, training=False) for chunk in chunks]
+        outs = [passes.forward(chunk) for chunk in chunks]
         if not outs:
             return np.empty((0, *self.model.output_shape), self.preprocessor.dtype)
         return np.concatenate(outs)

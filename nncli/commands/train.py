@@ -28,6 +28,7 @@ from nncli.config.yamlsource import CLI_OVERRIDES, how_to_set, parse_path
 from nncli.errors import CheckpointError, ConfigError, NncliError, WriteError
 from nncli.fileio import atomic_write_text, exclusive
 from nncli.messages import count
+from nncli.nn.parallel import apply_setting, resume_setting, thread_setting
 from nncli.output.curves import CurvePlotter
 from nncli.training import checkpoint
 from nncli.training.callbacks import (
@@ -38,6 +39,7 @@ from nncli.training.callbacks import (
     NanReporter,
     ProgressBar,
     StepsWriter,
+    ThreadChooser,
 )
 from nncli.training.callbacks.tensorboard import TensorBoardLogger, require
 from nncli.training.rundir import RunDir, discard, given_run_dir, new_run_dir, read_summary
@@ -236,6 +238,7 @@ def prepare_resume(
     except (KeyError, TypeError, AttributeError) as err:
         raise CheckpointError(f"{run.last} has no usable training state ({err!r})") from None
     restore(exp, saved, config)
+    apply_setting(exp.model, resume_setting(saved.get("threads"), thread_setting()))
     saved_epochs = saved["config"].get("train", {}).get("epochs")
     _check_resumable(run, state, config, saved_epochs, overrides_label)
     return exp, run, state
@@ -395,7 +398,8 @@ def _run(
     with _naming_the_run(run):
         atomic_write_text(run.config, dump_config(resolved))
 
-    callbacks: list[Callback] = [ProgressBar()] if bars else []
+    callbacks: list[Callback] = [ThreadChooser(say if verbose or all_notes else None)]  # how batches run
+    callbacks += [ProgressBar()] if bars else []
     callbacks += [EpochLog()] if verbose else []
     callbacks += [
         MetricsWriter(run),

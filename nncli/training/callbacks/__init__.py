@@ -18,6 +18,7 @@ from nncli.training.callbacks.files import (
     NanReporter,
     StepsWriter,
 )
+from nncli.training.callbacks.threads import ThreadChooser
 
 __all__ = [
     "Callback",
@@ -27,4 +28,5 @@ __all__ = [
     "NanReporter",
     "ProgressBar",
     "StepsWriter",
+    "ThreadChooser",
 ]
