@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint quickstart bench clean sweep sweep-quick sweep-lr sweep-reg
+.PHONY: install test lint quickstart bench clean sweep sweep-quick sweep-lr sweep-lr-asha sweep-reg
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +50,9 @@ sweep-quick: $(STAMP)
 
 sweep-lr: $(STAMP)
 	NNCLI_DATA_DIR=$(NNCLI_DATA_DIR) $(BIN)/nncli sweep configs/sweeps/lr.yaml
+
+sweep-lr-asha: $(STAMP)
+	NNCLI_DATA_DIR=$(NNCLI_DATA_DIR) $(BIN)/nncli sweep configs/sweeps/lr_asha.yaml
 
 sweep-reg: $(STAMP)
 	NNCLI_DATA_DIR=$(NNCLI_DATA_DIR) $(BIN)/nncli sweep configs/sweeps/reg.yaml

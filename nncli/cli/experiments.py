@@ -144,8 +144,9 @@ def runs_command(folder, sort, group_seeds, as_csv, as_json):
 def sweep_command(sweep_file, jobs, out, dry_run, wait, scheduler, max_trials, data_dir):
     """Run every trial of SWEEP (a sweep file) once per seed, each an ordinary run directory,
     skipping those done before and resuming interrupted ones; then write summary.csv and
-    summary.md, best trial first. Exits 1 if a run failed or did not finish, and if another
-    sweep is running in --out (unless --wait)."""
+    summary.md, best trial first. With prune: in SWEEP, the trials that are behind are stopped
+    as they train (every decision in prune.jsonl). Exits 1 if a run failed or did not finish,
+    and if another sweep is running in --out (unless --wait)."""
     from nncli.commands import sweep
     from nncli.data import resolve_data_dir
 

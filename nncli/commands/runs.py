@@ -11,6 +11,8 @@ last.pkl cannot give it back, the run is `damaged` and its epochs are left out.
   status        finished      summary.json written, all epochs done
                 early-stopped summary.json written, stopped by early stopping
                 diverged      nan_report.json written: the loss stopped being finite
+                pruned        stopped by its sweep's pruner (pruned.json), with the rung and
+                              epoch of the decision: `pruned (rung 1, epoch 3)`
                 interrupted   no summary: stopped (Ctrl-C, a full disk) or still running;
                               `nncli train --resume` continues it
                 damaged       finished, but its epochs' metrics are lost (metrics.csv and
@@ -40,7 +42,9 @@ from nncli.messages import did_you_mean
 from nncli.training.rundir import (
     DamagedRun,
     best_of,
+    pruned_label,
     read_metrics,
+    read_pruned,
     read_summary,
     repair_metrics,
     run_status,
@@ -100,6 +104,8 @@ def _read_run(folder: Path) -> RunRow | None:
     status = run_status(folder)
     if status == "new":  # a config and no checkpoint: a run still starting
         status = "interrupted"
+    elif status == "pruned":
+        status = pruned_label(read_pruned(folder))
     try:
         rows, note = repair_metrics(folder) if status in ("finished", "early-stopped") else (None, "")
     except DamagedRun as err:

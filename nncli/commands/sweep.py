@@ -6,6 +6,12 @@ config under `--out` (default runs/sweeps/<sweep name>/), so that no run is done
   finished runs (summary.json)           are skipped
   interrupted runs (last.pkl, no summary) are resumed with `nncli train --resume`, exactly
   runs that failed before (a config or data error) are tried again
+  pruned runs (pruned.json, or pruned in prune.jsonl) are not resumed or tried again
+
+With `prune:` in the sweep file, the sweep watches each run's metrics.csv as it trains and
+stops the trials that are behind (`nncli.commands.sweep_prune`): SIGUSR1, which `nncli train`
+answers by stopping at the end of its last full epoch, checkpoints kept. The runs then go seed
+by seed: every trial's first seed, then every trial's second, and so on.
 
 Up to `jobs` workers run at once, each with its BLAS limited to cores // jobs threads (set in
 the worker's environment before numpy loads), so that workers x threads never exceeds the
@@ -40,7 +46,6 @@ a line) and the curves of the best three trials' runs.
 from __future__ import annotations
 
 import contextlib
-import csv
 import hashlib
 import json
 import os
@@ -52,26 +57,31 @@ import threading
 import time
 from pathlib import Path
 
+from nncli.commands import sweep_prune
 from nncli.commands.sweep_dask import _dask_client, _execute_on_dask
 from nncli.commands.sweep_summary import (
     COMPLETE,
-    FAILURES,
     Run,
     SweepResult,
+    draw,
+    pruned_count,
+    read_failures,
     summary_csv,
     summary_markdown,
     summary_rows,
+    write_failures,
 )
 from nncli.commands.sweep_summary import format_summary as format_summary  # the CLI's names
 from nncli.commands.sweep_summary import raise_if_failed as raise_if_failed
 from nncli.config.schema import load_config
-from nncli.config.sweep import Sweep, Trial, load_sweep, trial_names
+from nncli.config.sweep import Sweep, Trial, load_sweep
 from nncli.errors import NncliError
 from nncli.fileio import atomic_write_text
 from nncli.training.rundir import (
     DamagedRun,
     best_metric,
-    read_metrics,
+    pruned_label,
+    read_pruned,
     repair_metrics,
     run_status,
 )
@@ -114,6 +124,8 @@ def dry_run(path: str | Path, max_trials: int | None = None) -> str:
              f" = {len(sweep.trials) * len(sweep.seeds)} runs of {sweep.base}"]
     lines += [f"  {trial.index:>3}  {trial.label()}" for trial in sweep.trials]
     lines.append(f"seeds {', '.join(map(str, sweep.seeds))}; metric {sweep.metric} ({sweep.mode})")
+    if sweep.prune is not None:
+        lines.append(f"pruned by {sweep.prune.describe()}; the runs go seed by seed")
     return "\n".join(lines)
 
 
@@ -143,11 +155,17 @@ def sweep(
 
 def _sweep(spec: Sweep, out: Path, runs: list[Run], lock: int | None, jobs, data_dir, scheduler,
            progress: bool, say) -> SweepResult:
-    failures = _read_failures(out)
-    notes = []
+    failures = read_failures(out)
+    pruner = sweep_prune.make_pruner(spec, out, runs)
+    notes = list(pruner.notes) if pruner else []  # prune.jsonl damaged
+    said = len(notes)
+    for note in notes:
+        say(f"note: {note}")
     for run in runs:
         state = run_status(run.path)
-        run.status = "skipped" if state in COMPLETE else "pending"
+        run.status = "skipped" if state in (*COMPLETE, "pruned") else "pending"
+        if pruner is not None and state not in COMPLETE and pruner.decision(run.path.name):
+            pruner.settle(run, failures)  # pruned before: never resumed or tried again
         if state in ("finished", "early-stopped"):
             try:
                 _, note = repair_metrics(run.path)
@@ -158,6 +176,8 @@ def _sweep(spec: Sweep, out: Path, runs: list[Run], lock: int | None, jobs, data
                 notes.append(note)
                 say(f"note: {note}")
     todo = [run for run in runs if run.status == "pending"]
+    if pruner is not None:  # seed by seed: a trial pruned on its first seed costs no other
+        todo.sort(key=lambda run: spec.seeds.index(run.seed))
     done_before = len(runs) - len(todo)
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo) or 1))
     client = _dask_client(scheduler) if todo and scheduler else None  # its errors before any run
@@ -170,13 +190,19 @@ def _sweep(spec: Sweep, out: Path, runs: list[Run], lock: int | None, jobs, data
     lost = None  # the error of a lost Dask scheduler, raised once the summary is written
     if client is not None:
         lost = _execute_on_dask(todo, spec, client, data_dir, _bar(len(todo), progress), failures,
-                                _finish)
+                                _finish, pruner)
     elif todo:
-        _execute(todo, spec, jobs, data_dir, progress, failures, lock)
+        _execute(todo, spec, jobs, data_dir, progress, failures, lock, pruner)
     for run in runs:
         if run.status == "skipped":
             run.status = run_status(run.path)
-    _write_failures(out, failures, runs)
+            if run.status == "pruned":
+                run.pruned_at = pruned_label(read_pruned(run.path))
+    if pruner is not None:
+        notes += pruner.notes[said:]
+        say(f"{pruned_count(runs)} (by {spec.prune.rule}); every decision is in"
+            f" {out / sweep_prune.PRUNE_LOG}")
+    write_failures(out, failures, runs)
     result = SweepResult(spec, out, runs, notes=notes)
     result.rows = summary_rows(spec, runs)
     atomic_write_text(out / "summary.csv", summary_csv(spec, result.rows))
@@ -185,33 +211,6 @@ def _sweep(spec: Sweep, out: Path, runs: list[Run], lock: int | None, jobs, data
     if lost is not None:
         raise lost
     return result
-
-
-def draw(result: SweepResult, best: int = 3) -> Path | None:
-    """sweep.png: the metric against each varied key, and the curves of the `best` trials' runs,
-    each named by its trial's varied values (and its seed, where there are several)."""
-    from nncli.output.sweeps import SweepCurve, plot_sweep  # matplotlib only once the runs are done
-
-    spec = result.sweep
-    measured = [(run, best_metric(run.path, spec.metric, spec.mode)) for run in result.runs]
-    measured = [(run, value) for run, value in measured if value is not None]
-    varied = {key: [(run.trial.values[key], value) for run, value in measured] for key in spec.varied}
-    varied = {key: points for key, points in varied.items() if len({str(x) for x, _ in points}) > 1}
-    ranked = [set(row["runs"].split()) for row in result.rows[:best]]
-    trial_name = trial_names(spec)
-    curves = []
-    for rank, names in enumerate(ranked):
-        for run in (run for run in result.runs if run.path.name in names):
-            try:
-                rows = read_metrics(run.path / "metrics.csv")
-            except (OSError, ValueError, csv.Error):
-                continue
-            label = trial_name[run.trial.index] + (f", seed {run.seed}" if len(spec.seeds) > 1 else "")
-            curves.append(SweepCurve(label, rank, spec.seeds.index(run.seed), rows))
-    if not varied and not curves:
-        return None
-    title = f"{spec.name}: {spec.metric} ({spec.mode})"
-    return plot_sweep(varied, curves, spec.metric, result.out / "sweep.png", title)
 
 
 def _environment(threads: int) -> dict[str, str]:
@@ -235,13 +234,15 @@ def _command(run: Run, spec: Sweep, data_dir: Path | None) -> list[str]:
 
 
 def _execute(todo: list[Run], spec: Sweep, jobs: int, data_dir, progress: bool, failures: dict,
-             lock: int | None = None) -> None:
+             lock: int | None = None, pruner: sweep_prune.Pruner | None = None) -> None:
     """The runs of `todo`, `jobs` at a time, each `nncli train` in a process of its own that
-    holds the sweep's `lock` too (inherited) and gets SIGINT when this process dies (Linux)."""
+    holds the sweep's `lock` too (inherited) and gets SIGINT when this process dies (Linux);
+    with a `pruner`, their metrics.csv watched and the runs it prunes stopped."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
     env = _environment(threads)
     queue = list(todo)
     active: dict[subprocess.Popen, tuple[Run, object]] = {}
+    watched: dict[subprocess.Popen, list] = {}  # launched (ns), the (mtime, size) of metrics.csv read
     bar = _bar(len(todo), progress)
     best = None
     with_parent = _die_with_parent()
@@ -250,6 +251,10 @@ def _execute(todo: list[Run], spec: Sweep, jobs: int, data_dir, progress: bool, 
         while queue or active:
             while queue and len(active) < jobs:
                 run = queue.pop(0)
+                if pruner is not None and sweep_prune.pruned_before_start(pruner, run, failures):
+                    if bar is not None:
+                        bar.update()
+                    continue
                 if run.path.exists() and run_status(run.path) == "new":
                     _clear(run.path)  # what a failed attempt left: `--run-dir` needs it empty
                 log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (closed in _finish)
@@ -258,10 +263,16 @@ def _execute(todo: list[Run], spec: Sweep, jobs: int, data_dir, progress: bool, 
                     pass_fds=() if lock is None else (lock,), preexec_fn=with_parent,
                 )
                 active[process] = (run, log)
+                watched[process] = [time.time_ns(), None]
             time.sleep(0.05)
+            if pruner is not None:
+                sweep_prune.watch_local(pruner, active, watched)
             for process in [p for p in active if p.poll() is not None]:
                 run, log = active.pop(process)
+                watched.pop(process, None)
                 _finish(run, process.returncode, log, failures)
+                if pruner is not None:
+                    pruner.settle(run, failures)
                 best = _best(spec, run, best)
                 if bar is not None:
                     bar.set_postfix_str(f"best {spec.metric} {best:.4g}" if best is not None else "")
@@ -402,6 +413,9 @@ def _finish(run: Run, code: int, log, failures: dict, stopping: bool = False) ->
     elif code == 3:
         run.status = "diverged"
         failures.pop(key, None)
+    elif code == sweep_prune.PRUNED_EXIT:  # stopped by a prune request (the pruner's settle marks it)
+        run.status = "pruned"
+        failures.pop(key, None)
     elif code < 0 and not stopping:
         run.status = "killed"
         run.error = f"killed by {_signal_name(-code)}"
@@ -429,21 +443,3 @@ def _bar(total: int, progress: bool):
     from tqdm import tqdm
 
     return tqdm(total=total, desc="sweep", unit="run", file=sys.stderr, dynamic_ncols=True)
-
-
-def _read_failures(out: Path) -> dict:
-    try:
-        failures = json.loads((out / FAILURES).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return failures if isinstance(failures, dict) else {}
-
-
-def _write_failures(out: Path, failures: dict, runs: list[Run]) -> None:
-    for run in runs:  # a failure recorded by an earlier invocation, not retried this time
-        if run.status in ("pending", "skipped") and run.path.name in failures:
-            run.status, run.error = "failed", failures[run.path.name]
-    if failures:
-        atomic_write_text(out / FAILURES, json.dumps(failures, indent=2) + "\n")
-    else:
-        (out / FAILURES).unlink(missing_ok=True)

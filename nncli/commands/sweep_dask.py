@@ -28,6 +28,7 @@ import time
 import uuid
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from nncli.commands.sweep_prune import PRUNED_EXIT, pruned_before_start, watch_remote
 from nncli.config.sweep import Sweep
 from nncli.errors import NncliError
 from nncli.fileio import atomic_write_bytes
@@ -38,11 +39,13 @@ HANDSHAKE_TIMEOUT = 10.0  # seconds for a scheduler to answer, and for the clien
 HANDSHAKE_BYTES = 64 * 1024  # a scheduler's first message (about 60 bytes) is far shorter
 NAMED = 5  # runs named in the line of an interrupted sweep; the rest are counted
 
-# on a Dask worker: the `nncli train` processes running now, each with its sweep's token, the
-# number of `train_remotely` calls of each token not returned yet, and the tokens stopped
-_training: dict[subprocess.Popen, str] = {}
+# on a Dask worker: the `nncli train` processes running now, each with its sweep's token, its
+# run's name and folder; the number of `train_remotely` calls of each token not returned yet,
+# the tokens stopped, and the (token, run name) pruned
+_training: dict[subprocess.Popen, tuple[str, str, Path, int]] = {}  # ..., launched (ns)
 _running: collections.Counter[str] = collections.Counter()
 _stopped: set[str] = set()
+_pruned: set[tuple[str, str]] = set()
 _running_lock = threading.Lock()
 
 
@@ -155,23 +158,23 @@ def _receive(connection: socket.socket, size: int, deadline: float) -> bytes:
 
 
 def train_remotely(base_name: str, base_text: str, sets: list[str], resume: dict[str, bytes],
-                   data_dir: str | None, token: str = "") -> dict:
+                   data_dir: str | None, token: str = "", name: str = "") -> dict:
     """On a Dask worker: `nncli train` in a temporary folder of its own (no shared file system),
     from the base config's text (and an interrupted run's files, to resume it); returns the exit
     code, the error output and every file of the run directory. `token` names the sweep, for
-    `stop_training`."""
+    `stop_training`, and `name` the run, for `progress_remotely` and `prune_remotely`."""
     with _running_lock:
         _running[token] += 1
     try:
         with tempfile.TemporaryDirectory(prefix="nncli-sweep-") as tmp:
-            return _train_in(Path(tmp), base_name, base_text, sets, resume, data_dir, token)
+            return _train_in(Path(tmp), base_name, base_text, sets, resume, data_dir, token, name)
     finally:  # once the folder is gone
         with _running_lock:
             _running[token] -= 1
 
 
 def _train_in(folder: Path, base_name: str, base_text: str, sets: list[str],
-              resume: dict[str, bytes], data_dir: str | None, token: str) -> dict:
+              resume: dict[str, bytes], data_dir: str | None, token: str, name: str) -> dict:
     (folder / base_name).write_text(base_text, encoding="utf-8")
     run = folder / "run"
     write_files(run, resume)
@@ -183,9 +186,11 @@ def _train_in(folder: Path, base_name: str, base_text: str, sets: list[str],
     with _running_lock:  # a task that starts as its sweep is stopped starts nothing
         if token in _stopped:
             return {"code": 130, "stderr": "", "files": {}}
+        if (token, name) in _pruned:  # its trial was pruned before it started
+            return {"code": PRUNED_EXIT, "stderr": "", "files": {}}
         process = subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL,
                                    stderr=subprocess.PIPE, text=True, env=_environment())
-        _training[process] = token
+        _training[process] = (token, name, run, time.time_ns())
     with process:
         try:
             _, stderr = process.communicate()
@@ -206,7 +211,7 @@ async def stop_training(token: str, wait: float = 30.0) -> None:
 
     with _running_lock:
         _stopped.add(token)
-        processes = [process for process, owner in _training.items() if owner == token]
+        processes = [process for process, (owner, *_) in _training.items() if owner == token]
     for process in processes:
         if process.poll() is None:
             # SIGTERM, which `nncli train` answers as it answers Ctrl-C: a process that has not
@@ -217,8 +222,40 @@ async def stop_training(token: str, wait: float = 30.0) -> None:
         await asyncio.sleep(0.05)
 
 
+def progress_remotely(token: str) -> dict[str, str]:
+    """On a Dask worker: the metrics.csv text of each run of `token` training here."""
+    with _running_lock:
+        runs = [(name, folder) for _, (owner, name, folder, _) in _training.items() if owner == token]
+    found = {}
+    for name, folder in runs:
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            found[name] = (folder / "metrics.csv").read_text(encoding="utf-8")
+    return found
+
+
+def prune_remotely(token: str, names: list[str]) -> None:
+    """On a Dask worker: the runs `names` of `token` are pruned: those not started will not
+    start, and those training here that wrote an epoch since they started (their signal
+    handlers are in place) get SIGUSR1, which `nncli train` answers by stopping at the end of
+    that epoch."""
+    with _running_lock:
+        _pruned.update((token, name) for name in names)
+        processes = [process for process, (owner, name, folder, launched) in _training.items()
+                     if owner == token and name in names and _written_since(folder, launched)]
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(getattr(signal, "SIGUSR1", signal.SIGTERM))
+
+
+def _written_since(folder: Path, launched: int) -> bool:
+    try:
+        return (folder / "metrics.csv").stat().st_mtime_ns > launched
+    except OSError:
+        return False
+
+
 def _execute_on_dask(todo: list, spec: Sweep, client, data_dir, bar, failures: dict,
-                     finish) -> NncliError | None:
+                     finish, pruner=None) -> NncliError | None:
     """The runs `todo` (`nncli.commands.sweep.Run`s) as tasks on the cluster, their files
     written back as they return; `finish(run, code, log, failures)` records each one's exit,
     and `bar` (a tqdm bar, or None) counts them. A run whose task fails (its workers died:
@@ -235,8 +272,14 @@ def _execute_on_dask(todo: list, spec: Sweep, client, data_dir, bar, failures: d
     stopped = lost = False
     scheduler_log = logging.getLogger("distributed.scheduler")  # a local:N cluster's, here
     scheduler_log.addFilter(_said_here)
+    done = threading.Event()
+    watcher = None
     try:
         for run in todo:
+            if pruner is not None and pruned_before_start(pruner, run, failures):
+                if bar is not None:
+                    bar.update()
+                continue
             resume = {}
             if run_status(run.path) == "interrupted":
                 resume = {p.relative_to(run.path).as_posix(): p.read_bytes()
@@ -244,8 +287,13 @@ def _execute_on_dask(todo: list, spec: Sweep, client, data_dir, bar, failures: d
             sets = [*run.trial.overrides(), f"seed={run.seed}"]
             future = client.submit(train_remotely, spec.base.name, base_text, sets, resume,
                                    None if data_dir is None else str(data_dir), token,
-                                   key=f"nncli-{run.path.name}", retries=2, pure=False)
+                                   run.path.name, key=f"nncli-{run.path.name}", retries=2, pure=False)
             futures[future] = run
+        if pruner is not None:
+            remote = (progress_remotely, prune_remotely)
+            watcher = threading.Thread(target=watch_remote, args=(client, token, pruner, done, *remote),
+                                       daemon=True)
+            watcher.start()
         for future in as_completed(futures):
             run = futures[future]
             try:
@@ -261,11 +309,18 @@ def _execute_on_dask(todo: list, spec: Sweep, client, data_dir, bar, failures: d
                 _fail(run, failures, _task_error(err))
             else:
                 finish(run, answer["code"], io.StringIO(answer["stderr"]), failures)
+                if pruner is not None:
+                    if answer["code"] == PRUNED_EXIT and pruner.decision(run.path.name) is None:
+                        pruner.before_start(run)  # pruned with its trial before it started
+                    pruner.settle(run, failures)
             if bar is not None:
                 bar.update()
     except KeyboardInterrupt:
         stopped = True
     finally:
+        done.set()
+        if watcher is not None:
+            watcher.join()
         if bar is not None:
             bar.close()
         _shut_down(client, list(futures), token, quiet=stopped, lost=lost)

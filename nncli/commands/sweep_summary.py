@@ -4,7 +4,9 @@ Each run of a sweep (`Run`: a trial, a seed, a run directory) ends with a status
 `SweepResult` holds them all. The summary (summary.csv, summary.md, in `--out`): one row per
 trial with its varied values, the sweep metric's mean and standard deviation over the seeds
 (each run's best over its epochs), the test metric's mean, the best epoch, the training time
-and the status; best first. `format_summary` is that table for the terminal, `raise_if_failed`
+and the status; best first. A trial whose runs were all pruned shows their metric (their best
+over the epochs they ran) and comes after the trials with a complete run. `draw` makes
+sweep.png. `format_summary` is that table for the terminal, `raise_if_failed`
 the one line when runs failed or did not finish.
 """
 
@@ -12,14 +14,16 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from nncli.commands.sweep_dask import NAMED
-from nncli.config.sweep import Sweep, Trial
+from nncli.config.sweep import Sweep, Trial, trial_names
 from nncli.errors import NncliError
-from nncli.training.rundir import best_metric, read_summary
+from nncli.fileio import atomic_write_text
+from nncli.training.rundir import best_metric, read_metrics, read_summary
 
 FAILURES = "failures.json"
 COMPLETE = ("finished", "early-stopped", "diverged")  # statuses whose metrics count
@@ -32,8 +36,9 @@ class Run:
     seed: int
     path: Path
     status: str = "pending"  # pending, skipped (done before), finished, early-stopped, diverged,
-    # interrupted, killed (by a signal not from the sweep), failed
+    # pruned, interrupted, killed (by a signal not from the sweep), failed
     error: str = ""
+    pruned_at: str = ""  # a pruned run: `pruned (rung 1, epoch 3)`
 
 
 @dataclass
@@ -60,14 +65,16 @@ def summary_rows(spec: Sweep, runs: list[Run]) -> list[dict]:
     for trial in spec.trials:
         members = [run for run in runs if run.trial.index == trial.index]
         complete = [run for run in members if run.status in COMPLETE]  # no partial metrics
-        metrics = [best_metric(run.path, spec.metric, spec.mode) for run in complete]
+        pruned = [run for run in members if run.status == "pruned"]
+        measured = complete or pruned  # a trial pruned whole: its runs' metric at the cut
+        metrics = [best_metric(run.path, spec.metric, spec.mode) for run in measured]
         metrics = [m for m in metrics if m is not None]
         summaries = [read_summary(run.path) or {} for run in complete]
         tests = [s["test"].get("accuracy") if spec.metric.endswith("acc") else s["test"].get("loss")
                  for s in summaries if isinstance(s.get("test"), dict)]
         tests = [t for t in tests if isinstance(t, int | float)]
         epochs = [s.get("best_epoch") for s in summaries if isinstance(s.get("best_epoch"), int)]
-        statuses = sorted({run.status for run in members})
+        statuses = sorted({run.pruned_at or run.status for run in members})
         rows.append({
             **{key: trial.values.get(key) for key in spec.varied},
             f"{spec.metric}_mean": statistics.fmean(metrics) if metrics else None,
@@ -81,7 +88,8 @@ def summary_rows(spec: Sweep, runs: list[Run]) -> list[dict]:
         })
     key = f"{spec.metric}_mean"
     sign = -1 if spec.mode == "max" else 1
-    return sorted(rows, key=lambda r: (r[key] is None, sign * (r[key] or 0.0)))
+    return sorted(rows, key=lambda r: (r[key] is None, r["status"].startswith("pruned"),
+                                       sign * (r[key] or 0.0)))
 
 
 def _std(values: list[float]) -> float | None:
@@ -89,6 +97,63 @@ def _std(values: list[float]) -> float | None:
     if not values:
         return None
     return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def draw(result: SweepResult, best: int = 3) -> Path | None:
+    """sweep.png: the metric against each varied key, and the curves of the `best` trials' runs,
+    each named by its trial's varied values (and its seed, where there are several); and for a
+    pruned sweep prune.png."""
+    from nncli.output.sweeps import SweepCurve, plot_sweep  # matplotlib only once the runs are done
+
+    spec = result.sweep
+    if spec.prune is not None:
+        _draw_pruning(result)
+    measured = [(run, best_metric(run.path, spec.metric, spec.mode)) for run in result.runs
+                if run.status != "pruned"]  # a pruned run's best is of its first epochs
+    measured = [(run, value) for run, value in measured if value is not None]
+    varied = {key: [(run.trial.values[key], value) for run, value in measured] for key in spec.varied}
+    varied = {key: points for key, points in varied.items() if len({str(x) for x, _ in points}) > 1}
+    ranked = [set(row["runs"].split()) for row in result.rows[:best]]
+    trial_name = trial_names(spec)
+    curves = []
+    for rank, names in enumerate(ranked):
+        for run in (run for run in result.runs if run.path.name in names):
+            try:
+                rows = read_metrics(run.path / "metrics.csv")
+            except (OSError, ValueError, csv.Error):
+                continue
+            label = trial_name[run.trial.index] + (f", seed {run.seed}" if len(spec.seeds) > 1 else "")
+            curves.append(SweepCurve(label, rank, spec.seeds.index(run.seed), rows))
+    if not varied and not curves:
+        return None
+    title = f"{spec.name}: {spec.metric} ({spec.mode})"
+    return plot_sweep(varied, curves, spec.metric, result.out / "sweep.png", title)
+
+
+def _draw_pruning(result: SweepResult) -> Path | None:
+    """prune.png: every run's metric over its epochs, the pruned ones in grey."""
+    from nncli.output.pruning import plot_pruning
+
+    spec, runs = result.sweep, []
+    for run in result.runs:
+        try:
+            rows = read_metrics(run.path / "metrics.csv")
+        except (OSError, ValueError, csv.Error):
+            continue
+        runs.append((run.trial.label(), rows, run.status == "pruned"))
+    if not runs:
+        return None
+    rungs = list(spec.prune.rungs()) if spec.prune.rule == "asha" else []
+    title = f"{spec.name}: {spec.metric} per epoch; {pruned_count(result.runs)} ({spec.prune.rule})"
+    return plot_pruning(runs, rungs, spec.metric, result.out / "prune.png", title)
+
+
+def pruned_count(runs: list[Run]) -> str:
+    """`22 of 27 runs pruned, 15 of them before they started`."""
+    pruned = [run for run in runs if run.status == "pruned"]
+    unstarted = sum(not (run.path / "metrics.csv").is_file() for run in pruned)
+    return (f"{len(pruned)} of {len(runs)} runs pruned"
+            + (f", {unstarted} of them before they started" if unstarted else ""))
 
 
 def summary_csv(spec: Sweep, rows: list[dict]) -> str:
@@ -114,7 +179,10 @@ def summary_markdown(spec: Sweep, rows: list[dict], notes: list[str] = ()) -> st
         return str(value)
 
     title = f"# {spec.name}: {len(spec.trials)} trials x {len(spec.seeds)} seeds, {spec.metric} ({spec.mode})"
-    lines = [title, "", "| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines = [title, ""]
+    if spec.prune is not None:
+        lines += [f"Pruned by {spec.prune.describe()}; every decision is in prune.jsonl.", ""]
+    lines += ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
     lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
     if notes:
         lines += ["", *(f"note: {note}" for note in notes)]
@@ -146,3 +214,21 @@ def raise_if_failed(result: SweepResult) -> None:
                     " sweep again to finish them")
     if said:
         raise NncliError("; ".join(said))
+
+
+def read_failures(out: Path) -> dict:
+    try:
+        failures = json.loads((out / FAILURES).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return failures if isinstance(failures, dict) else {}
+
+
+def write_failures(out: Path, failures: dict, runs: list[Run]) -> None:
+    for run in runs:  # a failure recorded by an earlier invocation, not retried this time
+        if run.status in ("pending", "skipped") and run.path.name in failures:
+            run.status, run.error = "failed", failures[run.path.name]
+    if failures:
+        atomic_write_text(out / FAILURES, json.dumps(failures, indent=2) + "\n")
+    else:
+        (out / FAILURES).unlink(missing_ok=True)

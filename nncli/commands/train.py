@@ -44,9 +44,10 @@ from nncli.training.callbacks import (
 from nncli.training.callbacks.tensorboard import TensorBoardLogger, require
 from nncli.training.rundir import RunDir, discard, given_run_dir, new_run_dir, read_summary
 from nncli.training.summary import evaluate_best, run_summary, write_summary
-from nncli.training.trainer import Interrupted, Trainer, TrainingState
+from nncli.training.trainer import Interrupted, Pruned, Trainer, TrainingState
 
 RUNS_ROOT = Path("runs")
+PRUNE_SIGNAL = getattr(signal, "SIGUSR1", None)  # a sweep's pruner stopping the run (not on Windows)
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,10 @@ class StopSignals:
     first batch, and a run stopped before its first checkpoint is removed. A second signal stops
     at once (KeyboardInterrupt), but only once the run is resumable (its last.pkl exists):
     before that it is noted too, so that nothing, the removal included, is cut short halfway.
+
+    SIGUSR1 (where the system has it) is a prune request from a sweep (`nncli.commands.sweep`):
+    the trainer stops at the end of its last full epoch, dropping the one begun, with nothing
+    saved (`Pruned`, exit code 5); after the last batch it comes too late, and the run finishes.
     """
 
     def __init__(self):
@@ -120,8 +125,14 @@ class StopSignals:
         self.again: int | None = None  # a second one, which stopped the run at once
         self.run: RunDir | None = None
         self.trainer: Trainer | None = None
+        self.prune = False  # a prune request (PRUNE_SIGNAL) came
 
     def __call__(self, signum, frame) -> None:
+        if signum == PRUNE_SIGNAL:
+            self.prune = True
+            if self.trainer is not None:
+                self.trainer.prune_requested = True
+            return
         if self.signum is None:
             self.signum = signum
             if self.trainer is not None:
@@ -135,6 +146,7 @@ class StopSignals:
         self.trainer = trainer
         if self.signum is not None:
             trainer.stop_requested = self.signum
+        trainer.prune_requested = self.prune
 
 
 @contextlib.contextmanager
@@ -145,7 +157,8 @@ def stop_on_signals():
     if sys.platform == "win32" or not _main_thread():
         yield stop
         return
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    handled = (signal.SIGINT, signal.SIGTERM) + ((PRUNE_SIGNAL,) if PRUNE_SIGNAL is not None else ())
+    previous = {s: signal.getsignal(s) for s in handled}
     for s in previous:
         signal.signal(s, stop)
     try:
@@ -421,6 +434,10 @@ def _fit(exp: Experiment, run: RunDir, trainer: Trainer, callbacks: list[Callbac
             err.args = (
                 f"{err.args[0]}: saved {run.last} ({where}); resume with: nncli train --resume {run.path}",
             )
+            raise
+        except Pruned as err:
+            err.args = (f"{err.args[0]}: {run.last} holds epoch {err.epoch}; resume with:"
+                        f" nncli train --resume {run.path}",)
             raise
         # the test set is measured once training has ended, on the best checkpoint's weights
         summary = run_summary(trainer, evaluate_best(exp, run))

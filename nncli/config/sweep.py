@@ -14,6 +14,8 @@
     seeds: [0, 1, 2]                   # each trial runs once per seed (default: the base's seed)
     metric: val_acc                    # from each run's metrics.csv: best over its epochs
     mode: max                          # default: max for *acc, min otherwise
+    prune: {rule: asha, grace: 1, eta: 3, max_epochs: 27}   # optional: stop bad trials early
+    prune: {rule: median, warmup: 5, from_epoch: 2}         # (one or the other)
 
 Trials are the grid's product, then the random draws, each combined with every grid point
 when both are given (grid points x random trials). Every key must be one a training config
@@ -25,6 +27,11 @@ The number of trials is counted before any is made: more than `MAX_TRIALS` need 
 would be one run are refused, naming the keys: a value given twice in a grid list (`0.01` and
 `0.010` are one number), `seed` as a swept key (the seeds are `seeds:`), random draws that
 repeat, or values that resolve to the same config.
+
+`prune` (`Prune`) stops trials that are behind, on the sweep's metric and mode (see
+`nncli.commands.sweep_prune`): `asha` at the rungs grace * eta^k epochs below max_epochs
+(default: the longest trial's train.epochs), `median` at every epoch from from_epoch on once
+warmup trials have finished.
 """
 
 from __future__ import annotations
@@ -48,7 +55,8 @@ from nncli.messages import count as plural
 from nncli.messages import did_you_mean
 from nncli.validate import MAX_SEED, shown
 
-KEYS = ("base", "grid", "random", "seeds", "metric", "mode")
+KEYS = ("base", "grid", "random", "seeds", "metric", "mode", "prune")
+PRUNE_KEYS = {"asha": ("rule", "grace", "eta", "max_epochs"), "median": ("rule", "warmup", "from_epoch")}
 RANDOM_KEYS = ("trials", "seed", "space")
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 METRICS = ("val_acc", "val_loss", "train_acc", "train_loss")
@@ -73,6 +81,32 @@ class Trial:
 
 
 @dataclass(frozen=True)
+class Prune:
+    """A sweep's pruning rule: `asha` (grace, eta, max_epochs) or `median` (warmup, from_epoch)."""
+
+    rule: str
+    grace: int = 1
+    eta: int = 3
+    max_epochs: int = 0
+    warmup: int = 5  # median: trials finished before any is pruned
+    from_epoch: int = 1  # median: the first epoch at which a trial may be pruned
+
+    def rungs(self) -> tuple[int, ...]:
+        """asha: the epochs at which trials are compared, grace * eta^k below max_epochs."""
+        rungs, epoch = [], self.grace
+        while epoch < self.max_epochs:
+            rungs.append(epoch)
+            epoch *= self.eta
+        return tuple(rungs)
+
+    def describe(self) -> str:
+        if self.rule == "asha":
+            return (f"asha (grace {self.grace}, eta {self.eta}, max_epochs {self.max_epochs}:"
+                    f" rungs at epochs {', '.join(map(str, self.rungs()))})")
+        return f"median (warmup {plural(self.warmup, 'trial')}, from epoch {self.from_epoch})"
+
+
+@dataclass(frozen=True)
 class Sweep:
     path: Path
     name: str
@@ -82,6 +116,7 @@ class Sweep:
     metric: str
     mode: str
     varied: tuple[str, ...]  # the keys that change between trials, in file order
+    prune: Prune | None = None
 
 
 def short_keys(keys) -> dict[str, str]:
@@ -172,7 +207,49 @@ def load_sweep(path: str | Path, max_trials: int | None = None, say=None) -> Swe
         if digest in resolved:
             _same_run(source, resolved[digest], trial)
         resolved[digest] = trial
-    return Sweep(Path(path), Path(path).stem, base, trials, tuple(seeds), metric, mode, varied)
+    prune = _prune(source, raw.get("prune"), base, trials) if "prune" in raw else None
+    return Sweep(Path(path), Path(path).stem, base, trials, tuple(seeds), metric, mode, varied, prune)
+
+
+def _prune(source: Source, spec: Any, base: Path, trials: tuple[Trial, ...]) -> Prune:
+    """The `prune:` mapping checked; asha's max_epochs defaults to the longest trial's epochs."""
+    rules = ", ".join(PRUNE_KEYS)
+    if not isinstance(spec, dict) or spec.get("rule") not in PRUNE_KEYS:
+        given = spec.get("rule") if isinstance(spec, dict) else spec
+        where = ("prune", "rule") if isinstance(spec, dict) and "rule" in spec else ("prune",)
+        hint = did_you_mean(str(given), list(PRUNE_KEYS)) if isinstance(given, str) else ""
+        raise source.error(where, f"expected a rule: {rules} (like {{rule: asha, grace: 1, eta: 3}}),"
+                                  f" got {shown(given)}{hint}")
+    rule = spec["rule"]
+    for key in spec:
+        if key not in PRUNE_KEYS[rule]:
+            other = [r for r, keys in PRUNE_KEYS.items() if key in keys and r != rule]
+            why = (f"{key} is a key of the {other[0]} rule" if other
+                   else f"unknown key{did_you_mean(str(key), list(PRUNE_KEYS[rule]))}")
+            raise source.error(("prune", key), f"{why}; the {rule} rule takes"
+                                               f" {', '.join(PRUNE_KEYS[rule][1:])}")
+
+    def number(key: str, default: int, low: int) -> int:
+        value = spec.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= 1_000_000:
+            raise source.error(("prune", key), f"expected an integer from {low} to 1,000,000, got"
+                                               f" {shown(value)}")
+        return value
+
+    if rule == "median":
+        return Prune(rule, warmup=number("warmup", 5, 0), from_epoch=number("from_epoch", 1, 1))
+    grace, eta = number("grace", 1, 1), number("eta", 3, 2)
+    given = "max_epochs" in spec
+    if not given:  # the longest trial's (their configs were checked above)
+        spec = {**spec, "max_epochs": max(load_config(base, trial.overrides()).train.epochs
+                                          for trial in trials)}
+    max_epochs = number("max_epochs", 0, 1)
+    prune = Prune(rule, grace=grace, eta=eta, max_epochs=max_epochs)
+    if not prune.rungs():
+        where = ("prune", "max_epochs") if given else ("prune", "grace")
+        raise source.error(where, f"grace {grace} is not below max_epochs {max_epochs}: there would be"
+                                  " no rung at which to compare trials")
+    return prune
 
 
 def _grid(source: Source, spec: Any) -> dict[str, list]:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from nncli.errors import NncliError
 
+PRUNED = "pruned.json"  # written by a sweep into a run it pruned
+
 
 @dataclass(frozen=True)
 class RunDir:
@@ -191,17 +193,38 @@ def _is_summary(value) -> bool:
 
 
 def run_status(path: Path) -> str:
-    """finished, early-stopped (summary written), diverged (nan_report.json), interrupted
-    (a checkpoint but no summary: `nncli train --resume` goes on) or new (nothing saved)."""
+    """finished, early-stopped (summary written), pruned (pruned.json: a sweep stopped it, see
+    `read_pruned`), diverged (nan_report.json), interrupted (a checkpoint but no summary:
+    `nncli train --resume` goes on) or new (nothing saved)."""
     path = Path(path)
     summary = read_summary(path)
     if summary is not None:
         return "early-stopped" if summary.get("stopped_early") else "finished"
+    if (path / PRUNED).is_file():
+        return "pruned"
     if (path / "nan_report.json").is_file():
         return "diverged"
     if (path / "checkpoints" / "last.pkl").is_file():
         return "interrupted"
     return "new"
+
+
+def read_pruned(path: Path) -> dict:
+    """What a pruned run's pruned.json says (the sweep's decision: epoch, rung, value, cut-off),
+    or {} when it cannot be read."""
+    try:
+        value = json.loads((Path(path) / PRUNED).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def pruned_label(decision: dict) -> str:
+    """`pruned (rung 1, epoch 3)`, or `pruned (epoch 3)` for a rule without rungs."""
+    epoch, rung = decision.get("epoch"), decision.get("rung")
+    where = [f"rung {rung}"] if isinstance(rung, int) else []
+    where += [f"epoch {epoch}"] if isinstance(epoch, int) and epoch > 0 else ["not started"]
+    return f"pruned ({', '.join(where)})"
 
 
 def best_metric(path: Path, metric: str, mode: str) -> float | None:

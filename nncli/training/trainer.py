@@ -43,6 +43,18 @@ class NonFiniteLoss(NncliError):
     exit_code = 3
 
 
+class Pruned(NncliError):
+    """Training stopped by a prune request at the end of its last full epoch (`epoch`); the
+    run's files are as that epoch left them, and it can be resumed from there."""
+
+    exit_code = 5
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+        super().__init__(f"pruned: stopped at the end of epoch {epoch} (the epoch begun after it"
+                         " was dropped)")
+
+
 @dataclass
 class Progress:
     """Where an interrupted epoch stopped: enough to finish it exactly as it would have gone."""
@@ -101,6 +113,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.state = state or TrainingState()
         self.stop_requested: int | None = None  # a signal number, set by a signal handler
+        self.prune_requested = False  # set by a signal handler: stop at the last epoch's end
         self.monitor, self.mode = monitor_of(experiment.config, experiment.splits)
         self.improved = False  # whether the last epoch gave a new best
 
@@ -118,6 +131,8 @@ class Trainer:
             state.step = progress.epoch * batches + progress.batch if progress else state.epoch * batches
         self._call("on_train_begin")
         while self.state.epoch < cfg.epochs and not self.state.stopped_early:
+            if self.prune_requested:
+                raise Pruned(self.state.epoch)
             row = self._run_epoch(self.state.epoch)
             self._end_epoch(row)
         self._call("on_train_end")
@@ -161,6 +176,9 @@ class Trainer:
             seen += len(idx)
             self.state.step += 1
             self._call("on_batch_end", b, value)
+            if self.prune_requested and self.stop_requested is None:
+                # the files hold the end of the last full epoch: this one is dropped unsaved
+                raise Pruned(self.state.epoch)
             if self.stop_requested is not None:
                 elapsed += time.perf_counter() - start
                 self.state.progress = Progress(epoch, b + 1, order, loss_sum, weight, correct, seen, elapsed)
