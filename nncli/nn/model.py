@@ -9,7 +9,7 @@ applied only by `predict`: `forward` returns the logits that training and the lo
 `predict` the probabilities a user wants.
 
 Images enter and leave a model channels first, (N, C, H, W), and travel inside it channels-last,
-(N, H, W, C), the layout convolutions compute in (see nncli.nn.layers.conv): `forward` and
+(N, H, W, C), the layout convolutions compute in (see nncli.nn.layers.spatial): `forward` and
 `backward` convert at the boundary, `inside` and `outside` are the conversions.
 
 Once built, all parameters live in one contiguous array and all gradients in another
@@ -37,7 +37,8 @@ import numpy as np
 from nncli._openblas import thread_control
 from nncli.errors import ConfigError
 from nncli.nn.layers import Layer
-from nncli.nn.layers.conv import Conv2D, MaxPool2D
+from nncli.nn.layers.conv import Conv2D
+from nncli.nn.layers.pooling import MaxPool2D
 from nncli.nn.parallel import Shards, shard_bounds
 
 # What a model may ask for, checked from its shapes before any array is made: 2^28 parameters
