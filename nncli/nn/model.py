@@ -118,7 +118,8 @@ def _execution_order(layers: list[Layer]) -> list[int]:
 def block_for_pooling(layers: list[Layer], order: list[int]) -> None:
     """Where a stride-1 convolution feeds a 2x2 max pool over even sizes (through layers that
     do not care about the pixels' order, `Layer.any_pixel_order`), let the convolution write
-    its output blocked by window corner, (2, 2, N, OH/2, OW/2, F): its rows are computed in that
+    its output blocked by window corner, (chunks, 2, 2, N/chunks, OH/2, OW/2, F) (the batch in
+    the chunks the convolution computes it in: see Conv2D.forward): its rows are computed in that
     order at no extra cost, and each corner of every window is then one contiguous array for
     the pool, forward and backward. The layers must run in `order` (the execution order)."""
     for position, index in enumerate(order):

@@ -69,8 +69,8 @@ class MaxPool2D(_Pool):
             # convolution before hands its output over blocked by corner, so that each corner
             # is one contiguous array (see nncli.nn.model's `block_for_pooling`). Which input won
             # each comparison is kept for backward (ties to the first of the two, in row-major order).
-            if self.blocked:
-                (a, b), (c_, d) = x
+            if self.blocked:  # (chunks, 2, 2, N / chunks, OH, OW, C): see Conv2D.forward
+                a, b, c_, d = x[:, 0, 0], x[:, 0, 1], x[:, 1, 0], x[:, 1, 1]
             else:
                 a, b = x[:, 0 : 2 * oh : 2, 0 : 2 * ow : 2], x[:, 0 : 2 * oh : 2, 1 : 2 * ow : 2]
                 c_, d = x[:, 1 : 2 * oh : 2, 0 : 2 * ow : 2], x[:, 1 : 2 * oh : 2, 1 : 2 * ow : 2]
@@ -78,7 +78,8 @@ class MaxPool2D(_Pool):
             self.left_top, self.left_bottom = a >= b, c_ >= d
             self.upper = top >= bottom
             self.x_shape = x.shape
-            return np.maximum(top, bottom, out=top)
+            out = np.maximum(top, bottom, out=top)
+            return out.reshape(-1, *out.shape[-3:]) if self.blocked else out
         n, _, _, c = x.shape
         if self.tiled:
             view = x.reshape(n, oh, kh, ow, kw, c)
@@ -99,11 +100,13 @@ class MaxPool2D(_Pool):
             dx = np.empty(self.x_shape, dtype=dout.dtype)
             if not self.blocked and (dx.shape[1] != 2 * oh or dx.shape[2] != 2 * ow):
                 dx[...] = 0  # odd sizes: the last row or column takes no part
+            if self.blocked:
+                dout = dout.reshape(self.upper.shape)
             upper = dout * self.upper
             lower = np.subtract(dout, upper, out=np.empty_like(dout))
             for half, left, row in ((upper, self.left_top, 0), (lower, self.left_bottom, 1)):
                 if self.blocked:
-                    first, second = dx[row, 0], dx[row, 1]
+                    first, second = dx[:, row, 0], dx[:, row, 1]
                 else:
                     first = dx[:, row : 2 * oh : 2, 0 : 2 * ow : 2]
                     second = dx[:, row : 2 * oh : 2, 1 : 2 * ow : 2]
