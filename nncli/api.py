@@ -18,6 +18,7 @@ warning about the config (an activation that does not suit the loss, say) is a P
 from __future__ import annotations
 
 import copy
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +30,7 @@ from nncli.commands import predict as predicting
 from nncli.commands import train as training
 from nncli.commands.export import check_output
 from nncli.config.schema import Config, load_config, parse_config
-from nncli.config.yamlsource import Source, overrides_named, parse_path, set_value
+from nncli.config.yamlsource import Source, parse_path, set_value
 from nncli.data import resolve_data_dir
 from nncli.errors import ConfigError, NncliError
 from nncli.training import checkpoint, export
@@ -76,34 +77,36 @@ def train(
     for an arrays run; `config` is then None). `progress` prints what `nncli train` prints.
     """
     notes: list[str] = []
-    say = None if progress else notes.append
+    say = _to_stderr if progress else notes.append  # quiet: every note is kept, for Run.notes
     data_folder = resolve_data_dir(data_dir)
     arrays = _arrays(data)
-    with overrides_named("overrides"):
-        if resume is not None:
-            if config is not None:
-                raise NncliError("give a config to train, or resume= a run, not both")
-            changes = [f"{key}={_yaml(value)}" for key, value in (overrides or {}).items()]
-            result = training.train(
-                None,
-                changes,
-                data_dir=data_folder,
-                resume=str(resume),
-                verbose=progress,
-                bars=progress,
-                say=say,
-                arrays=arrays,
-            )
-        else:
-            result = training.train(
-                _config(config, overrides),
-                data_dir=data_folder,
-                run_dir=None if run_dir is None else str(run_dir),
-                verbose=progress,
-                bars=progress,
-                say=say,
-                arrays=arrays,
-            )
+    if resume is not None:
+        changes = [f"{key}={_yaml(value)}" for key, value in (overrides or {}).items()]
+        result = training.train(
+            config,
+            changes,
+            data_dir=data_folder,
+            run_dir=None if run_dir is None else str(run_dir),
+            resume=str(resume),
+            verbose=progress,
+            bars=progress,
+            say=say,
+            all_notes=not progress,
+            arrays=arrays,
+            spelling=training.PYTHON,
+        )
+    else:
+        result = training.train(
+            None if config is None else _config(config, overrides),
+            data_dir=data_folder,
+            run_dir=None if run_dir is None else str(run_dir),
+            verbose=progress,
+            bars=progress,
+            say=say,
+            all_notes=not progress,
+            arrays=arrays,
+            spelling=training.PYTHON,
+        )
     for note in notes:
         if note.startswith("warning"):
             warnings.warn(note.removeprefix("warning: "), UserWarning, stacklevel=2)
@@ -112,14 +115,14 @@ def train(
 
 def _config(config: str | Path | dict, overrides: dict | None) -> Config:
     if isinstance(config, (str, Path)):
-        source_config = load_config(config)
-        source = source_config.source
+        source = load_config(config).source
         name = Path(config).stem
     elif isinstance(config, dict):
         source = Source(copy.deepcopy(config), "(config dict)")
         name = "run"
     else:
         raise ConfigError(f"expected a config file's path or a dict, got {type(config).__name__}")
+    source.overrides_label = training.PYTHON.overrides
     if overrides is not None and not isinstance(overrides, dict):
         raise ConfigError(f"overrides= takes a dict of dotted keys and values, got {overrides!r}")
     for key, value in (overrides or {}).items():
@@ -131,6 +134,10 @@ def _config(config: str | Path | dict, overrides: dict | None) -> Config:
             raise ConfigError(f"override {key!r}: {err}") from None
         set_value(source, path, copy.deepcopy(value), key)
     return parse_config(source, default_name=name)
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _yaml(value) -> str:

@@ -164,6 +164,18 @@ def test_override_errors_name_overrides_not_the_command_line_option(workdir):
         nncli.train(None, resume=run.dir, data=data)
 
 
+def test_the_train_commands_rules_in_pythons_words(workdir):
+    """The config-or-resume rule is the train command's, worded for the caller (`resume=`)."""
+    data = dict(zip(("x_train", "y_train"), xor(), strict=True))
+    with pytest.raises(nncli.ConfigError, match=r"^give config or resume=, not both .* with overrides\)"):
+        nncli.train(XOR, resume="somewhere", data=data)
+    with pytest.raises(nncli.ConfigError, match=r"^missing config: .*\(or resume= RUN_DIR\)"):
+        nncli.train(None, data=data)
+    with pytest.raises(nncli.ConfigError, match=r"^run_dir= and resume= cannot be combined"):
+        nncli.train(None, resume="somewhere", run_dir="elsewhere", data=data)
+    assert not (workdir / "runs").exists()
+
+
 def test_a_default_learning_rate_is_a_note_of_the_run(workdir):
     x, y = xor()
     config = {**XOR, "optimizer": "adam", "train": {"epochs": 1, "batch_size": 16}}

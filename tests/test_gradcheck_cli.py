@@ -203,17 +203,17 @@ def test_ctrl_c_prints_the_tensors_finished_so_far(config, monkeypatch, gradchec
 
 
 def test_a_progress_bar_on_a_terminal(config, monkeypatch, gradcheck):
-    from nncli import cli
+    from nncli.cli import base
     from nncli.commands import gradcheck as command
 
-    monkeypatch.setattr(cli, "_stderr_is_terminal", lambda: True)
+    monkeypatch.setattr(base, "stderr_is_terminal", lambda: True)
     monkeypatch.setattr(command._ProgressBar, "DELAY", 0)  # show it at once, however fast
     result = gradcheck(config, "--samples", "all")
     assert result.exit_code == 0, result.output
     assert "layers.0.W (1/9)" in result.stderr and "input (9/9)" in result.stderr
     assert "/32 [" in result.stderr  # layers.0.W: every entry
     assert list(table(result.stdout)) == TENSORS  # the table is untouched
-    monkeypatch.setattr(cli, "_stderr_is_terminal", lambda: False)
+    monkeypatch.setattr(base, "stderr_is_terminal", lambda: False)
     quiet = gradcheck(config, "--samples", "all")  # not a terminal: no bar
     assert quiet.stderr == "" and quiet.stdout == result.stdout
 

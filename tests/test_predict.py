@@ -92,6 +92,31 @@ def test_a_folder_of_twenty_pictures_is_mostly_right(quickstart, nncli, tmp_path
         assert top[0]["probability"] >= top[1]["probability"] >= top[2]["probability"]
 
 
+def test_an_unreadable_picture_is_named_and_skipped_the_rest_predicted(quickstart, nncli, tmp_path):
+    """Issue 24: a folder of 5 good digits and one damaged file gives 5 predictions, names the
+    damaged one on stderr and exits 1, so a script notices."""
+    run, x, y = quickstart
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for i in range(5):
+        save_picture(x[i * 50], folder / f"{i}.png")
+    good = (folder / "0.png").read_bytes()
+    (folder / "3b.png").write_bytes(good[: len(good) // 3])  # cut short, as by a failed copy
+    result = nncli("predict", run, folder, "--invert", "-o", tmp_path / "out.csv")
+    assert result.exit_code == 1, result.output
+    written = rows_of((tmp_path / "out.csv").read_text())
+    assert [Path(r["input"]).name for r in written] == [f"{i}.png" for i in range(5)]
+    assert f"skipped: cannot read {folder / '3b.png'} as an image: " in result.stderr
+    assert "1 input file could not be read and was skipped; 5 predictions written" in result.stderr
+    assert "Traceback" not in result.output
+    # listed one by one, the same; only the damaged file given: nothing to predict, one line
+    listed = nncli("predict", run, folder / "1.png", folder / "3b.png", "--invert")
+    assert listed.exit_code == 1 and len(rows_of(listed.stdout)) == 1
+    alone = nncli("predict", run, folder / "3b.png")
+    assert alone.exit_code == 1 and not alone.stdout
+    assert alone.stderr.startswith(f"error: no input could be read: cannot read {folder / '3b.png'}")
+
+
 def _pictures_script():
     """scripts/make_digit_pictures.py as a module: the pictures the README's figures come from."""
     import importlib.util

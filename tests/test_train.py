@@ -137,6 +137,13 @@ def test_resume_refuses_other_changes_and_finished_runs(workdir, train):
     assert code == 1 and "already finished 1 epoch;" in out  # not "1 epochs"
     code, out = train("--resume", "nowhere")
     assert code != 0 and "no such run directory" in out
+    # the rule is the command's, in the command line's words
+    code, out = train("spiral.yaml", "--resume", "r")
+    assert code == 2 and "give CONFIG or --resume, not both" in out and "with --set" in out
+    code, out = train("--resume", "r", "--run-dir", "elsewhere")
+    assert code == 2 and "--run-dir and --resume cannot be combined" in out
+    code, out = train()
+    assert code == 2 and "missing CONFIG" in out
 
 
 class _Boom:

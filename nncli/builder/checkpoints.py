@@ -13,7 +13,7 @@ import numpy as np
 from nncli.builder.experiment import build_loss, build_model, build_regularizer, check_fit, configured_data
 from nncli.builder.paths import resolve_data_paths
 from nncli.config.schema import Config, parse_config
-from nncli.config.yamlsource import Source, apply_override
+from nncli.config.yamlsource import CLI_OVERRIDES, Source, apply_override
 from nncli.data.pipeline import Splits
 from nncli.data.preprocess import Preprocessor
 from nncli.errors import CheckpointError, DataError
@@ -86,12 +86,16 @@ def refuse_changed_data(saved: dict, splits: Splits, allow: bool) -> str | None:
     return change
 
 
-def checkpoint_config(saved: dict, overrides=(), label: str | None = None) -> Config:
+def checkpoint_config(
+    saved: dict, overrides=(), label: str | None = None, overrides_label: str = CLI_OVERRIDES
+) -> Config:
     """The config saved in a checkpoint (resolved YAML data) with `overrides` (`--set KEY=VALUE`)
-    applied, parsed and validated; errors name `label` (default: the checkpoint) and the path."""
+    applied, parsed and validated; errors name `label` (default: the checkpoint) and the path,
+    and call the overrides `overrides_label`."""
     if not isinstance(saved["config"], dict):
         raise CheckpointError(f"{saved['path']} holds no config mapping")
     source = Source(copy.deepcopy(saved["config"]), label or f"{saved['path']} (its config)")
+    source.overrides_label = overrides_label
     for assignment in overrides:
         apply_override(source, assignment)
     return parse_config(source)

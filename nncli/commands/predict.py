@@ -7,7 +7,9 @@ The model, its preprocessing and what its inputs look like come from the checkpo
                    position); a target column is ignored, or read with `labels`
     an .npz        an array x of raw samples (and y, with `labels`)
     images         PNG, JPEG, ... files, or folders of them, for a model trained on images:
-                   made to look as its training images look (`nncli.data.images`)
+                   made to look as its training images look (`nncli.data.images`); one that
+                   cannot be read is skipped and named in `Prediction.skipped`, the others
+                   are predicted (none readable is an error)
 
 One row comes out per input sample: its name (the image file, `file.csv:LINE`, `file.npz[i]`),
 then the predicted class by name and its probability (the next best with `top_k`), or the
@@ -32,6 +34,7 @@ from nncli.data.images import IMAGE_SUFFIXES, image_files, image_shape, read_pic
 from nncli.data.rows import read_rows
 from nncli.errors import DataError, NncliError
 from nncli.fileio import printable
+from nncli.messages import count
 from nncli.training import checkpoint
 
 TABLE_SUFFIXES = (".csv",)
@@ -48,6 +51,7 @@ class Inputs:
     labels: list = field(default_factory=list)
     inverted: list[bool | None] = field(default_factory=list)  # per sample; None: not a picture
     framed: int = 0  # how many pictures were framed as the training images are
+    skipped: list[str] = field(default_factory=list)  # image files that could not be read, and why
 
     @property
     def x(self) -> np.ndarray:
@@ -61,6 +65,7 @@ class Prediction:
     records: list[dict]  # the same, for JSON
     metrics: dict | None  # with labels: `nncli eval`'s figures on the inputs
     notes: list[str]  # one line each, for stderr
+    skipped: list[str] = field(default_factory=list)  # image files not read: "cannot read F as an image: why"
 
     def to_csv(self) -> str:
         out = io.StringIO()
@@ -148,9 +153,11 @@ def _add_images(
         raise NncliError("--labels needs the labels in the inputs: a CSV's target column or an .npz's y")
     files = image_files(paths)
     pictures = read_pictures(
-        files, shape, invert=invert, pixel_max=model.spec.pixel_max, profile=model.spec.images
+        files, shape, invert=invert, pixel_max=model.spec.pixel_max, profile=model.spec.images,
+        skip_unreadable=True,
     )
-    inputs.names += [str(f) for f in files]
+    inputs.skipped += pictures.skipped
+    inputs.names += [str(f) for f in pictures.files]
     inputs.parts.append(model.spec.from_model_layout(pictures.x))
     inputs.inverted += pictures.inverted
     inputs.framed += sum(pictures.framed)
@@ -210,6 +217,9 @@ def predict(
         # pictures inverted (or not) as a flag forced: the fix is to leave the flag out
         polarity_fix = (f"{'--invert' if invert else '--no-invert'} forced it: leave it out to let predict"
                         " decide from each picture's background")
+    if gathered.skipped and not gathered.names:
+        raise DataError(f"no input could be read: {gathered.skipped[0]}" + (
+            f" (and {count(len(gathered.skipped) - 1, 'other file')})" if len(gathered.skipped) > 1 else ""))
     x = gathered.x
     if len(x) == 0:
         raise DataError(f"{', '.join(map(str, inputs))} hold no samples")
@@ -234,7 +244,7 @@ def predict(
     for record, inverted in zip(result[2], gathered.inverted, strict=True):
         if inverted is not None:
             record["inverted"] = inverted
-    return Prediction(*result, metrics, notes)
+    return Prediction(*result, metrics, notes, gathered.skipped)
 
 
 def _picture_notes(model: TrainedModel, gathered: Inputs, invert: bool | None) -> list[str]:

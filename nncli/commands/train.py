@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from nncli.builder import (
     steps_per_epoch,
 )
 from nncli.config.schema import Config, load_config
-from nncli.config.yamlsource import how_to_set, overrides_name, parse_path
+from nncli.config.yamlsource import CLI_OVERRIDES, how_to_set, parse_path
 from nncli.errors import CheckpointError, ConfigError, NncliError, WriteError
 from nncli.fileio import atomic_write_text, exclusive
 from nncli.messages import count
@@ -43,11 +44,57 @@ from nncli.training.trainer import Interrupted, Trainer, TrainingState
 RUNS_ROOT = Path("runs")
 
 
+@dataclass(frozen=True)
+class Spelling:
+    """What the caller calls `train`'s arguments, for its messages: the command line's names by
+    default, `PYTHON`'s for the Python API."""
+
+    config: str = "CONFIG"
+    resume: str = "--resume"
+    run_dir: str = "--run-dir"
+    overrides: str = CLI_OVERRIDES
+
+
+PYTHON = Spelling(config="config", resume="resume=", run_dir="run_dir=", overrides="overrides")
+
+
+def check_sources(config, resume, run_dir, spelling: Spelling = Spelling()) -> None:
+    """A run is trained from a config or resumed from its directory, never both or neither; a
+    resumed run stays where it is."""
+    if resume and config:
+        raise ConfigError(
+            f"give {spelling.config} or {spelling.resume}, not both (a resumed run uses its own"
+            f" config; change train.* with {spelling.overrides})"
+        )
+    if not resume and not config:
+        raise ConfigError(f"missing {spelling.config}: the YAML file to train (or {spelling.resume} RUN_DIR)")
+    if resume and run_dir:
+        raise ConfigError(
+            f"{spelling.run_dir} and {spelling.resume} cannot be combined:"
+            " a resumed run stays in its directory"
+        )
+
+
 @dataclass
 class TrainResult:
     run: RunDir
     state: TrainingState
     summary: dict | None
+
+
+def format_result(result: TrainResult) -> str:
+    """The line `nncli train` ends with: the run, its epochs, the best monitored value and the
+    test figures of the best checkpoint."""
+    state, summary = result.state, result.summary or {}
+    line = f"run {result.run.path}: {count(state.epoch, 'epoch')}"
+    if state.best_epoch is not None:
+        line += f", best {summary.get('monitor')} {state.best_value:.4f} at epoch {state.best_epoch}"
+    test = summary.get("test")
+    if test:
+        line += f"; test loss {test['loss']:.4f}"
+        if test.get("accuracy") is not None:
+            line += f", test accuracy {test['accuracy'] * 100:.2f}%"
+    return line
 
 
 def dump_config(config: dict) -> str:
@@ -132,7 +179,13 @@ RESUMABLE = (
 
 
 def prepare_resume(
-    resume: str, overrides, data_dir: Path, progress: bool, allow_data_change: bool = False, arrays=None
+    resume: str,
+    overrides,
+    data_dir: Path,
+    progress: bool,
+    allow_data_change: bool = False,
+    arrays=None,
+    overrides_label: str = CLI_OVERRIDES,
 ):
     run = RunDir(Path(resume))
     if not run.path.is_dir():
@@ -149,10 +202,10 @@ def prepare_resume(
         if path not in RESUMABLE:
             allowed = ", ".join(".".join(p) for p in RESUMABLE)
             raise ConfigError(
-                f"{overrides_name()} {key}: a resumed run keeps its model, data, optimizer and"
+                f"{overrides_label} {key}: a resumed run keeps its model, data, optimizer and"
                 f" monitored metrics; only {allowed} can change"
             )
-    config = checkpoint_config(saved, overrides, label=str(run.config))
+    config = checkpoint_config(saved, overrides, label=str(run.config), overrides_label=overrides_label)
     exp = build_experiment(config, data_dir, progress, arrays)
     change = refuse_changed_data(saved, exp.splits, allow_data_change)
     if change:
@@ -162,11 +215,12 @@ def prepare_resume(
     except (KeyError, TypeError, AttributeError) as err:
         raise CheckpointError(f"{run.last} has no usable training state ({err!r})") from None
     restore(exp, saved, config)
-    _check_resumable(run, state, config, saved_epochs=saved["config"].get("train", {}).get("epochs"))
+    saved_epochs = saved["config"].get("train", {}).get("epochs")
+    _check_resumable(run, state, config, saved_epochs, overrides_label)
     return exp, run, state
 
 
-def _check_resumable(run: RunDir, state: TrainingState, config: Config, saved_epochs) -> None:
+def _check_resumable(run: RunDir, state: TrainingState, config: Config, saved_epochs, label: str) -> None:
     epochs = config.train.epochs
     if state.progress is not None:
         if epochs <= state.progress.epoch:
@@ -185,13 +239,13 @@ def _check_resumable(run: RunDir, state: TrainingState, config: Config, saved_ep
         if epochs == saved_epochs and not changed:
             raise NncliError(
                 f"{run.path} stopped early after {count(state.epoch, 'epoch')}; to go on, raise"
-                f" train.early_stopping.patience or train.epochs with {overrides_name()}"
+                f" train.early_stopping.patience or train.epochs with {label}"
             )
         state.stopped_early, state.bad_epochs = False, 0
     if state.epoch >= epochs and read_summary(run.path) is not None:
         raise NncliError(
             f"{run.path} already finished {count(state.epoch, 'epoch')};"
-            f" extend it with {how_to_set('train.epochs', 'N')}"
+            f" extend it with {how_to_set('train.epochs', 'N', label)}"
         )
     # finished but stopped before its summary: resuming writes the summary and the curves
 
@@ -235,25 +289,33 @@ def train(
     verbose: bool = True,
     bars: bool = True,
     allow_data_change: bool = False,
-    say=None,
+    say: Callable[[str], None],
+    all_notes: bool = False,
     arrays=None,
+    spelling: Spelling = Spelling(),
 ) -> TrainResult:
     """Train the config at `config_path` (or a parsed `Config`) in a new run directory, or
-    resume the run `resume`. `verbose` prints the notes and a line per epoch, `bars` the
-    progress bars; `say(line)` takes the notes and warnings (default: print them to stderr,
-    warnings even when not verbose); `arrays` are the arrays dataset's (the Python API)."""
+    resume the run `resume`. `say(line)` takes the notes and warnings: the warnings always,
+    the notes when `verbose` or `all_notes`; `verbose` also asks for a line per epoch on stderr
+    and `bars` for progress bars. `arrays` are the arrays dataset's (the Python API);
+    `spelling` names the arguments in messages."""
+    check_sources(config_path, resume, run_dir, spelling)
     if resume:
         # one process at a time resumes a run: two would write one folder's files in turn
         busy = (f"{resume} is being trained by another process; wait for it to end (two processes"
                 " resuming one run would mix their files)")
         with exclusive(Path(resume), busy):
-            exp, run, state = prepare_resume(resume, overrides, data_dir, verbose, allow_data_change, arrays)
-            return _train(exp, run, state, resume, run_dir, verbose, bars, say)
+            exp, run, state = prepare_resume(
+                resume, overrides, data_dir, verbose, allow_data_change, arrays, spelling.overrides
+            )
+            return _train(exp, run, state, resume, run_dir, verbose, bars, say, all_notes)
     (exp, state) = prepare_new(config_path, overrides, data_dir, verbose, arrays)
-    return _train(exp, None, state, resume, run_dir, verbose, bars, say)
+    return _train(exp, None, state, resume, run_dir, verbose, bars, say, all_notes)
 
 
-def _train(exp, run: RunDir | None, state, resume, run_dir, verbose: bool, bars: bool, say) -> TrainResult:
+def _train(
+    exp, run: RunDir | None, state, resume, run_dir, verbose: bool, bars: bool, say, all_notes: bool
+) -> TrainResult:
     """`train` once its experiment is built: the run directory (new where `run` is None) and the
     training, within the signal handlers."""
     # from before the run directory is made until the run is finished, a signal is noted and
@@ -263,7 +325,7 @@ def _train(exp, run: RunDir | None, state, resume, run_dir, verbose: bool, bars:
             run = make_run_dir(exp, run_dir)
         stop.run = run
         try:
-            result = _run(exp, run, state, stop, verbose=verbose, bars=bars, say=say)
+            result = _run(exp, run, state, stop, verbose=verbose, bars=bars, say=say, all_notes=all_notes)
         except BaseException as err:
             # a new run stopped before its first checkpoint (a signal during start-up, a full
             # disk) leaves nothing behind; from the first checkpoint on, it can be resumed
@@ -280,8 +342,7 @@ def _train(exp, run: RunDir | None, state, resume, run_dir, verbose: bool, bars:
                 ) from None
             raise
         if stop.signum is not None:  # it came after the last batch: the run is complete
-            _say(
-                say,
+            say(
                 f"note: {signal.Signals(stop.signum).name} came after the last batch; the run"
                 f" finished and {run.path} is complete",
             )
@@ -294,13 +355,6 @@ def _stopped(signum: int, where: str) -> Interrupted:
     return stop
 
 
-def _say(say, line: str) -> None:
-    if say is not None:
-        say(line)
-    else:
-        print(line, file=sys.stderr, flush=True)
-
-
 def _run(
     exp: Experiment,
     run: RunDir,
@@ -309,14 +363,13 @@ def _run(
     *,
     verbose: bool,
     bars: bool,
-    say=None,
+    say: Callable[[str], None],
+    all_notes: bool,
 ) -> TrainResult:
     """Train `exp` in `run` from `state`: the config file, the callbacks, the loop."""
     for note in exp.notes:  # warnings even when quiet: they may mean the run is not what was meant
-        if say is not None:
+        if all_notes or verbose or note.startswith("warning"):
             say(note)
-        elif verbose or note.startswith("warning"):
-            print(note, file=sys.stderr)
     resolved = exp.resolved_config()
     with _naming_the_run(run):
         atomic_write_text(run.config, dump_config(resolved))

@@ -11,12 +11,9 @@ characters of strings), so that a "billion laughs" file is one config error, not
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import re
-from collections.abc import Iterator
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,30 +29,14 @@ EXPANSION_ALLOWANCE = 100_000  # ...this much (values, and characters of strings
 MAX_BYTES = 1 << 20  # the largest config or sweep file read (1 MiB)
 
 # How messages name the overrides of a config: `--set` on the command line, `overrides` from
-# Python (`nncli.train(config, overrides={...})`, which sets it with `overrides_named`).
-_overrides_name: ContextVar[str] = ContextVar("overrides_name", default="--set")
+# Python (`nncli.train(config, overrides={...})`). A `Source` carries the name it is given.
+CLI_OVERRIDES = "--set"
 
 
-@contextlib.contextmanager
-def overrides_named(name: str) -> Iterator[None]:
-    """Within this block, messages call the overrides `name` instead of `--set`."""
-    token = _overrides_name.set(name)
-    try:
-        yield
-    finally:
-        _overrides_name.reset(token)
-
-
-def overrides_name() -> str:
-    """`--set`, or what the caller calls its overrides (`overrides_named`)."""
-    return _overrides_name.get()
-
-
-def how_to_set(key: str, value: str) -> str:
+def how_to_set(key: str, value: str, label: str = CLI_OVERRIDES) -> str:
     """How the user sets `key` to `value`: `--set train.epochs=N`, or from Python
-    `overrides={'train.epochs': N}`."""
-    name = overrides_name()
-    return f"{name} {key}={value}" if name == "--set" else f"{name}={{'{key}': {value}}}"
+    `overrides={'train.epochs': N}` (`label` is what the caller calls its overrides)."""
+    return f"{label} {key}={value}" if label == CLI_OVERRIDES else f"{label}={{'{key}': {value}}}"
 
 
 class _TooDeep(Exception):
@@ -95,9 +76,10 @@ Loader.add_implicit_resolver(
 )
 
 
-def load_value(text: str):
-    """One YAML value, as `--set` reads it (bounded as a file is); None for no value."""
-    source = _parse(text, overrides_name(), empty_ok=True)
+def load_value(text: str, label: str = CLI_OVERRIDES):
+    """One YAML value, as `--set` reads it (bounded as a file is); None for no value. `label`
+    names the overrides in messages."""
+    source = _parse(text, label, empty_ok=True)
     return None if source is None else source.data
 
 
@@ -141,12 +123,13 @@ class Source:
     lines: dict[YamlPath, int] = field(default_factory=dict)
     overridden: set[YamlPath] = field(default_factory=set)
     folder: Path | None = None  # the folder of the file read, against which its paths resolve
+    overrides_label: str = CLI_OVERRIDES  # how messages name its overrides: `--set`, `overrides`
 
     def location(self, path: YamlPath) -> str:
         """`file:line` of the nearest node on `path` (`--set` for an overridden value)."""
         path = tuple(path)
         if any(path[:n] in self.overridden for n in range(len(path) + 1)):
-            return overrides_name()  # the value, or a mapping or list around it, was overridden
+            return self.overrides_label  # the value, or a mapping or list around it, was overridden
         for n in range(len(path), -1, -1):
             if path[:n] in self.lines:
                 return f"{self.file}:{self.lines[path[:n]]}"
@@ -352,16 +335,17 @@ def _absolute(path: YamlPath, data) -> YamlPath:
 
 def apply_override(source: Source, assignment: str) -> None:
     """Apply `KEY=VALUE` (dotted path with indices; VALUE parsed as YAML) to `source.data`."""
+    label = source.overrides_label
     key, sep, text = assignment.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"{overrides_name()} expects KEY=VALUE, got {assignment!r}")
+        raise ConfigError(f"{label} expects KEY=VALUE, got {assignment!r}")
     try:
         path = parse_path(key.strip())
-        value = load_value(text) if text.strip() else None
+        value = load_value(text, label) if text.strip() else None
     except ValueError as err:
-        raise ConfigError(f"{overrides_name()} {assignment!r}: {err}") from None
+        raise ConfigError(f"{label} {assignment!r}: {err}") from None
     except ConfigError as err:
-        raise ConfigError(f"{overrides_name()} {key.strip()}: {err.message}") from None
+        raise ConfigError(f"{label} {key.strip()}: {err.message}") from None
     set_value(source, path, value, key)
 
 
@@ -371,21 +355,22 @@ BARE_COMPONENTS = ("optimizer", "loss", "schedule")
 
 def set_value(source: Source, path: YamlPath, value: object, key: str | None = None) -> None:
     """Set the node at `path` of `source.data` to `value`, making the mappings on the way;
-    errors name the override as `--set {key}` (`overrides_name`)."""
+    errors name the override as `--set {key}` (the source's `overrides_label`)."""
     key = key or format_path(path)
+    label = source.overrides_label
     node = source.data
     for depth, part in enumerate(path[:-1]):
         child_path = path[: depth + 1]
         if isinstance(part, int):
             if not isinstance(node, list) or not -len(node) <= part < len(node):
-                raise ConfigError(f"{overrides_name()} {key}: {format_path(child_path)} does not exist")
+                raise ConfigError(f"{label} {key}: {format_path(child_path)} does not exist")
             if isinstance(node[part], str) and isinstance(path[depth + 1], str):
                 # `- relu` given as a bare name: `--set model[1].relu.x=...` needs a mapping
                 node[part] = {node[part]: {}}
             node = node[part]
         else:
             if not isinstance(node, dict):
-                raise ConfigError(f"{overrides_name()} {key}: {format_path(path[:depth])} is not a mapping")
+                raise ConfigError(f"{label} {key}: {format_path(path[:depth])} is not a mapping")
             if node.get(part) is None:
                 node[part] = {}
             elif depth == 0 and part in BARE_COMPONENTS and isinstance(node[part], str):
@@ -395,8 +380,8 @@ def set_value(source: Source, path: YamlPath, value: object, key: str | None = N
     last = path[-1]
     if isinstance(last, int):
         if not isinstance(node, list) or not -len(node) <= last < len(node):
-            raise ConfigError(f"{overrides_name()} {key}: {format_path(path)} does not exist")
+            raise ConfigError(f"{label} {key}: {format_path(path)} does not exist")
     elif not isinstance(node, dict):
-        raise ConfigError(f"{overrides_name()} {key}: {format_path(path[:-1])} is not a mapping")
+        raise ConfigError(f"{label} {key}: {format_path(path[:-1])} is not a mapping")
     node[last] = value
     source.overridden.add(_absolute(path, source.data))

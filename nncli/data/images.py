@@ -10,7 +10,7 @@ matplotlib already needs, is imported only when a file is read.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +156,8 @@ class Pictures:
     x: np.ndarray
     inverted: list[bool]
     framed: list[bool]
+    files: list[Path] = field(default_factory=list)  # the files read, in order (one per row of x)
+    skipped: list[str] = field(default_factory=list)  # with `skip_unreadable`: why each other one was not
 
 
 def read_images(
@@ -177,6 +179,7 @@ def read_pictures(
     invert: bool | None = None,
     pixel_max: float = 255.0,
     profile: dict | None = None,
+    skip_unreadable: bool = False,
 ) -> Pictures:
     """The images in `files` made to look as a model's training images look (`profile`, from
     `image_profile`), for a model that takes `shape` = (C, H, W) from 0 to `pixel_max`.
@@ -205,8 +208,9 @@ def read_pictures(
     H x W with Lanczos filtering. Values are rounded to whole numbers in 0..255, then scaled to
     0..`pixel_max` (v * pixel_max / 255), the range of the model's training data.
 
-    A file that cannot be read as an image is a `DataError` naming it; a C other than 1 or 3
-    is a `ValueError` (the caller checks with `image_shape` first).
+    A file that cannot be read as an image is a `DataError` naming it, or with
+    `skip_unreadable` a line in `skipped` (the others are read); a C other than 1 or 3 is a
+    `ValueError` (the caller checks with `image_shape` first).
     """
     if image_shape(shape) is None:
         raise ValueError(f"cannot read images of shape {tuple(shape)}; expected (C, H, W) with C"
@@ -220,9 +224,17 @@ def read_pictures(
     else:
         target = 0.0 if channels == 1 else None
     out = np.empty((len(files), channels, height, width), dtype=np.float32)
-    inverted, framed = [], []
-    for i, file in enumerate(files):
-        pixels = _read_one(Path(file), channels)  # float32 (h, w, C), 0..255
+    inverted, framed, read, skipped = [], [], [], []
+    for file in files:
+        try:
+            pixels = _read_one(Path(file), channels)  # float32 (h, w, C), 0..255
+        except DataError as err:
+            if not skip_unreadable:
+                raise
+            skipped.append(str(err))
+            continue
+        i = len(read)
+        read.append(Path(file))
         background = np.median(border_ring(np.moveaxis(pixels, -1, 0)), axis=-1).astype(np.float32)
         flip = invert
         if flip is None:
@@ -239,9 +251,10 @@ def read_pictures(
             image = _fit(pixels, background, height, width)
         out[i] = np.clip(np.rint(image), 0, 255).transpose(2, 0, 1)
         inverted.append(bool(flip))
+    out = out[: len(read)]
     if pixel_max != 255.0:
         out *= np.float32(pixel_max / 255.0)
-    return Pictures(out, inverted, framed)
+    return Pictures(out, inverted, framed, read, skipped)
 
 
 def _extent(lit: np.ndarray) -> int:
