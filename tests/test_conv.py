@@ -285,7 +285,8 @@ def test_chunk_count_is_a_divisor_near_the_target():
     assert chunk_count(128, 196 * 145 * 4, 1 << 20) == 16
     assert chunk_count(96, 196 * 145 * 4, 1 << 20) == 12
     assert chunk_count(2, 196 * 145 * 4, 1 << 20) == 1  # small batches: one chunk
-    assert chunk_count(7, 10**6, 1 << 20) == 7  # a prime: one sample a chunk rather than all
+    assert chunk_count(7, 10**6, 1 << 20) == 7  # one sample a chunk is the nearest
+    assert chunk_count(97, 196 * 145 * 4, 1 << 20) == 1  # 97 chunks of one would be too small
     for n in range(1, 40):
         assert n % chunk_count(n, 50_000, 1 << 17) == 0
 

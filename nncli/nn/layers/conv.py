@@ -1,9 +1,11 @@
 """2-D convolution, `conv2d` (see nncli.nn.layers.spatial for the layout inside a model).
 
-forward     im2col through a strided view of the padded input, then one product
-            (N*OH*OW, kh*kw*C) @ (kh*kw*C, F)
-backward    dW as one product with the kept columns; dX as one product per kernel offset,
-            added into the padded input gradient (kh*kw iterations, never np.add.at)
+  forward     im2col through a strided view of the padded input, then one product
+              (M*OH*OW, kh*kw*C) @ (kh*kw*C, F) for each chunk of M samples (about 1 MiB of
+              columns: see `chunk_count`; one chunk of all N for a one-channel input)
+  backward    for each chunk, its columns made again, dW as one product with them, and dX as
+              one product per kernel offset, added into the padded input gradient (kh*kw
+              iterations, never np.add.at)
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ CHUNK_BYTES = 1 << 20
 @functools.lru_cache(maxsize=64)
 def chunk_count(n: int, bytes_per_sample: int, target: int) -> int:
     """How many equal chunks of samples a convolution runs a batch of `n` as: the divisor of
-    `n` whose chunks' columns come closest to `target` bytes (the layer passes CHUNK_BYTES).
+    `n` whose chunks' columns come closest to `target` bytes (the layer passes CHUNK_BYTES)
+    without falling below half of it.
 
     A chunk's columns are then made, multiplied and dropped while they are in the core's own
     cache (2 MiB of L2 on the Zen 5 this was measured on): for the MNIST CNN's second
@@ -38,7 +41,9 @@ def chunk_count(n: int, bytes_per_sample: int, target: int) -> int:
     want = n * bytes_per_sample / target
     if want <= 1:
         return 1
-    divisors = [k for k in range(1, n + 1) if n % k == 0]
+    # chunks of at least half the target: a batch of a prime size stays whole rather than
+    # running as one chunk a sample, whose Python calls would cost more than the cache saves
+    divisors = [k for k in range(1, n + 1) if n % k == 0 and k <= 2 * want]
     return min(divisors, key=lambda k: abs(math.log(k / want)))
 
 
