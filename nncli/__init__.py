@@ -1,6 +1,6 @@
 """nncli: neural networks written from scratch in numpy, trained from YAML files.
 
-The Python API (`nncli.train`, `nncli.load`, `nncli.Model`, `nncli.Run`; see nncli/api.py) is
+The Python API (`nncli.train`, `nncli.load`, `nncli.lr_find`, `nncli.Model`, `nncli.Run`; see nncli/api.py) is
 imported on first use, so that `import nncli` and the command line's start stay light.
 """
 
@@ -15,7 +15,7 @@ from nncli.errors import CheckpointError, ConfigError, DataError, NncliError  # 
 
 __version__ = "0.1.0"
 
-_API = ("train", "load", "Model", "Run")
+_API = ("train", "load", "lr_find", "Model", "Run")
 __all__ = [*_API, "NncliError", "ConfigError", "DataError", "CheckpointError"]
 
 

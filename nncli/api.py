@@ -7,6 +7,8 @@
     probs = model.predict(x)             # raw samples in (as the dataset gives them), numpy out
     labels = model.predict_classes(x)    # class names where the data has them
     report = model.evaluate(x, y)        # the figures `nncli eval` prints
+    found = nncli.lr_find("configs/quickstart.yaml")   # the learning-rate range test
+    found.suggestions.valley, found.folder
 
 These are the functions the command line runs (`nncli.commands`), so the two cannot drift
 apart. Errors are exceptions, never `SystemExit`: `nncli.ConfigError` for a wrong config,
@@ -26,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from nncli.builder.trained import TrainedModel
+from nncli.commands import lr_find as range_test
 from nncli.commands import predict as predicting
 from nncli.commands import train as training
 from nncli.commands.export import check_output
@@ -35,7 +38,7 @@ from nncli.data import resolve_data_dir
 from nncli.errors import ConfigError, NncliError
 from nncli.training import checkpoint, export
 
-__all__ = ["Model", "Run", "load", "train"]
+__all__ = ["Model", "Run", "load", "lr_find", "train"]
 
 
 @dataclass
@@ -111,6 +114,40 @@ def train(
         if note.startswith("warning"):
             warnings.warn(note.removeprefix("warning: "), UserWarning, stacklevel=2)
     return Run(result.run.path, result.summary, [dict(row) for row in result.state.history], notes)
+
+
+def lr_find(
+    config: str | Path | dict,
+    overrides: dict | None = None,
+    *,
+    start: float = 1e-7,
+    end: float = 10.0,
+    steps: int = 100,
+    data: dict | None = None,
+    data_dir: str | Path | None = None,
+    out: str | Path | None = None,
+    write: bool = True,
+) -> range_test.LrFindResult:
+    """The learning-rate range test of `config` (a YAML file or a dict; `overrides` and `data`
+    as for `train`), as `nncli lr-find` runs it: `steps` batches with the learning rate rising
+    exponentially from `start` to `end`. The result holds the curve (`test.lrs`,
+    `test.smoothed`), the `suggestions` (`valley`, `steepest`, `minimum`) and the `folder`
+    written (runs/<name>/lr-find-<time>/, or `out`; nothing when not `write`)."""
+    result = range_test.lr_find(
+        _config(config, overrides),
+        data_dir=resolve_data_dir(data_dir),
+        start=start,
+        end=end,
+        steps=steps,
+        out=out,
+        write=write,
+        arrays=_arrays(data),
+        progress=False,
+    )
+    for note in result.notes:
+        if note.startswith("warning"):
+            warnings.warn(note.removeprefix("warning: "), UserWarning, stacklevel=2)
+    return result
 
 
 def _config(config: str | Path | dict, overrides: dict | None) -> Config:

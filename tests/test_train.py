@@ -37,8 +37,8 @@ def train(nncli):
     return run
 
 
-def rows(run: Path) -> list[dict]:
-    with open(run / "metrics.csv", newline="") as f:
+def rows(run: Path, name: str = "metrics.csv") -> list[dict]:
+    with open(run / name, newline="") as f:
         return list(csv.DictReader(f))
 
 
@@ -125,6 +125,21 @@ def test_warmup_starts_at_the_first_steps_share_and_resumes_exactly(workdir, mon
         assert train("spiral.yaml", "--run-dir", "cut", "--quiet", *warm)[0] == 130
     assert train("--resume", "cut", "--quiet")[0] == 0
     assert without_times(rows(workdir / "cut")) == without_times(rows(workdir / "straight"))
+    # steps.csv: every batch once, in order, as the uninterrupted run has them (lr included)
+    assert (workdir / "cut" / "steps.csv").read_text() == (workdir / "straight" / "steps.csv").read_text()
+    steps = [int(row["step"]) for row in rows(workdir / "cut", "steps.csv")]
+    assert steps == list(range(1, 37))
+
+
+def test_steps_written_past_the_checkpoint_are_dropped_on_resume(workdir, train):
+    """A run killed after steps.csv was written and before last.pkl was (the checkpoint is an
+    epoch behind): resuming goes on from the checkpoint's step, never writing a step twice."""
+    assert train("spiral.yaml", "--run-dir", "straight", "--quiet")[0] == 0
+    assert train("spiral.yaml", "--run-dir", "r", "--quiet", "--set", "train.epochs=2")[0] == 0
+    ahead = (workdir / "straight" / "steps.csv").read_text().splitlines()[: 1 + 27]  # 3 epochs
+    (workdir / "r" / "steps.csv").write_text("\n".join(ahead) + "\n")
+    assert train("--resume", "r", "--quiet", "--set", "train.epochs=4")[0] == 0
+    assert (workdir / "r" / "steps.csv").read_text() == (workdir / "straight" / "steps.csv").read_text()
 
 
 def test_resume_refuses_other_changes_and_finished_runs(workdir, train):

@@ -1,4 +1,5 @@
-"""The commands about runs and sweeps: plot, runs and sweep."""
+"""The commands about runs and sweeps: plot (curves, and a run's filters and feature maps), runs
+and sweep."""
 
 from __future__ import annotations
 
@@ -18,9 +19,7 @@ from nncli.errors import NncliError
     "-o",
     "--output",
     type=click.Path(dir_okay=False),
-    default="curves.png",
-    show_default=True,
-    help="The image to write: .png, .svg or .pdf.",
+    help="The image to write: .png, .svg or .pdf [curves.png, filters.png or activations.png].",
 )
 @click.option(
     "--metric",
@@ -29,15 +28,63 @@ from nncli.errors import NncliError
     metavar="NAME",
     help="Plot this metric instead of loss and accuracy (loss, acc, or a metrics.csv column); repeatable.",
 )
-def plot(runs, output, metrics):
+@click.option(
+    "--filters", is_flag=True, help="Draw the first layer's weights (conv filters; linear units as images)."
+)
+@click.option(
+    "--activations",
+    metavar="IMAGE",
+    is_flag=False,
+    flag_value="",
+    help="Draw the feature maps of each conv and pool layer for IMAGE (or, alone, for --index N).",
+)
+@click.option("--index", type=click.IntRange(min=0), metavar="N", help="With --activations: test sample N.")
+@DATA_DIR_OPTION
+def plot(runs, output, metrics, filters, activations, index, data_dir):
     """Draw the training curves of one or more runs (RUN is a run directory or its metrics.csv).
 
     Train curves are solid, validation dashed; several runs are overlaid, one colour each, with
-    their names in the legend.
+    their names in the legend. With --filters or --activations, draw what one run's model
+    learned instead: its first layer's weights, or one input's feature maps after each
+    convolution and pooling layer (IMAGE read as predict reads it, or --index N of the test set).
     """
+    if filters or activations is not None or index is not None:
+        _plot_pictures(runs, output, metrics, filters, activations, index, data_dir)
+        return
     from nncli.commands.plot import plot as draw
 
-    click.echo(f"wrote {draw(list(runs), output, list(metrics))}")
+    click.echo(f"wrote {draw(list(runs), output or 'curves.png', list(metrics))}")
+
+
+def _plot_pictures(runs, output, metrics, filters, activations, index, data_dir) -> None:
+    from nncli.commands import pictures
+    from nncli.data import resolve_data_dir
+    from nncli.messages import count
+
+    if filters and activations is not None:
+        raise NncliError("give --filters or --activations, not both: each draws one picture")
+    if activations is None:
+        if not filters:
+            raise NncliError("--index N goes with --activations: nncli plot RUN --activations --index N")
+        if index is not None:
+            raise NncliError("--index N goes with --activations, not --filters")
+    if metrics:
+        raise NncliError("--metric chooses the curves to draw; --filters and --activations draw no curves")
+    if len(runs) != 1:
+        raise NncliError(f"--filters and --activations draw one run's model; got {count(len(runs), 'run')}")
+    if filters:
+        drawn = pictures.filters(runs[0], output or "filters.png")
+    else:
+        drawn = pictures.activations(
+            runs[0],
+            output or "activations.png",
+            image=activations or None,
+            index=index,
+            data_dir=resolve_data_dir(data_dir) if index is not None else None,
+        )
+    for note in drawn.notes:
+        click.echo(note, err=True)
+    click.echo(f"wrote {drawn.path}")
 
 
 @command(name="runs")

@@ -1,4 +1,4 @@
-"""The commands that take a config: train, check, time and gradcheck."""
+"""The commands that take a config: train, check, time, gradcheck and lr-find."""
 
 from __future__ import annotations
 
@@ -201,3 +201,35 @@ def time_command(config, batch, iters, warmup, as_json, overrides, data_dir):
         config, overrides, data_dir=resolve_data_dir(data_dir), batch=batch, iters=iters, warmup=warmup
     )
     click.echo(json.dumps(result.to_dict()) if as_json else format_timings(result))
+
+
+@command(name="lr-find")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--start", type=float, default=1e-7, show_default=True, help="The first learning rate.")
+@click.option("--end", type=float, default=10.0, show_default=True, help="The last learning rate.")
+@click.option("--steps", type=int, default=100, show_default=True, help="Batches, one learning rate each.")
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Write the files here [runs/<name>/lr-find-<time>]."
+)
+@SET_OPTION
+@DATA_DIR_OPTION
+def lr_find_command(config, start, end, steps, out, overrides, data_dir):
+    """The learning-rate range test: train CONFIG's model from scratch for --steps batches (its
+    optimizer and batch size; its schedule ignored) with the learning rate rising exponentially
+    from --start to --end, stopping once the smoothed loss passes 4x its lowest or is not finite.
+
+    Prints three suggestions read from the smoothed loss against log10(lr): valley (fastai's
+    default), steepest and the minimum; writes lr_find.csv, lr_find.png (the curve, the
+    suggestions marked), lr_find.json and the config tested into a new folder. Nothing of
+    CONFIG's runs is touched.
+    """
+    from nncli.commands.lr_find import format_result, lr_find
+    from nncli.data import resolve_data_dir
+
+    result = lr_find(
+        config, overrides, data_dir=resolve_data_dir(data_dir), start=start, end=end, steps=steps, out=out
+    )
+    for note in result.notes:
+        if note.startswith("warning"):
+            click.echo(note, err=True)
+    click.echo(format_result(result))

@@ -1,4 +1,5 @@
-"""`nncli plot`: the curves of one or more runs, each run's metrics.csv labelled by its name."""
+"""`nncli plot`: the curves of one or more runs, each run's metrics.csv (and steps.csv, where
+there is one) labelled by its name, or for the runs of a sweep by the values its trial varied."""
 
 from __future__ import annotations
 
@@ -7,25 +8,29 @@ from pathlib import Path
 
 import yaml
 
+from nncli.config.sweep import short_keys
 from nncli.errors import NncliError
 from nncli.messages import did_you_mean
-from nncli.output.plotting import check_format, plot_curves
-from nncli.training.rundir import read_metrics
+from nncli.output.curves import Curves, plot_curves
+from nncli.output.plotting import check_format
+from nncli.training.rundir import read_metrics, read_steps
 
 
 def plot(runs: list[str], output: str | Path, metrics: list[str] = ()) -> Path:
     """Draw the runs' curves (loss and accuracy, or `metrics`) into `output`; the path written."""
     check_format(output)
     curves = runs_to_plot(list(runs))
+    title = f"{curves[0].label}: {runs[0]}" if len(curves) == 1 else ""
     try:
-        return plot_curves(curves, Path(output), plot_metrics(list(metrics), curves))
+        return plot_curves(curves, Path(output), plot_metrics(list(metrics), curves), title)
     except ValueError as err:  # nothing finite to draw
         raise NncliError(f"cannot plot {', '.join(map(str, runs))}: {err}") from None
 
 
-def runs_to_plot(paths: list[str]) -> list[tuple[str, list[dict]]]:
-    """(label, metrics rows) per run directory (or metrics.csv file). A run is labelled by its
-    config's name; runs sharing a name are told apart by their folder."""
+def runs_to_plot(paths: list[str]) -> list[Curves]:
+    """The curves of each run directory (or metrics.csv file). A run of a sweep is labelled by
+    the values its trial varied (and its seed, where the trial has several); another by its
+    config's name, runs sharing a name told apart by their folder."""
     found = []
     for given in paths:
         path = Path(given)
@@ -45,7 +50,7 @@ def runs_to_plot(paths: list[str]) -> list[tuple[str, list[dict]]]:
             raise NncliError(f"cannot read {table}: {err}") from None
         if not rows or "epoch" not in rows[0]:
             raise NncliError(f"{table} has no epochs to plot")
-        found.append((_run_name(table.parent), table.parent, rows))
+        found.append((_sweep_label(table.parent) or _run_name(table.parent), table.parent, rows))
 
     def label(name: str, folder: Path) -> str:
         if sum(n == name for n, _, _ in found) == 1:
@@ -54,7 +59,44 @@ def runs_to_plot(paths: list[str]) -> list[tuple[str, list[dict]]]:
             return f"{name} ({folder.name})"
         return f"{name} ({folder})"
 
-    return [(label(name, folder), rows) for name, folder, rows in found]
+    return [
+        Curves(label(name, folder), rows, read_steps(folder / "steps.csv")) for name, folder, rows in found
+    ]
+
+
+def _sweep_label(folder: Path) -> str | None:
+    """"lr=0.03, units=64" (", seed 1" where the trial has several runs) for a run of a sweep,
+    read from the sweep's summary.csv beside it; None for a run of no sweep."""
+    try:
+        with open(folder.parent / "summary.csv", newline="", encoding="utf-8") as f:
+            table = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    for row in table:
+        members = (row.get("runs") or "").split()
+        if folder.name not in members:
+            continue
+        keys = []
+        for key in row:  # the varied keys come first, up to the metric's mean
+            if key.endswith("_mean"):
+                break
+            if len({other.get(key) for other in table}) > 1:  # one value in every trial: left out
+                keys.append(key)
+        short = short_keys(keys)
+        label = ", ".join(f"{short[key]}={row[key]}" for key in keys) or "base"
+        if len(members) > 1:
+            label += f", seed {_seed(folder)}"
+        return label
+    return None
+
+
+def _seed(folder: Path) -> str:
+    try:
+        config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
+        seed = config.get("seed") if isinstance(config, dict) else None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        seed = None
+    return str(seed) if isinstance(seed, int) else f"#{folder.name[:6]}"
 
 
 def _run_name(folder: Path) -> str:
@@ -67,12 +109,12 @@ def _run_name(folder: Path) -> str:
     return name if isinstance(name, str) and name else folder.resolve().name
 
 
-def plot_metrics(names: list[str], runs: list[tuple[str, list[dict]]]) -> list[str] | None:
+def plot_metrics(names: list[str], runs: list[Curves]) -> list[str] | None:
     """`--metric` values checked against what the runs have: loss, acc (or accuracy) and any
     metrics.csv column but epoch. None (the default panels, loss and accuracy) when empty."""
     if not names:
         return None
-    valid = ["loss", "acc", *sorted({key for _, rows in runs for key in rows[0] if key != "epoch"})]
+    valid = ["loss", "acc", *sorted({key for run in runs for key in run.rows[0] if key != "epoch"})]
     out = []
     for name in names:
         name = {"accuracy": "acc"}.get(name, name)

@@ -65,7 +65,7 @@ from nncli.commands.sweep_summary import (
 from nncli.commands.sweep_summary import format_summary as format_summary  # the CLI's names
 from nncli.commands.sweep_summary import raise_if_failed as raise_if_failed
 from nncli.config.schema import load_config
-from nncli.config.sweep import Sweep, Trial, load_sweep
+from nncli.config.sweep import Sweep, Trial, load_sweep, trial_names
 from nncli.errors import NncliError
 from nncli.fileio import atomic_write_text
 from nncli.training.rundir import (
@@ -188,23 +188,26 @@ def _sweep(spec: Sweep, out: Path, runs: list[Run], lock: int | None, jobs, data
 
 
 def draw(result: SweepResult, best: int = 3) -> Path | None:
-    """sweep.png: the metric against each varied key, and the curves of the `best` trials' runs."""
-    from nncli.output.plotting import plot_sweep  # matplotlib only once the runs are done
+    """sweep.png: the metric against each varied key, and the curves of the `best` trials' runs,
+    each named by its trial's varied values (and its seed, where there are several)."""
+    from nncli.output.sweeps import SweepCurve, plot_sweep  # matplotlib only once the runs are done
 
     spec = result.sweep
     measured = [(run, best_metric(run.path, spec.metric, spec.mode)) for run in result.runs]
     measured = [(run, value) for run, value in measured if value is not None]
     varied = {key: [(run.trial.values[key], value) for run, value in measured] for key in spec.varied}
     varied = {key: points for key, points in varied.items() if len({str(x) for x, _ in points}) > 1}
-    ranked = [row["runs"].split() for row in result.rows[:best]]
+    ranked = [set(row["runs"].split()) for row in result.rows[:best]]
+    trial_name = trial_names(spec)
     curves = []
-    for rank, names in enumerate(ranked, 1):
-        for name in names:
+    for rank, names in enumerate(ranked):
+        for run in (run for run in result.runs if run.path.name in names):
             try:
-                rows = read_metrics(result.out / name / "metrics.csv")
+                rows = read_metrics(run.path / "metrics.csv")
             except (OSError, ValueError, csv.Error):
                 continue
-            curves.append((f"#{rank} {name[:6]}", rows))
+            label = trial_name[run.trial.index] + (f", seed {run.seed}" if len(spec.seeds) > 1 else "")
+            curves.append(SweepCurve(label, rank, spec.seeds.index(run.seed), rows))
     if not varied and not curves:
         return None
     title = f"{spec.name}: {spec.metric} ({spec.mode})"

@@ -28,7 +28,7 @@ from nncli.config.yamlsource import CLI_OVERRIDES, how_to_set, parse_path
 from nncli.errors import CheckpointError, ConfigError, NncliError, WriteError
 from nncli.fileio import atomic_write_text, exclusive
 from nncli.messages import count
-from nncli.output.plotting import CurvePlotter
+from nncli.output.curves import CurvePlotter
 from nncli.training import checkpoint
 from nncli.training.callbacks import (
     Checkpointer,
@@ -36,6 +36,7 @@ from nncli.training.callbacks import (
     MetricsWriter,
     NanReporter,
     ProgressBar,
+    StepsWriter,
 )
 from nncli.training.rundir import RunDir, discard, given_run_dir, new_run_dir, read_summary
 from nncli.training.summary import evaluate_best, run_summary, write_summary
@@ -378,6 +379,7 @@ def _run(
     callbacks += [EpochLog()] if verbose else []
     callbacks += [
         MetricsWriter(run),
+        StepsWriter(run),
         Checkpointer(run, resolved),
         NanReporter(run),
         CurvePlotter(run, exp.config.name),

@@ -33,6 +33,7 @@ import hashlib
 import itertools
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,26 @@ class Sweep:
     metric: str
     mode: str
     varied: tuple[str, ...]  # the keys that change between trials, in file order
+
+
+def short_keys(keys) -> dict[str, str]:
+    """What a picture calls each key: its last name (`optimizer.lr` -> `lr`,
+    `model[0].linear.units` -> `units`), or the whole key where two keys share that name."""
+    last = {key: re.split(r"[.\]\[]", key.rstrip("]"))[-1] or key for key in keys}
+    return {key: name if list(last.values()).count(name) == 1 else key for key, name in last.items()}
+
+
+def trial_names(sweep: Sweep) -> dict[int, str]:
+    """Each trial (by index) named by the values that tell it from the others: "lr=0.03, units=64"
+    (keys that take one value in every trial are left out; "base" where none varies)."""
+    changing = [key for key in sweep.varied
+                if len({_yaml(trial.values.get(key)) for trial in sweep.trials}) > 1]
+    short = short_keys(changing)
+    return {
+        trial.index: ", ".join(f"{short[key]}={_yaml(trial.values[key])}"
+                               for key in changing if key in trial.values) or "base"
+        for trial in sweep.trials
+    }
 
 
 def _yaml(value: Any) -> str:

@@ -4,7 +4,7 @@ A run directory is resumable (it holds checkpoints/last.pkl) or it is not there:
 stopped before its first checkpoint is `discard`ed, whenever the stop comes.
 
 runs/<name>/<YYYYmmdd-HHMMSS>[-N]/
-    config.yaml   metrics.csv   curves.png   summary.json   [nan_report.json]
+    config.yaml   metrics.csv   steps.csv   curves.png   summary.json   [nan_report.json]
     checkpoints/last.pkl   checkpoints/best.pkl
 """
 
@@ -34,6 +34,10 @@ class RunDir:
     @property
     def metrics(self) -> Path:
         return self.path / "metrics.csv"
+
+    @property
+    def steps(self) -> Path:
+        return self.path / "steps.csv"
 
     @property
     def curves(self) -> Path:
@@ -127,6 +131,34 @@ def read_metrics(path) -> list[dict]:
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.DictReader(f))
     return [{k: (None if v in ("", None) else float(v)) for k, v in row.items()} for row in rows]
+
+
+STEP_COLUMNS = ("step", "epoch", "loss", "lr")
+
+
+def steps_csv(rows: list[tuple[int, float, float, float]]) -> str:
+    """steps.csv's text: one row per training batch (step, fractional epoch, loss, lr)."""
+    lines = [",".join(STEP_COLUMNS)]
+    lines += [f"{step},{epoch:.6g},{loss!r},{lr!r}" for step, epoch, loss, lr in rows]
+    return "\n".join(lines) + "\n"
+
+
+def read_steps(path: Path) -> list[tuple[int, float, float, float]]:
+    """The rows of a run's steps.csv, or [] when it has none or it cannot be read (it only
+    draws a picture: an unreadable one is left out, never an error)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            if tuple(next(reader, ())) != STEP_COLUMNS:
+                return []
+            rows = []
+            for row in reader:
+                if len(row) != 4:
+                    break  # a row cut short: what came before it stands
+                rows.append((int(row[0]), float(row[1]), float(row[2]), float(row[3])))
+            return rows
+    except (OSError, UnicodeDecodeError, ValueError, csv.Error):
+        return []
 
 
 def read_summary(path: Path) -> dict | None:

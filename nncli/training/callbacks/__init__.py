@@ -1,5 +1,5 @@
 """What a training run does besides training: progress on the terminal, metrics, checkpoints
-and reports (the curves are drawn on the output side: `nncli.output.plotting.CurvePlotter`).
+and reports (the curves are drawn on the output side: `nncli.output.curves.CurvePlotter`).
 The trainer calls each callback's hooks in order:
 
     on_train_begin  on_epoch_begin(epoch, batches, first_batch)  on_batch_end(batch, loss)
@@ -12,6 +12,7 @@ from nncli.training.callbacks.files import (
     Checkpointer,
     MetricsWriter,
     NanReporter,
+    StepsWriter,
 )
 
 __all__ = [
@@ -21,4 +22,5 @@ __all__ = [
     "MetricsWriter",
     "NanReporter",
     "ProgressBar",
+    "StepsWriter",
 ]

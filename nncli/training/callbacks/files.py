@@ -1,15 +1,15 @@
-"""The run directory's files written while training: checkpoints, metrics.csv and
+"""The run directory's files written while training: checkpoints, metrics.csv, steps.csv and
 nan_report.json, each atomically. summary.json is written by the train command once training
 ends (`nncli.training.summary`); curves.png is drawn on the output side
-(`nncli.output.plotting.CurvePlotter`)."""
+(`nncli.output.curves.CurvePlotter`)."""
 
 from __future__ import annotations
 
-from nncli.builder import data_record
+from nncli.builder import data_record, steps_per_epoch
 from nncli.fileio import atomic_write_json, atomic_write_text
 from nncli.training import checkpoint
 from nncli.training.callbacks.base import Callback
-from nncli.training.rundir import RunDir, metrics_csv
+from nncli.training.rundir import RunDir, metrics_csv, read_steps, steps_csv
 
 
 def training_checkpoint(trainer, config: dict) -> dict:
@@ -58,6 +58,41 @@ class MetricsWriter(Callback):
 
     def on_epoch_end(self, trainer, row):
         atomic_write_text(self.run.metrics, metrics_csv(trainer.state.history))
+
+
+class StepsWriter(Callback):
+    """steps.csv: every training batch's loss and learning rate, for the curves to show what
+    happened within epochs (a one-epoch run has a curve). Written with metrics.csv, at each
+    epoch's end and when interrupted; a resumed run keeps the rows up to its checkpoint's
+    position and goes on from there, so no step is written twice."""
+
+    def __init__(self, run: RunDir):
+        self.run = run
+        self.rows: list[tuple[int, float, float, float]] = []
+        self.epoch, self.batches = 0, 1
+
+    def on_train_begin(self, trainer):
+        state = trainer.state
+        batches = steps_per_epoch(trainer.exp.config, trainer.exp.splits)
+        done = state.epoch * batches + (state.progress.batch if state.progress is not None else 0)
+        self.rows = [row for row in read_steps(self.run.steps) if row[0] <= done] if done else []
+
+    def on_epoch_begin(self, trainer, epoch, batches, first_batch):
+        self.epoch, self.batches = epoch, batches
+
+    def on_batch_end(self, trainer, batch, loss):
+        step = self.epoch * self.batches + batch + 1
+        lr = float(trainer.exp.optimizer.lr)
+        self.rows.append((step, self.epoch + (batch + 1) / self.batches, float(loss), lr))
+
+    def _write(self):
+        atomic_write_text(self.run.steps, steps_csv(self.rows))
+
+    def on_epoch_end(self, trainer, row):
+        self._write()
+
+    def on_interrupt(self, trainer, signum):
+        self._write()
 
 
 class NanReporter(Callback):
