@@ -24,8 +24,10 @@ lint: $(STAMP)
 quickstart: $(STAMP)
 	$(BIN)/nncli train configs/quickstart.yaml
 
-# Speed and memory targets, measured one run after another (never in timed tests). The MLP and
-# CNN benchmarks compare with ../shared/bench/torch_ref.py run from a separate PyTorch venv
+# Speed and memory targets, measured one run after another (never in timed tests); bench_load
+# times the threads nncli chooses against each fixed choice, quiet and beside a busy loop. The MLP and
+# CNN benchmarks compare with ../shared/bench/torch_ref.py (bench_eval.py with its CNN scoring the
+# 10,000 test images, bench/torch_eval.py) run from a separate PyTorch venv
 # (TORCH_PYTHON, default /tmp/torch-ref/bin/python); without it nncli is timed alone and the
 # benchmark prints how to make one:
 #   python3 -m venv /tmp/torch-ref && /tmp/torch-ref/bin/pip install torch==2.13.0 numpy
@@ -34,6 +36,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/bench_data.py --data-dir $(NNCLI_DATA_DIR)
 	NNCLI_DATA_DIR=$(NNCLI_DATA_DIR) $(BIN)/python bench/bench_mlp.py
 	NNCLI_DATA_DIR=$(NNCLI_DATA_DIR) $(BIN)/python bench/bench_cnn.py
+	NNCLI_DATA_DIR=$(NNCLI_DATA_DIR) $(BIN)/python bench/bench_eval.py
+	NNCLI_DATA_DIR=$(NNCLI_DATA_DIR) $(BIN)/python bench/bench_load.py
 
 # Sweeps (nncli sweep): runs go to runs/sweeps/<name>/, a second invocation runs only what is
 # missing, and summary.md ranks the trials. SWEEP=path runs any sweep file.

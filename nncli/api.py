@@ -31,7 +31,7 @@ from nncli.builder.trained import TrainedModel
 from nncli.commands import lr_find as range_test
 from nncli.commands import predict as predicting
 from nncli.commands import train as training
-from nncli.commands.export import check_output
+from nncli.commands.export import output_format
 from nncli.config.schema import Config, load_config, parse_config
 from nncli.config.yamlsource import Source, parse_path, set_value
 from nncli.data import resolve_data_dir
@@ -83,33 +83,24 @@ def train(
     say = _to_stderr if progress else notes.append  # quiet: every note is kept, for Run.notes
     data_folder = resolve_data_dir(data_dir)
     arrays = _arrays(data)
-    if resume is not None:
+    changes = []
+    if resume is not None:  # a resumed run keeps its config: the overrides as `--set` gives them
         changes = [f"{key}={_yaml(value)}" for key, value in (overrides or {}).items()]
-        result = training.train(
-            config,
-            changes,
-            data_dir=data_folder,
-            run_dir=None if run_dir is None else str(run_dir),
-            resume=str(resume),
-            verbose=progress,
-            bars=progress,
-            say=say,
-            all_notes=not progress,
-            arrays=arrays,
-            spelling=training.PYTHON,
-        )
-    else:
-        result = training.train(
-            None if config is None else _config(config, overrides),
-            data_dir=data_folder,
-            run_dir=None if run_dir is None else str(run_dir),
-            verbose=progress,
-            bars=progress,
-            say=say,
-            all_notes=not progress,
-            arrays=arrays,
-            spelling=training.PYTHON,
-        )
+    elif config is not None:
+        config = _config(config, overrides)
+    result = training.train(
+        config,
+        changes,
+        data_dir=data_folder,
+        run_dir=None if run_dir is None else str(run_dir),
+        resume=None if resume is None else str(resume),
+        verbose=progress,
+        bars=progress,
+        say=say,
+        all_notes=not progress,
+        arrays=arrays,
+        spelling=training.PYTHON,
+    )
     for note in notes:
         if note.startswith("warning"):
             warnings.warn(note.removeprefix("warning: "), UserWarning, stacklevel=2)
@@ -269,10 +260,27 @@ class Model:
             warnings.warn(note, UserWarning, stacklevel=2)
         return report
 
-    def export(self, path: str | Path) -> Path:
-        """Write the model as `nncli export` does (an .npz of plain arrays); returns the path."""
-        path = check_output(path)
-        export.export(self._trained.saved, path)
+    def summary(self) -> str:
+        """The layer table `nncli check` prints: each layer's output shape, parameters and
+        multiply-accumulates for one sample, then the totals."""
+        from nncli.commands.check import format_bytes, layer_table
+
+        model = self._trained.model
+        table = layer_table(model)
+        total = model.num_params()
+        size = format_bytes(total * np.dtype(self._trained.config.dtype).itemsize)
+        return "\n".join([*table[:-1], f"total parameters: {total:,} ({size})", table[-1]])
+
+    def export(self, path: str | Path, format: str | None = None) -> Path:
+        """Write the model as `nncli export` does: an .npz of plain arrays, or an ONNX graph
+        for a path ending .onnx (or `format="onnx"`; needs the onnx extra); returns the path."""
+        path = Path(path)
+        if output_format(path, format) == "onnx":
+            from nncli.training import onnx_export
+
+            onnx_export.export_onnx(self._trained, path)
+        else:
+            export.export(self._trained.saved, path)
         return path
 
     def __repr__(self) -> str:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import numbers
 
+from nncli.errors import ConfigError
+from nncli.messages import did_you_mean
+
 
 def _is_int(value: object) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
@@ -32,8 +35,6 @@ def shown(value: object) -> str:
 
 
 def _fail(key: str, expected: str, value: object):
-    from nncli.errors import ConfigError
-
     raise ConfigError(f"expected {expected}, got {shown(value)}", key=key)
 
 
@@ -95,9 +96,6 @@ def boolean(key: str, value: object) -> bool:
 
 def one_of(key: str, value: object, choices: tuple[str, ...]) -> str:
     if value not in choices:
-        from nncli.errors import ConfigError
-        from nncli.messages import did_you_mean
-
         hint = did_you_mean(value, list(choices)) if isinstance(value, str) else ""
         raise ConfigError(f"expected one of {', '.join(choices)}, got {value!r}{hint}", key=key)
     return value  # type: ignore[return-value]

@@ -20,8 +20,11 @@ import nncli
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def readme_python() -> str:
-    [block] = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+def readme_python(section: str = "### From Python") -> str:
+    """The one ```python block of the README's `section` (up to the next heading)."""
+    text = (ROOT / "README.md").read_text()
+    body = re.split(r"\n#{2,3} ", text.split(f"\n{section}\n", 1)[1], maxsplit=1)[0]
+    [block] = re.findall(r"```python\n(.*?)```", body, re.S)
     return block
 
 

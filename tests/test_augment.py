@@ -259,7 +259,7 @@ def test_the_trainer_augments_training_batches_only(workdir, aug_yaml):
 
     exp = build_experiment(load_config(aug_yaml), workdir, progress=False)
     assert exp.augment.get_config() == [{"random_crop": {"padding": 2}}, {"hflip": {"p": 0.5}}]
-    x_train, x_val = exp.splits.x_train.copy(), exp.splits.x_val.copy()
+    x_train, x_val = np.array(exp.splits.x_train), np.array(exp.splits.x_val)
     seen = []
 
     def blank(xb, rng):  # training on blank images cannot give validation's figures by chance
@@ -278,7 +278,8 @@ def test_the_trainer_augments_training_batches_only(workdir, aug_yaml):
 
     np.testing.assert_array_equal(sorted_rows(np.concatenate(seen)), sorted_rows(x_train))
     # validation saw the data as it is, and the training set is unchanged
-    val_loss, val_acc = loss_and_accuracy(exp.model, exp.loss, x_val, exp.splits.y_val, 1000)
+    val_loss, val_acc = loss_and_accuracy(exp.model, exp.loss, x_val, exp.splits.y_val,
+                                          exp.config.train.eval_batch_size)
     assert state.history[0]["val_loss"] == val_loss and state.history[0]["val_acc"] == val_acc
     np.testing.assert_array_equal(exp.splits.x_train, x_train)
     np.testing.assert_array_equal(exp.splits.x_val, x_val)

@@ -37,7 +37,7 @@ def check(nncli):
 
 
 def layer_rows(stdout: str) -> list[list[str]]:
-    """[index, layer, output shape, parameters] per row of the printed table (columns are
+    """[index, layer, output shape, parameters, MACs] per row of the printed table (columns are
     separated by at least two spaces)."""
     lines = stdout.splitlines()
     start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["#", "layer"])
@@ -54,12 +54,12 @@ def test_shapes_and_parameters_of_a_known_config(workdir, check):
     result = check("small.yaml")
     assert result.exit_code == 0, result.output
     assert layer_rows(result.stdout) == [
-        ["0", "flatten", "(784,)", "0"],
-        ["1", "linear(units=32, init=he)", "(32,)", "25,120"],  # 784 * 32 + 32
-        ["2", "batchnorm", "(32,)", "64"],  # gamma and beta
-        ["3", "relu", "(32,)", "0"],
-        ["4", "dropout(p=0.25)", "(32,)", "0"],
-        ["5", "linear(units=10)", "(10,)", "330"],  # 32 * 10 + 10
+        ["0", "flatten", "(784,)", "0", "0"],
+        ["1", "linear(units=32, init=he)", "(32,)", "25,120", "25,088"],  # 784 * 32 + 32; 784 * 32
+        ["2", "batchnorm", "(32,)", "64", "0"],  # gamma and beta
+        ["3", "relu", "(32,)", "0", "0"],
+        ["4", "dropout(p=0.25)", "(32,)", "0", "0"],
+        ["5", "linear(units=10)", "(10,)", "330", "320"],  # 32 * 10 + 10; 32 * 10
     ]
     assert "data: mnist_small, 5,000 training, 1,000 validation, 1,000 test samples" in result.stdout
     assert "input (1, 28, 28), 10 classes" in result.stdout
@@ -75,7 +75,7 @@ def test_overrides_apply(workdir, check):
     result = check("small.yaml", "--set", "model[1].linear.units=8", "--set", "dtype=float64")
     assert result.exit_code == 0, result.output
     rows = layer_rows(result.stdout)
-    assert rows[1] == ["1", "linear(units=8, init=he)", "(8,)", "6,280"]
+    assert rows[1] == ["1", "linear(units=8, init=he)", "(8,)", "6,280", "6,272"]
     assert "total parameters: 6,386 (49.9 KiB)" in result.stdout  # 8 bytes each
 
 

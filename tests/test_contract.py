@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import config_text
 
 import nncli as api
 from nncli.data import contract
@@ -181,14 +182,12 @@ def test_a_csv_shape_with_channels_last_names_the_layout_option(workdir, nncli):
     assert nncli("check", "c.yaml", "--set", "data.layout=channels_last").exit_code == 0
 
 
-SINE = """\
-name: sine
-data: {dataset: csv, path: train.csv, target: sine, preprocess: [standardize]}
-model: [{linear: {units: 16}}, tanh, {linear: {units: 1}}]
-loss: mse
-optimizer: {type: adam, lr: 0.01}
-train: {epochs: 2, batch_size: 32}
-"""
+# the conftest's sine config on a CSV of angles and speeds (table()), the target its sine
+SINE = {
+    "seed": 0,
+    "data": {"dataset": "csv", "path": "train.csv", "target": "sine", "preprocess": ["standardize"]},
+    "train": {"epochs": 2, "batch_size": 32},
+}
 
 
 def table(path, angle, speed):
@@ -201,7 +200,7 @@ def table(path, angle, speed):
 def test_a_tables_column_far_off_or_held_at_one_value_is_named(workdir, nncli):
     rng = np.random.default_rng(2)
     table(workdir / "train.csv", rng.uniform(0, 6.28, 200), rng.uniform(10, 20, 200))
-    (workdir / "sine.yaml").write_text(SINE)
+    (workdir / "sine.yaml").write_text(config_text("sine", **SINE))
     assert nncli("train", "sine.yaml", "--run-dir", "run", "-q").exit_code == 0
     narrow = table(workdir / "in.csv", rng.uniform(1, 2, 20), rng.uniform(12, 14, 20))
     inside = nncli("predict", "run", narrow)
@@ -220,10 +219,10 @@ def test_a_test_set_in_other_units_is_warned_about_at_training_and_by_eval(workd
     rng = np.random.default_rng(3)
     table(workdir / "train.csv", rng.uniform(0, 6.28, 200), rng.uniform(10, 20, 200))
     table(workdir / "test.csv", rng.uniform(0, 360, 50), rng.uniform(10, 20, 50))
-    (workdir / "sine.yaml").write_text(SINE.replace("target: sine,", "target: sine, test_path: test.csv,"))
+    (workdir / "sine.yaml").write_text(config_text("sine", {"data.test_path": "test.csv"}, **SINE))
     result = nncli("train", "sine.yaml", "--run-dir", "run", "-q")
     assert result.exit_code == 0
-    assert "warning: sine.yaml:2 data: the test set: 1 column lies far outside" in result.stderr
+    assert "warning: sine.yaml:4 data: the test set: 1 column lies far outside" in result.stderr
     evaluated = nncli("eval", "run")
     assert evaluated.exit_code == 0 and "the test split: 1 column lies far outside" in evaluated.stderr
     assert "warning" not in nncli("eval", "run", "--split", "train").stderr

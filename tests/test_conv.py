@@ -196,6 +196,27 @@ def test_float32_stays_float32():
     assert all(g.dtype == np.float32 for g in model.grads.values())
 
 
+def test_evaluation_keeps_nothing_for_a_backward_and_gives_what_training_gives():
+    # the columns of a convolution are the largest array of a forward pass (113 MB for 1,000
+    # MNIST digits in the second layer): an evaluation pass must not hold them afterwards
+    model = Sequential([
+        LAYERS.create("conv2d", {"filters": 4, "kernel": 3, "padding": 1}), LAYERS.create("relu"),
+        LAYERS.create("maxpool2d"), LAYERS.create("conv2d", {"filters": 3, "kernel": 3}),
+        LAYERS.create("maxpool2d", {"size": 3}), LAYERS.create("flatten"),
+        LAYERS.create("linear", {"units": 2}),
+    ])
+    model.build((1, 16, 16), np.random.default_rng(0), np.float32)  # the second pool is tiled: 6 by 3
+    x = RNG.standard_normal((5, 1, 16, 16)).astype(np.float32)
+    trained = model.forward(x, training=True)
+    evaluated = model.forward(x, training=False)
+    assert evaluated.tobytes() == trained.tobytes()
+    kept = {name: getattr(layer, name, None) for layer in model.layers
+            for name in ("cols", "out", "x", "left_top", "upper", "saved")}
+    assert all(value is None for value in kept.values()), [k for k, v in kept.items() if v is not None]
+    model.forward(x, training=True)  # and training after evaluation still has its backward
+    assert model.backward(np.ones_like(trained)) is None
+
+
 @pytest.mark.parametrize(
     ("layers", "shape", "words"),
     [

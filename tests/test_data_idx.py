@@ -89,6 +89,17 @@ def test_corrupt_gzip_names_the_file(tmp_path):
         read_idx(path)
 
 
+@pytest.mark.parametrize("name", ["huge.idx", "huge.idx.gz"])
+def test_a_header_promising_more_than_the_file_can_hold_is_refused_before_any_array(tmp_path, name):
+    # 100,000^3 bytes: no array of that size may be made for a file of a few bytes
+    header = bytes([0, 0, 0x08, 3]) + np.asarray([100_000] * 3, ">u4").tobytes()
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(header + b"\0" * 10) if name.endswith(".gz") else header + b"\0" * 10)
+    with pytest.raises(DataError, match="is truncated: a 100000x100000x100000 array of uint8 needs"
+                       " 1,000,000,000,000,016 bytes, the file has 26"):
+        read_idx(path)
+
+
 def test_missing_file_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="cannot read .*nothing-here"):
         read_idx(tmp_path / "nothing-here")

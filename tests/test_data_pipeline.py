@@ -122,7 +122,7 @@ def test_unknown_dataset_suggests_the_closest():
 def test_scale_divides_images_by_pixel_max_in_float32():
     splits = load("mnist_small", preprocess=["scale"])
     assert splits.x_train.dtype == np.float32 and splits.x_test.dtype == np.float32
-    assert splits.x_train.min() == 0 and splits.x_train.max() == 1
+    assert np.asarray(splits.x_train).min() == 0 and np.asarray(splits.x_train).max() == 1
     assert splits.info.input_shape == (1, 28, 28)
     assert splits.y_train.dtype == np.int64
 
@@ -130,23 +130,23 @@ def test_scale_divides_images_by_pixel_max_in_float32():
 def test_scale_on_tabular_data_uses_training_min_and_max(ids_npz):
     plain = load("npz", {"path": ids_npz}, val_size=30)  # the same split, unscaled
     splits = load("npz", {"path": ids_npz}, val_size=30, preprocess=["scale"])
-    low, high = plain.x_train.min(axis=0), plain.x_train.max(axis=0)
-    assert splits.x_train.min() == 0 and splits.x_train.max() == 1
+    low, high = np.asarray(plain.x_train).min(axis=0), np.asarray(plain.x_train).max(axis=0)
+    assert np.asarray(splits.x_train).min() == 0 and np.asarray(splits.x_train).max() == 1
     for scaled, raw in ((splits.x_val, plain.x_val), (splits.x_test, plain.x_test)):
-        np.testing.assert_allclose(scaled, (raw - low) / (high - low), rtol=1e-6)
-    assert splits.x_test.min() > 1  # test samples lie beyond the training range
+        np.testing.assert_allclose(scaled, (np.asarray(raw) - low) / (high - low), rtol=1e-6)
+    assert np.asarray(splits.x_test).min() > 1  # test samples lie beyond the training range
 
 
 def test_standardize_is_fitted_on_the_training_part_only(ids_npz):
     plain = load("npz", {"path": ids_npz}, val_size=30)  # the same split, unprocessed
     splits = load("npz", {"path": ids_npz}, val_size=30, preprocess=["standardize"])
     step = splits.preprocessor.steps[0]
-    np.testing.assert_allclose(step.mean, plain.x_train.mean(axis=0), rtol=1e-6)
-    np.testing.assert_allclose(step.std, plain.x_train.std(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(step.mean, np.asarray(plain.x_train).mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(step.std, np.asarray(plain.x_train).std(axis=0), rtol=1e-6)
     assert not np.isclose(step.mean[0], np.arange(100).mean())  # not all 100 samples
-    np.testing.assert_allclose(splits.x_train.mean(axis=0), 0, atol=1e-5)
-    np.testing.assert_allclose(splits.x_train.std(axis=0), 1, rtol=1e-5)
-    np.testing.assert_allclose(splits.x_val, (plain.x_val - step.mean) / step.std, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(splits.x_train).mean(axis=0), 0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(splits.x_train).std(axis=0), 1, rtol=1e-5)
+    np.testing.assert_allclose(splits.x_val, (np.asarray(plain.x_val) - step.mean) / step.std, rtol=1e-6)
 
 
 def test_standardize_never_magnifies_a_pixel_more_than_the_images_as_a_whole(tmp_path):
@@ -163,7 +163,7 @@ def test_standardize_never_magnifies_a_pixel_more_than_the_images_as_a_whole(tmp
     splits = load("npz", {"path": str(tmp_path / "img.npz")}, preprocess=["standardize"])
     typical = np.sqrt(np.mean(x.astype(np.float64).var(axis=0)))
     assert splits.x_test[0, 0, 0, 0] == pytest.approx((255 - 255 * 2 / 1000) / typical, rel=1e-4)
-    assert splits.x_test.max() < 6  # unfloored: 22
+    assert np.asarray(splits.x_test).max() < 6  # unfloored: 22
     # the pixels that vary as much as the whole are standardized as before
     inner = splits.x_train[:, 0, 1:5, 1:5]
     np.testing.assert_allclose(inner.std(axis=0), 1, rtol=1e-4)
@@ -180,8 +180,8 @@ def test_standardize_per_channel(tmp_path):
     assert step.mean.shape == (3, 1, 1)
     expected = x.astype(np.float64).mean(axis=(0, 2, 3))
     np.testing.assert_allclose(step.mean.ravel(), expected, rtol=1e-6)
-    np.testing.assert_allclose(splits.x_train.mean(axis=(0, 2, 3)), 0, atol=1e-5)
-    np.testing.assert_allclose(splits.x_train.std(axis=(0, 2, 3)), 1, rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(splits.x_train).mean(axis=(0, 2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(splits.x_train).std(axis=(0, 2, 3)), 1, rtol=1e-4)
 
 
 def test_per_channel_needs_images():

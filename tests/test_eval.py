@@ -11,24 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import config_text
 
 from nncli.data import load_data
 from nncli.data.preprocess import Preprocessor
 from nncli.training import checkpoint
-
-SINE = """\
-name: sine
-seed: 1
-data: {dataset: sine, samples: 300, noise: 0.1, val_size: 0.1}
-model:
-  - linear: {units: 16}
-  - tanh
-  - linear: {units: 1}
-loss: mse
-optimizer: {type: adam, lr: 0.01}
-train: {epochs: 5, batch_size: 32}
-"""
-
 
 # the spiral config, standardized, evaluated in batches that do not divide the splits
 EVAL_CHANGES = {"data.preprocess": ["standardize"], "train.eval_batch_size": 10}
@@ -201,7 +188,7 @@ def test_matplotlib_is_imported_only_when_a_picture_is_asked_for(spiral_run, tmp
 
 
 def test_regression_metrics_of_a_sine_run(tmp_path, nncli, trained, eval_json):
-    run = trained(tmp_path, SINE)
+    run = trained(tmp_path, config_text("sine"))
     report = eval_json(str(run))
     assert report["task"] == "regression" and "accuracy" not in report
     saved = checkpoint.load(run / "checkpoints" / "best.pkl")
@@ -214,7 +201,7 @@ def test_regression_metrics_of_a_sine_run(tmp_path, nncli, trained, eval_json):
         rng=np.random.default_rng(1),
     )
     p = saved["model"]["params"]
-    x, y = splits.x_test.astype(np.float64), splits.y_test.astype(np.float64)
+    x, y = np.asarray(splits.x_test, np.float64), splits.y_test.astype(np.float64)
     pred = np.tanh(x @ p["layers.0.W"] + p["layers.0.b"]) @ p["layers.2.W"] + p["layers.2.b"]
     mse = np.mean((pred - y) ** 2)
     assert report["samples"] == len(y)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from polling import wait_for
 
 from nncli.training import checkpoint
 
@@ -22,6 +23,7 @@ pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 RUN_FILES = {
     "config.yaml",
     "metrics.csv",
+    "steps.csv",
     "curves.png",
     "summary.json",
     "checkpoints",
@@ -106,8 +108,10 @@ def test_sigterm_in_the_first_20_ms_after_the_run_directory_appears_strands_noth
             stderr=subprocess.PIPE,
             text=True,
         )
-        while not run.exists() and process.poll() is None:  # the event: the directory appears
-            time.sleep(0.0002)
+        # the event: the directory appears; then the signal comes `delay` after it, the moment
+        # under test (a chosen offset from the event, not a wait standing in for one)
+        wait_for(lambda run=run, process=process: run.exists() or process.poll() is not None,
+                 f"{run} made", every=0.0002)
         assert process.poll() is None, f"exited before making {run}: {process.communicate()}"
         time.sleep(delay)
         process.send_signal(signal.SIGTERM)

@@ -6,23 +6,22 @@ from __future__ import annotations
 import re
 
 import pytest
+from conftest import config_text
 
 from nncli.nn.layers.normalization import BatchNorm
 
-CONFIG = """\
-name: spiral_bn
-seed: 2
-data: {dataset: spiral, classes: 3, points_per_class: 40, val_size: 0.1}
-model:
-  - linear: {units: 16, init: he}
-  - batchnorm
-  - tanh
-  - dropout: {p: 0.3}
-  - linear: {units: 3}
-loss: {type: softmax_cross_entropy, label_smoothing: 0.1}
-optimizer: {type: sgd, lr: 0.1, weight_decay: 1.0e-3, l1: 1.0e-4}
-train: {epochs: 2, batch_size: 16}
-"""
+# the spiral config with batch norm, dropout, label smoothing and both penalties: every kind of
+# tensor gradcheck checks
+CONFIG = {
+    "name": "spiral_bn",
+    "seed": 2,
+    "data": {"dataset": "spiral", "classes": 3, "points_per_class": 40, "val_size": 0.1},
+    "model": [{"linear": {"units": 16, "init": "he"}}, "batchnorm", "tanh", {"dropout": {"p": 0.3}},
+              {"linear": {"units": 3}}],
+    "loss": {"type": "softmax_cross_entropy", "label_smoothing": 0.1},
+    "optimizer": {"type": "sgd", "lr": 0.1, "weight_decay": 1.0e-3, "l1": 1.0e-4},
+    "train": {"epochs": 2, "batch_size": 16},
+}
 
 TENSORS = [
     "layers.0.W",
@@ -38,10 +37,8 @@ TENSORS = [
 
 
 @pytest.fixture
-def config(workdir):
-    path = workdir / "spiral_bn.yaml"
-    path.write_text(CONFIG)
-    return path
+def config(workdir, make_config):
+    return make_config(workdir / "spiral_bn.yaml", **CONFIG)
 
 
 @pytest.fixture
@@ -229,7 +226,7 @@ def test_weights_of_a_checkpoint(config, tmp_path, gradcheck, nncli):
     assert list(table(alone.stdout)) == TENSORS
 
     other = tmp_path / "wider.yaml"
-    other.write_text(CONFIG.replace("units: 16", "units: 24"))
+    other.write_text(config_text(**{**CONFIG, "model": [{"linear": {"units": 24}}, *CONFIG["model"][1:]]}))
     mismatch = gradcheck(other, "--checkpoint", "run")
     assert mismatch.exit_code == 1
     assert "does not fit" in mismatch.stderr and "the model expects (2, 24)" in mismatch.stderr

@@ -7,56 +7,74 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from polling import wait_for
 
 
 @pytest.fixture
 def slow_yaml(workdir, spiral) -> Path:
-    # 9,000 points: a start-up of about half a second here (imports, data, model), then short
-    # epochs; on any machine the signals fall somewhere in start-up or training, and whatever
-    # they hit, the run must be resumable or gone
+    # 9,000 points: short epochs, three of them, so that training outlasts the signals sent at
+    # its start-up's events
     path = workdir / "slow.yaml"
     path.write_text(spiral({"data.points_per_class": 3000, "train.epochs": 3}))
     return path
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_a_ctrl_c_anywhere_in_start_up_leaves_a_resumable_run_or_nothing(workdir, slow_yaml, nncli):
-    delays = [0.15 + 0.06 * k for k in range(8)]  # from the imports to the first epochs
-    outcomes: list[str] = []
-    for k, delay in enumerate(delays):
-        run = workdir / f"r{k}"
-        process = subprocess.Popen(
-            [sys.executable, "-m", "nncli", "train", slow_yaml, "--run-dir", run, "--quiet"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        time.sleep(delay)
+def _imports_numpy(process: subprocess.Popen) -> bool:
+    """Whether the command is importing its modules: numpy's core library is mapped."""
+    try:
+        return "_multiarray_umath" in Path(f"/proc/{process.pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+# the moments of start-up a Ctrl-C lands in, each an event seen from outside the process
+START_UP = {
+    "imports": _imports_numpy,
+    "run directory made": lambda process, run: run.exists(),
+    "first checkpoint written": lambda process, run: (run / "checkpoints" / "last.pkl").exists(),
+    "first epoch's metrics written": lambda process, run: (run / "metrics.csv").exists(),
+}
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc (Linux)")
+@pytest.mark.parametrize("moment", list(START_UP))
+def test_a_ctrl_c_anywhere_in_start_up_leaves_a_resumable_run_or_nothing(workdir, slow_yaml, nncli, moment):
+    run = workdir / "r"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nncli", "train", slow_yaml, "--run-dir", run, "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    event = START_UP[moment]
+    try:
+        wait_for(lambda: process.poll() is not None or (event(process) if moment == "imports"
+                                                         else event(process, run)),
+                 f"{moment} (or the command's end)", every=0.002)
+        assert process.poll() is None, f"it ended before the event: {process.communicate()}"
+        checkpointed = (run / "checkpoints" / "last.pkl").exists()  # before the signal is sent
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=60)
-        assert "Traceback" not in err, err
-        if not run.exists():
-            outcomes.append("gone")
-            assert process.returncode == 130 and "interrupted" in err, f"{delay:.2f} s: {err}"
-            continue
-        assert (run / "checkpoints" / "last.pkl").is_file(), f"{delay:.2f} s: {sorted(run.rglob('*'))}"
-        if (run / "summary.json").is_file():  # finished; the signal came as it closed
-            outcomes.append("finished")
-            assert process.returncode in (0, 130), f"{delay:.2f} s: exit {process.returncode}: {err}"
-            continue
-        outcomes.append("resumable")
-        assert process.returncode == 130 and "interrupted" in err, f"{delay:.2f} s: {err}"
-        resumed = nncli("train", "--resume", run, "--quiet")
-        assert resumed.exit_code == 0, f"{delay:.2f} s: {resumed.output}"
-        summary = json.loads((run / "summary.json").read_text())
-        assert summary["epochs_completed"] == 3, f"{delay:.2f} s: {summary}"
-    # which outcomes occur depends on the machine's speed (`outcomes` says which did, for a
-    # failure's message); each one is checked above: exit 130 and "interrupted" for a stopped
-    # run, and a resumed run trains to its last epoch
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert "Traceback" not in err, err
+    assert process.returncode == 130 and "interrupted" in err, f"exit {process.returncode}: {err}"
+    if not run.exists():  # stopped before its first checkpoint: nothing is left
+        assert not checkpointed
+        return
+    # from the first checkpoint on (it may have come after the look before the signal), the run
+    # stays and resumes to its last epoch
+    assert (run / "checkpoints" / "last.pkl").is_file(), sorted(run.rglob("*"))
+    assert "resume with: nncli train --resume" in err, err
+    assert not (run / "summary.json").exists()
+    resumed = nncli("train", "--resume", run, "--quiet")
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads((run / "summary.json").read_text())["epochs_completed"] == 3
 
 
 def test_a_stop_before_the_first_checkpoint_removes_the_run(workdir, nncli, monkeypatch, spiral):

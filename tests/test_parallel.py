@@ -199,7 +199,7 @@ def test_batch_statistics_and_random_draws_keep_a_model_serial(control, dense_sh
 
 def test_models_of_matrix_products_small_batches_and_one_thread_run_serially(control):
     mlp = make_model(MLP, np.float32, SHAPES["mlp"])
-    assert mlp.shards_for(128) is None  # OpenBLAS spreads its products over the cores already
+    assert mlp.shards_for(128) is None  # products too small to pay for shards (MIN_SHARD_WORK)
     x, _ = data(SHAPES["mlp"], 128, np.float32)
     mlp.forward(x, training=True)
     mlp.predict(x)
@@ -281,20 +281,8 @@ def test_gradient_checks_run_serially(control):
 
 # The commands: training, its resume and its non-finite report, and `nncli time`, sharded
 
-SHARDED_CNN = """\
-name: sharded
-seed: 2
-data: {dataset: mnist_small, val_size: 5000, preprocess: [scale]}
-model:
-  - conv2d: {filters: 4, kernel: 3, padding: 1}
-  - relu
-  - maxpool2d: {size: 2}
-  - flatten
-  - linear: {units: 10}
-loss: softmax_cross_entropy
-optimizer: {type: sgd, lr: 0.05, momentum: 0.9}
-train: {epochs: 2, batch_size: 100}
-"""
+# the conftest's "cnn" config (mnist_small, conv2d 4 filters, relu, maxpool2d, flatten, linear;
+# 2 epochs in batches of 100): the batches a shardable model splits in two
 
 
 def final_params(run) -> dict:
@@ -303,9 +291,10 @@ def final_params(run) -> dict:
     return checkpoint.load(run / "checkpoints" / "last.pkl")["model"]["params"]
 
 
-def test_sharded_training_is_deterministic_and_resumes_exactly(workdir, nncli, control, monkeypatch):
+def test_sharded_training_is_deterministic_and_resumes_exactly(workdir, nncli, control, monkeypatch,
+                                                               make_config):
     monkeypatch.setenv("NNCLI_THREADS", "2")
-    (workdir / "cnn.yaml").write_text(SHARDED_CNN)
+    make_config(workdir / "cnn.yaml", "cnn")
     for run in ("a", "b"):
         assert nncli("train", "cnn.yaml", "--run-dir", run, "--quiet").exit_code == 0
     assert nncli("train", "cnn.yaml", "--run-dir", "c", "--quiet", "--set", "train.epochs=1").exit_code == 0
@@ -321,9 +310,9 @@ def test_sharded_training_is_deterministic_and_resumes_exactly(workdir, nncli, c
     assert all(np.allclose(serial[k], a[k], rtol=1e-3, atol=1e-5) for k in a)  # rounding apart
 
 
-def test_a_sharded_cnn_reports_a_non_finite_loss(workdir, nncli, control, monkeypatch):
+def test_a_sharded_cnn_reports_a_non_finite_loss(workdir, nncli, control, monkeypatch, make_config):
     monkeypatch.setenv("NNCLI_THREADS", "2")
-    (workdir / "cnn.yaml").write_text(SHARDED_CNN)
+    make_config(workdir / "cnn.yaml", "cnn")
     result = nncli("train", "cnn.yaml", "--run-dir", "r", "--quiet", "--set", "optimizer.lr=1.0e+30")
     assert result.exit_code == 3, result.output
     report = json.loads((workdir / "r" / "nan_report.json").read_text())
@@ -333,14 +322,16 @@ def test_a_sharded_cnn_reports_a_non_finite_loss(workdir, nncli, control, monkey
     assert report["layers"][0]["grads"]["W"]["shape"] == [4, 1, 3, 3]
 
 
-def test_time_says_how_training_shards_the_step(workdir, nncli, control, monkeypatch):
-    (workdir / "cnn.yaml").write_text(SHARDED_CNN)
+def test_time_says_how_training_shards_the_step(workdir, nncli, control, monkeypatch, make_config):
+    make_config(workdir / "cnn.yaml", "cnn")
     monkeypatch.setenv("NNCLI_THREADS", "2")
     result = nncli("time", "cnn.yaml", "--iters", 2, "--warmup", 0)
     assert result.exit_code == 0, result.output
-    line = r"^training runs this step as 2 shards of 50 in 2 threads: [\d.]+ ms a step"
+    line = (r"^training runs this step as 2 shards of 50: in 1 thread [\d.]+ ms, in 2 threads [\d.]+ ms"
+            r" a step \(median, alternating\) -> 2 threads, as NNCLI_THREADS forces")
     assert re.search(line, result.stdout, re.MULTILINE), result.stdout
-    # the sharded figure is of steps that did run as shards: one untimed and `--iters` timed
+    # the sharded figures are of steps that did run as shards: one untimed and `--iters` timed,
+    # in one thread and in two
     forwards = []
     run_forward = parallel.Shards.forward
 
@@ -351,9 +342,15 @@ def test_time_says_how_training_shards_the_step(workdir, nncli, control, monkeyp
     with monkeypatch.context() as patch:
         patch.setattr(parallel.Shards, "forward", counted)
         report = json.loads(nncli("time", "cnn.yaml", "--iters", 1, "--warmup", 0, "--json").stdout)
-    assert forwards == [[50, 50]] * 2
+    assert forwards == [[50, 50]] * 4
     sharded = report["sharded"]
     assert sharded["shards"] == [50, 50] and isinstance(sharded["step_ms"], float) and sharded["step_ms"] > 0
+    assert sharded["threads"] == 2 and not sharded["measured"]
+    assert sharded["step_ms_by_threads"]["2"] == sharded["step_ms"] and sharded["step_ms_by_threads"]["1"] > 0
+    monkeypatch.delenv("NNCLI_THREADS")  # measured: training takes the faster
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    report = json.loads(nncli("time", "cnn.yaml", "--iters", 1, "--warmup", 0, "--json").stdout)["sharded"]
+    assert report["measured"] and report["step_ms"] == min(report["step_ms_by_threads"].values())
     monkeypatch.setenv("NNCLI_THREADS", "1")
     result = nncli("time", "cnn.yaml", "--iters", 1, "--warmup", 0)
     assert "shards" not in result.stdout

@@ -9,10 +9,12 @@ import json
 import os
 import pickle
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import config_text
 from PIL import Image
 
 from nncli.data.mnist import load_mnist_small
@@ -317,25 +319,20 @@ def _sine_csvs(folder: Path) -> tuple[Path, Path, Path]:
     return train, test, features
 
 
-SINE = """\
-name: sine_csv
-data:
-  dataset: csv
-  path: train.csv
-  test_path: test.csv
-  target: sine
-  val_size: 0.1
-  preprocess: [standardize]
-model: [{linear: {units: 32}}, tanh, {linear: {units: 32}}, tanh, {linear: {units: 1}}]
-loss: mse
-optimizer: {type: adam, lr: 0.01}
-train: {epochs: 40, batch_size: 32}
-"""
+# the conftest's sine config, wider and longer, on CSV files of angles and their sines
+SINE = {
+    "name": "sine_csv",
+    "seed": 0,
+    "data": {"dataset": "csv", "path": "train.csv", "test_path": "test.csv", "target": "sine",
+             "val_size": 0.1, "preprocess": ["standardize"]},
+    "model": [{"linear": {"units": 32}}, "tanh", {"linear": {"units": 32}}, "tanh", {"linear": {"units": 1}}],
+    "train": {"epochs": 40, "batch_size": 32},
+}
 
 
 def test_csv_regression_predictions_have_the_mse_eval_reported(nncli, workdir):
     train, test, features = _sine_csvs(workdir)
-    (workdir / "sine.yaml").write_text(SINE)
+    (workdir / "sine.yaml").write_text(config_text("sine", **SINE))
     assert nncli("train", "sine.yaml", "-q", "--run-dir", "run").exit_code == 0
     evaluation = json.loads(nncli("eval", "run", "--json").stdout)
     train.rename(workdir / "gone.csv")  # predict needs the checkpoint alone, eval the data
@@ -397,6 +394,27 @@ def test_export_needs_an_npz_name(quickstart, nncli, tmp_path):
     result = nncli("export", run, "-o", tmp_path / "model.pkl")
     assert result.exit_code == 1 and "name it model.npz" in result.stderr
     assert not (tmp_path / "model.pkl").exists()
+
+
+def test_export_format_by_suffix_or_flag_in_one_line(quickstart, nncli, tmp_path):
+    run, _, _ = quickstart
+    result = nncli("export", run, "-o", tmp_path / "model.npz", "--format", "onnx")
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: {tmp_path / 'model.npz'}: its suffix says npz but --format says onnx;"
+                             " name it model.onnx\n")
+    result = nncli("export", run, "-o", tmp_path / "model.bin", "--format", "npz")
+    assert result.exit_code == 1 and "name it model.npz" in result.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_onnx_export_without_the_onnx_package_says_what_to_install(quickstart, nncli, tmp_path, monkeypatch):
+    run, _, _ = quickstart
+    monkeypatch.setitem(sys.modules, "onnx", None)  # `import onnx` raises ImportError
+    result = nncli("export", run, "-o", tmp_path / "model.onnx")
+    assert result.exit_code == 1
+    assert result.stderr == ("error: ONNX export needs the onnx package: pip install 'nncli[onnx]'"
+                             " (or pip install onnx)\n")
+    assert not list(tmp_path.iterdir())
 
 
 def test_image_inputs_need_an_image_model(nncli, workdir, spiral):

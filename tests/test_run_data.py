@@ -7,21 +7,21 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from conftest import config_text
 
 from nncli.training import checkpoint
 
-CSV_CONFIG = """\
-name: table
-seed: 1
-data: {dataset: csv, path: table.csv, target: label, val_size: 0.25, preprocess: [standardize]}
-model:
-  - linear: {units: 8}
-  - tanh
-  - linear: {units: 2}
-loss: softmax_cross_entropy
-optimizer: {type: adam, lr: 0.01}
-train: {epochs: 3, batch_size: 16}
-"""
+# the spiral config on a CSV of 120 rows (write_table): 3 features, labels "yes" and "no"
+TABLE = {
+    "name": "table",
+    "seed": 1,
+    "data": {"dataset": "csv", "path": "table.csv", "target": "label", "val_size": 0.25,
+             "preprocess": ["standardize"]},
+    "model": [{"linear": {"units": 8}}, "tanh", {"linear": {"units": 2}}],
+    "optimizer": {"type": "adam", "lr": 0.01},
+    "schedule": None,
+    "train": {"epochs": 3, "batch_size": 16},
+}
 
 
 def write_table(path: Path, seed: int = 0, rows: int = 120) -> None:
@@ -34,7 +34,7 @@ def write_table(path: Path, seed: int = 0, rows: int = 120) -> None:
 
 def test_relative_data_paths_are_read_from_the_configs_folder(workdir, nncli, monkeypatch):
     (workdir / "project").mkdir()
-    (workdir / "project" / "table.yaml").write_text(CSV_CONFIG)
+    (workdir / "project" / "table.yaml").write_text(config_text(**TABLE))
     write_table(workdir / "project" / "table.csv")
     result = nncli("train", "project/table.yaml", "--run-dir", "run", "--quiet")
     assert result.exit_code == 0, result.output
@@ -49,18 +49,18 @@ def test_relative_data_paths_are_read_from_the_configs_folder(workdir, nncli, mo
 def test_the_data_dir_is_looked_in_after_the_configs_folder(workdir, nncli):
     (workdir / "data").mkdir()
     write_table(workdir / "data" / "table.csv")
-    (workdir / "table.yaml").write_text(CSV_CONFIG)
+    (workdir / "table.yaml").write_text(config_text(**TABLE))
     missing = nncli("check", "table.yaml")
     assert missing.exit_code == 1
     [line] = missing.stderr.strip().splitlines()
-    assert line.startswith("error: table.yaml:3 data.path: table.csv not found; looked in")
+    assert line.startswith("error: table.yaml:5 data.path: table.csv not found; looked in")
     assert str(workdir / "table.csv") in line and "--data-dir" in line
     found = nncli("check", "table.yaml", "--data-dir", workdir / "data")
     assert found.exit_code == 0, found.output
 
 
 def train_table(workdir, nncli) -> Path:
-    (workdir / "table.yaml").write_text(CSV_CONFIG)
+    (workdir / "table.yaml").write_text(config_text(**TABLE))
     write_table(workdir / "table.csv")
     result = nncli("train", "table.yaml", "--run-dir", "run", "--quiet", "--set", "train.epochs=2")
     assert result.exit_code == 0, result.output

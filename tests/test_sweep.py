@@ -113,9 +113,9 @@ def test_a_sweep_stopped_by_ctrl_c_finishes_as_if_never_stopped(workdir, spiral,
         [sys.executable, "-m", "nncli", "sweep", "grid.yaml", "--jobs", "2", "--out", "cut"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    wait_for(lambda: [run for run in (workdir / "cut").glob("*/metrics.csv")
-                      if not (run.parent / "summary.json").exists()], "a run with an epoch done",
-             every=0.01)
+    training = wait_for(lambda: [metrics.parent for metrics in (workdir / "cut").glob("*/metrics.csv")
+                                 if not (metrics.parent / "summary.json").exists()],
+                        "a run with an epoch done", every=0.01)
     signalled = time.time()
     process.send_signal(signal.SIGINT)  # to the parent alone: it passes the signal on
     _, err = process.communicate(timeout=120)
@@ -127,6 +127,9 @@ def test_a_sweep_stopped_by_ctrl_c_finishes_as_if_never_stopped(workdir, spiral,
     assert all((run / "checkpoints" / "last.pkl").is_file() for run in left)
     done = [run for run in left if (run / "summary.json").is_file()]
     assert len(done) < 4, "the sweep stopped, yet every run finished"
+    # a run seen training when the signal was sent (at its second epoch of 100, or so) stopped
+    # there: the workers were told, not waited for
+    assert set(training) - set(done), f"{[run.name for run in training]} ran to their end"
     # a run stopped unfinished saved its state when the signal came (not only at its last
     # epoch's end): the workers got SIGINT, not a kill (mtimes lag the clock by a tick at most)
     for run in set(left) - set(done):

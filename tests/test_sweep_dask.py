@@ -12,9 +12,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
+from polling import wait_for
 
 pytest.importorskip("dask.distributed", reason="the Dask extra (in the test extra) is not installed")
 psutil = pytest.importorskip("psutil", reason="psutil comes with dask.distributed")
@@ -63,10 +63,10 @@ def test_ctrl_c_prints_one_line_naming_the_runs_not_finished(workdir, spiral, to
                     env=env)
     seen = []
     try:
-        deadline = time.monotonic() + 90  # a bound on a broken run, not a measurement
-        while len(seen) < 2 and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-            seen = trainings(process)
+        # the event: both workers are training (or the sweep ended before they were)
+        wait_for(lambda: process.poll() is not None or len(trainings(process)) >= 2,
+                 "two workers training", limit=90, every=0.1)
+        seen = trainings(process)  # each trains far longer than the test: still the two
         assert len(seen) == 2, f"the workers never started training: {process.communicate()[1]}"
         if to == "the sweep alone":
             process.send_signal(signal.SIGINT)  # as `kill -INT`: the workers' runs get no signal

@@ -11,11 +11,11 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
+from polling import wait_for
 
 from nncli.errors import CheckpointError
 from nncli.training import checkpoint
@@ -205,14 +205,8 @@ def test_a_non_finite_loss_stops_with_a_report(workdir, train):
     assert checkpoint.load(workdir / "r" / "checkpoints" / "last.pkl")["epoch"] == report["epoch"] - 1
 
 
-def test_regression_leaves_accuracy_empty(workdir, train):
-    (workdir / "sine.yaml").write_text("""\
-data: {dataset: sine, samples: 100, val_size: 20}
-model: [{linear: {units: 8}}, tanh, {linear: {units: 1}}]
-loss: mse
-optimizer: {type: adam, lr: 0.01}
-train: {epochs: 2, batch_size: 16}
-""")
+def test_regression_leaves_accuracy_empty(workdir, train, make_config):
+    make_config(workdir / "sine.yaml", "sine", {"train.epochs": 2})
     code, out = train("sine.yaml", "--run-dir", "r", "--quiet")
     assert code == 0, out
     table = rows(workdir / "r")
@@ -229,11 +223,10 @@ def test_a_signal_saves_and_the_run_resumes_exactly(workdir, signum, spiral):
     proc = subprocess.Popen(
         [*command, "--run-dir", "cut"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    metrics = workdir / "cut" / "metrics.csv"
-    deadline = time.monotonic() + 60
-    while not metrics.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    time.sleep(0.05)  # land somewhere inside the second epoch
+    # the event: the first epoch's row is written; the signal lands at that epoch's end or early
+    # in the second, and either is a moment to resume from
+    wait_for(lambda: (workdir / "cut" / "metrics.csv").exists() or proc.poll() is not None,
+             "the first epoch's metrics", every=0.01)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 128 + signum, err
@@ -307,31 +300,21 @@ def test_an_interrupted_epoch_must_be_finished(workdir, monkeypatch, train):
 
 # Images through augmentation, without convolutions: mnist_small's 5,500 training images in
 # 43 batches an epoch, each randomly cropped and flipped with draws from the run's generator.
-AUGMENTED = """\
-name: augmented
-seed: 1
-data:
-  dataset: mnist_small
-  val_size: 4500
-  preprocess: [scale]
-  augment: [{random_crop: {padding: 2}}, hflip]
-model:  # a small CNN: convolution, batch norm on images, pooling
-  - conv2d: {filters: 4, kernel: 3, padding: 1}
-  - batchnorm
-  - relu
-  - maxpool2d: {size: 2}
-  - flatten
-  - linear: {units: 10}
-loss: softmax_cross_entropy
-optimizer: {type: sgd, lr: 0.05, momentum: 0.9}
-train: {epochs: 2}
-"""
+AUGMENTED = {  # the "cnn" config with batch norm on images, augmented, in batches of 128
+    "name": "augmented",
+    "seed": 1,
+    "data": {"dataset": "mnist_small", "val_size": 4500, "preprocess": ["scale"],
+             "augment": [{"random_crop": {"padding": 2}}, "hflip"]},
+    "model": [{"conv2d": {"filters": 4, "kernel": 3, "padding": 1}}, "batchnorm", "relu",
+              {"maxpool2d": {"size": 2}}, "flatten", {"linear": {"units": 10}}],
+    "train": {"epochs": 2},
+}
 
 
-def test_resume_is_exact_with_augmentation(workdir, monkeypatch, train):
+def test_resume_is_exact_with_augmentation(workdir, monkeypatch, train, make_config):
     from nncli.training.callbacks.files import MetricsWriter
 
-    (workdir / "aug.yaml").write_text(AUGMENTED)
+    make_config(workdir / "aug.yaml", "cnn", **AUGMENTED)
     assert train("aug.yaml", "--run-dir", "straight", "--quiet")[0] == 0
     # resumed at an epoch's end
     assert train("aug.yaml", "--run-dir", "split", "--quiet", "--set", "train.epochs=1")[0] == 0
@@ -357,9 +340,7 @@ def test_resume_is_exact_with_augmentation(workdir, monkeypatch, train):
         assert all((params[k] == final[k]).all() for k in final), run
 
     # the augmentation changes training, and only training
-    plain_yaml = AUGMENTED.replace("  augment: [{random_crop: {padding: 2}}, hflip]\n", "")
-    assert plain_yaml != AUGMENTED
-    (workdir / "plain.yaml").write_text(plain_yaml)
+    make_config(workdir / "plain.yaml", "cnn", {"data.augment": []}, **AUGMENTED)
     assert train("plain.yaml", "--run-dir", "plain", "--quiet")[0] == 0
     plain = without_times(rows(workdir / "plain"))
     assert all(a["train_loss"] != b["train_loss"] for a, b in zip(plain, straight, strict=True))
@@ -453,8 +434,6 @@ def test_an_optimizer_with_lr_gets_no_note(workdir, train):
 
 
 def test_a_run_is_resumed_by_one_process_at_a_time(workdir, nncli, spiral):
-    from polling import wait_for
-
     (workdir / "s.yaml").write_text(spiral({"data.points_per_class": 2000, "train.epochs": 1}))
     assert nncli("train", "s.yaml", "--run-dir", "r", "--quiet").exit_code == 0
     first = subprocess.Popen([sys.executable, "-m", "nncli", "train", "--resume", "r", "--quiet",

@@ -27,7 +27,7 @@ from nncli.nn.layers import LAYERS
 from nncli.nn.losses import LOSSES, Loss
 from nncli.nn.model import Sequential
 from nncli.nn.optim import OPTIMIZERS, SCHEDULES, Optimizer, Schedule
-from nncli.nn.parallel import threads_allowed
+from nncli.nn.parallel import apply_setting, thread_setting
 from nncli.nn.regularizers import Regularizer
 
 
@@ -79,9 +79,8 @@ def build_model(
     """The configured layers, built for `input_shape` (`max_params`: see `Sequential.build`).
     A final sigmoid before binary_cross_entropy (softmax before softmax_cross_entropy) becomes
     the model's `output`: training and the loss see the logits, `predict` returns
-    probabilities. Training batches run
-    as shards in as many threads as the process may use (nncli.nn.parallel; NNCLI_THREADS=1:
-    serially)."""
+    probabilities. Batches run as $NNCLI_THREADS says (nncli.nn.parallel.thread_setting):
+    unset, as shards fixed by the CPUs, the model and the batch size, in threads measured."""
     layers = [create(config, spec, LAYERS) for spec in config.model]
     output = None
     if len(layers) > 1 and FUSED_OUTPUTS.get(layers[-1].name) == loss.name:
@@ -89,7 +88,7 @@ def build_model(
     model = Sequential(layers, output)
     with config.located(("model",)):
         model.build(input_shape, rng, np.dtype(config.dtype), max_params)
-    model.threads = threads_allowed()
+    apply_setting(model, thread_setting())
     return model
 
 

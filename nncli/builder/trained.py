@@ -23,12 +23,14 @@ from nncli.config.schema import Config
 from nncli.data import contract
 from nncli.data.datasets import LAYOUTS, Columns, one_hot_classes, one_hot_note
 from nncli.data.images import check_profile, image_shape
+from nncli.data.inputs import Inputs
 from nncli.data.preprocess import Flatten, Preprocessor
 from nncli.errors import CheckpointError, DataError
 from nncli.fileio import MAX_NAME, MAX_NAMES, printable
 from nncli.nn.losses import Loss
 from nncli.nn.metrics import evaluate, predicted_labels
 from nncli.nn.model import Sequential
+from nncli.nn.threads import FirstPasses
 
 
 @dataclass(frozen=True)
@@ -207,7 +209,9 @@ class TrainedModel:
                 out = self._forward(np.zeros((1, *self.spec.model_shape), np.float32))
         except (ValueError, TypeError, IndexError) as err:
             raise CheckpointError(f"{self.source}: its arrays do not fit together ({err})") from None
-        if out.shape != (1, self.num_outputs):
+        # two classes under binary_cross_entropy: one output, the second class's logit
+        binary = self.num_outputs == 2 and self.loss.name == "binary_cross_entropy"
+        if out.shape != (1, self.num_outputs) and not (binary and out.shape == (1, 1)):
             raise CheckpointError(
                 f"{self.source}: its model gives {out.shape[1:]} outputs, its record says {self.num_outputs}"
             )
@@ -303,10 +307,9 @@ class TrainedModel:
     def _forward(self, x: np.ndarray, batch_size: int | None = None) -> np.ndarray:
         """The outputs for samples `x` already checked and laid out as the model takes them."""
         batch = batch_size or self.config.train.eval_batch_size
-        outs = [
-            self.model.forward(self.preprocessor.apply(x[i : i + batch]), training=False)
-            for i in range(0, len(x), batch)
-        ]
+        passes = FirstPasses(self.model, batch, -(-len(x) // batch))  # threads measured, if not yet
+        chunks = Inputs(x, self.preprocessor).chunks(batch)  # converted a chunk at a time
+        outs = [passes.forward(chunk) for chunk in chunks]
         if not outs:
             return np.empty((0, *self.model.output_shape), self.preprocessor.dtype)
         return np.concatenate(outs)
@@ -393,7 +396,7 @@ class TrainedModel:
         report, _ = evaluate(
             self.model,
             self.loss,
-            self.preprocessor.apply(x),
+            Inputs(x, self.preprocessor),  # converted a chunk at a time
             targets,
             batch_size or self.config.train.eval_batch_size,
             num_classes=len(self.classes) if self.task == "classification" else None,

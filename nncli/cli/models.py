@@ -117,16 +117,31 @@ def predict_command(checkpoint_path, inputs, output, top_k, batch_size, invert, 
 @command(name="export")
 @click.argument("checkpoint_path", metavar="CHECKPOINT", type=click.Path())
 @click.option(
-    "-o", "--output", required=True, type=click.Path(dir_okay=False), help="The .npz file to write."
+    "-o", "--output", required=True, type=click.Path(dir_okay=False),
+    help="The file to write: model.npz (plain arrays) or model.onnx (an ONNX graph).",
 )
-def export_command(checkpoint_path, output):
-    """Write a checkpoint's model as an .npz of plain arrays (no pickle): the parameters and
-    buffers by name (layers.0.W, ...), with the config and the preprocessing as JSON inside.
-    predict, eval and nncli.load take it as a checkpoint."""
+@click.option(
+    "--format", "fmt", type=click.Choice(["npz", "onnx"], case_sensitive=False), default=None,
+    help="The format to write, where the output's suffix does not say.",
+)
+def export_command(checkpoint_path, output, fmt):
+    """Write a checkpoint's model (CHECKPOINT: a checkpoint file, a run directory or an .npz
+    export) as
+
+    \b
+    .npz   plain arrays (no pickle): the parameters and buffers by name (layers.0.W, ...), with
+           the config and the preprocessing as JSON inside; predict, eval and nncli.load take it
+           as a checkpoint.
+    .onnx  an ONNX graph (opset 17, IR 8, float32) that takes raw samples as predict reads them
+           from an .npz's x, preprocesses them and returns what predict returns; the class names
+           are in its metadata. Needs the onnx extra: pip install 'nncli[onnx]'.
+    """
     from nncli.commands.export import export_checkpoint
 
-    written = export_checkpoint(checkpoint_path, output)
-    click.echo(
-        f"wrote {written['output']}: {count(written['arrays'], 'array')} of {written['checkpoint']}"
-        f" (epoch {written['epoch']})"
-    )
+    written = export_checkpoint(checkpoint_path, output, fmt)
+    if written["format"] == "onnx":
+        what = (f"an ONNX graph of {count(written['nodes'], 'node')} and"
+                f" {count(written['constants'], 'constant')}")
+    else:
+        what = count(written["arrays"], "array")
+    click.echo(f"wrote {written['output']}: {what} of {written['checkpoint']} (epoch {written['epoch']})")

@@ -161,8 +161,9 @@ def gradcheck(
 def check_command(config, overrides, data_dir):
     """Validate CONFIG and build its model and data without training.
 
-    Prints each layer's output shape and parameter count, the total, and the memory of one
-    batch's activations. A config that does not fit fails with the layer and the YAML line.
+    Prints each layer's output shape, parameter count and multiply-accumulates per sample, the
+    totals, and the memory of one batch's activations. A config that does not fit fails with
+    the layer and the YAML line.
     """
     from nncli.commands.check import check
     from nncli.data import resolve_data_dir

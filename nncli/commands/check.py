@@ -1,5 +1,6 @@
 """`nncli check`: validate a config and build its model and data without training; the layer
-table, the parameter count and the memory of one batch's activations."""
+table (output shape, parameters and multiply-accumulates per sample of each layer), the totals
+and the memory of one batch's activations. `layer_table` is `nncli.Model.summary()` too."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from nncli.config.schema import load_config
 from nncli.data.tables import listing
 from nncli.errors import NncliError
 from nncli.messages import count
+from nncli.nn.cost import macs
 from nncli.nn.layers import Layer
+from nncli.training.callbacks.tensorboard import require
 
 
 def format_bytes(n: int) -> str:
@@ -49,6 +52,7 @@ def describe_layer(layer: Layer) -> str:
 def check(config_path: str, overrides=(), *, data_dir: Path) -> str:
     """Validate and build `config_path` (loading its data, training nothing); the report."""
     config = load_config(config_path, overrides)
+    require(config)  # an optional logger the config asks for is installed
     exp = build_experiment(config, data_dir)
     model, splits, info = exp.model, exp.splits, exp.splits.info
     dtype = np.dtype(config.dtype)
@@ -64,12 +68,7 @@ def check(config_path: str, overrides=(), *, data_dir: Path) -> str:
         if info.task == "classification"
         else count(info.num_outputs, "target")
     )
-    rows = [("#", "layer", "output shape", "parameters")]
-    rows += [(str(i), describe_layer(layer), str(shape), f"{n:,}") for i, layer, shape, n in _summary(model)]
-    widths = [max(len(row[c]) for row in rows) for c in range(4)]
-    table = [
-        f"{r[0]:>{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:>{widths[3]}}" for r in rows
-    ]
+    table = layer_table(model)
     total = model.num_params()
     return "\n".join(
         [
@@ -77,8 +76,9 @@ def check(config_path: str, overrides=(), *, data_dir: Path) -> str:
             f"data: {info.name}, {', '.join(counts)} samples; input {info.input_shape}, {task}",
             *_header_line(info),
             *_augment_line(exp),
-            *table,
+            *table[:-1],
             f"total parameters: {total:,} ({format_bytes(total * dtype.itemsize)})",
+            table[-1],
             f"activations of one batch: {format_bytes(model.activation_bytes(batch, dtype))}"
             f" (batch_size {batch}, {dtype.name})",
             f"loss {exp.loss.name}, optimizer {type(exp.optimizer).registered_name},"
@@ -111,6 +111,16 @@ def _augment_line(exp) -> list[str]:
     return [f"augment: {', '.join(steps)} (training batches only)"]
 
 
-def _summary(model):
+def layer_table(model) -> list[str]:
+    """Per layer of a built model its output shape, parameters and multiply-accumulates for one
+    sample (`nncli.nn.cost`), then a line with the total MACs."""
+    rows = [("#", "layer", "output shape", "parameters", "MACs")]
+    total = 0
     for i, _, shape, n in model.summary():
-        yield i, model.stack[i], shape, n
+        layer = model.stack[i]
+        total += macs(layer)
+        rows.append((str(i), describe_layer(layer), str(shape), f"{n:,}", f"{macs(layer):,}"))
+    widths = [max(len(row[c]) for row in rows) for c in range(5)]
+    lines = [f"{r[0]:>{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:>{widths[3]}}"
+             f"  {r[4]:>{widths[4]}}" for r in rows]
+    return [*lines, f"multiply-accumulates per sample: {total:,} (forward; FLOPs are about twice that)"]

@@ -22,8 +22,10 @@ accuracy count of the trainer's loop are left out (they cost microseconds and be
 layer), and so is an output layer (a final softmax or sigmoid that only `predict` applies).
 
 The table times the layers one after the other on the whole batch. Where training runs the
-batch as shards in threads (nncli.nn.parallel), the whole step is then timed as training runs
-it, `iters` times more, and reported on a line of its own.
+batch as shards (nncli.nn.parallel), the whole step is then timed as training may run it: the
+shards in one thread and in one thread each, alternating, `iters` times each way after one
+untimed, and the line says which training takes and why (nncli.nn.threads measures the same
+at the start of a run; NNCLI_THREADS=N forces one thread a shard).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from nncli.builder import build_experiment
 from nncli.commands.check import describe_layer
 from nncli.config.schema import load_config
 from nncli.nn.step import step
+from nncli.nn.threads import measure, threads_word
 
 BAR_WIDTH = 40  # characters of '#' for a share of 100%
 
@@ -70,7 +73,11 @@ class TimeResult:
     output_layer: tuple[int, str] | None = None  # (index, name) of the predict-only layer
     notes: list[str] = field(default_factory=list)
     shards: list[int] | None = None  # the shards' sizes where training runs the batch so
-    sharded_step_ms: float | None = None  # the median wall time of such a step
+    sharded_step_ms: float | None = None  # the median wall time of such a step, as training runs it
+    threads_ms: dict[int, float] | None = None  # threads that run the shards -> the step's ms
+    threads: int | None = None  # how many of them training uses
+    measured: bool = True  # whether training measures that (NNCLI_THREADS unset)
+    blas_held: bool = True  # whether a batch run whole holds the BLAS to one thread
 
     @property
     def total_ms(self) -> float:
@@ -106,7 +113,13 @@ class TimeResult:
             "notes": list(self.notes),
             "sharded": None
             if self.shards is None
-            else {"shards": list(self.shards), "step_ms": self.sharded_step_ms},
+            else {
+                "shards": list(self.shards),
+                "step_ms": self.sharded_step_ms,
+                "threads": self.threads,
+                "step_ms_by_threads": {str(w): t for w, t in sorted(self.threads_ms.items())},
+                "measured": self.measured,
+            },
         }
 
 
@@ -175,14 +188,18 @@ def time_layers(
         return float(np.median(times)) * 1e3
 
     shards = model.shards_for(batch)
-    sharded_step = np.zeros(iters)
+    choice = None
     if shards is not None:
+        auto = model.auto_workers
+
+        def run():
+            xb = x if augment is None else augment(x, exp.rng)
+            step(model, loss, optimizer, xb, y, regularizer=regularizer, finite_only=False)
+
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-            for it in range(-1, iters):
-                start = perf_counter()
-                xb = x if augment is None else augment(x, exp.rng)
-                step(model, loss, optimizer, xb, y, regularizer=regularizer, finite_only=False)
-                sharded_step[max(it, 0)] = perf_counter() - start
+            choice = measure(model, run, batch, budget_s=float("inf"), rounds=iters)
+        if not auto:
+            choice.workers = len(shards)  # NNCLI_THREADS forces a thread a shard
     loss_forward, loss_backward, entering = stages["loss"], stages["loss_backward"], stages["input"]
 
     def both(kind: str, name: str, index: int | None, fwd: np.ndarray, bwd: np.ndarray) -> Row:
@@ -223,7 +240,11 @@ def time_layers(
         output_layer=output,
         notes=notes,
         shards=shards,
-        sharded_step_ms=None if shards is None else ms(sharded_step),
+        sharded_step_ms=None if choice is None else choice.times[choice.workers] * 1e3,
+        threads_ms=None if choice is None else {w: t * 1e3 for w, t in choice.times.items()},
+        threads=None if choice is None else choice.workers,
+        measured=model.auto_workers,
+        blas_held=model.hold_blas,
     )
 
 
@@ -273,11 +294,17 @@ def format_timings(result: TimeResult) -> str:
     if result.shards is not None:
         k, sizes = len(result.shards), sorted(set(result.shards), reverse=True)
         of = f"of {sizes[0]:,}" if len(sizes) == 1 else f"of {' and '.join(f'{n:,}' for n in sizes)}"
+        timed = ", ".join(f"in {threads_word(w)} {t:.3f} ms" for w, t in sorted(result.threads_ms.items()))
+        why = ("the faster, measured again as training starts" if result.measured
+               else "as NNCLI_THREADS forces")
         lines.append(
-            f"training runs this step as {k} shards {of} in {k} threads: {result.sharded_step_ms:.3f} ms"
-            f" a step (median, the timers included); the rows above run serially (NNCLI_THREADS=1"
-            " trains so)"
+            f"training runs this step as {k} shards {of}: {timed} a step (median, alternating) ->"
+            f" {threads_word(result.threads)}, {why}; the rows above run whole (NNCLI_THREADS=1 trains so)"
         )
+    else:
+        held = ("the BLAS held to one thread" if result.blas_held
+                else "the BLAS with its own threads (NNCLI_THREADS=blas)")
+        lines.append(f"training runs this step as the rows above do: whole, {held}")
     if result.output_layer is not None:
         index, name = result.output_layer
         lines.append(f"not timed: model[{index}] {name}, applied to predictions only (training runs"

@@ -28,16 +28,20 @@ from nncli.config.yamlsource import CLI_OVERRIDES, how_to_set, parse_path
 from nncli.errors import CheckpointError, ConfigError, NncliError, WriteError
 from nncli.fileio import atomic_write_text, exclusive
 from nncli.messages import count
+from nncli.nn.parallel import apply_setting, resume_setting, thread_setting
 from nncli.output.curves import CurvePlotter
 from nncli.training import checkpoint
 from nncli.training.callbacks import (
+    Callback,
     Checkpointer,
     EpochLog,
     MetricsWriter,
     NanReporter,
     ProgressBar,
     StepsWriter,
+    ThreadChooser,
 )
+from nncli.training.callbacks.tensorboard import TensorBoardLogger, require
 from nncli.training.rundir import RunDir, discard, given_run_dir, new_run_dir, read_summary
 from nncli.training.summary import evaluate_best, run_summary, write_summary
 from nncli.training.trainer import Interrupted, Trainer, TrainingState
@@ -162,6 +166,7 @@ def prepare_new(config_path: str | Config, overrides, data_dir: Path, progress: 
     `make_run_dir`."""
     # a Config is parsed already, its overrides applied (the Python API)
     config = config_path if isinstance(config_path, Config) else load_config(config_path, overrides)
+    require(config)  # an optional logger not installed: said before the data is loaded
     return build_experiment(config, data_dir, progress, arrays), TrainingState()
 
 
@@ -176,6 +181,9 @@ RESUMABLE = (
     ("train", "eval_batch_size"),
     ("train", "early_stopping", "patience"),
     ("train", "early_stopping", "min_delta"),
+    ("train", "loggers"),
+    ("train", "tensorboard"),
+    ("train", "tensorboard", "histograms"),
 )
 
 
@@ -207,6 +215,7 @@ def prepare_resume(
                 f" monitored metrics; only {allowed} can change"
             )
     config = checkpoint_config(saved, overrides, label=str(run.config), overrides_label=overrides_label)
+    require(config)
     exp = build_experiment(config, data_dir, progress, arrays)
     change = refuse_changed_data(saved, exp.splits, allow_data_change)
     if change:
@@ -216,6 +225,7 @@ def prepare_resume(
     except (KeyError, TypeError, AttributeError) as err:
         raise CheckpointError(f"{run.last} has no usable training state ({err!r})") from None
     restore(exp, saved, config)
+    apply_setting(exp.model, resume_setting(saved.get("threads"), thread_setting()))
     saved_epochs = saved["config"].get("train", {}).get("epochs")
     _check_resumable(run, state, config, saved_epochs, overrides_label)
     return exp, run, state
@@ -375,7 +385,8 @@ def _run(
     with _naming_the_run(run):
         atomic_write_text(run.config, dump_config(resolved))
 
-    callbacks = [ProgressBar()] if bars else []
+    callbacks: list[Callback] = [ThreadChooser(say if verbose or all_notes else None)]  # how batches run
+    callbacks += [ProgressBar()] if bars else []
     callbacks += [EpochLog()] if verbose else []
     callbacks += [
         MetricsWriter(run),
@@ -384,8 +395,19 @@ def _run(
         NanReporter(run),
         CurvePlotter(run, exp.config.name),
     ]
+    if "tensorboard" in exp.config.train.loggers:
+        text = dump_config(resolved)
+        callbacks.append(TensorBoardLogger(run.path, resolved, text, exp.config.train.histograms))
     trainer = Trainer(exp, callbacks, state)
     stop.attach(trainer)
+    try:
+        return _fit(exp, run, trainer, callbacks)
+    finally:
+        for callback in callbacks:
+            callback.close()
+
+
+def _fit(exp: Experiment, run: RunDir, trainer: Trainer, callbacks: list[Callback]) -> TrainResult:
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"), _naming_the_run(run):
         try:
             trainer.fit()
@@ -403,4 +425,6 @@ def _run(
         # the test set is measured once training has ended, on the best checkpoint's weights
         summary = run_summary(trainer, evaluate_best(exp, run))
         write_summary(run, summary)
+        for callback in callbacks:
+            callback.on_summary(trainer, summary)
     return TrainResult(run, trainer.state, summary)

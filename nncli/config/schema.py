@@ -68,6 +68,9 @@ class TrainConfig:
     mode: str | None
     early_stopping: EarlyStopping | None
     eval_batch_size: int
+    # metrics.csv is always written (runs, plot and sweep read it); "tensorboard" adds event files
+    loggers: tuple[str, ...] = ("csv",)
+    histograms: bool = False  # train.tensorboard.histograms: the weights' histograms every epoch
 
 
 @dataclass(frozen=True)
@@ -127,6 +130,10 @@ class Config:
             if self.train.early_stopping is None
             else dict(vars(self.train.early_stopping)),
         }
+        if self.train.loggers != ("csv",):  # only where given: older runs' configs stay as they were
+            train["loggers"] = list(self.train.loggers)
+        if self.train.histograms:
+            train["tensorboard"] = {"histograms": True}
         return {
             "name": self.name,
             "seed": self.seed,
@@ -357,7 +364,10 @@ def _data(source: Source, spec: Any, registry: Registry, augmentations: Registry
     )
 
 
-TRAIN_KEYS = ("epochs", "batch_size", "eval_batch_size", "monitor", "mode", "early_stopping")
+TRAIN_KEYS = ("epochs", "batch_size", "eval_batch_size", "monitor", "mode", "early_stopping", "loggers",
+              "tensorboard")
+LOGGERS = ("csv", "tensorboard")
+TENSORBOARD_KEYS = ("histograms",)
 EARLY_KEYS = ("monitor", "patience", "min_delta", "mode")
 MODES = ("min", "max")
 
@@ -399,11 +409,42 @@ def _train(source: Source, spec: Any) -> TrainConfig:
         )
     if spec.get("mode") is not None and spec.get("monitor") is None:
         raise source.error(("train", "mode"), "mode needs a monitor: say which metric it applies to")
+    loggers = _loggers(source, spec.get("loggers"))
+    board = spec.get("tensorboard")
+    if board is not None:
+        if not isinstance(board, dict):
+            raise source.error(("train", "tensorboard"), f"expected a mapping like {{histograms: true}},"
+                               f" got {_kind(board)}")
+        _no_unknown_keys(source, ("train", "tensorboard"), board, TENSORBOARD_KEYS)
+        if "tensorboard" not in loggers:
+            raise source.error(("train", "tensorboard"), "options for the tensorboard logger, which"
+                               " train.loggers does not list: add it (loggers: [csv, tensorboard])")
     return TrainConfig(
         epochs=get("epochs", validate.positive_int, 10),
         batch_size=get("batch_size", validate.positive_int, 128),
         monitor=get("monitor", metric_name, None),
         mode=get("mode", validate.one_of, None, MODES),
         early_stopping=stopping,
-        eval_batch_size=get("eval_batch_size", validate.positive_int, 1000),
+        # Evaluation chunks of 256 keep a pass in cache and its arrays small: the MNIST CNN's
+        # 10,000 test images in 2.2-2.8 s against 2.3-16 s in chunks of 1,000 (loaded 2-vCPU
+        # EPYC), and a run's peak RSS 242 MiB against 415. A config (and so a checkpoint) that
+        # says 1000 keeps it, and its figures to the last bit.
+        eval_batch_size=get("eval_batch_size", validate.positive_int, 256),
+        loggers=loggers,
+        histograms=get("histograms", validate.boolean, False, path=("train", "tensorboard"),
+                       block=board or {}),
     )
+
+
+def _loggers(source: Source, spec: Any) -> tuple[str, ...]:
+    """train.loggers: `[csv, tensorboard]` or one name; csv is always on (listed or not)."""
+    names = ["csv"] if spec is None else [spec] if isinstance(spec, str) else spec
+    if not isinstance(names, list):
+        raise source.error(("train", "loggers"), f"expected a list like [csv, tensorboard],"
+                           f" got {_kind(spec)}")
+    for i, name in enumerate(names):
+        if name not in LOGGERS:
+            hint = did_you_mean(name, list(LOGGERS)) if isinstance(name, str) else ""
+            raise source.error(("train", "loggers", *([i] if isinstance(spec, list) else [])),
+                               f"unknown logger {_kind(name)}{hint}; valid loggers: {', '.join(LOGGERS)}")
+    return tuple(name for name in LOGGERS if name == "csv" or name in names)

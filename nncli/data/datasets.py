@@ -217,15 +217,7 @@ def index_classes(
         raise DataError(f"{sources[0]} has no samples")
     classes = np.unique(labels[0])
     dense = classes[0] == 0 and classes[-1] == len(classes) - 1
-    out = []
-    for y, source in zip(labels, sources, strict=True):
-        if y is None:
-            out.append(None)
-            continue
-        unknown = np.setdiff1d(y, classes)
-        if unknown.size:
-            raise DataError(f"{source} has class {unknown[0]}, which the training set lacks")
-        out.append(y if dense else np.searchsorted(classes, y).astype(np.int64))
+    out = _numbered(labels, classes, sources, shown=str, keep=dense)
     return out, None if dense else tuple(str(c) for c in classes.tolist())
 
 
@@ -238,16 +230,24 @@ def number_names(
     source. None stays None."""
     arrays = [None if y is None else np.asarray(y) for y in labels]
     names = np.unique(arrays[0])
+    out = _numbered(arrays, names, sources, shown=lambda name: repr(str(name)))
+    return out, tuple(str(n) for n in names.tolist())
+
+
+def _numbered(labels: list, classes: np.ndarray, sources: list[str], shown, keep: bool = False) -> list:
+    """Each array of `labels` as int64 indices into the sorted `classes` (as it is where
+    `keep`), None as None; a label that `classes` lacks is a `DataError` naming the array's
+    source and the label (`shown(label)`)."""
     out = []
-    for y, source in zip(arrays, sources, strict=True):
+    for y, source in zip(labels, sources, strict=True):
         if y is None:
             out.append(None)
             continue
-        unknown = np.setdiff1d(y, names)
+        unknown = np.setdiff1d(y, classes)
         if unknown.size:
-            raise DataError(f"{source} has class {str(unknown[0])!r}, which the training set lacks")
-        out.append(np.searchsorted(names, y).astype(np.int64))
-    return out, tuple(str(n) for n in names.tolist())
+            raise DataError(f"{source} has class {shown(unknown[0])}, which the training set lacks")
+        out.append(y if keep else np.searchsorted(classes, y).astype(np.int64))
+    return out
 
 
 def decide_task(

@@ -1,9 +1,10 @@
-"""From a dataset's name to float arrays ready to train on, and the batches of an epoch.
+"""From a dataset's name to inputs ready to train on, and the batches of an epoch.
 
 `load_data` loads a registered dataset, draws the validation split from the training set with
-the run's generator, converts to float32 (one conversion, no float64 copy), fits the
-preprocessing (`nncli.data.preprocess`) on the training part only and applies it to every
-split. A fitted `Preprocessor` (a checkpoint's) is applied as it is instead.
+the run's generator, fits the preprocessing (`nncli.data.preprocess`) on the training part
+only, and gives each split as `Inputs`: the samples kept in their stored dtype (uint8 images
+stay uint8), converted to float32 and preprocessed batch by batch as they are read. A fitted
+`Preprocessor` (a checkpoint's) is applied as it is instead.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from nncli.data.datasets import (
     count_of,
 )
 from nncli.data.images import image_profile, image_shape
+from nncli.data.inputs import Inputs
 from nncli.data.preprocess import Preprocessor
 from nncli.errors import ConfigError, DataError
 from nncli.registry import check_options
@@ -35,16 +37,17 @@ from nncli.registry import check_options
 
 @dataclass(frozen=True)
 class Splits:
-    """Preprocessed arrays: inputs in the run's float dtype, labels int64 (N,) or one-hot, or
-    regression targets (N, k). `x_val`/`y_val` and `x_test`/`y_test` may be None. `info` has
-    the input shape after preprocessing, `raw_shape` the shape of a sample as loaded (what
-    the preprocessing takes)."""
+    """Inputs as the model takes them (`Inputs`: stored as loaded, read in the run's float
+    dtype, preprocessed), labels int64 (N,) or one-hot, or regression targets (N, k).
+    `x_val`/`y_val` and `x_test`/`y_test` may be None. `info` has the input shape after
+    preprocessing, `raw_shape` the shape of a sample as loaded (what the preprocessing
+    takes)."""
 
-    x_train: np.ndarray
+    x_train: Inputs
     y_train: np.ndarray
-    x_val: np.ndarray | None
+    x_val: Inputs | None
     y_val: np.ndarray | None
-    x_test: np.ndarray | None
+    x_test: Inputs | None
     y_test: np.ndarray | None
     info: DatasetInfo
     preprocessor: Preprocessor
@@ -138,21 +141,21 @@ def load_data(
         order = rng.permutation(n)
         val, train = np.sort(order[:n_val]), np.sort(order[n_val:])
 
-    x_train = _inputs(raw.x_train, train, preprocessor.dtype)
+    stored_train = _stored(raw.x_train, preprocessor.dtype)
     if fitted:
-        x_train = preprocessor._transform_owned(x_train)
         info = replace(raw.info, input_shape=preprocessor.output_shape(raw.info.input_shape))
     else:
-        x_train, info = preprocessor.fit(x_train, raw.info)
+        info = preprocessor.fit(stored_train, raw.info, train)
+    x_train = Inputs(stored_train, preprocessor, train)
     x_val = y_val = x_test = y_test = None
     if n_val:
-        x_val = preprocessor._transform_owned(_inputs(raw.x_train, val, preprocessor.dtype))
+        x_val = Inputs(stored_train, preprocessor, val)
         y_val = preprocessor.apply_labels(raw.y_train[val])
     elif raw.x_val is not None:
-        x_val = preprocessor._transform_owned(_inputs(raw.x_val, None, preprocessor.dtype))
+        x_val = Inputs(_stored(raw.x_val, preprocessor.dtype), preprocessor)
         y_val = preprocessor.apply_labels(raw.y_val)
     if raw.x_test is not None:
-        x_test = preprocessor._transform_owned(_inputs(raw.x_test, None, preprocessor.dtype))
+        x_test = Inputs(_stored(raw.x_test, preprocessor.dtype), preprocessor)
         y_test = preprocessor.apply_labels(raw.y_test)
     y_train = preprocessor.apply_labels(raw.y_train if train is None else raw.y_train[train])
     profiles = {"train": describe(raw.x_train)}
@@ -219,12 +222,14 @@ def _check_classes(info: DatasetInfo) -> None:
                         " classifier needs at least two classes")
 
 
-def _inputs(x: np.ndarray, rows: np.ndarray | None, dtype: np.dtype) -> np.ndarray:
-    """`x[rows]` (all of `x` when None) converted to `dtype`: always a new array, made without
-    an intermediate float64 copy (uint8 converts straight to float32)."""
-    if rows is None:
-        return x.astype(dtype)
-    return x.take(rows, axis=0).astype(dtype, copy=False)
+def _stored(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """How a split's inputs `x` are kept: as loaded where `dtype` holds each of their values
+    exactly (uint8 and int16 pixels, float16, float32 in float32), else converted to `dtype`
+    now, once (float64 or int64 columns in a float32 run), which is what converting each
+    batch would do first anyway: the same values in less memory than the loaded ones."""
+    if np.can_cast(x.dtype, dtype, "safe"):
+        return x
+    return x.astype(dtype)
 
 
 def iterate_batches(

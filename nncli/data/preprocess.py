@@ -15,10 +15,16 @@ Preprocessing is a YAML list of step names or one-key mappings:
 
 The fitted `Preprocessor` goes into the checkpoint (`state_dict`), so evaluation rebuilds it
 with `Preprocessor.from_state` instead of refitting.
+
+The data stays in its stored dtype (`nncli.data.inputs.Inputs`): `Preprocessor.convert` turns
+each batch into the float dtype, the first step fused into that cast, the others in place on
+the result. Fitting reads the training inputs in blocks, each converted through the steps
+already fitted, so no float copy of the whole training set is ever made.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -26,6 +32,7 @@ import numpy as np
 
 from nncli import validate
 from nncli.data.datasets import DatasetInfo
+from nncli.data.inputs import Inputs
 from nncli.errors import CheckpointError, ConfigError
 from nncli.registry import Registry, check_options
 
@@ -35,17 +42,24 @@ class Step:
 
     The constructor takes the step's YAML options (`get_config` returns them); what `fit`
     learns is `state()`, plain arrays and numbers that `load_state` restores. `transform` may
-    work in place on `x` (the pipeline owns it) and returns the result.
+    work in place on `x` (the pipeline owns it) and returns the result. `convert` is the step
+    applied to inputs in their stored dtype (uint8 pixels, say), giving a new array of the
+    float dtype with exactly the values of `transform(x.astype(dtype))`, in one pass where
+    the step can fuse the cast into its own arithmetic.
     """
 
     def get_config(self) -> dict[str, Any]:
         return {}
 
-    def fit(self, x: np.ndarray, info: DatasetInfo) -> None:
-        """Learn statistics from the training inputs `x` (already through earlier steps)."""
+    def fit(self, x: Inputs, info: DatasetInfo) -> None:
+        """Learn statistics from the training inputs `x`, as converted by the earlier steps
+        (read them in blocks: `x[i:j]` is converted on reading)."""
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         return x
+
+    def convert(self, x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        return self.transform(x.astype(dtype))
 
     def transform_labels(self, y: np.ndarray) -> np.ndarray:
         return y
@@ -72,11 +86,15 @@ class Scale(Step):
         self.low: np.ndarray | None = None
         self.factor: np.ndarray | None = None
 
-    def fit(self, x: np.ndarray, info: DatasetInfo) -> None:
+    def fit(self, x: Inputs, info: DatasetInfo) -> None:
         if info.pixel_max is not None:
             self.low, self.factor = None, np.asarray(1.0 / info.pixel_max, x.dtype)
             return
-        low, high = x.min(axis=0), x.max(axis=0)
+        low = high = None
+        for block in _blocks(x):
+            block_low, block_high = block.min(axis=0), block.max(axis=0)
+            low = block_low if low is None else np.minimum(low, block_low)
+            high = block_high if high is None else np.maximum(high, block_high)
         span = high - low
         span[span == 0] = 1
         self.low, self.factor = low, np.reciprocal(span)
@@ -85,6 +103,14 @@ class Scale(Step):
         if self.low is not None:
             np.subtract(x, self.low, out=x)
         return np.multiply(x, self.factor, out=x)
+
+    def convert(self, x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        # The ufunc casts `x` to `dtype` element by element, then computes in `dtype`: the
+        # values of astype-then-transform, without the intermediate array.
+        if self.low is None:
+            return np.multiply(x, self.factor, dtype=dtype)
+        out = np.subtract(x, self.low, dtype=dtype)
+        return np.multiply(out, self.factor, out=out)
 
     def state(self) -> dict[str, Any]:
         return {"low": self.low, "factor": self.factor}
@@ -109,7 +135,7 @@ class Standardize(Step):
     def get_config(self) -> dict[str, Any]:
         return {"per_channel": self.per_channel}
 
-    def fit(self, x: np.ndarray, info: DatasetInfo) -> None:
+    def fit(self, x: Inputs, info: DatasetInfo) -> None:
         if self.per_channel and x.ndim != 4:
             raise ConfigError(f"per_channel needs images (N, C, H, W); the data has samples of"
                               f" shape {x.shape[1:]}", key="per_channel")
@@ -127,6 +153,10 @@ class Standardize(Step):
     def transform(self, x: np.ndarray) -> np.ndarray:
         np.subtract(x, self.mean, out=x)
         return np.divide(x, self.std, out=x)
+
+    def convert(self, x: np.ndarray, dtype: np.dtype) -> np.ndarray:
+        out = np.subtract(x, self.mean, dtype=dtype)
+        return np.divide(out, self.std, out=out)
 
     def state(self) -> dict[str, Any]:
         return {"mean": self.mean, "std": self.std}
@@ -154,7 +184,7 @@ class OneHot(Step):
         self.num_classes: int | None = None
         self.dtype = np.dtype(np.float32)
 
-    def fit(self, x: np.ndarray, info: DatasetInfo) -> None:
+    def fit(self, x: Inputs, info: DatasetInfo) -> None:
         if info.task != "classification":
             raise ConfigError(f"one_hot needs class labels; {info.name} is a regression dataset")
         self.num_classes, self.dtype = info.num_classes, x.dtype
@@ -171,17 +201,23 @@ class OneHot(Step):
         self.num_classes, self.dtype = int(state["num_classes"]), dtype
 
 
-def _mean_std(x: np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+def _blocks(x: Inputs | np.ndarray) -> Iterator[np.ndarray]:
+    """`x` a block of about a million values at a time (4 MB in float32), each converted as it
+    is read. The blocks are the same for the same data, so statistics summed over them are too."""
+    rows = max(1, (1 << 20) // max(1, int(np.prod(x.shape[1:]))))
+    for start in range(0, len(x), rows):
+        yield x[start : start + rows]
+
+
+def _mean_std(x: Inputs | np.ndarray, axes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     """Mean and standard deviation over `axes` (which include 0), shaped to broadcast against
     one sample. Accumulated in float64 over blocks of rows: never a float64 copy of `x`."""
-    rows = max(1, (1 << 20) // max(1, x[0].size))
     count = int(np.prod([x.shape[a] for a in axes]))
-    total = sum(x[i:i + rows].sum(axis=axes, dtype=np.float64, keepdims=True)
-                for i in range(0, len(x), rows))
+    total = sum(block.sum(axis=axes, dtype=np.float64, keepdims=True) for block in _blocks(x))
     mean = total / count
     squares = 0.0
-    for i in range(0, len(x), rows):
-        block = x[i:i + rows] - mean  # float64, one block of rows at a time
+    for block in _blocks(x):
+        block = block - mean  # float64, one block of rows at a time
         squares = squares + np.square(block, out=block).sum(axis=axes, keepdims=True)
     return mean[0], np.sqrt(squares / count)[0]
 
@@ -226,22 +262,36 @@ class Preprocessor:
                 raise err.at(key) from None
         return cls(steps, dtype)
 
-    def fit(self, x: np.ndarray, info: DatasetInfo) -> tuple[np.ndarray, DatasetInfo]:
-        """Fit each step on the training inputs `x` (owned by the caller, changed in place)
-        as transformed by the steps before it; returns the transformed `x` and its info."""
+    def fit(self, stored: np.ndarray, info: DatasetInfo, rows: np.ndarray | None = None) -> DatasetInfo:
+        """Fit each step on the training inputs, samples `rows` of `stored` (None: all), as
+        converted by the steps before it; returns the info of the inputs it makes."""
         shape = info.input_shape
         for i, step in enumerate(self.steps):
+            seen = Inputs(stored, Preprocessor(self.steps[:i], self.dtype), rows)
             try:
-                step.fit(x, replace(info, input_shape=shape))
+                step.fit(seen, replace(info, input_shape=shape))
             except ConfigError as err:
                 raise err.at(f"preprocess[{i}]") from None
-            x = step.transform(x)
             shape = step.output_shape(shape)
-        return x, replace(info, input_shape=shape)
+        return replace(info, input_shape=shape)
+
+    def convert(self, x: np.ndarray) -> np.ndarray:
+        """Inputs `x` in any dtype (uint8 pixels as stored, say), preprocessed, in the
+        preprocessor's dtype: a new array, except that `x` itself comes back where it is in
+        that dtype already and no step changes it. The first step casts as it computes; the
+        values are those of casting `x` first and applying each step after."""
+        if not self.steps:
+            return x.astype(self.dtype, copy=False)
+        x = self.steps[0].convert(x, self.dtype)
+        for step in self.steps[1:]:
+            x = step.transform(x)
+        return x
 
     def apply(self, x: np.ndarray) -> np.ndarray:
         """Transformed inputs in the preprocessor's dtype, as a new array."""
-        return self._transform_owned(np.array(x, dtype=self.dtype))
+        x = np.asarray(x)
+        out = self.convert(x)
+        return out.copy() if np.may_share_memory(out, x) else out
 
     def apply_labels(self, y: np.ndarray) -> np.ndarray:
         """Integer labels as they are (or one-hot rows); regression targets in the dtype."""
@@ -276,11 +326,6 @@ class Preprocessor:
         except (KeyError, TypeError, ValueError, ConfigError) as err:
             raise CheckpointError(f"the saved preprocessing state is not valid ({err})") from None
         return cls(steps, dtype)
-
-    def _transform_owned(self, x: np.ndarray) -> np.ndarray:
-        for step in self.steps:
-            x = step.transform(x)
-        return x
 
     def __repr__(self) -> str:
         return f"Preprocessor({[type(s).registered_name for s in self.steps]}, {self.dtype.name})"

@@ -18,6 +18,7 @@ import numpy as np
 from nncli.errors import NncliError
 from nncli.nn.losses import Loss
 from nncli.nn.model import Sequential
+from nncli.nn.threads import FirstPasses
 
 
 def _evaluation_pass(
@@ -25,9 +26,10 @@ def _evaluation_pass(
 ) -> tuple[float, int, np.ndarray | None]:
     """The mean loss over (x, y), the count of right predictions, and the outputs if kept."""
     total, weight, correct, outputs = 0.0, 0.0, 0, []
+    passes = FirstPasses(model, batch_size, -(-len(x) // batch_size))  # threads measured, if not yet
     for start in range(0, len(x), batch_size):
         xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-        out = model.forward(xb, training=False)
+        out = passes.forward(xb)
         total += loss.forward(out, yb) * loss.batch_weight
         weight += loss.batch_weight
         correct += loss.correct(out, yb) or 0

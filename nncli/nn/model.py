@@ -18,9 +18,11 @@ updates every parameter with a few passes over one array rather than a few passe
 parameter (`Optimizer.step(..., flat=model.flat)`).
 
 With `threads` > 1, a forward pass (and the backward after a training one) runs the batch as
-that many shards in as many threads (nncli.nn.parallel), where every layer allows it
-(`Layer.shardable`), one gains from it (`Layer.elementwise_bound`: convolutions and pooling)
+that many shards (nncli.nn.parallel), in as many threads or, with `workers` = 1, one after the
+other in the caller's, where every layer allows it (`Layer.shardable`), one gains from it
+(`Layer.elementwise_bound`: convolutions and pooling; or products big enough, MIN_SHARD_WORK)
 and the BLAS's threads can be held to one per shard; the loss still sees the whole batch.
+With `hold_blas`, a batch that runs whole holds the BLAS to one thread too.
 `serial()` turns the shards off for a while (gradient checks, the non-finite report).
 """
 
@@ -29,7 +31,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,7 +41,7 @@ from nncli.errors import ConfigError
 from nncli.nn.layers import Layer
 from nncli.nn.layers.conv import Conv2D
 from nncli.nn.layers.pooling import MaxPool2D
-from nncli.nn.parallel import Shards, shard_bounds
+from nncli.nn.parallel import MIN_SHARD_WORK, Shards, shard_bounds
 
 # What a model may ask for, checked from its shapes before any array is made: 2^28 parameters
 # (1 GiB of float32 weights, as much again for their gradients, and twice that for Adam's
@@ -145,6 +147,9 @@ class Sequential:
         self.grads: dict[str, np.ndarray] = {}
         self.flat: FlatParams | None = None
         self.threads = 1  # how many shards a training batch may run as; 1: serially
+        self.workers: int | None = None  # threads that run the shards: 1, or None for one a shard
+        self.hold_blas = False  # whether a batch run whole holds the BLAS to one thread
+        self.auto_workers = False  # whether training may measure `workers` (nncli.nn.threads)
         self._shards: Shards | None = None  # made at the first sharded batch
         self._bounds: list[int] | None = None  # the last training forward's shards, if any
 
@@ -228,7 +233,8 @@ class Sequential:
         return {**self.__dict__, "flat": None, "_shards": None, "_bounds": None}
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update({"threads": 1, "_shards": None, "_bounds": None, **state})
+        defaults = {"threads": 1, "workers": None, "hold_blas": False, "auto_workers": False}
+        self.__dict__.update({**defaults, **state, "_shards": None, "_bounds": None})
         if self.input_shape is not None:
             self._pack()
 
@@ -258,7 +264,8 @@ class Sequential:
         self._bounds = bounds if training else None
         if bounds is not None:
             return self._shards.forward(x, bounds, training)
-        return self.run_forward(self.layers, x, training, hook)
+        with self._blas_held():
+            return self.run_forward(self.layers, x, training, hook)
 
     def backward(self, dout: np.ndarray, hook: Hook | None = None) -> np.ndarray | None:
         """Backpropagate dL/d(output) of the last training forward; fills every layer's grads.
@@ -266,7 +273,13 @@ class Sequential:
         each layer's dL/d(input) (the forward pass must have run serially: given a hook)."""
         if self._bounds is not None and self._bounds[-1] == len(dout) and hook is None:
             return self._shards.backward(dout, self._bounds)
-        return self.run_backward(self.layers, dout, hook)
+        with self._blas_held():
+            return self.run_backward(self.layers, dout, hook)
+
+    def _blas_held(self):
+        """The BLAS held to one thread where `hold_blas` says so (and it can be), else nothing."""
+        control = thread_control() if self.hold_blas else None
+        return control.one_thread() if control is not None else nullcontext()
 
     def run_forward(self, layers: list[Layer], x: np.ndarray, training: bool, hook: Hook | None = None):
         """`x` through `layers` (this model's, or a shard's replicas of them) in the execution
@@ -303,17 +316,20 @@ class Sequential:
         layers = self.layers
         if not all(layer.shardable for layer in layers):
             return None
-        if not any(layer.elementwise_bound for layer in layers):
-            return None
         bounds = shard_bounds(n, self.threads)
         if bounds is None:
             return None
-        if self._shards is None or self._shards.threads != self.threads:
+        if not any(layer.elementwise_bound for layer in layers) and (
+            self.flat.params.size * (n // (len(bounds) - 1)) < MIN_SHARD_WORK
+        ):
+            return None  # products alone, and small ones: one thread does them best
+        # replicas for the shards this batch needs (at most n / MIN_SHARD, whatever `threads`)
+        if self._shards is None or self._shards.threads < len(bounds) - 1:
             control = thread_control()
             if control is None:
                 return None
             self._drop_shards()
-            self._shards = Shards(self, self.threads, control)
+            self._shards = Shards(self, len(bounds) - 1, control)
         return bounds
 
     def _drop_shards(self) -> None:

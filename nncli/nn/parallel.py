@@ -15,6 +15,15 @@ dL/d(output) and adds the replicas' gradients into the model's, in shard order. 
 differ from the serial pass's in rounding only, and are the same from run to run for the same
 number of shards.
 
+Which threads run the shards does not change a number: each shard's passes are the same
+whether the shards run one after the other in the calling thread (`Sequential.workers` = 1) or
+each in its own, and their gradients are added in shard order either way. So the count of
+shards is fixed by the CPUs, the model and the batch size (and kept in a run's checkpoints),
+and only how many threads run them is measured (nncli.nn.threads). The BLAS's own thread
+count is another matter: OpenBLAS 0.3.31 multiplies (64, 784) @ (784, 256) in float32 with
+other roundings in 1, 2, 3, 4 and 8 threads; so it is held to one thread throughout (every
+shard, and a batch that runs whole), unless NNCLI_THREADS=blas.
+
 Only layers whose training forward treats each sample on its own and draws nothing at random
 can be split so (`Layer.shardable`): batch norm (batch statistics, running averages) and dropout
 (masks drawn from the run's generator in an order thread timing must not change) keep a model
@@ -28,6 +37,7 @@ import contextvars
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
+from typing import NamedTuple
 
 import numpy as np
 
@@ -42,26 +52,85 @@ MIN_SHARD = 32
 ENV = "NNCLI_THREADS"
 
 
-def threads_allowed(environ=None) -> int:
-    """How many shards a training batch may run as: $NNCLI_THREADS if set, else the threads
-    the BLAS started with (OPENBLAS_NUM_THREADS, MKL_NUM_THREADS or OMP_NUM_THREADS, as `nncli
-    sweep` sets them for its workers, else the CPUs) capped at the CPUs this process may run
-    on; 1 (serial) where the BLAS's threads cannot be controlled."""
+#: a model of matrix products alone (no `Layer.elementwise_bound` layer) is split only where
+#: each shard holds this many multiply-adds (rows x parameters) or more: the quickstart's MLP
+#: (235k parameters, shards of 32) ran its step in 0.86 ms as two shards against 0.65 in one
+#: thread; the MNIST MLP (535k, shards of 64) gains from them
+MIN_SHARD_WORK = 2**24
+
+
+class ThreadSetting(NamedTuple):
+    """How training and evaluation use the CPUs, from $NNCLI_THREADS (`thread_setting`)."""
+
+    shards: int  # at most this many shards a batch (shard_bounds decides per batch)
+    measured: bool  # the threads that run them are chosen by measurement (nncli.nn.threads)
+    blas: bool  # unsharded, with the BLAS's own threads: NNCLI_THREADS=blas
+
+
+def thread_setting(environ=None) -> ThreadSetting:
+    """$NNCLI_THREADS read: unset (or `auto`), a batch splits into shards fixed by the CPUs, the
+    model and the batch size, each run with the BLAS held to one thread, and how many threads
+    run them (one, or one a shard) is measured; `N` forces N shards in N threads (1: one
+    thread); `blas` runs batches whole with the BLAS's own threads (OPENBLAS_NUM_THREADS...),
+    whose count changes the rounding. Where the BLAS's threads cannot be controlled, `blas`."""
     environ = os.environ if environ is None else environ
-    value = environ.get(ENV, "").strip()
+    value = environ.get(ENV, "").strip().lower()
     control = thread_control()
-    if value:
+    if value == "blas":
+        return ThreadSetting(1, False, True)
+    if value in ("", "auto"):
+        asked = None
+    else:
         try:
             asked = int(value)
         except ValueError:
             asked = 0
         if asked < 1:
-            raise NncliError(f"{ENV} must be a positive integer (1 trains serially), got {value!r}")
-        return asked if control is not None else 1
+            raise NncliError(
+                f"{ENV} must be a positive integer (1 trains in one thread), auto or blas, got"
+                f" {environ.get(ENV)!r}"
+            )
     if control is None:
-        return 1
+        return ThreadSetting(1, False, True)
+    if asked is not None:
+        return ThreadSetting(asked, False, False)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, min(cpus, control.initial))
+    return ThreadSetting(max(1, min(cpus, control.initial)), True, False)
+
+
+def threads_allowed(environ=None) -> int:
+    """How many shards a training batch may run as: $NNCLI_THREADS if a number, else the
+    threads the BLAS started with (OPENBLAS_NUM_THREADS, MKL_NUM_THREADS or OMP_NUM_THREADS, as
+    `nncli sweep` sets them for its workers, else the CPUs) capped at the CPUs this process may
+    run on; 1 (serial) where the BLAS's threads cannot be controlled or NNCLI_THREADS=blas."""
+    return thread_setting(environ).shards
+
+
+def apply_setting(model, setting: ThreadSetting) -> None:
+    """Run `model`'s batches as `setting` says; the threads that run its shards are one a shard
+    until measured (`model.auto_workers`: whether they may be)."""
+    model.threads, model.hold_blas = setting.shards, not setting.blas
+    model.workers, model.auto_workers = None, setting.measured
+
+
+def setting_record(model) -> dict:
+    """What a checkpoint keeps of how a run splits its batches: enough to resume with the same
+    numbers on another machine (the threads that run the shards change none)."""
+    return {"shards": int(model.threads), "blas": not model.hold_blas}
+
+
+def resume_setting(record, setting: ThreadSetting) -> ThreadSetting:
+    """The setting a resumed run uses: the one its checkpoint kept (`setting_record`) unless
+    NNCLI_THREADS chooses another (`setting` not measured); a checkpoint from before the record,
+    or a damaged one, leaves `setting` as it is."""
+    if not setting.measured or not isinstance(record, dict):
+        return setting
+    shards, blas = record.get("shards"), record.get("blas")
+    if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1 or not isinstance(blas, bool):
+        return setting
+    if blas:
+        return ThreadSetting(1, False, True)
+    return ThreadSetting(shards, True, False)
 
 
 def shard_bounds(n: int, threads: int) -> list[int] | None:
@@ -110,11 +179,15 @@ class Shards:
         return None if dxs[0] is None else np.concatenate(dxs)
 
     def _map(self, fn: Callable, a: np.ndarray, bounds: list[int]) -> list:
-        """fn(replica s, rows bounds[s]:bounds[s + 1] of a) for every shard, shard 0 in this
-        thread, with the BLAS held to one thread meanwhile (in every shard's thread: MKL's
+        """fn(replica s, rows bounds[s]:bounds[s + 1] of a) for every shard: all of them in
+        this thread where the model's `workers` is 1, else shard 0 in this thread and the others
+        in the pool's, with the BLAS held to one thread meanwhile (in every shard's thread: MKL's
         count is per thread). Each worker runs in a copy of this thread's context, so numpy's
         error state (np.errstate) holds there too."""
         parts = [a[bounds[s] : bounds[s + 1]] for s in range(len(bounds) - 1)]
+        if self.model.workers == 1:  # one thread: the same shards, one after the other
+            with self.control.one_thread():
+                return [fn(self.replicas[s], parts[s]) for s in range(len(parts))]
 
         def held(layers: list[Layer], rows: np.ndarray):
             with self.control.one_thread():

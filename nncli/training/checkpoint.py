@@ -1,12 +1,23 @@
 """Checkpoints: pickle files of plain data, written atomically and read without running code.
 
-A checkpoint is a dict of builtins and numpy arrays only:
+A checkpoint is a dict of builtins and numpy arrays only, with these keys (`save` adds the
+first two; `tests/test_checkpoint.py` checks that this list is what a run writes):
 
-    format_version, nncli_version, config (the resolved YAML data), model (params, buffers),
-    optimizer, schedule, preprocessor (fitted statistics), data (the dataset, a fingerprint of
-    it, its task, the model's input shape, the outputs and the class names), rng (the generator's state),
-    epoch (epochs completed), progress (where an interrupted epoch stopped, or None),
-    history (metrics rows so far), tracker (best and early-stopping state)
+    format_version  the checkpoint format, FORMAT_VERSION
+    nncli_version   the nncli that wrote it
+    config          the resolved YAML data
+    model           the model's params and buffers (`Model.state_dict`)
+    optimizer       the optimizer's step count and per-parameter state
+    schedule        the learning-rate schedule's state
+    preprocessor    the fitted preprocessing steps and their statistics
+    data            the dataset, a fingerprint of it, its task, the input shapes, the outputs,
+                    the class names (`nncli.builder.checkpoints.data_record`)
+    rng             the run's generator state
+    epoch           epochs completed
+    training        the run's course (`TrainingState.to_dict`): its history of metrics rows,
+                    the best and early-stopping state, and where an interrupted epoch stopped
+
+`load` adds `path`, the file read.
 
 On disk, a checkpoint is a header and then the pickle:
 
@@ -143,13 +154,7 @@ def load(path: str | Path) -> dict[str, Any]:
                               " it is damaged or crafted")
     if not isinstance(state, dict) or not all(key in state for key in REQUIRED):
         raise CheckpointError(f"{path} is not an nncli checkpoint (it lacks the expected fields)")
-    version = state["format_version"]
-    if not isinstance(version, int) or version < 1:
-        raise CheckpointError(f"{path} is not an nncli checkpoint (bad format version {version!r})")
-    if version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has checkpoint format {version}, newer than this nncli {__version__} reads"
-            f" (format {FORMAT_VERSION}); upgrade nncli to load it"
-        )
+    export.check_format_version(state["format_version"], FORMAT_VERSION,
+                                f"{path} is not an nncli checkpoint", f"{path} has checkpoint format")
     state["path"] = str(path)
     return state

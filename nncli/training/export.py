@@ -163,18 +163,23 @@ def read(path: Path) -> dict:
             )
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(f"{what} (its {META} does not say format {FORMAT!r})")
-    version = header.get("format_version")
-    if not isinstance(version, int) or version < 1:
-        raise CheckpointError(f"{what} (bad format version {version!r})")
-    if version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} is an nncli model export of format {version}, newer than this nncli"
-            f" {__version__} reads (format {FORMAT_VERSION}); upgrade nncli to load it"
-        )
+    check_format_version(header.get("format_version"), FORMAT_VERSION, what,
+                         f"{path} is an nncli model export of format")
     try:
         return _checkpoint(header, arrays, path)
     except (KeyError, TypeError, AttributeError, ValueError) as err:
         raise CheckpointError(f"{path}: its {META} lacks or mangles {err}") from None
+
+
+def check_format_version(version, current: int, refused: str, newer: str) -> None:
+    """Refuse a format `version` that is not a whole number from 1 (`{refused} (bad format
+    version 0)`) or is above `current`, the one this nncli writes (`{newer} 2, newer than this
+    nncli ... reads (format 1); upgrade nncli to load it`): checkpoints and exports alike."""
+    if not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{refused} (bad format version {version!r})")
+    if version > current:
+        raise CheckpointError(f"{newer} {version}, newer than this nncli {__version__} reads"
+                              f" (format {current}); upgrade nncli to load it")
 
 
 def _checkpoint(header: dict, arrays: dict[str, np.ndarray], path: Path) -> dict:

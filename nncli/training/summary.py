@@ -8,6 +8,7 @@ behind is the one the last epoch made.
 from __future__ import annotations
 
 import copy
+import sys
 import time
 
 import numpy as np
@@ -47,9 +48,22 @@ def run_summary(trainer, test: dict | None) -> dict:
         "final": state.history[-1] if state.history else None,
         "parameters": exp.model.num_params(),
         "train_time_s": float(sum(row["epoch_time_s"] for row in state.history)),
+        "peak_rss_mib": peak_rss_mib(),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "test": test,
     })
+
+
+def peak_rss_mib() -> float | None:
+    """The most memory this process has held resident so far, in MiB (None where the platform
+    does not say: Windows has no `resource` module). getrusage's ru_maxrss is in KiB on Linux
+    and in bytes on macOS."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1 << 20 if sys.platform == "darwin" else 1 << 10), 1)
 
 
 def write_summary(run: RunDir, summary: dict) -> None:

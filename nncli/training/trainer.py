@@ -72,6 +72,7 @@ class TrainingState:
     bad_epochs: int = 0
     stopped_early: bool = False
     progress: Progress | None = None
+    step: int | None = 0  # training steps (batches) taken; None from a checkpoint before counts
 
     def to_dict(self) -> dict:
         out = {k: v for k, v in vars(self).items() if k != "progress"}
@@ -81,7 +82,7 @@ class TrainingState:
 
     @classmethod
     def from_dict(cls, saved: dict) -> TrainingState:
-        fields = {k: v for k, v in saved.items() if k != "progress"}
+        fields = {"step": None, **{k: v for k, v in saved.items() if k != "progress"}}
         state = cls(**fields)
         if saved.get("progress") is not None:
             state.progress = Progress(**saved["progress"])
@@ -111,6 +112,10 @@ class Trainer:
         cfg = self.exp.config.train
         if self.stop_requested is not None:  # before the first batch: nothing new to save
             raise Interrupted(self.stop_requested)
+        state = self.state
+        if state.step is None:  # a checkpoint of an nncli before step counts: as it would be
+            batches, progress = steps_per_epoch(self.exp.config, self.exp.splits), state.progress
+            state.step = progress.epoch * batches + progress.batch if progress else state.epoch * batches
         self._call("on_train_begin")
         while self.state.epoch < cfg.epochs and not self.state.stopped_early:
             row = self._run_epoch(self.state.epoch)
@@ -154,6 +159,7 @@ class Trainer:
             weight += loss.batch_weight
             correct += loss.correct(out, yb) or 0
             seen += len(idx)
+            self.state.step += 1
             self._call("on_batch_end", b, value)
             if self.stop_requested is not None:
                 elapsed += time.perf_counter() - start

@@ -31,8 +31,9 @@ class ReLU(Layer):
         if layout != self._zeros_for:
             zeros = np.zeros_like(x)
             self._zeros_for, self._zeros = layout, zeros if zeros.strides == x.strides else 0
-        self.out = np.maximum(x, self._zeros)
-        return self.out
+        out = np.maximum(x, self._zeros)
+        self.out = out if training else None  # evaluation keeps nothing for a backward
+        return out
 
     def backward(self, dout):
         return dout * (self.out > 0)

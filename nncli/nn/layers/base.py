@@ -29,9 +29,9 @@ class Layer:
     #: every array of `grads`: a shard's replica is a shallow copy with `grads` of its own.
     shardable: bool = True
     #: whether the layer's passes are mostly numpy element-wise work (copies, comparisons),
-    #: which numpy runs on one core: a model shards its batches only where such a layer is. A
-    #: model of matrix products alone has OpenBLAS spread them over the cores already, and
-    #: shards would only add their overhead (the MNIST MLP: 4.2 against 3.5 ms a step).
+    #: which numpy runs on one core: a model shards its batches wherever such a layer is. A
+    #: model of matrix products alone shards only where its products are big enough to pay for
+    #: the shards' overhead (nncli.nn.parallel.MIN_SHARD_WORK: the MNIST MLP, not the quickstart).
     elementwise_bound: bool = False
     #: whether the layer applies one non-decreasing function to each value on its own, with a
     #: gradient of 0 wherever two inputs give the same output (ReLU), so that it commutes with a

@@ -108,14 +108,16 @@ class Conv2D(Spatial):
         self.padded_shape = padded.shape
         if padded.shape[3] == 1:
             self.chunks = 1
-            self.cols, self.padded = self._one_channel_columns(padded, n), None
-            out = self.cols @ self._matrix()  # backward: dW = cols.T @ dout
+            cols = self._one_channel_columns(padded, n)
+            # backward: dW = cols.T @ dout; nothing is kept in evaluation
+            self.cols, self.padded = (cols if training else None), None
+            out = cols @ self._matrix()
         else:
             # Chunk by chunk, each chunk's columns made in one buffer: its copy, product and
             # output stay in the core's cache (see `chunk_count`). Backward makes the columns
             # again from the padded input, which is kept instead of them (2 MB against 15 MB
-            # for the MNIST CNN's second convolution).
-            self.cols, self.padded = None, padded
+            # for the MNIST CNN's second convolution), and nothing in evaluation.
+            self.cols, self.padded = None, (padded if training else None)
             self.chunks = chunk_count(n, oh * ow * self._width() * padded.itemsize, CHUNK_BYTES)
             m, rows = n // self.chunks, (n // self.chunks) * oh * ow
             out = np.empty((n * oh * ow, self.filters), dtype=padded.dtype)

@@ -65,7 +65,7 @@ class Linear(Layer):
                 self.cols = nonzero
                 x = x[:, active]
                 W = W.take(active, axis=0)  # a quarter faster than W[active]
-        self.x = x  # backward needs the (possibly column-reduced) input for dW
+        self.x = x if training else None  # backward's dW needs the (possibly column-reduced) input
         out = matmul(x, W)
         if self.bias:
             out += self.params["b"]

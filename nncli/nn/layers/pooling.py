@@ -75,17 +75,19 @@ class MaxPool2D(_Pool):
                 a, b = x[:, 0 : 2 * oh : 2, 0 : 2 * ow : 2], x[:, 0 : 2 * oh : 2, 1 : 2 * ow : 2]
                 c_, d = x[:, 1 : 2 * oh : 2, 0 : 2 * ow : 2], x[:, 1 : 2 * oh : 2, 1 : 2 * ow : 2]
             top, bottom = np.maximum(a, b), np.maximum(c_, d)
-            self.left_top, self.left_bottom = a >= b, c_ >= d
-            self.upper = top >= bottom
-            self.x_shape = x.shape
+            if training:  # evaluation keeps nothing, and skips the comparisons
+                self.left_top, self.left_bottom = a >= b, c_ >= d
+                self.upper = top >= bottom
+                self.x_shape = x.shape
             out = np.maximum(top, bottom, out=top)
             return out.reshape(-1, *out.shape[-3:]) if self.blocked else out
         n, _, _, c = x.shape
         if self.tiled:
             view = x.reshape(n, oh, kh, ow, kw, c)
             out = view.max(axis=(2, 4))
-            self.saved = view  # backward compares the windows with their maxima
-            self.out = out
+            if training:
+                self.saved = view  # backward compares the windows with their maxima
+                self.out = out
             return out
         padded = pad_images(x, self.pads, -np.inf)
         windows = window_view(padded, kh, kw, sh, sw, oh, ow).reshape(n, oh, ow, kh * kw, c)

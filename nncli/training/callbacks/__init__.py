@@ -4,6 +4,10 @@ The trainer calls each callback's hooks in order:
 
     on_train_begin  on_epoch_begin(epoch, batches, first_batch)  on_batch_end(batch, loss)
     on_epoch_end(row)  on_interrupt(signum)  on_nonfinite(report)  on_train_end
+
+and the train command, once the run's summary is written, `on_summary(summary)`; then, however
+training ended, `close()`. `TensorBoardLogger` (tensorboard.py) is imported where a run asks
+for it: it imports tensorboardX, an optional extra, only once it starts.
 """
 
 from nncli.training.callbacks.base import Callback
@@ -14,6 +18,7 @@ from nncli.training.callbacks.files import (
     NanReporter,
     StepsWriter,
 )
+from nncli.training.callbacks.threads import ThreadChooser
 
 __all__ = [
     "Callback",
@@ -23,4 +28,5 @@ __all__ = [
     "NanReporter",
     "ProgressBar",
     "StepsWriter",
+    "ThreadChooser",
 ]

@@ -17,3 +17,9 @@ class Callback:
     def on_nonfinite(self, trainer, report: dict) -> None: ...
 
     def on_train_end(self, trainer) -> None: ...
+
+    # called by the train command, not the trainer: once summary.json is written
+    def on_summary(self, trainer, summary: dict) -> None: ...
+
+    def close(self) -> None:
+        """Release what the callback holds open; called however training ended."""

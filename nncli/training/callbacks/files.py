@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from nncli.builder import data_record, steps_per_epoch
 from nncli.fileio import atomic_write_json, atomic_write_text
+from nncli.nn.parallel import setting_record
 from nncli.training import checkpoint
 from nncli.training.callbacks.base import Callback
 from nncli.training.rundir import RunDir, metrics_csv, read_steps, steps_csv
@@ -23,6 +24,7 @@ def training_checkpoint(trainer, config: dict) -> dict:
         "preprocessor": exp.splits.preprocessor.state_dict(),
         "data": data_record(exp.config, exp.splits),
         "rng": exp.rng.bit_generator.state,
+        "threads": setting_record(exp.model),  # resumed so: the same shards, the same numbers
         "epoch": trainer.state.epoch,
         "training": trainer.state.to_dict(),
     }

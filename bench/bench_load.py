@@ -1,0 +1,226 @@
+"""Benchmark: nncli's automatic threads against each fixed choice, on a quiet machine and with a
+busy process holding one core.
+
+Issue 21's targets: on a quiet machine the automatic choice (NNCLI_THREADS unset) is within 5%
+of the best fixed choice for the quickstart, the MLP and the CNN; with a competing busy process
+it is within 1.3x of the best fixed choice, and at least 3x faster than today's default on the
+quickstart ("today's default": how nncli ran before the choice was measured, the BLAS with its
+own threads on a whole batch for the MLPs (NNCLI_THREADS=blas), and two shards in two threads
+for the CNN on 2 CPUs (NNCLI_THREADS=2)).
+
+The choices, each `nncli train` in a process of its own:
+
+  auto  NNCLI_THREADS unset: shards fixed by the CPUs, the model and the batch size, the BLAS
+        held to one thread, and the threads that run the shards measured (one, or one a shard)
+  1     NNCLI_THREADS=1: every batch whole, in one thread
+  2     NNCLI_THREADS=2: two shards (where the model shards at all) in two threads
+  blas  NNCLI_THREADS=blas: every batch whole, the BLAS with its own threads
+
+The CNN is timed without `blas` unless --cnn-blas: whole batches with the BLAS's threads were
+never how nncli ran it, and beside a busy loop an epoch of it takes minutes. On the quickstart,
+`1` and `2` run the same way (its batches of 64 are too small to shard): their difference, like
+auto's from them, is the machine's noise.
+
+The workloads: configs/quickstart.yaml (the MNIST subset shipped inside nncli), and the MNIST
+MLP and CNN (configs/mnist_mlp.yaml, mnist_cnn.yaml) on the first --mlp-images / --cnn-images
+training images of $NNCLI_DATA_DIR/mnist (written to a temporary folder, with 1,000 test images,
+so that a round stays short even where a choice is 30x slower), no validation split. The figure
+is each run's median epoch_time_s over --epochs epochs (the first epoch of an automatic run
+includes its measurement, a few steps).
+
+Each round runs both conditions (quiet, then busy: `python -c "while True: pass"` pinned to the
+last CPU, started before and ended after that condition's runs), and within each, every workload
+and every choice, in an order that rotates from round to round. The report gives each choice's
+median over the rounds, and the per-round ratios of auto to the best fixed choice (the one with
+the smallest median) and to today's default, with their medians. The machine's load average is
+printed before and after: on a shared machine "quiet" is only as quiet as the other users let it
+be, and on the quickstart, where auto, 1 and 2 run the same code, their spread is the noise.
+
+    python bench/bench_load.py [--rounds 3] [--epochs 3] [--data-dir ../shared/data]
+                               [--only quickstart,mlp,cnn] [--conditions quiet,busy] [--cnn-blas]
+
+About 5 minutes with the defaults on 2 quiet cores (the busy runs of today's default dominate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+CHOICES = {"auto": None, "1": "1", "2": "2", "blas": "blas"}
+FIXED = ("1", "2", "blas")
+# how nncli ran each workload before the threads were measured (main before issue 21)
+TODAY = {"quickstart": "blas", "mlp": "blas", "cnn": "2"}
+WORKLOADS = {
+    "quickstart": ("quickstart.yaml", []),
+    "mlp": ("mnist_mlp.yaml", ["--set", "data.val_size=0", "--set", "train.early_stopping=null"]),
+    "cnn": ("mnist_cnn.yaml", ["--set", "data.val_size=0"]),
+}
+TARGETS = {"quiet": 1.05, "busy": 1.3}  # auto against the best fixed choice, at most
+# the CNN whole with the BLAS's threads was never nncli's way to run it, and on a loaded machine
+# an epoch of it takes minutes: timed only with --cnn-blas
+CNN_CHOICES = ("auto", "1", "2")
+
+
+def write_idx(path: Path, array) -> None:
+    """An IDX file (gzip), as MNIST's: uint8 data of 1 to 3 dimensions."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(header + array.tobytes())
+
+
+def subset(source: Path, target: Path, images: int) -> None:
+    """The first `images` training images of MNIST (and 1,000 test images) under target/mnist."""
+    from nncli.data.idx import read_idx
+
+    (target / "mnist").mkdir(parents=True)
+    for name, n in (("train", images), ("t10k", 1000)):
+        for kind in ("images-idx3", "labels-idx1"):
+            file = f"{name}-{kind}-ubyte.gz"
+            write_idx(target / "mnist" / file, read_idx(source / "mnist" / file)[:n])
+
+
+def run(config: Path, extra: list[str], choice: str, epochs: int, data_dir: Path) -> float:
+    """The median epoch time of one `nncli train` with NNCLI_THREADS as `choice` says."""
+    env = {k: v for k, v in os.environ.items() if k != "NNCLI_THREADS"}
+    if CHOICES[choice] is not None:
+        env["NNCLI_THREADS"] = CHOICES[choice]
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, "-m", "nncli", "train", str(config), "--quiet", "--run-dir",
+                   f"{tmp}/run", "--data-dir", str(data_dir), "--set", f"train.epochs={epochs}", *extra]
+        done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        if done.returncode:
+            sys.exit(f"nncli train {config.name} (NNCLI_THREADS={CHOICES[choice]}) failed:\n{done.stderr}")
+        with open(f"{tmp}/run/metrics.csv", newline="") as f:
+            return statistics.median(float(row["epoch_time_s"]) for row in csv.DictReader(f))
+
+
+class Busy:
+    """A Python busy loop pinned to one CPU, for the length of a `with` block."""
+
+    def __init__(self, cpu: int | None):
+        self.cpu, self.proc = cpu, None
+
+    def __enter__(self):
+        cpu = self.cpu
+
+        def pin():
+            if cpu is not None and hasattr(os, "sched_setaffinity"):
+                os.sched_setaffinity(0, {cpu})
+
+        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=pin)
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def load() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--data-dir", default=os.environ.get("NNCLI_DATA_DIR", str(SHARED / "data")))
+    parser.add_argument("--only", default="quickstart,mlp,cnn", help="workloads, comma-separated")
+    parser.add_argument("--conditions", default="quiet,busy")
+    parser.add_argument("--mlp-images", type=int, default=8192, help="MNIST training images (MLP)")
+    parser.add_argument("--cnn-images", type=int, default=6144, help="MNIST training images (CNN)")
+    parser.add_argument("--cnn-blas", action="store_true", help="time the CNN with NNCLI_THREADS=blas too")
+    parser.add_argument("--busy-cpu", type=int, default=None, help="the CPU the busy loop is pinned to"
+                        " (default: the last this process may use; -1: not pinned)")
+    args = parser.parse_args()
+    if args.rounds < 1 or args.epochs < 1:
+        sys.exit("--rounds and --epochs must be at least 1")
+    workloads = [w.strip() for w in args.only.split(",") if w.strip()]
+    conditions = [c.strip() for c in args.conditions.split(",") if c.strip()]
+    if not set(workloads) <= set(WORKLOADS) or not set(conditions) <= set(TARGETS):
+        sys.exit(f"--only takes {', '.join(WORKLOADS)}; --conditions takes quiet, busy")
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [None]
+    busy_cpu = cpus[-1] if args.busy_cpu is None else (None if args.busy_cpu < 0 else args.busy_cpu)
+    source = Path(args.data_dir)
+    if {"mlp", "cnn"} & set(workloads) and not (source / "mnist").is_dir():
+        sys.exit(f"no MNIST files under {source}/mnist: set NNCLI_DATA_DIR or --data-dir")
+
+    print(f"{cpu_name()}, {len(cpus)} CPUs; load average {load()} before; busy loop pinned to CPU"
+          f" {busy_cpu}", flush=True)
+    choices = {w: list(CHOICES) if w != "cnn" or args.cnn_blas else list(CNN_CHOICES) for w in workloads}
+    times = {(c, w, k): [] for c in conditions for w in workloads for k in choices[w]}
+    with tempfile.TemporaryDirectory() as tmp:
+        data = {"quickstart": source}
+        for name, images in (("mlp", args.mlp_images), ("cnn", args.cnn_images)):
+            if name in workloads:
+                subset(source, Path(tmp) / name, images)
+                data[name] = Path(tmp) / name
+        for r in range(args.rounds):
+            for condition in conditions:
+                with Busy(busy_cpu) if condition == "busy" else _nothing():
+                    for w in workloads:
+                        config, extra = WORKLOADS[w]
+                        names = choices[w]
+                        for choice in names[r % len(names):] + names[: r % len(names)]:  # rotating
+                            t = run(ROOT / "configs" / config, extra, choice, args.epochs, data[w])
+                            times[condition, w, choice].append(t)
+                        line = ", ".join(f"{k} {times[condition, w, k][-1]:.3f}" for k in names)
+                        print(f"round {r + 1} {condition:5s} {w:10s} median epoch s: {line}", flush=True)
+    print(f"load average {load()} after")
+    report(times, conditions, choices)
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+def report(times: dict, conditions: list[str], choices: dict[str, list[str]]) -> None:
+    for condition in conditions:
+        for w, names in choices.items():
+            got = {k: times[condition, w, k] for k in names}
+            medians = ", ".join(f"{k} {statistics.median(v):.3f}" for k, v in got.items())
+            # the best fixed choice: the one with the smallest median over the rounds (a per-round
+            # minimum over the choices would favour them: the least of three noisy draws)
+            fixed = min((k for k in FIXED if k in got), key=lambda k: statistics.median(got[k]))
+            vs_best = [a / b for a, b in zip(got["auto"], got[fixed], strict=True)]
+            vs_today = [t / a for a, t in zip(got["auto"], got[TODAY[w]], strict=True)]
+            target = TARGETS[condition]
+            ok = statistics.median(vs_best) <= target
+            print(f"{condition:5s} {w:10s} median epoch s: {medians}")
+            rounds = ", ".join(f"{x:.2f}" for x in vs_best)
+            print(f"      auto / best fixed ({fixed}) per round {rounds}, median"
+                  f" {statistics.median(vs_best):.2f} (target <= {target}: {'met' if ok else 'NOT met'});"
+                  f" today's default ({TODAY[w]}) / auto per round {', '.join(f'{x:.2f}' for x in vs_today)},"
+                  f" median {statistics.median(vs_today):.2f}"
+                  + (" (target >= 3 on the quickstart)" if condition == "busy" and w == "quickstart" else ""))
+
+
+if __name__ == "__main__":
+    main()
