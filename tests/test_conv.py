@@ -297,3 +297,55 @@ def test_only_a_pool_the_convolution_feeds_is_blocked():
                     ("maxpool2d", {})]) == [False, False]
     assert blocked([conv, ("maxpool2d", {"size": 3, "stride": 2})]) == [False, False]
     assert blocked([conv, ("maxpool2d", {})], shape=(2, 7, 7)) == [False, False]  # odd: not tiled
+
+
+def test_chunk_count_is_a_divisor_near_the_target():
+    from nncli.nn.layers.conv import chunk_count
+
+    # the MNIST CNN's second convolution: 196 rows of 145 float32 values a sample
+    assert chunk_count(128, 196 * 145 * 4, 1 << 20) == 16
+    assert chunk_count(96, 196 * 145 * 4, 1 << 20) == 12
+    assert chunk_count(2, 196 * 145 * 4, 1 << 20) == 1  # small batches: one chunk
+    assert chunk_count(7, 10**6, 1 << 20) == 7  # one sample a chunk is the nearest
+    assert chunk_count(97, 196 * 145 * 4, 1 << 20) == 1  # 97 chunks of one would be too small
+    for n in range(1, 40):
+        assert n % chunk_count(n, 50_000, 1 << 17) == 0
+
+
+@pytest.mark.parametrize("blocked", [True, False])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"filters": 4, "kernel": 3, "padding": 1},
+        {"filters": 3, "kernel": [2, 3], "stride": [2, 1], "bias": False},
+    ],
+)
+def test_a_convolution_in_chunks_gives_what_one_chunk_gives(monkeypatch, options, blocked):
+    # the batch of 6 as 6 chunks of one sample, or 3 of two, against one chunk of all six:
+    # outputs, weight gradients and input gradients agree to rounding
+    from nncli.nn.layers import conv
+
+    def run(samples_a_chunk: int):
+        layers = [LAYERS.create("conv2d", options), LAYERS.create("maxpool2d"), LAYERS.create("flatten")]
+        model = Sequential([*layers, LAYERS.create("linear", {"units": 3})])
+        model.build((3, 8, 8), np.random.default_rng(2), np.float64)
+        model.input_gradient(True)
+        if not blocked:
+            layers[0].blocked = layers[1].blocked = False
+        assert layers[0].blocked == (blocked and options.get("stride", 1) == 1)
+        (oh, ow), width = layers[0].out_hw, layers[0]._width()
+        monkeypatch.setattr(conv, "CHUNK_BYTES", samples_a_chunk * oh * ow * width * 8)
+        x = np.random.default_rng(3).standard_normal((6, 3, 8, 8))
+        out = model.forward(x, training=True)
+        dx = model.backward(np.random.default_rng(4).standard_normal(out.shape))
+        return layers[0].chunks, out, dx, {k: g.copy() for k, g in model.grads.items()}
+
+    chunks, *whole = run(6)
+    assert chunks == 1
+    for samples in (1, 2):
+        chunks, *parts = run(samples)
+        assert chunks == 6 // samples
+        for got, want in zip(parts[:2], whole[:2], strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+        for name, grad in whole[2].items():
+            np.testing.assert_allclose(parts[2][name], grad, rtol=1e-12, atol=1e-12, err_msg=name)

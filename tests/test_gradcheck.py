@@ -590,6 +590,25 @@ def test_convolution_and_pooling_variants_match_central_differences(case):
     assert {r.name for r in results} >= {"input"}
 
 
+@pytest.mark.parametrize(
+    "case", ["conv blocked for its pool, batchnorm between", "conv same padding, stride 2, odd sizes"]
+)
+def test_convolutions_in_chunks_match_central_differences(monkeypatch, case):
+    # one sample a chunk (nncli.nn.layers.conv.chunk_count): the columns made again in backward
+    from nncli.nn.layers import conv
+
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 1)
+    specs, shape = CONV_VARIANTS[case]
+    layers = [LAYERS.create(name, options) for name, options in specs]
+    model = Sequential([*layers, LAYERS.create("flatten"), Linear(3)])
+    rng = np.random.default_rng(6)
+    model.build(shape, rng, np.float64)
+    x = rng.standard_normal((N, *shape))
+    results = check_model(model, LOSSES.create("mse"), x, _regression_target(rng, 3), rng=rng)
+    _assert_passes(results)
+    assert layers[0].chunks == N > 1
+
+
 def test_pooling_ties_are_kinks_and_the_rest_is_exact():
     # integer inputs: many windows hold two equal maxima; perturbing either changes which one
     # wins (a kink), and every other entry must meet the tolerance

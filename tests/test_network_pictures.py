@@ -205,6 +205,24 @@ def test_feature_maps_are_the_layers_outputs_as_configured(trained):
     assert maps[3].shape == (2, 4, 12, 12)
 
 
+def test_feature_maps_of_a_convolution_run_in_chunks_are_in_pixel_order(monkeypatch):
+    # a convolution of several channels computes its batch in chunks (nncli.nn.layers.conv),
+    # blocked as (chunks, 2, 2, N/chunks, ...): one sample a chunk gives the maps of one chunk
+    from nncli.nn import LAYERS, Sequential
+    from nncli.nn.layers import conv
+
+    model = Sequential([LAYERS.create("conv2d", {"filters": 3, "kernel": 3, "padding": 1}),
+                        LAYERS.create("relu"), LAYERS.create("maxpool2d")])
+    model.build((2, 6, 6), np.random.default_rng(0), np.float64)
+    x = np.random.default_rng(1).normal(size=(4, 2, 6, 6))
+    whole = layer_outputs(model, x, [0, 2])
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 1)
+    parts = layer_outputs(model, x, [0, 2])
+    assert model.layers[0].chunks == 4
+    for i in (0, 2):
+        np.testing.assert_allclose(parts[i], whole[i], rtol=1e-12, atol=1e-12)
+
+
 def test_mosaic_puts_every_tile_in_its_cell():
     tiles = np.stack([np.full((2, 3), k / 10) for k in range(7)])
     image = mosaic(tiles)

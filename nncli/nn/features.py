@@ -8,7 +8,8 @@ so that a layer's output is what the config describes:
 - a ReLU just before a max pool runs after it (`nncli.nn.model._execution_order`): the pool's
   output as configured is then the ReLU's, which comes right after it;
 - a convolution feeding a 2x2 pool hands its output over blocked by window corner,
-  (2, 2, N, OH/2, OW/2, F) (`nncli.nn.model.block_for_pooling`): it is put back in pixel order.
+  (chunks, 2, 2, N/chunks, OH/2, OW/2, F) (`nncli.nn.model.block_for_pooling`): it is put back
+  in pixel order.
 
 `feature_map_layers` names the layers whose outputs are feature maps: convolutions and pools.
 """
@@ -17,7 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from nncli.nn.layers.conv import AvgPool2D, Conv2D, MaxPool2D
+from nncli.nn.layers.conv import Conv2D
+from nncli.nn.layers.pooling import AvgPool2D, MaxPool2D
 from nncli.nn.model import Sequential
 
 FEATURE_MAP_LAYERS = (Conv2D, MaxPool2D, AvgPool2D)
@@ -52,7 +54,7 @@ def layer_outputs(model: Sequential, x: np.ndarray, wanted: list[int]) -> dict[i
 
 def _pixel_order(layer, value: np.ndarray) -> np.ndarray:
     """A layer's output (N, H, W, C), put back from the blocked layout where it is in it."""
-    if value.ndim == 6:  # (2, 2, N, OH/2, OW/2, F): output pixel (2 ph + dy, 2 pw + dx)
-        _, _, n, ph, pw, f = value.shape
-        return value.transpose(2, 3, 0, 4, 1, 5).reshape(n, 2 * ph, 2 * pw, f)
+    if value.ndim == 7:  # (chunks, 2, 2, N/chunks, OH/2, OW/2, F): pixel (2 ph + dy, 2 pw + dx)
+        k, _, _, m, ph, pw, f = value.shape
+        return value.transpose(0, 3, 4, 1, 5, 2, 6).reshape(k * m, 2 * ph, 2 * pw, f)
     return value

@@ -9,7 +9,7 @@ applied only by `predict`: `forward` returns the logits that training and the lo
 `predict` the probabilities a user wants.
 
 Images enter and leave a model channels first, (N, C, H, W), and travel inside it channels-last,
-(N, H, W, C), the layout convolutions compute in (see nncli.nn.layers.conv): `forward` and
+(N, H, W, C), the layout convolutions compute in (see nncli.nn.layers.spatial): `forward` and
 `backward` convert at the boundary, `inside` and `outside` are the conversions.
 
 Once built, all parameters live in one contiguous array and all gradients in another
@@ -39,7 +39,8 @@ import numpy as np
 from nncli._openblas import thread_control
 from nncli.errors import ConfigError
 from nncli.nn.layers import Layer
-from nncli.nn.layers.conv import Conv2D, MaxPool2D
+from nncli.nn.layers.conv import Conv2D
+from nncli.nn.layers.pooling import MaxPool2D
 from nncli.nn.parallel import MIN_SHARD_WORK, Shards, shard_bounds
 
 # What a model may ask for, checked from its shapes before any array is made: 2^28 parameters
@@ -119,7 +120,8 @@ def _execution_order(layers: list[Layer]) -> list[int]:
 def block_for_pooling(layers: list[Layer], order: list[int]) -> None:
     """Where a stride-1 convolution feeds a 2x2 max pool over even sizes (through layers that
     do not care about the pixels' order, `Layer.any_pixel_order`), let the convolution write
-    its output blocked by window corner, (2, 2, N, OH/2, OW/2, F): its rows are computed in that
+    its output blocked by window corner, (chunks, 2, 2, N/chunks, OH/2, OW/2, F) (the batch in
+    the chunks the convolution computes it in: see Conv2D.forward): its rows are computed in that
     order at no extra cost, and each corner of every window is then one contiguous array for
     the pool, forward and backward. The layers must run in `order` (the execution order)."""
     for position, index in enumerate(order):

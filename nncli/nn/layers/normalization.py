@@ -20,7 +20,7 @@ class BatchNorm(Layer):
     the classic tutorials). Evaluation uses the running statistics.
 
     Shape: (D,) -> (D,), or (C, H, W) -> (C, H, W) with gamma and beta of shape (C,). Images
-    arrive channels-last inside a model (see nncli.nn.layers.conv), so a (N*H*W, C) view of
+    arrive channels-last inside a model (see nncli.nn.layers.spatial), so a (N*H*W, C) view of
     them is normalized exactly as flat input is.
     """
 
