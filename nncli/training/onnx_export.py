@@ -40,7 +40,7 @@ from nncli.builder.trained import TrainedModel
 from nncli.data import preprocess
 from nncli.errors import NncliError
 from nncli.fileio import atomic_write_bytes
-from nncli.nn.layers import activations, conv, core, normalization
+from nncli.nn.layers import activations, conv, core, normalization, pooling
 from nncli.nn.layers.base import Layer
 from nncli.nn.losses import Loss
 
@@ -122,18 +122,18 @@ def _conv(g: Graph, layer: conv.Conv2D, x: str, at: str) -> str:
                   dilations=[1, 1], group=1, **_pads(layer))
 
 
-def _maxpool(g: Graph, layer: conv.MaxPool2D, x: str, at: str) -> str:
+def _maxpool(g: Graph, layer: pooling.MaxPool2D, x: str, at: str) -> str:
     # padding is -inf in both; windows that run past the input are dropped (ceil_mode 0)
     return g.node("MaxPool", [x], at, kernel_shape=list(layer.kernel), strides=list(layer.stride),
                   ceil_mode=0, **_pads(layer))
 
 
-def _avgpool(g: Graph, layer: conv.AvgPool2D, x: str, at: str) -> str:
+def _avgpool(g: Graph, layer: pooling.AvgPool2D, x: str, at: str) -> str:
     return g.node("AveragePool", [x], at, kernel_shape=list(layer.kernel), strides=list(layer.stride),
                   ceil_mode=0, count_include_pad=1, **_pads(layer))
 
 
-def _global_avgpool(g: Graph, layer: conv.GlobalAvgPool, x: str, at: str) -> str:
+def _global_avgpool(g: Graph, layer: pooling.GlobalAvgPool, x: str, at: str) -> str:
     pooled = g.node("GlobalAveragePool", [x], f"{at}.pooled")  # (N, C, 1, 1)
     return g.node("Flatten", [pooled], at, axis=1)
 
@@ -183,9 +183,9 @@ CONVERTERS: dict[type[Layer], Callable[[Graph, Layer, str, str], str]] = {
     activations.Tanh: _unary("Tanh"),
     activations.Softmax: _softmax,
     conv.Conv2D: _conv,
-    conv.MaxPool2D: _maxpool,
-    conv.AvgPool2D: _avgpool,
-    conv.GlobalAvgPool: _global_avgpool,
+    pooling.MaxPool2D: _maxpool,
+    pooling.AvgPool2D: _avgpool,
+    pooling.GlobalAvgPool: _global_avgpool,
     normalization.BatchNorm: _batchnorm,
 }
 
