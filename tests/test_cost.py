@@ -3,28 +3,16 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from test_check import layer_rows  # the table's rows, read as test_check reads them
 
 from nncli.nn.cost import MACS, NO_MACS, macs
 from nncli.nn.layers import LAYERS
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-def table(stdout: str) -> list[list[str]]:
-    lines = stdout.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["#", "layer"])
-    rows = []
-    for line in lines[start + 1 :]:
-        cells = re.split(r"\s{2,}", line.strip())
-        if not cells[0].isdigit():
-            break
-        rows.append(cells)
-    return rows
 
 
 def test_mnist_cnn_macs_match_a_hand_count(workdir, nncli):
@@ -37,7 +25,7 @@ def test_mnist_cnn_macs_match_a_hand_count(workdir, nncli):
     fc1 = (32 * 7 * 7) * 128  # after the second pool: 32x7x7 flattened
     fc2 = 128 * 10
     assert (conv1, conv2, fc1, fc2) == (112_896, 903_168, 200_704, 1_280)
-    assert [(row[1].split("(")[0], row[4]) for row in table(result.stdout)] == [
+    assert [(row[1].split("(")[0], row[4]) for row in layer_rows(result.stdout)] == [
         ("conv2d", f"{conv1:,}"), ("relu", "0"), ("maxpool2d", "0"),
         ("conv2d", f"{conv2:,}"), ("relu", "0"), ("maxpool2d", "0"), ("flatten", "0"),
         ("linear", f"{fc1:,}"), ("relu", "0"), ("linear", f"{fc2:,}"),
@@ -70,14 +58,14 @@ def test_every_layer_has_a_mac_rule(name):
     assert (name in MACS) != (name in NO_MACS), f"{name}: say in nncli.nn.cost what it costs"
 
 
-def test_model_summary_is_the_check_table(workdir, spiral, nncli):
+def test_model_summary_is_the_check_layer_rows(workdir, spiral, nncli):
     import nncli as api
 
     (workdir / "s.yaml").write_text(spiral({"train.epochs": 1}))
     assert nncli("train", "s.yaml", "--run-dir", "r", "--quiet").exit_code == 0
     checked = nncli("check", "s.yaml")
     summary = api.load(workdir / "r").summary()
-    assert table(summary) == table(checked.stdout) == [
+    assert layer_rows(summary) == layer_rows(checked.stdout) == [
         ["0", "linear(units=32, init=he)", "(32,)", "96", "64"],  # 2 inputs x 32 units
         ["1", "relu", "(32,)", "0", "0"],
         ["2", "dropout(p=0.1)", "(32,)", "0", "0"],

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import config_text
 
 from nncli._openblas import thread_control
 from nncli.builder import build_experiment
@@ -19,20 +20,10 @@ from nncli.training.callbacks import threads as chooser_module
 from nncli.training.callbacks.threads import ThreadChooser
 from nncli.training.trainer import Trainer
 
-CNN = """\
-name: threads
-seed: 3
-data: {dataset: mnist_small, val_size: 5000, preprocess: [scale], augment: [{random_shift: {pixels: 1}}]}
-model:
-  - conv2d: {filters: 4, kernel: 3, padding: 1}
-  - relu
-  - maxpool2d: {size: 2}
-  - flatten
-  - linear: {units: 10}
-loss: softmax_cross_entropy
-optimizer: {type: sgd, lr: 0.05, momentum: 0.9}
-train: {epochs: 2, batch_size: 96}
-"""
+# the conftest CNN with augmentation (drawn from the run's generator between batches) and
+# batches of 96: two shards of 48
+CNN = config_text("cnn", {"name": "threads", "seed": 3, "train.batch_size": 96,
+                          "data.augment": [{"random_shift": {"pixels": 1}}]})
 
 
 @pytest.fixture
