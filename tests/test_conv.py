@@ -92,6 +92,11 @@ CONV_CASES = [
     ({"filters": 2, "kernel": 3, "stride": 2, "padding": "same"}, (2, 7, 8), ((1, 1), (0, 1))),
     ({"filters": 2, "kernel": 4, "padding": "same"}, (1, 5, 5), ((1, 2), (1, 2))),
     ({"filters": 2, "kernel": 5, "padding": [2, 0], "bias": False}, (2, 6, 6), ((2, 2), (0, 0))),
+    # stride 1 with channels: the correlation backward, uneven padding and a non-square kernel
+    ({"filters": 2, "kernel": 4, "padding": "same"}, (3, 5, 6), ((1, 2), (1, 2))),
+    ({"filters": 3, "kernel": [3, 2], "padding": [1, 1]}, (2, 6, 5), ((1, 1), (1, 1))),
+    # stride 1 padded by the kernel's size: output pixels over padding alone, the per-offset backward
+    ({"filters": 2, "kernel": 2, "padding": 2}, (2, 5, 4), ((2, 2), (2, 2))),
 ]
 
 
@@ -211,7 +216,7 @@ def test_evaluation_keeps_nothing_for_a_backward_and_gives_what_training_gives()
     evaluated = model.forward(x, training=False)
     assert evaluated.tobytes() == trained.tobytes()
     kept = {name: getattr(layer, name, None) for layer in model.layers
-            for name in ("cols", "out", "x", "left_top", "upper", "saved")}
+            for name in ("cols", "inputs", "padded", "out", "x", "left_top", "upper", "saved")}
     assert all(value is None for value in kept.values()), [k for k, v in kept.items() if v is not None]
     model.forward(x, training=True)  # and training after evaluation still has its backward
     assert model.backward(np.ones_like(trained)) is None
@@ -349,3 +354,55 @@ def test_a_convolution_in_chunks_gives_what_one_chunk_gives(monkeypatch, options
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
         for name, grad in whole[2].items():
             np.testing.assert_allclose(parts[2][name], grad, rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+def test_the_correlation_backward_is_taken_where_it_applies():
+    def conv_after(options, shape=(2, 6, 6)):
+        conv = LAYERS.create("conv2d", options)
+        model = Sequential([LAYERS.create("conv2d", {"filters": shape[0], "kernel": 1}), conv])
+        model.build((1, *shape[1:]), np.random.default_rng(0), np.float64)
+        model.forward(RNG.standard_normal((2, 1, *shape[1:])), training=True)
+        return conv.full_grad, conv.inputs is not None
+
+    assert conv_after({"filters": 2, "kernel": 3, "padding": 1}) == (True, True)
+    assert conv_after({"filters": 2, "kernel": 4, "padding": "same"}) == (True, True)
+    assert conv_after({"filters": 2, "kernel": 3, "stride": 2}) == (False, False)
+    assert conv_after({"filters": 2, "kernel": 2, "padding": [1, 2]}) == (False, False)
+    # the first layer computes no input gradient: nothing to correlate
+    first = model_of("conv2d", {"filters": 2, "kernel": 3, "padding": 1}, (2, 5, 5))
+    first.input_gradient(False)
+    first.forward(RNG.standard_normal((2, 2, 5, 5)), training=True)
+    assert first.layers[0].full_grad and first.layers[0].inputs is None
+
+
+@pytest.mark.parametrize("blocked", [True, False])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"filters": 4, "kernel": 3, "padding": 1},
+        {"filters": 3, "kernel": [4, 2], "padding": "same", "bias": False},  # pads (1, 2) and (0, 1)
+    ],
+)
+def test_the_correlation_backward_gives_what_the_per_offset_backward_gives(monkeypatch, options, blocked):
+    # in two chunks of three samples, blocked for the pool or not
+    from nncli.nn.layers import conv
+
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 3 * 6 * 8 * 30 * 8)
+    x = RNG.standard_normal((6, 3, 6, 8))
+    dout = RNG.standard_normal((6, 3))
+    results = []
+    for correlates in (True, False):
+        monkeypatch.setattr(conv.Conv2D, "full_grad", property(lambda self, c=correlates: c))
+        layers = [LAYERS.create("conv2d", options), LAYERS.create("maxpool2d"), LAYERS.create("flatten")]
+        model = Sequential([*layers, LAYERS.create("linear", {"units": 3})])
+        model.build((3, 6, 8), np.random.default_rng(3), np.float64)
+        model.input_gradient(True)
+        layers[0].blocked = layers[1].blocked = blocked
+        out = model.forward(x, training=True)
+        assert layers[0].chunks == 2 and (layers[0].inputs is not None) == correlates
+        results.append((out, model.backward(dout), {k: g.copy() for k, g in model.grads.items()}))
+    (out_c, dx_c, g_c), (out_p, dx_p, g_p) = results
+    np.testing.assert_array_equal(out_c, out_p)
+    np.testing.assert_allclose(dx_c, dx_p, rtol=1e-12, atol=1e-12)
+    for name in g_p:
+        np.testing.assert_allclose(g_c[name], g_p[name], rtol=1e-12, atol=1e-12, err_msg=name)

@@ -564,6 +564,10 @@ CONV_VARIANTS = {
     "conv non-square kernel and stride": (
         [("conv2d", {"filters": 3, "kernel": [2, 3], "stride": [1, 2]})], (2, 5, 7)),
     "conv valid, no bias": ([("conv2d", {"filters": 2, "kernel": 4, "bias": False})], (1, 6, 5)),
+    "conv stride 1, uneven padding, channels": (
+        [("conv2d", {"filters": 2, "kernel": [4, 3], "padding": "same", "bias": False})], (3, 5, 6)),
+    "conv stride 1, padded by the kernel's size": (
+        [("conv2d", {"filters": 2, "kernel": 2, "padding": 2})], (2, 4, 5)),
     "maxpool odd sizes": ([("maxpool2d", {"size": 2})], (2, 5, 7)),
     "maxpool overlapping": ([("maxpool2d", {"size": 3, "stride": 2})], (2, 7, 7)),
     "maxpool padded, non-square": (

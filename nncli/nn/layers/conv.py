@@ -3,9 +3,12 @@
   forward     im2col through a strided view of the padded input, then one product
               (M*OH*OW, kh*kw*C) @ (kh*kw*C, F) for each chunk of M samples (about 1 MiB of
               columns: see `chunk_count`; one chunk of all N for a one-channel input)
-  backward    for each chunk, its columns made again, dW as one product with them, and dX as
-              one product per kernel offset, added into the padded input gradient (kh*kw
-              iterations, never np.add.at)
+  backward    stride 1 (see `Conv2D.full_grad`), for each chunk: im2col of its output gradient,
+              padded to the "full" correlation's size, then dX as one product with the flipped
+              kernel and dW as one with the chunk's input (see `_FullCorrelation`).
+              Otherwise, for each chunk: its columns made again, dW as one product with them,
+              and dX as one product per kernel offset, added into the padded input gradient
+              (kh*kw iterations, never np.add.at)
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from numpy.lib.stride_tricks import as_strided
 from nncli import validate
 from nncli.nn.initializers import get_initializer, initializer_config
 from nncli.nn.layers.base import LAYERS
+from nncli.nn.layers.blas import column_sums
 from nncli.nn.layers.spatial import Spatial, pad_images, padding_option, pair_option, window_view
 
 # How many bytes of im2col columns a convolution makes at a time (see `chunk_count`).
@@ -82,6 +86,14 @@ class Conv2D(Spatial):
         self._setup(input_shape)
         return (self.filters, *self.out_hw)
 
+    @property
+    def full_grad(self) -> bool:
+        """Whether backward takes the gradients from a correlation of the output gradient
+        (`_correlation_backward`): stride 1, and no side padded by as much as the kernel (every
+        output pixel then sees an input pixel)."""
+        (kh, kw), ((top, bottom), (left, right)) = self.kernel, self.pads
+        return self.stride == (1, 1) and max(top, bottom) < kh and max(left, right) < kw
+
     def param_count(self, input_shape):
         kh, kw = self.kernel
         return self.filters * (input_shape[0] * kh * kw + self.bias)
@@ -110,14 +122,17 @@ class Conv2D(Spatial):
             self.chunks = 1
             cols = self._one_channel_columns(padded, n)
             # backward: dW = cols.T @ dout; nothing is kept in evaluation
-            self.cols, self.padded = (cols if training else None), None
+            self.cols, self.padded, self.inputs = (cols if training else None), None, None
             out = cols @ self._matrix()
         else:
             # Chunk by chunk, each chunk's columns made in one buffer: its copy, product and
-            # output stay in the core's cache (see `chunk_count`). Backward makes the columns
-            # again from the padded input, which is kept instead of them (2 MB against 15 MB
-            # for the MNIST CNN's second convolution), and nothing in evaluation.
-            self.cols, self.padded = None, (padded if training else None)
+            # output stay in the core's cache (see `chunk_count`). Backward makes columns again
+            # rather than keeping these (15 MB for the MNIST CNN's second convolution): of the
+            # output gradient when it correlates (`full_grad`, see `_correlation_backward`),
+            # which needs the input; otherwise of the padded input. Nothing in evaluation.
+            correlates = training and self.full_grad and self.needs_input_grad
+            self.cols, self.inputs = None, (x if correlates else None)
+            self.padded = padded if training and not correlates else None
             self.chunks = chunk_count(n, oh * ow * self._width() * padded.itemsize, CHUNK_BYTES)
             m, rows = n // self.chunks, (n // self.chunks) * oh * ow
             out = np.empty((n * oh * ow, self.filters), dtype=padded.dtype)
@@ -195,6 +210,8 @@ class Conv2D(Spatial):
         n = self.padded_shape[0]
         m = n // self.chunks
         d = dout.reshape(self.chunks, -1, f)  # chunk i's rows, in its columns' order
+        if self.inputs is not None:
+            return self._correlation_backward(d)
         if self.cols is not None:
             both = self.cols.T @ d.reshape(-1, f)  # dW, and db in the last row when there is a bias
         else:
@@ -217,9 +234,32 @@ class Conv2D(Spatial):
         h, w = self.input_shape[1:]
         return dpadded[:, top : top + h, left : left + w]
 
+    def _correlation_backward(self, d: np.ndarray) -> np.ndarray:
+        """Backward of a stride-1 convolution that kept its input (`full_grad`): for each chunk,
+        the columns of its output gradient (`_FullCorrelation`) give dX in one product with the
+        flipped kernel, and dW in one with the chunk's input, as rows (M*H*W, C)."""
+        (kh, kw), f = self.kernel, self.filters
+        c, h, w = self.input_shape
+        n = self.inputs.shape[0]
+        m = n // self.chunks
+        full = _FullCorrelation(self, m, d.dtype)
+        x = self.inputs.reshape(self.chunks, m * h * w, c)
+        dx = np.empty((n, h, w, c), dtype=d.dtype)
+        flipped = np.zeros((kh * kw * f, c), dtype=d.dtype)  # dW as rows (kh-1-i, kw-1-j, f)
+        for i in range(self.chunks):
+            cols = full.columns(d[i])
+            np.matmul(cols, full.kernel, out=dx[i * m : (i + 1) * m].reshape(-1, c))
+            flipped += cols.T @ x[i]
+        self.grads["W"][...] = flipped.reshape(kh, kw, f, c)[::-1, ::-1].transpose(2, 3, 0, 1)
+        if self.bias:
+            column_sums(d.reshape(-1, f), out=self.grads["b"])
+        return dx
+
     def _add_input_grad(self, d: np.ndarray, dpadded: np.ndarray) -> None:
         """Add a chunk's gradient with respect to its padded input, from `d`, its output
-        gradient as rows (in the blocked order when `blocked`): one product per kernel offset."""
+        gradient as rows (in the blocked order when `blocked`): one product per kernel offset.
+        The input gradient of the convolutions `full_grad` leaves out (stride > 1, or a side
+        padded by the kernel's size or more)."""
         (kh, kw), (sh, sw), (oh, ow) = self.kernel, self.stride, self.out_hw
         m, c = dpadded.shape[0], dpadded.shape[3]
         if self.blocked:  # back to (m, oh, ow, f): the per-offset adds want whole rows
@@ -242,3 +282,42 @@ class Conv2D(Spatial):
             "bias": self.bias,
             "init": initializer_config(self.init),
         }
+
+
+class _FullCorrelation:
+    """The columns of a stride-1 convolution's output gradient (`Conv2D.full_grad`), chunk by
+    chunk, for its "full" correlation with the flipped kernel:
+
+        dX[n, u, v, c] = sum over (i, j, f) of G[n, u + i, v + j, f] * W[f, c, kh-1-i, kw-1-j]
+        dW[f, c, kh-1-i, kw-1-j] = sum over (n, u, v) of G[n, u + i, v + j, f] * X[n, u, v, c]
+
+    where G is the chunk's output gradient (M, OH, OW, F) with kh-1-top zero rows above it,
+    kh-1-bottom below, and kw-1-left, kw-1-right columns on either side: for each input pixel,
+    the kh*kw*F output gradients of the windows that saw it. The columns are im2col of G,
+    (M*H*W, kh*kw*F) rows in the input's pixel order, so one product with `kernel` (the flipped
+    W as (kh*kw*F, C)) writes dX itself, with no padded gradient and no adds of one product per
+    kernel offset, and one with the input's rows gives dW without making the input's columns
+    again.
+    """
+
+    def __init__(self, conv: Conv2D, m: int, dtype):
+        (kh, kw), (oh, ow), (h, w) = conv.kernel, conv.out_hw, conv.input_shape[1:]
+        (top, _), (left, _) = conv.pads
+        f = conv.filters
+        # the border stays zero: each chunk writes the same interior
+        self.padded = np.zeros((m, h + kh - 1, w + kw - 1, f), dtype=dtype)
+        self.interior = self.padded[:, kh - 1 - top : kh - 1 - top + oh, kw - 1 - left : kw - 1 - left + ow]
+        if conv.blocked:  # the interior as the blocked rows (dy, dx, n, ph, pw) lay it out
+            s0, s1, s2, s3 = self.interior.strides
+            shape = (2, 2, m, oh // 2, ow // 2, f)
+            self.interior = as_strided(self.interior, shape, (s1, s2, s0, 2 * s1, 2 * s2, s3))
+        self.windows = window_view(self.padded, kh, kw, 1, 1, h, w)
+        self.cols = np.empty((m * h * w, kh * kw * f), dtype=dtype)
+        self.kernel = conv.params["W"][:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(kh * kw * f, -1)
+
+    def columns(self, d: np.ndarray) -> np.ndarray:
+        """The columns of a chunk's output gradient `d`, given as rows (in the blocked order
+        when the convolution is blocked); the array is reused by the next call."""
+        np.copyto(self.interior, d.reshape(self.interior.shape))
+        np.copyto(self.cols.reshape(self.windows.shape), self.windows)
+        return self.cols
