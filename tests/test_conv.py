@@ -406,3 +406,34 @@ def test_the_correlation_backward_gives_what_the_per_offset_backward_gives(monke
     np.testing.assert_allclose(dx_c, dx_p, rtol=1e-12, atol=1e-12)
     for name in g_p:
         np.testing.assert_allclose(g_c[name], g_p[name], rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize(
+    ("options", "channels"),
+    [
+        ({"filters": 4, "kernel": 3, "padding": 1}, 1),  # one channel: the columns kept
+        ({"filters": 4, "kernel": 3, "padding": 1}, 3),  # the correlation backward
+        ({"filters": 3, "kernel": [2, 3], "stride": [2, 1], "bias": False}, 2),  # per offset
+    ],
+)
+def test_products_one_a_sample_give_what_one_product_gives(monkeypatch, options, channels):
+    # nncli.nn.layers.blas.small_blocks: with no product small enough, one a sample
+    from nncli.nn.layers import blas
+
+    x = RNG.standard_normal((4, channels, 6, 8))
+    dout = RNG.standard_normal((4, 3))
+    results = []
+    for limit in (10**9, 0):  # one product for the 4 samples, then one a sample
+        monkeypatch.setattr(blas, "SMALL_PRODUCT", limit)
+        layers = [LAYERS.create("conv2d", options), LAYERS.create("maxpool2d"), LAYERS.create("flatten")]
+        model = Sequential([*layers, LAYERS.create("linear", {"units": 3})])
+        model.build((channels, 6, 8), np.random.default_rng(3), np.float64)
+        model.input_gradient(True)
+        out = model.forward(x, training=True)
+        assert layers[0].chunks == 1
+        results.append((out, model.backward(dout), {k: g.copy() for k, g in model.grads.items()}))
+    (out_1, dx_1, g_1), (out_n, dx_n, g_n) = results
+    np.testing.assert_allclose(out_1, out_n, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx_1, dx_n, rtol=1e-12, atol=1e-12)
+    for name in g_1:
+        np.testing.assert_allclose(g_1[name], g_n[name], rtol=1e-12, atol=1e-12, err_msg=name)

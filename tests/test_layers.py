@@ -235,3 +235,28 @@ def test_products_and_column_sums_whatever_their_orientation(m, k, n, order):
     out = np.empty(k)
     assert column_sums(a, out=out) is out
     np.testing.assert_allclose(out, a.sum(axis=0), rtol=1e-12)
+
+
+def test_small_blocks_keep_each_product_within_the_small_kernel():
+    from nncli.nn.layers.blas import SMALL_PRODUCT, small_blocks
+
+    # the MNIST CNN: a chunk of 8 samples of conv2 as 8 products; conv1's 128 samples as 32
+    assert small_blocks(8, 196, 145, 32) == 8 and small_blocks(8, 196, 288, 16) == 8
+    assert small_blocks(128, 784, 10, 16) == 32
+    assert small_blocks(6, 10, 10, 10) == 1  # all six fit: one product
+    assert small_blocks(5, 10**4, 10, 10) == 5  # not even one sample fits: one a sample
+    for samples in range(1, 30):
+        blocks = small_blocks(samples, 7, 50, 30)
+        assert samples % blocks == 0
+        assert blocks == samples or (samples // blocks) * 7 * 50 * 30 <= SMALL_PRODUCT
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_row_blocks_are_views_of_consecutive_rows(order):
+    from nncli.nn.layers.blas import row_blocks
+
+    a = np.asarray(np.arange(24.0).reshape(6, 4), order=order)
+    blocks = row_blocks(a, 3)
+    assert blocks.shape == (3, 2, 4) and np.shares_memory(blocks, a)
+    for i in range(3):
+        np.testing.assert_array_equal(blocks[i], a[2 * i : 2 * i + 2])

@@ -1,14 +1,19 @@
 """2-D convolution, `conv2d` (see nncli.nn.layers.spatial for the layout inside a model).
 
-  forward     im2col through a strided view of the padded input, then one product
+  forward     im2col through a strided view of the padded input, then the product
               (M*OH*OW, kh*kw*C) @ (kh*kw*C, F) for each chunk of M samples (about 1 MiB of
               columns: see `chunk_count`; one chunk of all N for a one-channel input)
-  backward    stride 1 (see `Conv2D.full_grad`), for each chunk: im2col of its output gradient,
-              padded to the "full" correlation's size, then dX as one product with the flipped
-              kernel and dW as one with the chunk's input (see `_FullCorrelation`).
-              Otherwise, for each chunk: its columns made again, dW as one product with them,
-              and dX as one product per kernel offset, added into the padded input gradient
-              (kh*kw iterations, never np.add.at)
+  backward    with an input gradient to compute, a multi-channel input and stride 1 (see
+              `Conv2D.full_grad`), for each chunk: im2col of its output gradient, padded to
+              the "full" correlation's size, then dX as its product with the flipped kernel
+              and dW as its product with the chunk's input (see `_FullCorrelation`).
+              Otherwise, for each chunk: its columns made again (or kept, for one channel), dW
+              as their product with the output gradient, and dX as one product per kernel
+              offset, added into the padded input gradient (kh*kw iterations, never np.add.at)
+
+Each of these products runs as one batched np.matmul over blocks of samples small enough for
+OpenBLAS's unpacked kernel (nncli.nn.layers.blas.small_blocks; one block a sample for the MNIST
+CNN's second convolution); a product that sums over the rows (dW) sums the blocks' products.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from numpy.lib.stride_tricks import as_strided
 from nncli import validate
 from nncli.nn.initializers import get_initializer, initializer_config
 from nncli.nn.layers.base import LAYERS
-from nncli.nn.layers.blas import column_sums
+from nncli.nn.layers.blas import column_sums, row_blocks, small_blocks
 from nncli.nn.layers.spatial import Spatial, pad_images, padding_option, pair_option, window_view
 
 # How many bytes of im2col columns a convolution makes at a time (see `chunk_count`).
@@ -123,7 +128,10 @@ class Conv2D(Spatial):
             cols = self._one_channel_columns(padded, n)
             # backward: dW = cols.T @ dout; nothing is kept in evaluation
             self.cols, self.padded, self.inputs = (cols if training else None), None, None
-            out = cols @ self._matrix()
+            W = self._matrix()
+            out = np.empty((n * oh * ow, self.filters), dtype=padded.dtype)
+            blocks = small_blocks(n, oh * ow, W.shape[0], self.filters)
+            np.matmul(row_blocks(cols, blocks), W, out=out.reshape(blocks, -1, self.filters))
         else:
             # Chunk by chunk, each chunk's columns made in one buffer: its copy, product and
             # output stay in the core's cache (see `chunk_count`). Backward makes columns again
@@ -137,9 +145,10 @@ class Conv2D(Spatial):
             m, rows = n // self.chunks, (n // self.chunks) * oh * ow
             out = np.empty((n * oh * ow, self.filters), dtype=padded.dtype)
             cols, W = self._column_buffer(rows, padded.dtype), self._matrix()
+            blocks = small_blocks(m, oh * ow, W.shape[0], self.filters)
             for i in range(self.chunks):
                 self._fill_columns(padded[i * m : (i + 1) * m], cols)
-                np.matmul(cols, W, out=out[i * rows : (i + 1) * rows])
+                np.matmul(row_blocks(cols, blocks), W, out=row_blocks(out[i * rows : (i + 1) * rows], blocks))
         if self.blocked:  # chunk by chunk, each blocked by window corner
             return out.reshape(self.chunks, 2, 2, n // self.chunks, oh // 2, ow // 2, self.filters)
         return out.reshape(n, oh, ow, self.filters)
@@ -212,8 +221,11 @@ class Conv2D(Spatial):
         d = dout.reshape(self.chunks, -1, f)  # chunk i's rows, in its columns' order
         if self.inputs is not None:
             return self._correlation_backward(d)
+        # dW, and db in the last row when there is a bias: the columns' products with the
+        # output gradient, block by block (see `small_blocks`), summed
+        blocks = small_blocks(m, self.out_hw[0] * self.out_hw[1], self._width(), f)
         if self.cols is not None:
-            both = self.cols.T @ d.reshape(-1, f)  # dW, and db in the last row when there is a bias
+            both = (row_blocks(self.cols, blocks).transpose(0, 2, 1) @ row_blocks(d[0], blocks)).sum(axis=0)
         else:
             both = np.zeros((self._width(), f), dtype=dout.dtype)
             cols = self._column_buffer(d.shape[1], dout.dtype)
@@ -221,7 +233,7 @@ class Conv2D(Spatial):
         for i in range(self.chunks):
             if self.cols is None:
                 self._fill_columns(self.padded[i * m : (i + 1) * m], cols)
-                both += cols.T @ d[i]
+                both += (row_blocks(cols, blocks).transpose(0, 2, 1) @ row_blocks(d[i], blocks)).sum(axis=0)
             if dpadded is not None:
                 self._add_input_grad(d[i], dpadded[i * m : (i + 1) * m])
         k = kh * kw * c
@@ -236,8 +248,9 @@ class Conv2D(Spatial):
 
     def _correlation_backward(self, d: np.ndarray) -> np.ndarray:
         """Backward of a stride-1 convolution that kept its input (`full_grad`): for each chunk,
-        the columns of its output gradient (`_FullCorrelation`) give dX in one product with the
-        flipped kernel, and dW in one with the chunk's input, as rows (M*H*W, C)."""
+        the columns of its output gradient (`_FullCorrelation`) give dX in their product with
+        the flipped kernel, and dW in their product with the chunk's input as rows (M*H*W, C),
+        both block by block (see `small_blocks`)."""
         (kh, kw), f = self.kernel, self.filters
         c, h, w = self.input_shape
         n = self.inputs.shape[0]
@@ -245,11 +258,15 @@ class Conv2D(Spatial):
         full = _FullCorrelation(self, m, d.dtype)
         x = self.inputs.reshape(self.chunks, m * h * w, c)
         dx = np.empty((n, h, w, c), dtype=d.dtype)
-        flipped = np.zeros((kh * kw * f, c), dtype=d.dtype)  # dW as rows (kh-1-i, kw-1-j, f)
+        k = kh * kw * f
+        flipped = np.zeros((k, c), dtype=d.dtype)  # dW as rows (kh-1-i, kw-1-j, f)
+        blocks = small_blocks(m, h * w, k, c)
+        per_block = np.empty((blocks, k, c), dtype=d.dtype)
         for i in range(self.chunks):
-            cols = full.columns(d[i])
-            np.matmul(cols, full.kernel, out=dx[i * m : (i + 1) * m].reshape(-1, c))
-            flipped += cols.T @ x[i]
+            cols = row_blocks(full.columns(d[i]), blocks)
+            np.matmul(cols, full.kernel, out=dx[i * m : (i + 1) * m].reshape(blocks, -1, c))
+            np.matmul(cols.transpose(0, 2, 1), row_blocks(x[i], blocks), out=per_block)
+            flipped += per_block.sum(axis=0)
         self.grads["W"][...] = flipped.reshape(kh, kw, f, c)[::-1, ::-1].transpose(2, 3, 0, 1)
         if self.bias:
             column_sums(d.reshape(-1, f), out=self.grads["b"])
