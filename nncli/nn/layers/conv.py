@@ -4,16 +4,18 @@
               (M*OH*OW, kh*kw*C) @ (kh*kw*C, F) for each chunk of M samples (about 1 MiB of
               columns: see `chunk_count`; one chunk of all N for a one-channel input)
   backward    with an input gradient to compute, a multi-channel input and stride 1 (see
-              `Conv2D.full_grad`), for each chunk: im2col of its output gradient, padded to
-              the "full" correlation's size, then dX as its product with the flipped kernel
-              and dW as its product with the chunk's input (see `_FullCorrelation`).
+              `Conv2D.full_grad`), for each chunk: its output gradient, padded to the "full"
+              correlation's size, copied as width windows; then for each kernel row, one
+              product a sample with the flipped kernel's row adds to dX, and one with the
+              sample's input gives that row of dW (see `_FullCorrelation`).
               Otherwise, for each chunk: its columns made again (or kept, for one channel), dW
               as their product with the output gradient, and dX as one product per kernel
               offset, added into the padded input gradient (kh*kw iterations, never np.add.at)
 
-Each of these products runs as one batched np.matmul over blocks of samples small enough for
-OpenBLAS's unpacked kernel (nncli.nn.layers.blas.small_blocks; one block a sample for the MNIST
-CNN's second convolution); a product that sums over the rows (dW) sums the blocks' products.
+Each of these products runs as one batched np.matmul over blocks of samples: in the correlation
+one block a sample; elsewhere blocks small enough for OpenBLAS's unpacked kernel
+(nncli.nn.layers.blas.small_blocks; one sample a block for the MNIST CNN's second convolution).
+A product that sums over the rows (dW) sums the blocks' products.
 """
 
 from __future__ import annotations
@@ -247,30 +249,34 @@ class Conv2D(Spatial):
         return dpadded[:, top : top + h, left : left + w]
 
     def _correlation_backward(self, d: np.ndarray) -> np.ndarray:
-        """Backward of a stride-1 convolution that kept its input (`full_grad`): for each chunk,
-        the columns of its output gradient (`_FullCorrelation`) give dX in their product with
-        the flipped kernel, and dW in their product with the chunk's input as rows (M*H*W, C),
-        both block by block (see `small_blocks`)."""
+        """Backward of a stride-1 convolution that kept its input (`full_grad`), chunk by chunk
+        from the rows of its output gradient (`_FullCorrelation`): for each kernel row i, the
+        band of H rows of each sample that starts at row i, (H*W, kw*F), gives that kernel row's
+        part of dX in its product with the flipped kernel's row, and that row of dW in its
+        product with the sample's input as rows (H*W, C): kh products each, one a sample."""
         (kh, kw), f = self.kernel, self.filters
         c, h, w = self.input_shape
         n = self.inputs.shape[0]
         m = n // self.chunks
         full = _FullCorrelation(self, m, d.dtype)
-        x = self.inputs.reshape(self.chunks, m * h * w, c)
-        dx = np.empty((n, h, w, c), dtype=d.dtype)
-        k = kh * kw * f
-        flipped = np.zeros((k, c), dtype=d.dtype)  # dW as rows (kh-1-i, kw-1-j, f)
-        blocks = small_blocks(m, h * w, k, c)
-        per_block = np.empty((blocks, k, c), dtype=d.dtype)
+        x = self.inputs.reshape(self.chunks, m, h * w, c)
+        dx = np.empty((n, h * w, c), dtype=d.dtype)
+        part = np.empty((m, h * w, c), dtype=d.dtype)
+        flipped = np.zeros((kh, kw * f, c), dtype=d.dtype)  # dW as rows (kh-1-i, kw-1-j, f)
+        per_sample = np.empty((m, kw * f, c), dtype=d.dtype)
         for i in range(self.chunks):
-            cols = row_blocks(full.columns(d[i]), blocks)
-            np.matmul(cols, full.kernel, out=dx[i * m : (i + 1) * m].reshape(blocks, -1, c))
-            np.matmul(cols.transpose(0, 2, 1), row_blocks(x[i], blocks), out=per_block)
-            flipped += per_block.sum(axis=0)
+            rows, out = full.rows(d[i]), dx[i * m : (i + 1) * m]
+            for k in range(kh):
+                band = rows[:, k : k + h].reshape(m, h * w, kw * f)
+                np.matmul(band, full.kernel_rows[k], out=out if k == 0 else part)
+                if k:
+                    out += part
+                np.matmul(band.transpose(0, 2, 1), x[i], out=per_sample)
+                flipped[k] += per_sample.sum(axis=0)
         self.grads["W"][...] = flipped.reshape(kh, kw, f, c)[::-1, ::-1].transpose(2, 3, 0, 1)
         if self.bias:
             column_sums(d.reshape(-1, f), out=self.grads["b"])
-        return dx
+        return dx.reshape(n, h, w, c)
 
     def _add_input_grad(self, d: np.ndarray, dpadded: np.ndarray) -> None:
         """Add a chunk's gradient with respect to its padded input, from `d`, its output
@@ -302,7 +308,7 @@ class Conv2D(Spatial):
 
 
 class _FullCorrelation:
-    """The columns of a stride-1 convolution's output gradient (`Conv2D.full_grad`), chunk by
+    """The rows of a stride-1 convolution's output gradient (`Conv2D.full_grad`), chunk by
     chunk, for its "full" correlation with the flipped kernel:
 
         dX[n, u, v, c] = sum over (i, j, f) of G[n, u + i, v + j, f] * W[f, c, kh-1-i, kw-1-j]
@@ -310,11 +316,13 @@ class _FullCorrelation:
 
     where G is the chunk's output gradient (M, OH, OW, F) with kh-1-top zero rows above it,
     kh-1-bottom below, and kw-1-left, kw-1-right columns on either side: for each input pixel,
-    the kh*kw*F output gradients of the windows that saw it. The columns are im2col of G,
-    (M*H*W, kh*kw*F) rows in the input's pixel order, so one product with `kernel` (the flipped
-    W as (kh*kw*F, C)) writes dX itself, with no padded gradient and no adds of one product per
-    kernel offset, and one with the input's rows gives dW without making the input's columns
-    again.
+    the kh*kw*F output gradients of the windows that saw it. `rows` lays G out as each pixel's
+    width window, (M, H + kh - 1, W, kw*F); for kernel row i, rows i to i + H - 1 of a sample
+    are then one contiguous (H*W, kw*F) matrix, whose product with the flipped kernel's row i
+    (`kernel_rows[i]`, (kw*F, C)) is that row's part of dX, and whose product with the
+    sample's input rows (H*W, C) is that row of dW. That copies G kw times rather than kh*kw
+    times as full im2col would, writes dX itself (no padded gradient, no adds of one product
+    per kernel offset), and leaves the input's columns unmade.
     """
 
     def __init__(self, conv: Conv2D, m: int, dtype):
@@ -328,13 +336,14 @@ class _FullCorrelation:
             s0, s1, s2, s3 = self.interior.strides
             shape = (2, 2, m, oh // 2, ow // 2, f)
             self.interior = as_strided(self.interior, shape, (s1, s2, s0, 2 * s1, 2 * s2, s3))
-        self.windows = window_view(self.padded, kh, kw, 1, 1, h, w)
-        self.cols = np.empty((m * h * w, kh * kw * f), dtype=dtype)
-        self.kernel = conv.params["W"][:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(kh * kw * f, -1)
+        self.windows = window_view(self.padded, 1, kw, 1, 1, h + kh - 1, w)
+        self.buffer = np.empty((m, h + kh - 1, w, kw * f), dtype=dtype)
+        W = conv.params["W"]
+        self.kernel_rows = W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(kh, kw * f, -1)
 
-    def columns(self, d: np.ndarray) -> np.ndarray:
-        """The columns of a chunk's output gradient `d`, given as rows (in the blocked order
-        when the convolution is blocked); the array is reused by the next call."""
+    def rows(self, d: np.ndarray) -> np.ndarray:
+        """The rows of a chunk's output gradient `d`, given as rows (in the blocked order when
+        the convolution is blocked): (M, H + kh - 1, W, kw*F), reused by the next call."""
         np.copyto(self.interior, d.reshape(self.interior.shape))
-        np.copyto(self.cols.reshape(self.windows.shape), self.windows)
-        return self.cols
+        np.copyto(self.buffer.reshape(self.windows.shape), self.windows)
+        return self.buffer
