@@ -51,7 +51,7 @@ def column_sums(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 
 # OpenBLAS's kernels for AVX-512 (its SkylakeX target, which numpy's wheels pick on the Zen 5
 # these figures come from) multiply operands in place, without packing them, when the product
-# is small: M*N*K at most 100**3. Products cut to that size are faster than one large one: for
+# is small: M*N*K at most 100**3. Products cut to that size are faster than one large one. For
 # the MNIST CNN's second convolution (196 rows a sample), 128 samples' worth of
 #     (196, 145) @ (145, 32)     1.03 ms as 128 products of one sample, 1.26 ms as 16 of eight
 #     (196, 288) @ (288, 16)     1.37 ms,                               1.48 ms
@@ -59,8 +59,8 @@ def column_sums(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 # and for its first, (100352, 10) @ (10, 16) and (10, 100352) @ (100352, 16) take 0.21 and
 # 0.33 ms as 32 products of 4 samples against 0.36 and 0.47 as one (one thread, median of 15
 # or 20, 3 rounds, each in one batched np.matmul: numpy's loop over the blocks runs in C).
-# Under OPENBLAS_CORETYPE=Haswell, which has no such kernel, the two ways are within 5% of
-# each other in the CNN's step, either way.
+# Under OPENBLAS_CORETYPE=Haswell, which has no such kernel, the blocks take 0.90 to 1.12 of
+# the time of one product, layer by layer (conv1's backward the slowest).
 SMALL_PRODUCT = 100**3
 
 

@@ -95,9 +95,10 @@ class Conv2D(Spatial):
 
     @property
     def full_grad(self) -> bool:
-        """Whether backward takes the gradients from a correlation of the output gradient
+        """Whether backward can take the gradients from a correlation of the output gradient
         (`_correlation_backward`): stride 1, and no side padded by as much as the kernel (every
-        output pixel then sees an input pixel)."""
+        output pixel then sees an input pixel). It does when the input gradient is wanted and
+        the input has more than one channel (one channel keeps its columns instead)."""
         (kh, kw), ((top, bottom), (left, right)) = self.kernel, self.pads
         return self.stride == (1, 1) and max(top, bottom) < kh and max(left, right) < kw
 
