@@ -4,6 +4,8 @@ resume, and left for good when the step times grow (another program took a core)
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from conftest import config_text
@@ -62,13 +64,15 @@ def params(run) -> dict:
 
 def test_the_blas_threads_chosen_at_the_start_are_kept_on_resume(workdir, nncli, auto, monkeypatch):
     (workdir / "mlp.yaml").write_text(MLP)
+    # no drift: on a loaded machine one could leave the BLAS's threads mid-run (tested below)
+    monkeypatch.setattr(DriftWatch, "add", lambda self, seconds: False)
     with monkeypatch.context() as patch:
         made = take_blas(patch)
         whole = nncli("train", "mlp.yaml", "--run-dir", "whole")
         assert whole.exit_code == 0, whole.output
         start = "threads: measured before the first batch: batches whole: the BLAS held to 1 thread"
         assert start in whole.stderr
-        assert "-> the BLAS in 2 threads" in whole.stderr
+        assert "-> the BLAS in 2 threads (for the whole run, kept on resume; NNCLI_THREADS=held" in whole.stderr
         cut = nncli("train", "mlp.yaml", "--run-dir", "cut", "--set", "train.epochs=1", "--quiet")
         assert cut.exit_code == 0 and len(made) == 2 and all(c.blas_threads == 2 for c in made)
     saved = checkpoint.load(workdir / "cut" / "checkpoints" / "last.pkl")["threads"]
@@ -88,6 +92,9 @@ def test_the_blas_threads_chosen_at_the_start_are_kept_on_resume(workdir, nncli,
     held = nncli("train", "mlp.yaml", "--run-dir", "held", "--quiet")
     assert held.exit_code == 0
     assert checkpoint.load(workdir / "held" / "checkpoints" / "last.pkl")["threads"]["blas"] is False
+    # and summary.json says how each ran
+    assert json.loads((workdir / "whole" / "summary.json").read_text())["threads"]["blas_threads"] == 2
+    assert json.loads((workdir / "held" / "summary.json").read_text())["threads"]["blas"] is False
     c = params(workdir / "held")
     assert all(np.allclose(a[k], c[k], rtol=1e-3, atol=1e-5) for k in a)
 

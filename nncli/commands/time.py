@@ -206,7 +206,7 @@ def time_layers(
             step(model, loss, optimizer, xb, y, regularizer=regularizer, finite_only=False)
 
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-            choice = measure(model, run, batch, budget_s=float("inf"), rounds=iters, blas=blas)
+            choice = measure(model, run, batch, budget_s=float("inf"), rounds=iters, blas=blas, block_s=0)
         if not auto:
             choice.workers = len(shards)  # NNCLI_THREADS forces a thread a shard
     held = None if choice is None else {w: t * 1e3 for w, t in choice.times.items() if w != BLAS}

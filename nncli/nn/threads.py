@@ -18,14 +18,18 @@ the next step overwrites. The run's generator is never touched.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import median
 from time import perf_counter
 
-#: time spent measuring at most, warm-up included, unless two passes each way take longer
+#: time spent measuring at most, warm-up included, unless two rounds take longer
 BUDGET_S = 0.3
-ROUNDS = 3  # timed passes each way at most
+ROUNDS = 3  # timed blocks of passes each way at most
+#: a block of passes lasts about this long: several of the scheduler's time slices (see `measure`)
+BLOCK_S = 0.012
+MAX_BLOCK = 64  # passes a block at most
 
 
 #: the key of `Choice.times` for batches run whole with the BLAS's own threads
@@ -42,6 +46,7 @@ class Choice:
     times: dict[int, float]  # way -> median seconds of a pass
     passes: int  # timed passes each way
     blas_threads: int | None = None  # the BLAS's threads in the way BLAS, where it was timed
+    block: int = 1  # passes a timed block
 
     def describe(self) -> str:
         """'2 shards of 64: in 1 thread 11.2 ms, in 2 threads 7.3 ms a step -> 2 threads', or
@@ -50,7 +55,8 @@ class Choice:
         timed = ", ".join(f"{self.way_words(w, short=True)} {t * 1e3:.2f} ms" for w, t in self._ordered())
         # e.g. '2 shards of 64: in 1 thread 1.85 ms, in 2 threads 1.42 ms, whole, the BLAS in 2 threads
         # 1.05 ms a step (median of 3) -> whole, the BLAS in 2 threads'
-        return f"{self._what()}: {timed} a step (median of {self.passes}) -> {self.way_words(self.workers)}"
+        of = f"{self.passes}" if self.block == 1 else f"{self.passes} blocks of {self.block}"
+        return f"{self._what()}: {timed} a step (median of {of}) -> {self.way_words(self.workers)}"
 
     def _ordered(self):
         return sorted(self.times.items(), key=lambda item: (item[0] == BLAS, item[0]))
@@ -83,10 +89,16 @@ def measure(
     budget_s: float = BUDGET_S,
     rounds: int = ROUNDS,
     blas: int | None = None,
+    block_s: float = BLOCK_S,
 ) -> Choice | None:
     """Time `run()` (one pass of `batch` rows through `model`) each way the model may take it,
     alternating (`rounds` each way at most, fewer past `budget_s` but two at least), after one
     untimed pass each way; leave the model set to the fastest and return what was measured.
+
+    A round times each way over a block of passes that lasts `block_s` or so (as many as the
+    untimed pass in one thread says): threads that wait for a core another program holds lose
+    whole time slices of the scheduler (milliseconds), which a single short pass can miss.
+    A way's time is the median over the rounds of its blocks' mean pass.
 
     The ways: with the BLAS held to one thread, the shards in one thread and in one thread each
     (where a batch of `batch` shards), and, given `blas` (a thread count above one), the batch
@@ -102,15 +114,20 @@ def measure(
     times: dict[int, list[float]] = {w: [] for w in candidates}
     start = perf_counter()
     try:
+        first = {}
         for w in candidates:  # untimed: replicas made, caches and pages touched
             use(model, w, blas)
+            t = perf_counter()
             run()
+            first[w] = perf_counter() - t
+        passes = max(1, min(MAX_BLOCK, math.ceil(block_s / max(first[1], 1e-6))))
         for r in range(rounds):
             for w in candidates if r % 2 == 0 else candidates[::-1]:
                 use(model, w, blas)
                 t = perf_counter()
-                run()
-                times[w].append(perf_counter() - t)
+                for _ in range(passes):
+                    run()
+                times[w].append((perf_counter() - t) / passes)
             if r >= 1 and perf_counter() - start > budget_s:  # two each way at least: one is noise
                 break
     except BaseException:
@@ -120,7 +137,7 @@ def measure(
     held = min((w for w in candidates if w != BLAS), key=lambda w: medians[w])
     best = BLAS if BLAS in medians and medians[BLAS] < medians[held] * (1 - BLAS_MARGIN) else held
     use(model, best, blas)
-    return Choice(sizes, best, medians, len(times[best]), blas if BLAS in medians else None)
+    return Choice(sizes, best, medians, len(times[best]), blas if BLAS in medians else None, passes)
 
 
 def use(model, way: int | None, blas: int | None) -> None:

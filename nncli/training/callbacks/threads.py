@@ -109,6 +109,8 @@ class ThreadChooser(Callback):
             return False
         self.watch.reset()
         line = f"threads: {why}: {choice.describe()}"
+        if not exp.model.hold_blas:
+            line += " (for the whole run, kept on resume; NNCLI_THREADS=held rounds alike under any load)"
         self.choices.append(line)
         self._tell(line)
         return True
