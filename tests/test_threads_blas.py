@@ -72,7 +72,8 @@ def test_the_blas_threads_chosen_at_the_start_are_kept_on_resume(workdir, nncli,
         assert whole.exit_code == 0, whole.output
         start = "threads: measured before the first batch: batches whole: the BLAS held to 1 thread"
         assert start in whole.stderr
-        assert "-> the BLAS in 2 threads (for the whole run, kept on resume; NNCLI_THREADS=held" in whole.stderr
+        assert "-> the BLAS in 2 threads (for the whole run, kept on resume; NNCLI_THREADS=held" in (
+            whole.stderr)
         cut = nncli("train", "mlp.yaml", "--run-dir", "cut", "--set", "train.epochs=1", "--quiet")
         assert cut.exit_code == 0 and len(made) == 2 and all(c.blas_threads == 2 for c in made)
     saved = checkpoint.load(workdir / "cut" / "checkpoints" / "last.pkl")["threads"]
