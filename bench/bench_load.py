@@ -11,7 +11,9 @@ for the CNN on 2 CPUs (NNCLI_THREADS=2)).
 The choices, each `nncli train` in a process of its own:
 
   auto  NNCLI_THREADS unset: shards fixed by the CPUs, the model and the batch size, the BLAS
-        held to one thread, and the threads that run the shards measured (one, or one a shard)
+        held to one thread, and the threads that run the shards measured (one, or one a shard);
+        at the start, batches whole with the BLAS's own threads are timed too, and kept where
+        they are faster by 5% (then left for good if the steps slow down)
   1     NNCLI_THREADS=1: every batch whole, in one thread
   2     NNCLI_THREADS=2: two shards (where the model shards at all) in two threads
   blas  NNCLI_THREADS=blas: every batch whole, the BLAS with its own threads
