@@ -11,7 +11,9 @@ for the CNN on 2 CPUs (NNCLI_THREADS=2)).
 The choices, each `nncli train` in a process of its own:
 
   auto  NNCLI_THREADS unset: shards fixed by the CPUs, the model and the batch size, the BLAS
-        held to one thread, and the threads that run the shards measured (one, or one a shard)
+        held to one thread, and the threads that run the shards measured (one, or one a shard);
+        at the start, batches whole with the BLAS's own threads are timed too, and kept where
+        they are faster by 5% (then left for good if the steps slow down)
   1     NNCLI_THREADS=1: every batch whole, in one thread
   2     NNCLI_THREADS=2: two shards (where the model shards at all) in two threads
   blas  NNCLI_THREADS=blas: every batch whole, the BLAS with its own threads
@@ -38,6 +40,11 @@ be, and on the quickstart, where auto, 1 and 2 run the same code, their spread i
 
     python bench/bench_load.py [--rounds 3] [--epochs 3] [--data-dir ../shared/data]
                                [--only quickstart,mlp,cnn] [--conditions quiet,busy] [--cnn-blas]
+                               [--then PATH]
+
+`--then PATH` times, as the choice `then`, the nncli in the folder PATH (a checkout of main
+2233a71, the code issue 21 measured: `git worktree add --detach ../old 2233a71`) with its own
+default, in this environment: "today's default" as it was, not as `blas` runs it now.
 
 About 5 minutes with the defaults on 2 quiet cores (the busy runs of today's default dominate).
 """
@@ -90,10 +97,13 @@ def subset(source: Path, target: Path, images: int) -> None:
             write_idx(target / "mnist" / file, read_idx(source / "mnist" / file)[:n])
 
 
-def run(config: Path, extra: list[str], choice: str, epochs: int, data_dir: Path) -> float:
-    """The median epoch time of one `nncli train` with NNCLI_THREADS as `choice` says."""
+def run(config: Path, extra: list[str], choice: str, epochs: int, data_dir: Path, then: Path | None) -> float:
+    """The median epoch time of one `nncli train` with NNCLI_THREADS as `choice` says (`then`:
+    the nncli in the folder `then`, with its own default)."""
     env = {k: v for k, v in os.environ.items() if k != "NNCLI_THREADS"}
-    if CHOICES[choice] is not None:
+    if choice == "then":
+        env["PYTHONPATH"] = str(then)
+    elif CHOICES[choice] is not None:
         env["NNCLI_THREADS"] = CHOICES[choice]
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, "-m", "nncli", "train", str(config), "--quiet", "--run-dir",
@@ -153,6 +163,8 @@ def main() -> None:
     parser.add_argument("--mlp-images", type=int, default=8192, help="MNIST training images (MLP)")
     parser.add_argument("--cnn-images", type=int, default=6144, help="MNIST training images (CNN)")
     parser.add_argument("--cnn-blas", action="store_true", help="time the CNN with NNCLI_THREADS=blas too")
+    parser.add_argument("--then", type=Path, default=None,
+                        help="a checkout of the nncli the issue measured (main 2233a71), timed too")
     parser.add_argument("--busy-cpu", type=int, default=None, help="the CPU the busy loop is pinned to"
                         " (default: the last this process may use; -1: not pinned)")
     args = parser.parse_args()
@@ -171,6 +183,11 @@ def main() -> None:
     print(f"{cpu_name()}, {len(cpus)} CPUs; load average {load()} before; busy loop pinned to CPU"
           f" {busy_cpu}", flush=True)
     choices = {w: list(CHOICES) if w != "cnn" or args.cnn_blas else list(CNN_CHOICES) for w in workloads}
+    if args.then is not None:
+        if not (args.then / "nncli" / "__init__.py").is_file():
+            sys.exit(f"--then {args.then}: no nncli package there")
+        for names in choices.values():
+            names.append("then")
     times = {(c, w, k): [] for c in conditions for w in workloads for k in choices[w]}
     with tempfile.TemporaryDirectory() as tmp:
         data = {"quickstart": source}
@@ -185,7 +202,7 @@ def main() -> None:
                         config, extra = WORKLOADS[w]
                         names = choices[w]
                         for choice in names[r % len(names):] + names[: r % len(names)]:  # rotating
-                            t = run(ROOT / "configs" / config, extra, choice, args.epochs, data[w])
+                            t = run(ROOT / "configs" / config, extra, choice, args.epochs, data[w], args.then)
                             times[condition, w, choice].append(t)
                         line = ", ".join(f"{k} {times[condition, w, k][-1]:.3f}" for k in names)
                         print(f"round {r + 1} {condition:5s} {w:10s} median epoch s: {line}", flush=True)
@@ -220,6 +237,11 @@ def report(times: dict, conditions: list[str], choices: dict[str, list[str]]) ->
                   f" today's default ({TODAY[w]}) / auto per round {', '.join(f'{x:.2f}' for x in vs_today)},"
                   f" median {statistics.median(vs_today):.2f}"
                   + (" (target >= 3 on the quickstart)" if condition == "busy" and w == "quickstart" else ""))
+            if "then" in got:
+                vs_then = [t / a for a, t in zip(got["auto"], got["then"], strict=True)]
+                rounds = ", ".join(f"{x:.2f}" for x in vs_then)
+                print(f"      the nncli of --then (its default) / auto per round {rounds},"
+                      f" median {statistics.median(vs_then):.2f}")
 
 
 if __name__ == "__main__":

@@ -99,6 +99,11 @@ class ThreadControl:
         `threadpool_limits`, which looks for the libraries again each time, took 235 us."""
         return self.controller.limit(limits=1)
 
+    def limit(self, threads: int):
+        """A context manager that sets the BLAS to `threads` threads in its block (for OpenBLAS
+        and BLIS, the process's count), then restores it."""
+        return self.controller.limit(limits=threads)
+
 
 _CONTROL: list[ThreadControl | None] = []  # [] until looked for, then [the answer]
 

@@ -94,6 +94,16 @@ def config_text(base: str = "spiral", changes: dict | None = None, **sections) -
     return yaml.safe_dump(config, sort_keys=False)
 
 
+@pytest.fixture(autouse=True)
+def held_blas(monkeypatch):
+    """NNCLI_THREADS=held for every test that does not set its own (nor the shell): with it
+    unset, a fresh run may take the BLAS's own threads where they time faster at its start, so
+    two runs of one config could round differently on a machine whose load changes, and the
+    tests compare runs bit for bit. test_threads_blas.py unsets it to test that choice."""
+    if "NNCLI_THREADS" not in os.environ:
+        monkeypatch.setenv("NNCLI_THREADS", "held")
+
+
 @pytest.fixture(scope="session")
 def spiral():
     """The spiral config as YAML text, with `changes` ({"dotted.key": value}) applied:

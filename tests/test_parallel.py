@@ -21,6 +21,7 @@ from nncli.nn.layers import LAYERS
 from nncli.nn.losses import LOSSES
 from nncli.nn.model import Sequential
 from nncli.nn.parallel import MIN_SHARD, shard_bounds, threads_allowed
+from nncli.training.callbacks import threads as chooser_module
 
 
 class FakeControl:
@@ -40,10 +41,13 @@ class FakeControl:
     def threads(self) -> int:
         return getattr(self.local, "n", self.initial)
 
-    @contextmanager
     def one_thread(self):
+        return self.limit(1)
+
+    @contextmanager
+    def limit(self, threads: int):
         previous = self.threads()
-        self._set(1)
+        self._set(threads)
         try:
             yield
         finally:
@@ -60,6 +64,7 @@ def control(monkeypatch):
     fake = FakeControl()
     monkeypatch.setattr(model_module, "thread_control", lambda: fake)
     monkeypatch.setattr(parallel, "thread_control", lambda: fake)
+    monkeypatch.setattr(chooser_module, "thread_control", lambda: fake)
     return fake
 
 

@@ -29,11 +29,13 @@ CNN = config_text("cnn", {"name": "threads", "seed": 3, "train.batch_size": 96,
 @pytest.fixture
 def two_cpus(monkeypatch):
     """numpy's own BLAS, held to one thread per shard for real, on what looks like 2 CPUs: the
-    CNN's batches of 96 run as two shards of 48 (the last batch, of 40, whole)."""
+    CNN's batches of 96 run as two shards of 48 (the last batch, of 40, whole). NNCLI_THREADS
+    is `held`: the threads of the shards are measured, the BLAS's own threads are not (tests
+    that measure those set NNCLI_THREADS themselves)."""
     control = thread_control()
     if control is None:
         pytest.skip("threadpoolctl cannot hold this numpy's BLAS to one thread")
-    monkeypatch.delenv("NNCLI_THREADS", raising=False)
+    monkeypatch.setenv("NNCLI_THREADS", "held")
     monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     monkeypatch.setattr(control, "initial", max(2, control.initial))
     return control
@@ -85,7 +87,7 @@ def test_the_threads_measured_change_no_number(workdir, nncli, two_cpus, monkeyp
     assert "threads: 2 shards of a batch of 96 in 2 threads (NNCLI_THREADS)" in forced.stderr
     assert same(params(workdir / "auto"), runs[1]) and same(params(workdir / "forced"), runs[1])
     # measured again and again mid-epoch, as on a machine whose load keeps changing
-    monkeypatch.delenv("NNCLI_THREADS")
+    monkeypatch.setenv("NNCLI_THREADS", "held")
     with monkeypatch.context() as patch:
         made = force_workers(patch, None)  # 1 and 2 threads by turns
         calls = iter(range(10**6))
@@ -107,10 +109,10 @@ def test_a_resumed_run_keeps_its_shards_on_another_machine(workdir, nncli, two_c
     assert nncli("train", "cnn.yaml", "--run-dir", "whole", "--quiet").exit_code == 0
     assert nncli("train", "cnn.yaml", "--run-dir", "cut", "--quiet", "--set", "train.epochs=1").exit_code == 0
     saved = checkpoint.load(workdir / "cut" / "checkpoints" / "last.pkl")
-    assert saved["threads"] == {"shards": 2, "blas": False}
+    assert saved["threads"] == {"shards": 2, "blas": False, "blas_threads": None, "measured": True}
     # resumed where the BLAS has one thread: a new run would train whole, the resumed one keeps 2 shards
     monkeypatch.setattr(two_cpus, "initial", 1)
-    assert thread_setting() == ThreadSetting(1, True, False)
+    assert thread_setting() == ThreadSetting(1, True, False, choose_blas=False)
     result = nncli("train", "--resume", "cut", "--set", "train.epochs=2")
     assert result.exit_code == 0, result.output
     assert "threads: measured before the first batch: 2 shards of 48" in result.stderr
@@ -118,22 +120,37 @@ def test_a_resumed_run_keeps_its_shards_on_another_machine(workdir, nncli, two_c
 
 
 def test_resume_setting():
-    auto = ThreadSetting(4, True, False)
-    assert resume_setting({"shards": 2, "blas": False}, auto) == ThreadSetting(2, True, False)
-    assert resume_setting({"shards": 2, "blas": True}, auto) == ThreadSetting(1, False, True)
+    auto = ThreadSetting(4, True, False, choose_blas=True)
+    held = ThreadSetting(4, True, False)
+    for setting in (auto, held):
+        assert resume_setting({"shards": 2, "blas": False}, setting) == ThreadSetting(2, True, False)
+        # NNCLI_THREADS=blas at the run's start (or a record from before `measured`): blas again
+        assert resume_setting({"shards": 2, "blas": True}, setting) == ThreadSetting(1, False, True)
+        assert resume_setting({"shards": 1, "blas": True, "blas_threads": None, "measured": False},
+                              setting) == ThreadSetting(1, False, True)
+    # the BLAS's 2 threads, measured faster at the run's start: as many again, still watched
+    chosen = {"shards": 2, "blas": True, "blas_threads": 2, "measured": True}
+    assert resume_setting(chosen, auto) == ThreadSetting(2, True, True, blas_threads=2)
+    assert resume_setting(chosen, held) == ThreadSetting(2, True, False)  # NNCLI_THREADS=held wins
     forced = ThreadSetting(3, False, False)  # NNCLI_THREADS=3 wins over the record
     assert resume_setting({"shards": 2, "blas": False}, forced) == forced
-    for damaged in (None, "2", {"shards": 0, "blas": False}, {"shards": True, "blas": False}, {"shards": 2}):
-        assert resume_setting(damaged, auto) == auto
+    assert resume_setting(chosen, forced) == forced
+    for damaged in (None, "2", {"shards": 0, "blas": False}, {"shards": True, "blas": False}, {"shards": 2},
+                    {**chosen, "blas_threads": 0}):
+        resumed = resume_setting(damaged, auto)
+        # a resumed run never takes other roundings than its own by measurement
+        assert resumed in (held, ThreadSetting(1, False, True)), damaged
+    assert resume_setting(None, auto) == held
 
 
 def test_nncli_threads_values(two_cpus):
-    assert thread_setting({}) == ThreadSetting(2, True, False)
-    assert thread_setting({"NNCLI_THREADS": " Auto "}) == ThreadSetting(2, True, False)
+    assert thread_setting({}) == ThreadSetting(2, True, False, choose_blas=True)
+    assert thread_setting({"NNCLI_THREADS": " Auto "}) == ThreadSetting(2, True, False, choose_blas=True)
+    assert thread_setting({"NNCLI_THREADS": "held"}) == ThreadSetting(2, True, False)
     assert thread_setting({"NNCLI_THREADS": "3"}) == ThreadSetting(3, False, False)
     assert thread_setting({"NNCLI_THREADS": "blas"}) == ThreadSetting(1, False, True)
     for wrong in ("0", "many", "-2", "2.5"):
-        with pytest.raises(NncliError, match=r"NNCLI_THREADS must be a positive integer .* auto or blas"):
+        with pytest.raises(NncliError, match=r"NNCLI_THREADS must be a positive integer .* auto, held or"):
             thread_setting({"NNCLI_THREADS": wrong})
 
 

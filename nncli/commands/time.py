@@ -25,7 +25,9 @@ The table times the layers one after the other on the whole batch. Where trainin
 batch as shards (nncli.nn.parallel), the whole step is then timed as training may run it: the
 shards in one thread and in one thread each, alternating, `iters` times each way after one
 untimed, and the line says which training takes and why (nncli.nn.threads measures the same
-at the start of a run; NNCLI_THREADS=N forces one thread a shard).
+at the start of a run; NNCLI_THREADS=N forces one thread a shard). Where a fresh run may also
+run its batches whole with the BLAS's own threads (NNCLI_THREADS unset, a BLAS of several
+threads), that way is timed among them.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ from nncli.builder import build_experiment
 from nncli.commands.check import describe_layer
 from nncli.config.schema import load_config
 from nncli.nn.step import step
-from nncli.nn.threads import measure, threads_word
+from nncli.nn.threads import BLAS, BLAS_MARGIN, measure, threads_word
+from nncli.training.callbacks.threads import blas_threads
 
 BAR_WIDTH = 40  # characters of '#' for a share of 100%
 
@@ -75,9 +78,11 @@ class TimeResult:
     shards: list[int] | None = None  # the shards' sizes where training runs the batch so
     sharded_step_ms: float | None = None  # the median wall time of such a step, as training runs it
     threads_ms: dict[int, float] | None = None  # threads that run the shards -> the step's ms
-    threads: int | None = None  # how many of them training uses
+    threads: int | None = None  # how many of them training uses (0: none, the BLAS's own)
     measured: bool = True  # whether training measures that (NNCLI_THREADS unset)
     blas_held: bool = True  # whether a batch run whole holds the BLAS to one thread
+    blas_ms: float | None = None  # the step whole with the BLAS's own threads, where timed
+    blas_threads: int | None = None  # how many threads the BLAS then ran
 
     @property
     def total_ms(self) -> float:
@@ -116,10 +121,13 @@ class TimeResult:
             else {
                 "shards": list(self.shards),
                 "step_ms": self.sharded_step_ms,
-                "threads": self.threads,
+                "threads": None if self.threads == BLAS else self.threads,
                 "step_ms_by_threads": {str(w): t for w, t in sorted(self.threads_ms.items())},
                 "measured": self.measured,
             },
+            "blas": None
+            if self.blas_ms is None
+            else {"threads": self.blas_threads, "step_ms": self.blas_ms, "chosen": self.threads == BLAS},
         }
 
 
@@ -189,7 +197,8 @@ def time_layers(
 
     shards = model.shards_for(batch)
     choice = None
-    if shards is not None:
+    blas, blas_held = blas_threads(model), model.hold_blas
+    if shards is not None or blas is not None:
         auto = model.auto_workers
 
         def run():
@@ -197,9 +206,10 @@ def time_layers(
             step(model, loss, optimizer, xb, y, regularizer=regularizer, finite_only=False)
 
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-            choice = measure(model, run, batch, budget_s=float("inf"), rounds=iters)
+            choice = measure(model, run, batch, budget_s=float("inf"), rounds=iters, blas=blas, block_s=0)
         if not auto:
             choice.workers = len(shards)  # NNCLI_THREADS forces a thread a shard
+    held = None if choice is None else {w: t * 1e3 for w, t in choice.times.items() if w != BLAS}
     loss_forward, loss_backward, entering = stages["loss"], stages["loss_backward"], stages["input"]
 
     def both(kind: str, name: str, index: int | None, fwd: np.ndarray, bwd: np.ndarray) -> Row:
@@ -240,12 +250,48 @@ def time_layers(
         output_layer=output,
         notes=notes,
         shards=shards,
-        sharded_step_ms=None if choice is None else choice.times[choice.workers] * 1e3,
-        threads_ms=None if choice is None else {w: t * 1e3 for w, t in choice.times.items()},
+        sharded_step_ms=None if shards is None else min(held.values()) if choice.workers == BLAS
+        else held[choice.workers],
+        threads_ms=held,
         threads=None if choice is None else choice.workers,
         measured=model.auto_workers,
-        blas_held=model.hold_blas,
+        blas_held=blas_held,
+        blas_ms=None if choice is None or BLAS not in choice.times else choice.times[BLAS] * 1e3,
+        blas_threads=blas,
     )
+
+
+def _threads_line(result: TimeResult) -> str:
+    """How training runs the step, as measured: 'training runs this step as 2 shards of 64: in
+    1 thread 1.8 ms, in 2 threads 1.4 ms, whole with the BLAS in 2 threads 1.0 ms a step (median,
+    alternating) -> the BLAS in 2 threads, ...'."""
+    timed = []
+    if result.shards is not None:
+        k, sizes = len(result.shards), sorted(set(result.shards), reverse=True)
+        of = f"of {sizes[0]:,}" if len(sizes) == 1 else f"of {' and '.join(f'{n:,}' for n in sizes)}"
+        what = f"as {k} shards {of}"
+        timed += [f"in {threads_word(w)} {t:.3f} ms" for w, t in sorted(result.threads_ms.items())]
+        whole = "whole with the BLAS"
+    else:
+        what = "whole"
+        timed.append(f"the BLAS held to one thread {result.threads_ms[1]:.3f} ms")
+        whole = "the BLAS"
+    if result.blas_ms is not None:
+        timed.append(f"{whole} in {threads_word(result.blas_threads)} {result.blas_ms:.3f} ms")
+    if result.threads == BLAS:
+        chosen = f"the BLAS in {threads_word(result.blas_threads)}"
+    else:
+        chosen = threads_word(result.threads) if result.shards is not None else "the BLAS held to one thread"
+    if not result.measured:
+        why = "as NNCLI_THREADS forces"
+    elif result.blas_ms is None:
+        why = "the faster, measured again as training starts"
+    else:
+        why = (f"the faster (the BLAS's own threads only by more than {BLAS_MARGIN:.0%}: they change the"
+               " run's roundings), measured again as a fresh run starts")
+    rows = "; the rows above run whole (NNCLI_THREADS=1 trains so)" if result.shards is not None else ""
+    return (f"training runs this step {what}: {', '.join(timed)} a step (median, alternating) -> {chosen},"
+            f" {why}{rows}")
 
 
 def _describe_regularizer(regularizer) -> str:
@@ -291,16 +337,8 @@ def format_timings(result: TimeResult) -> str:
             f"one training step: {result.step_ms:.3f} ms, {result.batch / result.step_ms * 1e3:,.0f}"
             " samples/s (median, the timers included)"
         )
-    if result.shards is not None:
-        k, sizes = len(result.shards), sorted(set(result.shards), reverse=True)
-        of = f"of {sizes[0]:,}" if len(sizes) == 1 else f"of {' and '.join(f'{n:,}' for n in sizes)}"
-        timed = ", ".join(f"in {threads_word(w)} {t:.3f} ms" for w, t in sorted(result.threads_ms.items()))
-        why = ("the faster, measured again as training starts" if result.measured
-               else "as NNCLI_THREADS forces")
-        lines.append(
-            f"training runs this step as {k} shards {of}: {timed} a step (median, alternating) ->"
-            f" {threads_word(result.threads)}, {why}; the rows above run whole (NNCLI_THREADS=1 trains so)"
-        )
+    if result.threads is not None:
+        lines.append(_threads_line(result))
     else:
         held = ("the BLAS held to one thread" if result.blas_held
                 else "the BLAS with its own threads (NNCLI_THREADS=blas)")

@@ -22,7 +22,8 @@ that many shards (nncli.nn.parallel), in as many threads or, with `workers` = 1,
 other in the caller's, where every layer allows it (`Layer.shardable`), one gains from it
 (`Layer.elementwise_bound`: convolutions and pooling; or products big enough, MIN_SHARD_WORK)
 and the BLAS's threads can be held to one per shard; the loss still sees the whole batch.
-With `hold_blas`, a batch that runs whole holds the BLAS to one thread too.
+With `hold_blas`, a batch that runs whole holds the BLAS to one thread too; with `blas_threads`
+(chosen by measurement), no batch is split and the BLAS runs that many threads.
 `serial()` turns the shards off for a while (gradient checks, the non-finite report).
 """
 
@@ -150,6 +151,8 @@ class Sequential:
         self.workers: int | None = None  # threads that run the shards: 1, or None for one a shard
         self.hold_blas = False  # whether a batch run whole holds the BLAS to one thread
         self.auto_workers = False  # whether training may measure `workers` (nncli.nn.threads)
+        self.choose_blas = False  # whether a fresh run may measure the BLAS's own threads too
+        self.blas_threads: int | None = None  # BLAS threads where not held (None: as it is)
         self._shards: Shards | None = None  # made at the first sharded batch
         self._bounds: list[int] | None = None  # the last training forward's shards, if any
 
@@ -233,7 +236,8 @@ class Sequential:
         return {**self.__dict__, "flat": None, "_shards": None, "_bounds": None}
 
     def __setstate__(self, state: dict) -> None:
-        defaults = {"threads": 1, "workers": None, "hold_blas": False, "auto_workers": False}
+        defaults = {"threads": 1, "workers": None, "hold_blas": False, "auto_workers": False,
+                    "choose_blas": False, "blas_threads": None}
         self.__dict__.update({**defaults, **state, "_shards": None, "_bounds": None})
         if self.input_shape is not None:
             self._pack()
@@ -277,9 +281,12 @@ class Sequential:
             return self.run_backward(self.layers, dout, hook)
 
     def _blas_held(self):
-        """The BLAS held to one thread where `hold_blas` says so (and it can be), else nothing."""
-        control = thread_control() if self.hold_blas else None
-        return control.one_thread() if control is not None else nullcontext()
+        """The BLAS held to one thread where `hold_blas` says so (and it can be), to
+        `blas_threads` where set, else left as it is."""
+        control = thread_control() if self.hold_blas or self.blas_threads else None
+        if control is None:
+            return nullcontext()
+        return control.one_thread() if self.hold_blas else control.limit(self.blas_threads)
 
     def run_forward(self, layers: list[Layer], x: np.ndarray, training: bool, hook: Hook | None = None):
         """`x` through `layers` (this model's, or a shard's replicas of them) in the execution
@@ -311,8 +318,8 @@ class Sequential:
 
     def _shard_bounds(self, n: int) -> list[int] | None:
         """Where a batch of `n` splits into shards, or None to run it serially."""
-        if self.threads < 2 or self.flat is None:
-            return None
+        if self.threads < 2 or self.flat is None or self.blas_threads:
+            return None  # (shards hold the BLAS to one thread: not where it runs its own)
         layers = self.layers
         if not all(layer.shardable for layer in layers):
             return None

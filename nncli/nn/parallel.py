@@ -21,8 +21,10 @@ each in its own, and their gradients are added in shard order either way. So the
 shards is fixed by the CPUs, the model and the batch size (and kept in a run's checkpoints),
 and only how many threads run them is measured (nncli.nn.threads). The BLAS's own thread
 count is another matter: OpenBLAS 0.3.31 multiplies (64, 784) @ (784, 256) in float32 with
-other roundings in 1, 2, 3, 4 and 8 threads; so it is held to one thread throughout (every
-shard, and a batch that runs whole), unless NNCLI_THREADS=blas.
+other roundings in 1, 2, 3, 4 and 8 threads; so it is held to one thread (every shard, and a
+batch that runs whole), unless NNCLI_THREADS=blas, or a fresh run measured its own threads
+faster at its start (NNCLI_THREADS unset: a model of matrix products alone, on a quiet machine),
+a choice its checkpoints record so that a resumed run keeps its roundings.
 
 Only layers whose training forward treats each sample on its own and draws nothing at random
 can be split so (`Layer.shardable`): batch norm (batch statistics, running averages) and dropout
@@ -64,21 +66,36 @@ class ThreadSetting(NamedTuple):
 
     shards: int  # at most this many shards a batch (shard_bounds decides per batch)
     measured: bool  # the threads that run them are chosen by measurement (nncli.nn.threads)
-    blas: bool  # unsharded, with the BLAS's own threads: NNCLI_THREADS=blas
+    blas: bool  # unsharded, with the BLAS's own threads: NNCLI_THREADS=blas, or chosen so
+    choose_blas: bool = False  # a fresh run may choose the BLAS's own threads at its start
+    blas_threads: int | None = None  # the BLAS's threads where `blas` was chosen (None: its own)
+
+
+#: NNCLI_THREADS's words: `auto` (the default), `held` and `blas`; or a number
+WORDS = ("auto", "held", "blas")
 
 
 def thread_setting(environ=None) -> ThreadSetting:
-    """$NNCLI_THREADS read: unset (or `auto`), a batch splits into shards fixed by the CPUs, the
-    model and the batch size, each run with the BLAS held to one thread, and how many threads
-    run them (one, or one a shard) is measured; `N` forces N shards in N threads (1: one
-    thread); `blas` runs batches whole with the BLAS's own threads (OPENBLAS_NUM_THREADS...),
-    whose count changes the rounding. Where the BLAS's threads cannot be controlled, `blas`."""
+    """$NNCLI_THREADS read.
+
+    unset, `auto`  a batch splits into shards fixed by the CPUs, the model and the batch size,
+                   each run with the BLAS held to one thread, and how many threads run them
+                   (one, or one a shard) is measured; at a fresh run's start, running batches
+                   whole with the BLAS's own threads is measured too, and kept where it is
+                   faster (its roundings differ: the choice is recorded in the checkpoints)
+    `held`         as auto, without the BLAS's own threads: the run's numbers depend only on
+                   the CPUs, the model and the batch size, never on the machine's load
+    `N`            N shards in N threads (1: one thread), the BLAS held to one
+    `blas`         batches whole with the BLAS's own threads (OPENBLAS_NUM_THREADS...), whose
+                   count changes the rounding
+
+    Where the BLAS's threads cannot be controlled, `blas`."""
     environ = os.environ if environ is None else environ
     value = environ.get(ENV, "").strip().lower()
     control = thread_control()
     if value == "blas":
         return ThreadSetting(1, False, True)
-    if value in ("", "auto"):
+    if value in ("", "auto", "held"):
         asked = None
     else:
         try:
@@ -87,15 +104,15 @@ def thread_setting(environ=None) -> ThreadSetting:
             asked = 0
         if asked < 1:
             raise NncliError(
-                f"{ENV} must be a positive integer (1 trains in one thread), auto or blas, got"
-                f" {environ.get(ENV)!r}"
+                f"{ENV} must be a positive integer (1 trains in one thread), auto, held or blas,"
+                f" got {environ.get(ENV)!r}"
             )
     if control is None:
         return ThreadSetting(1, False, True)
     if asked is not None:
         return ThreadSetting(asked, False, False)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return ThreadSetting(max(1, min(cpus, control.initial)), True, False)
+    return ThreadSetting(max(1, min(cpus, control.initial)), True, False, choose_blas=value != "held")
 
 
 def threads_allowed(environ=None) -> int:
@@ -111,26 +128,46 @@ def apply_setting(model, setting: ThreadSetting) -> None:
     until measured (`model.auto_workers`: whether they may be)."""
     model.threads, model.hold_blas = setting.shards, not setting.blas
     model.workers, model.auto_workers = None, setting.measured
+    model.choose_blas, model.blas_threads = setting.choose_blas, setting.blas_threads
 
 
 def setting_record(model) -> dict:
     """What a checkpoint keeps of how a run splits its batches: enough to resume with the same
-    numbers on another machine (the threads that run the shards change none)."""
-    return {"shards": int(model.threads), "blas": not model.hold_blas}
+    numbers on another machine (the threads that run the shards change none). `blas`: batches
+    run whole with the BLAS's own threads, `blas_threads` of them where a measurement chose so
+    (`measured`), as many as the BLAS has where NNCLI_THREADS=blas said so."""
+    return {
+        "shards": int(model.threads),
+        "blas": not model.hold_blas,
+        "blas_threads": model.blas_threads,
+        "measured": bool(model.auto_workers),
+    }
 
 
 def resume_setting(record, setting: ThreadSetting) -> ThreadSetting:
     """The setting a resumed run uses: the one its checkpoint kept (`setting_record`) unless
-    NNCLI_THREADS chooses another (`setting` not measured); a checkpoint from before the record,
-    or a damaged one, leaves `setting` as it is."""
-    if not setting.measured or not isinstance(record, dict):
+    NNCLI_THREADS chooses another (a number or `blas`: `setting` not measured; `held`: never the
+    BLAS's own threads). A checkpoint from before the record, or a damaged one, leaves `setting`
+    as it is but for choosing the BLAS's own threads. A run that had chosen the BLAS's threads by
+    measurement goes on with as many of them, and may still leave them for good if the machine
+    gets busy (nncli.training.callbacks.threads)."""
+    if not setting.measured:
         return setting
-    shards, blas = record.get("shards"), record.get("blas")
-    if not isinstance(shards, int) or isinstance(shards, bool) or shards < 1 or not isinstance(blas, bool):
-        return setting
-    if blas:
+    shards, blas = (record.get("shards"), record.get("blas")) if isinstance(record, dict) else (None, None)
+    if not _count(shards) or not isinstance(blas, bool):
+        return setting._replace(choose_blas=False)  # never another rounding than the run's so far
+    if not blas:
+        return ThreadSetting(shards, True, False)
+    chosen = record.get("measured") is True and _count(record.get("blas_threads"))
+    if not chosen:  # NNCLI_THREADS=blas when the run started (or a record from before `measured`)
         return ThreadSetting(1, False, True)
-    return ThreadSetting(shards, True, False)
+    if not setting.choose_blas:  # NNCLI_THREADS=held now
+        return ThreadSetting(shards, True, False)
+    return ThreadSetting(shards, True, True, blas_threads=record["blas_threads"])
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def shard_bounds(n: int, threads: int) -> list[int] | None:

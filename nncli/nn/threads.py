@@ -18,29 +18,64 @@ the next step overwrites. The run's generator is never touched.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import median
 from time import perf_counter
 
-#: time spent measuring at most, warm-up included, unless two passes each way take longer
+#: time spent measuring at most, warm-up included, unless two rounds take longer
 BUDGET_S = 0.3
-ROUNDS = 3  # timed passes each way at most
+ROUNDS = 3  # timed blocks of passes each way at most
+#: a block of passes lasts about this long: several of the scheduler's time slices (see `measure`)
+BLOCK_S = 0.012
+MAX_BLOCK = 64  # passes a block at most
+
+
+#: the key of `Choice.times` for batches run whole with the BLAS's own threads
+BLAS = 0
+#: how much faster than the best held way the BLAS's own threads must be to be chosen: below
+#: that, the numbers that do not depend on the machine's load are worth the difference
+BLAS_MARGIN = 0.05
 
 
 @dataclass
 class Choice:
-    shards: list[int]  # the shards' sizes
-    workers: int  # the threads that run them: 1, or one a shard
-    times: dict[int, float]  # workers -> median seconds of a pass
+    shards: list[int] | None  # the shards' sizes (None: batches run whole)
+    workers: int  # the way chosen: the threads that run the shards (1, or one a shard), or BLAS
+    times: dict[int, float]  # way -> median seconds of a pass
     passes: int  # timed passes each way
+    blas_threads: int | None = None  # the BLAS's threads in the way BLAS, where it was timed
+    block: int = 1  # passes a timed block
 
     def describe(self) -> str:
-        """'2 shards of 64: in 1 thread 11.2 ms, in 2 threads 7.3 ms a step -> 2 threads'."""
+        """'2 shards of 64: in 1 thread 11.2 ms, in 2 threads 7.3 ms a step -> 2 threads', or
+        with the BLAS's threads timed too: 'batches of 64 whole, the BLAS in 1 thread 0.52 ms,
+        in 2 threads 0.40 ms a step (median of 3) -> the BLAS in 2 threads'."""
+        timed = ", ".join(f"{self.way_words(w, short=True)} {t * 1e3:.2f} ms" for w, t in self._ordered())
+        # e.g. '2 shards of 64: in 1 thread 1.85 ms, in 2 threads 1.42 ms, whole, the BLAS in 2 threads
+        # 1.05 ms a step (median of 3) -> whole, the BLAS in 2 threads'
+        of = f"{self.passes}" if self.block == 1 else f"{self.passes} blocks of {self.block}"
+        return f"{self._what()}: {timed} a step (median of {of}) -> {self.way_words(self.workers)}"
+
+    def _ordered(self):
+        return sorted(self.times.items(), key=lambda item: (item[0] == BLAS, item[0]))
+
+    def _what(self) -> str:
+        if self.shards is None:
+            return "batches whole"
         k, sizes = len(self.shards), sorted(set(self.shards), reverse=True)
         of = f"{sizes[0]:,}" if len(sizes) == 1 else " and ".join(f"{n:,}" for n in sizes)
-        timed = ", ".join(f"in {threads_word(w)} {t * 1e3:.2f} ms" for w, t in sorted(self.times.items()))
-        return f"{k} shards of {of}: {timed} a step (median of {self.passes}) -> {threads_word(self.workers)}"
+        return f"{k} shards of {of}"
+
+    def way_words(self, way: int, short: bool = False) -> str:
+        """A way in words: as timed ('in 2 threads', `short`), or as chosen ('2 threads')."""
+        if way == BLAS:
+            whole = "" if self.shards is None else "whole, "
+            return f"{whole}the BLAS in {threads_word(self.blas_threads or 1)}"
+        if self.shards is None:
+            return "the BLAS held to 1 thread" if short else "the BLAS held to one thread"
+        return f"in {threads_word(way)}" if short else threads_word(way)
 
 
 def threads_word(n: int) -> str:
@@ -48,39 +83,69 @@ def threads_word(n: int) -> str:
 
 
 def measure(
-    model, run: Callable[[], object], batch: int, budget_s: float = BUDGET_S, rounds: int = ROUNDS
+    model,
+    run: Callable[[], object],
+    batch: int,
+    budget_s: float = BUDGET_S,
+    rounds: int = ROUNDS,
+    blas: int | None = None,
+    block_s: float = BLOCK_S,
 ) -> Choice | None:
-    """Time `run()` (one pass of `batch` rows through `model`) with the shards in one thread and
-    in one thread each, alternating (`rounds` each way at most, fewer past `budget_s` but two at
-    least), after
-    one untimed pass each way; leave `model.workers` at
-    the faster and return what was measured. None (nothing measured) where a batch of `batch`
-    runs whole: there is nothing to choose."""
+    """Time `run()` (one pass of `batch` rows through `model`) each way the model may take it,
+    alternating (`rounds` each way at most, fewer past `budget_s` but two at least), after one
+    untimed pass each way; leave the model set to the fastest and return what was measured.
+
+    A round times each way over a block of passes that lasts `block_s` or so (as many as the
+    untimed pass in one thread says): threads that wait for a core another program holds lose
+    whole time slices of the scheduler (milliseconds), which a single short pass can miss.
+    A way's time is the median over the rounds of its blocks' mean pass.
+
+    The ways: with the BLAS held to one thread, the shards in one thread and in one thread each
+    (where a batch of `batch` shards), and, given `blas` (a thread count above one), the batch
+    whole with the BLAS in `blas` threads, taken only where it is faster by BLAS_MARGIN. None
+    (nothing measured) where there is only one way."""
+    use(model, model.workers, None)
     sizes = model.shards_for(batch)
-    if sizes is None:
+    candidates = [] if sizes is None else [1, len(sizes)]
+    if blas is not None and blas > 1:
+        candidates = (candidates or [1]) + [BLAS]
+    if len(candidates) < 2:
         return None
-    candidates = [1, len(sizes)]
     times: dict[int, list[float]] = {w: [] for w in candidates}
     start = perf_counter()
     try:
+        first = {}
         for w in candidates:  # untimed: replicas made, caches and pages touched
-            model.workers = w
+            use(model, w, blas)
+            t = perf_counter()
             run()
+            first[w] = perf_counter() - t
+        passes = max(1, min(MAX_BLOCK, math.ceil(block_s / max(first[1], 1e-6))))
         for r in range(rounds):
             for w in candidates if r % 2 == 0 else candidates[::-1]:
-                model.workers = w
+                use(model, w, blas)
                 t = perf_counter()
-                run()
-                times[w].append(perf_counter() - t)
+                for _ in range(passes):
+                    run()
+                times[w].append((perf_counter() - t) / passes)
             if r >= 1 and perf_counter() - start > budget_s:  # two each way at least: one is noise
                 break
     except BaseException:
-        model.workers = None
+        use(model, 1 if sizes is None else None, None)
         raise
     medians = {w: median(ts) for w, ts in times.items()}
-    best = min(candidates, key=lambda w: medians[w])
-    model.workers = best
-    return Choice(sizes, best, medians, len(times[best]))
+    held = min((w for w in candidates if w != BLAS), key=lambda w: medians[w])
+    best = BLAS if BLAS in medians and medians[BLAS] < medians[held] * (1 - BLAS_MARGIN) else held
+    use(model, best, blas)
+    return Choice(sizes, best, medians, len(times[best]), blas if BLAS in medians else None, passes)
+
+
+def use(model, way: int | None, blas: int | None) -> None:
+    """Set `model` to run batches `way` (see `Choice.workers`; None: one thread a shard)."""
+    if way == BLAS:
+        model.hold_blas, model.blas_threads, model.workers = False, blas, None
+    else:
+        model.hold_blas, model.blas_threads, model.workers = True, None, way
 
 
 class DriftWatch:

@@ -15,6 +15,7 @@ import numpy as np
 
 from nncli.fileio import atomic_write_json
 from nncli.nn.metrics import loss_and_accuracy
+from nncli.nn.parallel import setting_record
 from nncli.training import checkpoint
 from nncli.training.rundir import RunDir
 
@@ -49,6 +50,7 @@ def run_summary(trainer, test: dict | None) -> dict:
         "parameters": exp.model.num_params(),
         "train_time_s": float(sum(row["epoch_time_s"] for row in state.history)),
         "peak_rss_mib": peak_rss_mib(),
+        "threads": setting_record(exp.model),  # how its batches ran at the end (nncli.nn.parallel)
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "test": test,
     })

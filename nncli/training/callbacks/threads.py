@@ -1,6 +1,14 @@
-"""The threads that run the model's shards, measured before the first batch and again when the
-step times drift (nncli.nn.threads); one line on the run's log each time, saying what was
-measured and what was chosen. Nothing here changes a number of the run (see that module)."""
+"""How the model's batches run, measured before the first batch and again when the step times
+drift (nncli.nn.threads); one line on the run's log each time, saying what was measured and
+what was chosen.
+
+Choosing the threads that run the shards changes no number of the run. Choosing, at a fresh
+run's start, to run batches whole with the BLAS's own threads (where that is faster by a
+margin: NNCLI_THREADS unset) changes the roundings, so it is made once and kept in the run's
+checkpoints (nncli.nn.parallel.setting_record), and a resumed run goes on the same way. The BLAS's
+threads are left, for good, when the step times grow past the drift margin: another program
+took a core they wait for. The run's numbers from that step on are the held BLAS's; the line
+says at which step, and the checkpoints after it say so too."""
 
 from __future__ import annotations
 
@@ -8,34 +16,42 @@ from time import perf_counter
 
 import numpy as np
 
+from nncli._openblas import thread_control
 from nncli.nn.step import step
-from nncli.nn.threads import DriftWatch, measure, threads_word
+from nncli.nn.threads import DriftWatch, measure, threads_word, use
 from nncli.training.callbacks.base import Callback
 
 
 class ThreadChooser(Callback):
-    """Measures `model.workers` where the model's setting lets it (`model.auto_workers`, from
-    NNCLI_THREADS unset) and says on `say` (a function of one line; None: silent) how the
-    batches run. `choices` keeps every measurement's line."""
+    """Measures how `model`'s batches run where its setting lets it (`model.auto_workers`, from
+    NNCLI_THREADS unset or `held`) and says on `say` (a function of one line; None: silent) how
+    they run. `choices` keeps every measurement's line."""
 
     def __init__(self, say=None, watch: DriftWatch | None = None):
         self.say = say
         self.watch = watch or DriftWatch()
         self.choices: list[str] = []
         self.last: float | None = None  # the clock at the last batch's end
+        self.watching = False  # whether there is a choice that a drift could change
 
     def on_train_begin(self, trainer):
         model, batch = trainer.exp.model, self._batch(trainer)
-        sizes = model.shards_for(batch)
-        if sizes is None:
+        if model.auto_workers and not model.hold_blas:  # a resumed run that chose the BLAS's threads
+            self._tell(f"threads: batches of {batch:,} run whole, the BLAS in"
+                       f" {threads_word(model.blas_threads or 1)}, as this run chose at its start")
+            self.watching = True
+            return
+        sizes, blas = model.shards_for(batch), blas_threads(model)
+        if model.auto_workers and (sizes is not None or blas is not None):
+            self._measure(trainer, "measured before the first batch", blas)
+            model.choose_blas = False  # once, at the start: the roundings must not change mid-run
+        elif sizes is None:
             held = "held to one thread" if model.hold_blas else "with its own threads (NNCLI_THREADS=blas)"
             self._tell(f"threads: batches of {batch:,} run whole, the BLAS {held}")
-        elif not model.auto_workers:
+        else:
             workers = model.workers or len(sizes)
             self._tell(f"threads: {len(sizes)} shards of a batch of {batch:,} in {threads_word(workers)}"
                        " (NNCLI_THREADS)")
-        else:
-            self._measure(trainer, "measured before the first batch")
 
     def on_epoch_begin(self, trainer, epoch, batches, first_batch):
         self.last = None  # the validation pass between epochs is no step
@@ -43,19 +59,40 @@ class ThreadChooser(Callback):
     def on_batch_end(self, trainer, batch, loss):
         now = perf_counter()
         last, self.last = self.last, now
-        model = trainer.exp.model
-        if last is None or not model.auto_workers or model.workers is None:
+        if last is None or not self.watching or not self.watch.add(now - last):
             return
-        if self.watch.add(now - last):
+        model = trainer.exp.model
+        if not model.hold_blas:
+            if self.watch.last_median < self.watch.reference:  # faster: the BLAS's threads stay
+                self.watch.reset(changed=False)
+                return
+            self._leave_blas(trainer)
+        else:
             before = model.workers
             self._measure(trainer, f"{self.watch.describe()}; measured again")
             self.watch.reset(changed=model.workers != before)
-            self.last = perf_counter()  # the measurement is no step
+        self.last = perf_counter()  # the measurement is no step
+
+    def _leave_blas(self, trainer) -> None:
+        """Hold the BLAS to one thread for the rest of the run: its own threads wait for cores
+        that another program holds (measured again where the batch shards)."""
+        model = trainer.exp.model
+        threads = model.blas_threads or 1
+        use(model, None, None)
+        why = (f"{self.watch.describe()}, the BLAS's {threads} threads waiting for busy cores; from step"
+               f" {trainer.state.step + 1:,} on, the BLAS held to one thread (other roundings, kept in the"
+               " checkpoints)")
+        if not self._measure(trainer, why):
+            use(model, 1, None)
+            self._tell(f"threads: {why}: batches whole")
+        self.watch.reset(changed=True)
 
     def _batch(self, trainer) -> int:
         return min(trainer.exp.config.train.batch_size, len(trainer.exp.splits.x_train))
 
-    def _measure(self, trainer, why: str) -> None:
+    def _measure(self, trainer, why: str, blas: int | None = None) -> bool:
+        """Measure the ways `model` may run its batches (the BLAS's own `blas` threads among them
+        where given), keep the fastest, say so; False where there was nothing to choose."""
         exp = trainer.exp
         batch = self._batch(trainer)
         # the first rows, not a random batch: the run's generator is not drawn from
@@ -65,14 +102,29 @@ class ThreadChooser(Callback):
             step(exp.model, exp.loss, None, xb, yb, finite_only=False)  # gradients only: no update
 
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-            choice = measure(exp.model, run, batch)
+            choice = measure(exp.model, run, batch, blas=blas)
+        # watched for drift where a choice remains: the threads of the shards, or the BLAS's
+        self.watching = choice is not None and (choice.shards is not None or not exp.model.hold_blas)
         if choice is None:
-            return
+            return False
         self.watch.reset()
         line = f"threads: {why}: {choice.describe()}"
+        if not exp.model.hold_blas:
+            line += " (for the whole run, kept on resume; NNCLI_THREADS=held rounds alike under any load)"
         self.choices.append(line)
         self._tell(line)
+        return True
 
     def _tell(self, line: str) -> None:
         if self.say is not None:
             self.say(line)
+
+
+def blas_threads(model) -> int | None:
+    """The BLAS's threads a fresh run of `model` may run its batches whole with, timed at its
+    start among the held ways; None where it may not (NNCLI_THREADS set, a resumed run, a BLAS
+    of one thread or out of nncli's control)."""
+    control = thread_control()
+    if not (model.auto_workers and model.choose_blas and model.hold_blas) or control is None:
+        return None
+    return control.initial if control.initial > 1 else None
