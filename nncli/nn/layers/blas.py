@@ -21,7 +21,11 @@ array it is underneath.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+
+from nncli._openblas import thread_control
 
 
 def matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -60,8 +64,29 @@ def column_sums(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
 # 0.33 ms as 32 products of 4 samples against 0.36 and 0.47 as one (one thread, median of 15
 # or 20, 3 rounds, each in one batched np.matmul: numpy's loop over the blocks runs in C).
 # Under OPENBLAS_CORETYPE=Haswell, which has no such kernel, the blocks take 0.90 to 1.12 of
-# the time of one product, layer by layer (conv1's backward the slowest).
+# the time of one product, layer by layer (conv1's backward the slowest): so products are cut
+# only where the BLAS is OpenBLAS with one of the targets that have the kernel
+# (`small_products_unpacked`), and run whole elsewhere (AMD Zen 2/3 and Intel without AVX-512
+# get OpenBLAS's Haswell kernels; MKL and BLIS have their own ways with small products).
 SMALL_PRODUCT = 100**3
+UNPACKED_SMALL = {"SkylakeX", "Cooperlake", "SapphireRapids"}  # OpenBLAS's names for them
+
+
+@functools.lru_cache(maxsize=1)
+def small_products_unpacked() -> bool:
+    """Whether numpy's BLAS is OpenBLAS running kernels that multiply small products unpacked
+    (its AVX-512 targets), as threadpoolctl reports it: False where it cannot tell."""
+    control = thread_control()
+    if control is None:
+        return False
+    libraries = control.controller.lib_controllers
+    return all(lib.internal_api == "openblas" and getattr(lib, "architecture", None) in UNPACKED_SMALL
+               for lib in libraries)
+
+
+def product_blocks(samples: int, rows: int, k: int, n: int) -> int:
+    """`small_blocks` where the BLAS has unpacked small-product kernels, else 1: one product."""
+    return small_blocks(samples, rows, k, n) if small_products_unpacked() else 1
 
 
 def small_blocks(samples: int, rows: int, k: int, n: int) -> int:

@@ -13,9 +13,10 @@
               offset, added into the padded input gradient (kh*kw iterations, never np.add.at)
 
 Each of these products runs as one batched np.matmul over blocks of samples: in the correlation
-one block a sample; elsewhere blocks small enough for OpenBLAS's unpacked kernel
-(nncli.nn.layers.blas.small_blocks; one sample a block for the MNIST CNN's second convolution).
-A product that sums over the rows (dW) sums the blocks' products.
+one block a sample; elsewhere, on OpenBLAS's AVX-512 kernels, blocks small enough for their
+unpacked small-product path (nncli.nn.layers.blas.product_blocks: one sample a block for the
+MNIST CNN's second convolution), and one block on other kernels. A product that sums over the
+rows (dW) sums the blocks' products.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from numpy.lib.stride_tricks import as_strided
 from nncli import validate
 from nncli.nn.initializers import get_initializer, initializer_config
 from nncli.nn.layers.base import LAYERS
-from nncli.nn.layers.blas import column_sums, row_blocks, small_blocks
+from nncli.nn.layers.blas import column_sums, product_blocks, row_blocks
 from nncli.nn.layers.spatial import Spatial, pad_images, padding_option, pair_option, window_view
 
 # How many bytes of im2col columns a convolution makes at a time (see `chunk_count`).
@@ -133,7 +134,7 @@ class Conv2D(Spatial):
             self.cols, self.padded, self.inputs = (cols if training else None), None, None
             W = self._matrix()
             out = np.empty((n * oh * ow, self.filters), dtype=padded.dtype)
-            blocks = small_blocks(n, oh * ow, W.shape[0], self.filters)
+            blocks = product_blocks(n, oh * ow, W.shape[0], self.filters)
             np.matmul(row_blocks(cols, blocks), W, out=out.reshape(blocks, -1, self.filters))
         else:
             # Chunk by chunk, each chunk's columns made in one buffer: its copy, product and
@@ -148,7 +149,7 @@ class Conv2D(Spatial):
             m, rows = n // self.chunks, (n // self.chunks) * oh * ow
             out = np.empty((n * oh * ow, self.filters), dtype=padded.dtype)
             cols, W = self._column_buffer(rows, padded.dtype), self._matrix()
-            blocks = small_blocks(m, oh * ow, W.shape[0], self.filters)
+            blocks = product_blocks(m, oh * ow, W.shape[0], self.filters)
             for i in range(self.chunks):
                 self._fill_columns(padded[i * m : (i + 1) * m], cols)
                 np.matmul(row_blocks(cols, blocks), W, out=row_blocks(out[i * rows : (i + 1) * rows], blocks))
@@ -225,8 +226,8 @@ class Conv2D(Spatial):
         if self.inputs is not None:
             return self._correlation_backward(d)
         # dW, and db in the last row when there is a bias: the columns' products with the
-        # output gradient, block by block (see `small_blocks`), summed
-        blocks = small_blocks(m, self.out_hw[0] * self.out_hw[1], self._width(), f)
+        # output gradient, block by block (see `product_blocks`), summed
+        blocks = product_blocks(m, self.out_hw[0] * self.out_hw[1], self._width(), f)
         if self.cols is not None:
             both = (row_blocks(self.cols, blocks).transpose(0, 2, 1) @ row_blocks(d[0], blocks)).sum(axis=0)
         else:
