@@ -13,8 +13,9 @@ first two; `tests/test_checkpoint.py` checks that this list is what a run writes
     data            the dataset, a fingerprint of it, its task, the input shapes, the outputs,
                     the class names (`nncli.builder.checkpoints.data_record`)
     rng             the run's generator state
-    threads         how a batch is split into shards (`nncli.nn.parallel.setting_record`), so a resumed run
-                    computes the same numbers on a machine with other cores
+    threads         how a batch is split into shards, or run whole with the BLAS's own threads
+                    as the run's start chose (`nncli.nn.parallel.setting_record`), so a resumed
+                    run computes the same numbers on a machine with other cores
     epoch           epochs completed
     training        the run's course (`TrainingState.to_dict`): its history of metrics rows,
                     the best and early-stopping state, and where an interrupted epoch stopped
