@@ -108,7 +108,9 @@ def run(config: Path, extra: list[str], choice: str, epochs: int, data_dir: Path
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, "-m", "nncli", "train", str(config), "--quiet", "--run-dir",
                    f"{tmp}/run", "--data-dir", str(data_dir), "--set", f"train.epochs={epochs}", *extra]
-        done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # `then` runs in its folder: `python -m` puts the working folder first on the import path
+        done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                              cwd=then if choice == "then" else None)
         if done.returncode:
             sys.exit(f"nncli train {config.name} (NNCLI_THREADS={CHOICES[choice]}) failed:\n{done.stderr}")
         with open(f"{tmp}/run/metrics.csv", newline="") as f:
@@ -176,7 +178,7 @@ def main() -> None:
         sys.exit(f"--only takes {', '.join(WORKLOADS)}; --conditions takes quiet, busy")
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [None]
     busy_cpu = cpus[-1] if args.busy_cpu is None else (None if args.busy_cpu < 0 else args.busy_cpu)
-    source = Path(args.data_dir)
+    source = Path(args.data_dir).resolve()
     if {"mlp", "cnn"} & set(workloads) and not (source / "mnist").is_dir():
         sys.exit(f"no MNIST files under {source}/mnist: set NNCLI_DATA_DIR or --data-dir")
 
