@@ -28,7 +28,7 @@ from time import perf_counter
 BUDGET_S = 0.3
 ROUNDS = 3  # timed blocks of passes each way at most
 #: a block of passes lasts about this long: several of the scheduler's time slices (see `measure`)
-BLOCK_S = 0.012
+BLOCK_S = 0.025
 MAX_BLOCK = 64  # passes a block at most
 
 
@@ -94,6 +94,8 @@ def measure(
     """Time `run()` (one pass of `batch` rows through `model`) each way the model may take it,
     alternating (`rounds` each way at most, fewer past `budget_s` but two at least), after one
     untimed pass each way; leave the model set to the fastest and return what was measured.
+    The BLAS's own threads are timed after the held ways (see the comment below), in rounds
+    paired with theirs.
 
     A round times each way over a block of passes that lasts `block_s` or so (as many as the
     untimed pass in one thread says): threads that wait for a core another program holds lose
@@ -102,40 +104,52 @@ def measure(
 
     The ways: with the BLAS held to one thread, the shards in one thread and in one thread each
     (where a batch of `batch` shards), and, given `blas` (a thread count above one), the batch
-    whole with the BLAS in `blas` threads, taken only where it is faster by BLAS_MARGIN. None
-    (nothing measured) where there is only one way."""
+    whole with the BLAS in `blas` threads, taken only where it is faster than the best of the
+    others by BLAS_MARGIN in every round (a choice for the whole run, made on a machine whose
+    speed comes and goes). None (nothing measured) where there is only one way."""
     use(model, model.workers, None)
     sizes = model.shards_for(batch)
-    candidates = [] if sizes is None else [1, len(sizes)]
+    held_ways = [1] if sizes is None else [1, len(sizes)]
+    # the held ways first, alternating, then the BLAS's own threads: once they have run, OpenBLAS's
+    # threads spin for more work (about 0.1 s) on the cores that the shards' threads want
+    groups = [held_ways] if sizes is not None else []
     if blas is not None and blas > 1:
-        candidates = (candidates or [1]) + [BLAS]
-    if len(candidates) < 2:
+        groups = [held_ways, [BLAS]]
+    if not groups:
         return None
-    times: dict[int, list[float]] = {w: [] for w in candidates}
-    start = perf_counter()
+    times: dict[int, list[float]] = {w: [] for group in groups for w in group}
+    passes = 1
     try:
-        first = {}
-        for w in candidates:  # untimed: replicas made, caches and pages touched
-            use(model, w, blas)
-            t = perf_counter()
-            run()
-            first[w] = perf_counter() - t
-        passes = max(1, min(MAX_BLOCK, math.ceil(block_s / max(first[1], 1e-6))))
-        for r in range(rounds):
-            for w in candidates if r % 2 == 0 else candidates[::-1]:
+        for group in groups:
+            start = perf_counter()
+            first = {}
+            for w in group:  # untimed: replicas made, caches and pages touched
                 use(model, w, blas)
                 t = perf_counter()
-                for _ in range(passes):
-                    run()
-                times[w].append((perf_counter() - t) / passes)
-            if r >= 1 and perf_counter() - start > budget_s:  # two each way at least: one is noise
-                break
+                run()
+                first[w] = perf_counter() - t
+            if 1 in first:  # a block as long as `block_s`, by the held BLAS's pass in one thread
+                passes = max(1, min(MAX_BLOCK, math.ceil(block_s / max(first[1], 1e-6))))
+            for r in range(rounds):
+                for w in group if r % 2 == 0 else group[::-1]:
+                    use(model, w, blas)
+                    t = perf_counter()
+                    for _ in range(passes):
+                        run()
+                    times[w].append((perf_counter() - t) / passes)
+                # two rounds at least: one is noise
+                if r >= 1 and perf_counter() - start > budget_s / len(groups):
+                    break
     except BaseException:
         use(model, 1 if sizes is None else None, None)
         raise
     medians = {w: median(ts) for w, ts in times.items()}
-    held = min((w for w in candidates if w != BLAS), key=lambda w: medians[w])
-    best = BLAS if BLAS in medians and medians[BLAS] < medians[held] * (1 - BLAS_MARGIN) else held
+    held = min(held_ways, key=lambda w: medians[w])
+    # the BLAS's threads hold for the whole run: they must win every round, by the margin
+    held_rounds = zip(*(times[w] for w in held_ways), strict=True)
+    paired = zip(times.get(BLAS, []), held_rounds, strict=False)  # as many as both have
+    won = BLAS in times and all(t < min(round_) * (1 - BLAS_MARGIN) for t, round_ in paired)
+    best = BLAS if won else held
     use(model, best, blas)
     return Choice(sizes, best, medians, len(times[best]), blas if BLAS in medians else None, passes)
 
