@@ -149,6 +149,58 @@ def test_the_blas_threads_are_taken_only_past_the_margin(auto, monkeypatch, blas
 
     choice = measure(model, run, 64, blas=2)
     assert set(seen) == {(True, None), (False, 2)}
+    # the BLAS's threads after the held ways: theirs spin on for a while, in the shards' way
+    assert seen.index((False, 2)) > len(seen) - 1 - seen[::-1].index((True, None))
     assert choice.workers == chosen and choice.times[BLAS] == pytest.approx(blas_ms / 1e3)
     assert (model.hold_blas, model.blas_threads) == ((False, 2) if chosen == BLAS else (True, None))
     assert measure(model, run, 64, blas=None) is None  # whole batches held: nothing to choose
+
+
+def test_the_blas_threads_must_win_every_round(auto, monkeypatch):
+    from nncli.nn.layers import LAYERS
+    from nncli.nn.model import Sequential
+
+    model = Sequential([LAYERS.create("linear", {"units": 8})])
+    model.build((4,), np.random.default_rng(0), np.float32)
+    model.hold_blas = True
+    now, blas_passes = [0.0], []
+    monkeypatch.setattr(threads_module, "perf_counter", lambda: now[0])
+
+    def run():  # held: 10 ms; the BLAS's threads: 8 ms, but 12 in their second round (8 by median)
+        if model.hold_blas:
+            now[0] += 0.010
+            return
+        blas_passes.append(1)
+        block = (len(blas_passes) - 2) // 3  # one untimed pass, then blocks of 3 (25 ms / 10)
+        now[0] += 0.012 if block == 1 else 0.008
+
+    choice = measure(model, run, 64, blas=2)
+    assert choice.block == 3 and choice.times[BLAS] == pytest.approx(0.008)  # faster by the median
+    assert choice.workers == 1 and model.hold_blas  # but not in every round: held
+
+
+def test_a_batch_whole_and_held_is_taken_where_the_shards_only_cost(auto, monkeypatch):
+    from nncli.nn.layers import LAYERS
+    from nncli.nn.model import Sequential
+    from nncli.nn.threads import WHOLE
+
+    model = Sequential([LAYERS.create("conv2d", {"filters": 2, "kernel": 3}), LAYERS.create("flatten", {})])
+    model.build((1, 6, 6), np.random.default_rng(0), np.float32)
+    model.threads, model.hold_blas = 2, True
+    now, seen = [0.0], []
+    monkeypatch.setattr(threads_module, "perf_counter", lambda: now[0])
+
+    def run():  # the shards 10 ms either way, whole and held 8, the BLAS's threads 12
+        sharded = model.shards_for(64) is not None
+        seen.append((sharded, model.hold_blas))
+        now[0] += 0.010 if sharded else 0.008 if model.hold_blas else 0.012
+
+    choice = measure(model, run, 64, blas=2)
+    assert choice.workers == WHOLE and choice.times[WHOLE] == pytest.approx(0.008)
+    assert model.threads == 1 and model.shards_for(64) is None and model.hold_blas
+    assert setting_record(model) == {"shards": 1, "blas": False, "blas_threads": None, "measured": False}
+    assert "-> whole, the BLAS held to one thread" in choice.describe()
+    # held (no `blas`): the shards' own ways only, whatever they cost
+    model.threads = 2
+    choice = measure(model, run, 64)
+    assert set(choice.times) == {1, 2} and model.shards_for(64) == [32, 32]

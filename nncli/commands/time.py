@@ -42,7 +42,7 @@ from nncli.builder import build_experiment
 from nncli.commands.check import describe_layer
 from nncli.config.schema import load_config
 from nncli.nn.step import step
-from nncli.nn.threads import BLAS, BLAS_MARGIN, measure, threads_word
+from nncli.nn.threads import BLAS, BLAS_MARGIN, WHOLE, measure, threads_word
 from nncli.training.callbacks.threads import blas_threads
 
 BAR_WIDTH = 40  # characters of '#' for a share of 100%
@@ -83,6 +83,7 @@ class TimeResult:
     blas_held: bool = True  # whether a batch run whole holds the BLAS to one thread
     blas_ms: float | None = None  # the step whole with the BLAS's own threads, where timed
     blas_threads: int | None = None  # how many threads the BLAS then ran
+    whole_ms: float | None = None  # the step whole, held to one thread, where it shards and was timed
 
     @property
     def total_ms(self) -> float:
@@ -121,10 +122,13 @@ class TimeResult:
             else {
                 "shards": list(self.shards),
                 "step_ms": self.sharded_step_ms,
-                "threads": None if self.threads == BLAS else self.threads,
+                "threads": None if self.threads in (BLAS, WHOLE) else self.threads,
                 "step_ms_by_threads": {str(w): t for w, t in sorted(self.threads_ms.items())},
                 "measured": self.measured,
             },
+            "whole": None
+            if self.whole_ms is None
+            else {"step_ms": self.whole_ms, "chosen": self.threads == WHOLE},
             "blas": None
             if self.blas_ms is None
             else {"threads": self.blas_threads, "step_ms": self.blas_ms, "chosen": self.threads == BLAS},
@@ -209,7 +213,7 @@ def time_layers(
             choice = measure(model, run, batch, budget_s=float("inf"), rounds=iters, blas=blas, block_s=0)
         if not auto:
             choice.workers = len(shards)  # NNCLI_THREADS forces a thread a shard
-    held = None if choice is None else {w: t * 1e3 for w, t in choice.times.items() if w != BLAS}
+    held = None if choice is None else {w: t * 1e3 for w, t in choice.times.items() if w > 0}
     loss_forward, loss_backward, entering = stages["loss"], stages["loss_backward"], stages["input"]
 
     def both(kind: str, name: str, index: int | None, fwd: np.ndarray, bwd: np.ndarray) -> Row:
@@ -250,14 +254,14 @@ def time_layers(
         output_layer=output,
         notes=notes,
         shards=shards,
-        sharded_step_ms=None if shards is None else min(held.values()) if choice.workers == BLAS
-        else held[choice.workers],
+        sharded_step_ms=None if shards is None else held.get(choice.workers, min(held.values())),
         threads_ms=held,
         threads=None if choice is None else choice.workers,
         measured=model.auto_workers,
         blas_held=blas_held,
         blas_ms=None if choice is None or BLAS not in choice.times else choice.times[BLAS] * 1e3,
         blas_threads=blas,
+        whole_ms=None if choice is None or WHOLE not in choice.times else choice.times[WHOLE] * 1e3,
     )
 
 
@@ -276,10 +280,14 @@ def _threads_line(result: TimeResult) -> str:
         what = "whole"
         timed.append(f"the BLAS held to one thread {result.threads_ms[1]:.3f} ms")
         whole = "the BLAS"
+    if result.whole_ms is not None:
+        timed.append(f"whole, held to one thread {result.whole_ms:.3f} ms")
     if result.blas_ms is not None:
         timed.append(f"{whole} in {threads_word(result.blas_threads)} {result.blas_ms:.3f} ms")
     if result.threads == BLAS:
         chosen = f"the BLAS in {threads_word(result.blas_threads)}"
+    elif result.threads == WHOLE:
+        chosen = "whole, the BLAS held to one thread"
     else:
         chosen = threads_word(result.threads) if result.shards is not None else "the BLAS held to one thread"
     if not result.measured:
@@ -287,8 +295,8 @@ def _threads_line(result: TimeResult) -> str:
     elif result.blas_ms is None:
         why = "the faster, measured again as training starts"
     else:
-        why = (f"the faster (the BLAS's own threads only by more than {BLAS_MARGIN:.0%}: they change the"
-               " run's roundings), measured again as a fresh run starts")
+        why = (f"the faster (a whole batch only by more than {BLAS_MARGIN:.0%} in every round: it changes"
+               " the run's roundings), measured again as a fresh run starts")
     rows = "; the rows above run whole (NNCLI_THREADS=1 trains so)" if result.shards is not None else ""
     return (f"training runs this step {what}: {', '.join(timed)} a step (median, alternating) -> {chosen},"
             f" {why}{rows}")

@@ -32,8 +32,11 @@ BLOCK_S = 0.025
 MAX_BLOCK = 64  # passes a block at most
 
 
-#: the key of `Choice.times` for batches run whole with the BLAS's own threads
+#: the keys of `Choice.times` for batches run whole with the BLAS's own threads, and whole
+#: with the BLAS held to one thread where they would otherwise shard (both only at a fresh
+#: run's start: other roundings than the shards')
 BLAS = 0
+WHOLE = -1
 #: how much faster than the best held way the BLAS's own threads must be to be chosen: below
 #: that, the numbers that do not depend on the machine's load are worth the difference
 BLAS_MARGIN = 0.05
@@ -42,7 +45,7 @@ BLAS_MARGIN = 0.05
 @dataclass
 class Choice:
     shards: list[int] | None  # the shards' sizes (None: batches run whole)
-    workers: int  # the way chosen: the threads that run the shards (1, or one a shard), or BLAS
+    workers: int  # the way chosen: the threads that run the shards (1, or one a shard), BLAS or WHOLE
     times: dict[int, float]  # way -> median seconds of a pass
     passes: int  # timed passes each way
     blas_threads: int | None = None  # the BLAS's threads in the way BLAS, where it was timed
@@ -59,7 +62,8 @@ class Choice:
         return f"{self._what()}: {timed} a step (median of {of}) -> {self.way_words(self.workers)}"
 
     def _ordered(self):
-        return sorted(self.times.items(), key=lambda item: (item[0] == BLAS, item[0]))
+        order = {WHOLE: 1, BLAS: 2}  # the shards' ways first, by threads
+        return sorted(self.times.items(), key=lambda item: (order.get(item[0], 0), item[0]))
 
     def _what(self) -> str:
         if self.shards is None:
@@ -73,6 +77,8 @@ class Choice:
         if way == BLAS:
             whole = "" if self.shards is None else "whole, "
             return f"{whole}the BLAS in {threads_word(self.blas_threads or 1)}"
+        if way == WHOLE:
+            return "whole, the BLAS held to 1 thread" if short else "whole, the BLAS held to one thread"
         if self.shards is None:
             return "the BLAS held to 1 thread" if short else "the BLAS held to one thread"
         return f"in {threads_word(way)}" if short else threads_word(way)
@@ -104,17 +110,23 @@ def measure(
 
     The ways: with the BLAS held to one thread, the shards in one thread and in one thread each
     (where a batch of `batch` shards), and, given `blas` (a thread count above one), the batch
-    whole with the BLAS in `blas` threads, taken only where it is faster than the best of the
-    others by BLAS_MARGIN in every round (a choice for the whole run, made on a machine whose
-    speed comes and goes). None (nothing measured) where there is only one way."""
-    use(model, model.workers, None)
+    whole with the BLAS in `blas` threads, and the batch whole with the BLAS held where it would
+    shard; these two only where faster than the shards' best by BLAS_MARGIN, and in every round
+    (a choice for the whole run, made on a machine whose speed comes and goes). None (nothing
+    measured) where there is only one way."""
+    shards = model.threads
+    use(model, model.workers, None, shards)
     sizes = model.shards_for(batch)
     held_ways = [1] if sizes is None else [1, len(sizes)]
+    # ways of other roundings than the shards', only at a fresh run's start (given `blas`): the
+    # batch whole, held to one thread, where it shards (the shards in one thread pay for the
+    # split: the MNIST MLP's step took 1.8 ms so against 1.5 whole); the BLAS's own threads
+    first_group = held_ways + ([WHOLE] if blas is not None and sizes is not None else [])
     # the held ways first, alternating, then the BLAS's own threads: once they have run, OpenBLAS's
     # threads spin for more work (about 0.1 s) on the cores that the shards' threads want
-    groups = [held_ways] if sizes is not None else []
+    groups = [first_group] if len(first_group) > 1 else []
     if blas is not None and blas > 1:
-        groups = [held_ways, [BLAS]]
+        groups = [first_group, [BLAS]]
     if not groups:
         return None
     times: dict[int, list[float]] = {w: [] for group in groups for w in group}
@@ -124,7 +136,7 @@ def measure(
             start = perf_counter()
             first = {}
             for w in group:  # untimed: replicas made, caches and pages touched
-                use(model, w, blas)
+                use(model, w, blas, shards)
                 t = perf_counter()
                 run()
                 first[w] = perf_counter() - t
@@ -132,7 +144,7 @@ def measure(
                 passes = max(1, min(MAX_BLOCK, math.ceil(block_s / max(first[1], 1e-6))))
             for r in range(rounds):
                 for w in group if r % 2 == 0 else group[::-1]:
-                    use(model, w, blas)
+                    use(model, w, blas, shards)
                     t = perf_counter()
                     for _ in range(passes):
                         run()
@@ -141,25 +153,30 @@ def measure(
                 if r >= 1 and perf_counter() - start > budget_s / len(groups):
                     break
     except BaseException:
-        use(model, 1 if sizes is None else None, None)
+        use(model, 1 if sizes is None else None, None, shards)
         raise
     medians = {w: median(ts) for w, ts in times.items()}
-    held = min(held_ways, key=lambda w: medians[w])
-    # the BLAS's threads hold for the whole run: they must win every round, by the margin
-    held_rounds = zip(*(times[w] for w in held_ways), strict=True)
-    paired = zip(times.get(BLAS, []), held_rounds, strict=False)  # as many as both have
-    won = BLAS in times and all(t < min(round_) * (1 - BLAS_MARGIN) for t, round_ in paired)
-    best = BLAS if won else held
-    use(model, best, blas)
+    best = min(held_ways, key=lambda w: medians[w])
+    # a way of other roundings holds for the whole run: it must beat the shards' best by the
+    # margin (medians), and in every round
+    rounds_best = [min(ts) for ts in zip(*(times[w] for w in held_ways), strict=True)]
+    won = [w for w in (WHOLE, BLAS) if w in times and medians[w] < medians[best] * (1 - BLAS_MARGIN)
+           and all(t < held for t, held in zip(times[w], rounds_best, strict=False))]
+    if won:
+        best = min(won, key=lambda w: medians[w])
+    use(model, best, blas, shards)
     return Choice(sizes, best, medians, len(times[best]), blas if BLAS in medians else None, passes)
 
 
-def use(model, way: int | None, blas: int | None) -> None:
-    """Set `model` to run batches `way` (see `Choice.workers`; None: one thread a shard)."""
+def use(model, way: int | None, blas: int | None, shards: int | None = None) -> None:
+    """Set `model` to run batches `way` (see `Choice.workers`; None: one thread a shard), and
+    given `shards` (its setting's count), to split them into as many at most, or none (WHOLE)."""
+    if shards is not None:
+        model.threads = 1 if way == WHOLE else shards
     if way == BLAS:
         model.hold_blas, model.blas_threads, model.workers = False, blas, None
     else:
-        model.hold_blas, model.blas_threads, model.workers = True, None, way
+        model.hold_blas, model.blas_threads, model.workers = True, None, 1 if way == WHOLE else way
 
 
 class DriftWatch:

@@ -104,7 +104,8 @@ class ThreadChooser(Callback):
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             choice = measure(exp.model, run, batch, blas=blas)
         # watched for drift where a choice remains: the threads of the shards, or the BLAS's
-        self.watching = choice is not None and (choice.shards is not None or not exp.model.hold_blas)
+        model = exp.model
+        self.watching = choice is not None and (model.shards_for(batch) is not None or not model.hold_blas)
         if choice is None:
             return False
         self.watch.reset()
