@@ -264,3 +264,20 @@ def test_models_of_products_shard_where_each_shard_has_work_enough(two_cpus, uni
     assert model.shards_for(batch) == shards  # the MNIST MLP's batches, the quickstart's, and bigger ones
     per_shard = model.num_params() * (batch // 2)
     assert (per_shard >= MIN_SHARD_WORK) == (shards is not None)
+
+
+def test_a_measurement_falls_due_unprompted_at_growing_intervals(tmp_path, two_cpus, monkeypatch):
+    watch = DriftWatch(window=100, recheck=4, recheck_factor=3)
+    due = [i for i in range(1, 40) if (watch.add(0.01), watch.due())[1]]
+    assert due == [4, 12, 36]  # steady times: no drift, and yet measured again
+    assert not DriftWatch(recheck=None).due()
+    # in a run: steps steadily slow from the start (a choice made in a bad moment) are measured again
+    (tmp_path / "cnn.yaml").write_text(CNN)
+    exp = build_experiment(load_config(tmp_path / "cnn.yaml", ["train.epochs=3"]), tmp_path)
+    clock = iter(np.cumsum([0.01] * 1000))
+    monkeypatch.setattr(chooser_module, "perf_counter", lambda: float(next(clock)))
+    lines = []
+    Trainer(exp, [ThreadChooser(lines.append, DriftWatch(window=100, recheck=5, recheck_factor=4))]).fit()
+    assert len(lines) == 3, lines
+    assert lines[1].startswith("threads: 5 steps on, measured again: 2 shards of 48")
+    assert lines[2].startswith("threads: 20 steps on, measured again: 2 shards of 48")

@@ -185,11 +185,19 @@ class DriftWatch:
     row off by more than a factor `margin`, either way, are a drift. After a drift, the next is
     reported no sooner than `gap` steps on; a measurement that keeps the same choice doubles
     `gap` (a machine whose load comes and goes is not measured without end), one that changes it
-    sets `gap` back. Costs one list append a step and one median a window."""
+    sets `gap` back. Costs one list append a step and one median a window.
 
-    def __init__(self, window: int = 16, margin: float = 1.5, gap: int = 64):
+    It also says when a measurement is `due` unprompted: `recheck` steps after the first, then
+    `recheck_factor` times as many steps on each time. A shared machine's speed comes and goes
+    (a host that lends the second core elsewhere for a while): a choice made in a bad moment
+    would otherwise stand, its steps steadily slow, never drifting."""
+
+    def __init__(self, window: int = 16, margin: float = 1.5, gap: int = 64, recheck: int | None = 64,
+                 recheck_factor: int = 4):
         self.window, self.margin, self.first_gap = window, margin, gap
         self.gap = gap
+        self.steps = 0  # steps watched in all
+        self.next_check, self.recheck_factor = recheck, recheck_factor
         self.reference: float | None = None
         self.times: list[float] = []
         self.off = 0  # windows in a row off the reference
@@ -211,6 +219,7 @@ class DriftWatch:
     def add(self, seconds: float) -> bool:
         """Note one step's time; True when the step times have drifted (measure, then `reset`)."""
         self.since += 1
+        self.steps += 1
         self.times.append(seconds)
         if len(self.times) < self.window:
             return False
@@ -222,6 +231,13 @@ class DriftWatch:
         drifted = now > self.reference * self.margin or now * self.margin < self.reference
         self.off = self.off + 1 if drifted else 0
         return self.off >= 2 and self.since >= self.gap
+
+    def due(self) -> bool:
+        """True, once, when the steps watched reach the next unprompted measurement's."""
+        if self.next_check is None or self.steps < self.next_check:
+            return False
+        self.next_check *= self.recheck_factor
+        return True
 
 
 class FirstPasses:

@@ -1,6 +1,6 @@
-"""How the model's batches run, measured before the first batch and again when the step times
-drift (nncli.nn.threads); one line on the run's log each time, saying what was measured and
-what was chosen.
+"""How the model's batches run, measured before the first batch, again when the step times
+drift, and now and then unprompted (nncli.nn.threads.DriftWatch); one line on the run's log each
+time, saying what was measured and what was chosen.
 
 Choosing the threads that run the shards changes no number of the run. Choosing, at a fresh
 run's start, to run batches whole with the BLAS's own threads (where that is faster by a
@@ -59,18 +59,25 @@ class ThreadChooser(Callback):
     def on_batch_end(self, trainer, batch, loss):
         now = perf_counter()
         last, self.last = self.last, now
-        if last is None or not self.watching or not self.watch.add(now - last):
+        if last is None or not self.watching:
             return
+        drifted = self.watch.add(now - last)
         model = trainer.exp.model
-        if not model.hold_blas:
+        if not model.hold_blas:  # the BLAS's own threads: only steps slower than they were matter
+            if not drifted:
+                return
             if self.watch.last_median < self.watch.reference:  # faster: the BLAS's threads stay
                 self.watch.reset(changed=False)
                 return
             self._leave_blas(trainer)
-        else:
+        elif drifted or self.watch.due():
             before = model.workers
-            self._measure(trainer, f"{self.watch.describe()}; measured again")
+            why = f"{self.watch.describe()}; measured again" if drifted else (
+                f"{self.watch.steps:,} steps on, measured again")
+            self._measure(trainer, why)
             self.watch.reset(changed=model.workers != before)
+        else:
+            return
         self.last = perf_counter()  # the measurement is no step
 
     def _leave_blas(self, trainer) -> None:
