@@ -136,7 +136,7 @@ def test_resume_setting():
     assert resume_setting({"shards": 2, "blas": False}, forced) == forced
     assert resume_setting(chosen, forced) == forced
     for damaged in (None, "2", {"shards": 0, "blas": False}, {"shards": True, "blas": False}, {"shards": 2},
-                    {**chosen, "blas_threads": 0}):
+                    {**chosen, "blas_threads": 0}, {**chosen, "blas_threads": 10**9}):
         resumed = resume_setting(damaged, auto)
         # a resumed run never takes other roundings than its own by measurement
         assert resumed in (held, ThreadSetting(1, False, True)), damaged

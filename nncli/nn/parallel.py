@@ -71,8 +71,8 @@ class ThreadSetting(NamedTuple):
     blas_threads: int | None = None  # the BLAS's threads where `blas` was chosen (None: its own)
 
 
-#: NNCLI_THREADS's words: `auto` (the default), `held` and `blas`; or a number
-WORDS = ("auto", "held", "blas")
+#: a checkpoint's record of more BLAS threads than this is damaged (numpy's OpenBLAS has 64)
+MAX_BLAS_THREADS = 1024
 
 
 def thread_setting(environ=None) -> ThreadSetting:
@@ -158,7 +158,8 @@ def resume_setting(record, setting: ThreadSetting) -> ThreadSetting:
         return setting._replace(choose_blas=False)  # never another rounding than the run's so far
     if not blas:
         return ThreadSetting(shards, True, False)
-    chosen = record.get("measured") is True and _count(record.get("blas_threads"))
+    threads = record.get("blas_threads")
+    chosen = record.get("measured") is True and _count(threads) and threads <= MAX_BLAS_THREADS
     if not chosen:  # NNCLI_THREADS=blas when the run started (or a record from before `measured`)
         return ThreadSetting(1, False, True)
     if not setting.choose_blas:  # NNCLI_THREADS=held now
