@@ -18,7 +18,7 @@ import numpy as np
 
 from nncli._openblas import thread_control
 from nncli.nn.step import step
-from nncli.nn.threads import DriftWatch, measure, threads_word, use
+from nncli.nn.threads import BLAS, WHOLE, DriftWatch, measure, threads_word, use
 from nncli.training.callbacks.base import Callback
 
 
@@ -117,7 +117,7 @@ class ThreadChooser(Callback):
             return False
         self.watch.reset()
         line = f"threads: {why}: {choice.describe()}"
-        if not exp.model.hold_blas:
+        if choice.workers in (BLAS, WHOLE):  # other roundings than the shards'
             line += " (for the whole run, kept on resume; NNCLI_THREADS=held rounds alike under any load)"
         self.choices.append(line)
         self._tell(line)
