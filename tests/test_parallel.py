@@ -335,8 +335,7 @@ def test_time_says_how_training_shards_the_step(workdir, nncli, control, monkeyp
     line = (r"^training runs this step as 2 shards of 50: in 1 thread [\d.]+ ms, in 2 threads [\d.]+ ms"
             r" a step \(median, alternating\) -> 2 threads, as NNCLI_THREADS forces")
     assert re.search(line, result.stdout, re.MULTILINE), result.stdout
-    # the sharded figures are of steps that did run as shards: one untimed and `--iters` timed,
-    # in one thread and in two
+    # the sharded figures are of steps that did run as shards, in one thread and in two
     forwards = []
     run_forward = parallel.Shards.forward
 
@@ -347,7 +346,8 @@ def test_time_says_how_training_shards_the_step(workdir, nncli, control, monkeyp
     with monkeypatch.context() as patch:
         patch.setattr(parallel.Shards, "forward", counted)
         report = json.loads(nncli("time", "cnn.yaml", "--iters", 1, "--warmup", 0, "--json").stdout)
-    assert forwards == [[50, 50]] * 4
+    # (one untimed pass each way, then blocks of them: as the trainer measures)
+    assert len(forwards) >= 4 and all(shards == [50, 50] for shards in forwards)
     sharded = report["sharded"]
     assert sharded["shards"] == [50, 50] and isinstance(sharded["step_ms"], float) and sharded["step_ms"] > 0
     assert sharded["threads"] == 2 and not sharded["measured"]

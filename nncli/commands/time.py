@@ -23,9 +23,9 @@ layer), and so is an output layer (a final softmax or sigmoid that only `predict
 
 The table times the layers one after the other on the whole batch. Where training runs the
 batch as shards (nncli.nn.parallel), the whole step is then timed as training may run it: the
-shards in one thread and in one thread each, alternating, `iters` times each way after one
-untimed, and the line says which training takes and why (nncli.nn.threads measures the same
-at the start of a run; NNCLI_THREADS=N forces one thread a shard). Where a fresh run may also
+shards in one thread and in one thread each, alternating, as the trainer measures at the start
+of a run (nncli.nn.threads.measure: blocks of passes, three rounds), and the line says which
+training takes and why (NNCLI_THREADS=N forces one thread a shard). Where a fresh run may also
 run its batches whole with the BLAS's own threads (NNCLI_THREADS unset, a BLAS of several
 threads), that way is timed among them.
 """
@@ -210,7 +210,7 @@ def time_layers(
             step(model, loss, optimizer, xb, y, regularizer=regularizer, finite_only=False)
 
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
-            choice = measure(model, run, batch, budget_s=float("inf"), rounds=iters, blas=blas, block_s=0)
+            choice = measure(model, run, batch, blas=blas)  # as training measures at its start
         if not auto:
             choice.workers = len(shards)  # NNCLI_THREADS forces a thread a shard
     held = None if choice is None else {w: t * 1e3 for w, t in choice.times.items() if w > 0}
@@ -295,8 +295,8 @@ def _threads_line(result: TimeResult) -> str:
     elif result.blas_ms is None:
         why = "the faster, measured again as training starts"
     else:
-        why = (f"the faster (a whole batch only by more than {BLAS_MARGIN:.0%} in every round: it changes"
-               " the run's roundings), measured again as a fresh run starts")
+        why = (f"the faster (a whole batch only by {BLAS_MARGIN:.0%} by median and in every round: it"
+               " changes the run's roundings), measured again as a fresh run starts")
     rows = "; the rows above run whole (NNCLI_THREADS=1 trains so)" if result.shards is not None else ""
     return (f"training runs this step {what}: {', '.join(timed)} a step (median, alternating) -> {chosen},"
             f" {why}{rows}")
