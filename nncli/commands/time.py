@@ -24,7 +24,7 @@ layer), and so is an output layer (a final softmax or sigmoid that only `predict
 The table times the layers one after the other on the whole batch. Where training runs the
 batch as shards (nncli.nn.parallel), the whole step is then timed as training may run it: the
 shards in one thread and in one thread each, alternating, as the trainer measures at the start
-of a run (nncli.nn.threads.measure: blocks of passes, three rounds), and the line says which
+of a run (nncli.nn.threads.measure: blocks of passes, two or three rounds), and the line says which
 training takes and why (NNCLI_THREADS=N forces one thread a shard). Where a fresh run may also
 run its batches whole with the BLAS's own threads (NNCLI_THREADS unset, a BLAS of several
 threads), that way is timed among them.
