@@ -204,3 +204,19 @@ def test_a_batch_whole_and_held_is_taken_where_the_shards_only_cost(auto, monkey
     model.threads = 2
     choice = measure(model, run, 64)
     assert set(choice.times) == {1, 2} and model.shards_for(64) == [32, 32]
+
+
+def test_a_model_with_dropout_is_not_measured_and_trains_as_held(workdir, nncli, auto, monkeypatch):
+    # the spiral MLP has dropout: a measuring pass would draw from the run's generator
+    (workdir / "spiral.yaml").write_text(config_text("spiral"))
+    measured = []
+    with monkeypatch.context() as patch:
+        patch.setattr(chooser_module, "measure", lambda *a, **k: measured.append(a))
+        result = nncli("train", "spiral.yaml", "--run-dir", "auto")
+    assert result.exit_code == 0, result.output
+    assert measured == []
+    assert "threads: batches of 16 run whole, the BLAS held to one thread" in result.stderr
+    monkeypatch.setenv("NNCLI_THREADS", "held")
+    assert nncli("train", "spiral.yaml", "--run-dir", "held", "--quiet").exit_code == 0
+    a, b = params(workdir / "auto"), params(workdir / "held")
+    assert all(np.array_equal(a[k], b[k]) for k in a)

@@ -2,18 +2,21 @@
 machine changes under a run.
 
 A batch's shards are fixed by the CPUs, the model and the batch size (nncli.nn.parallel), and
-every shard holds the BLAS to one thread, so the numbers of a run never depend on how busy the
-machine was. What is left to choose changes no number: whether the shards run each in its own
-thread (fast on a quiet machine) or one after the other in the caller's (fast when another
-program holds a core: a thread that waits for a busy core holds up the whole step).
-`measure` times a few passes each way, alternating, and keeps the faster; `DriftWatch` reads
-the training loop's step times and says when they have moved far enough from those that
-followed the last measurement (another program started, or ended) for a new one to pay.
+every shard holds the BLAS to one thread. Whether the shards run each in its own thread (fast
+on a quiet machine) or one after the other in the caller's (fast when another program holds a
+core: a thread that waits for a busy core holds up the whole step) changes no number. At a
+fresh run's start two ways of other roundings are timed too (`measure`'s `blas`): the batch
+whole with the BLAS's own threads, and whole with the BLAS held where it would shard; one is
+taken only where it wins clearly, and holds for the run (nncli.training.callbacks.threads).
+`measure` times blocks of passes each way, alternating, and keeps the fastest; `DriftWatch`
+reads the training loop's step times and says when they have moved far enough from those that
+followed the last measurement (another program started, or ended) for a new one to pay, and
+when one is due unprompted.
 
-A measuring pass is a gradient-only step (no update) on a batch that is not drawn at random:
-only a model that shards runs one, and such a model has no layer that draws at random or keeps
-batch statistics (`Layer.shardable`), so it changes nothing but the gradients and caches that
-the next step overwrites. The run's generator is never touched.
+A measuring pass is a gradient-only step (no update) on a batch that is not drawn at random,
+run only for a model that has no layer that draws at random or keeps batch statistics
+(`Layer.shardable`), so it changes nothing but the gradients and caches that the next step
+overwrites. The run's generator is never touched.
 """
 
 from __future__ import annotations

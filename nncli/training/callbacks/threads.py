@@ -131,8 +131,13 @@ class ThreadChooser(Callback):
 def blas_threads(model) -> int | None:
     """The BLAS's threads a fresh run of `model` may run its batches whole with, timed at its
     start among the held ways; None where it may not (NNCLI_THREADS set, a resumed run, a BLAS
-    of one thread or out of nncli's control)."""
+    of one thread or out of nncli's control, a layer that draws at random or keeps batch
+    statistics)."""
     control = thread_control()
     if not (model.auto_workers and model.choose_blas and model.hold_blas) or control is None:
+        return None
+    # a measuring pass must change nothing: no layer may draw from the run's generator (dropout)
+    # or keep batch statistics (batch norm) - the layers that also keep a model from sharding
+    if not all(layer.shardable for layer in model.layers):
         return None
     return control.initial if control.initial > 1 else None
