@@ -97,7 +97,7 @@ class ThreadControl:
         MKL's count is per calling thread where threadpoolctl sets it so (3.8 does), so each
         needs its own. The controller was made once: a limit costs about 7 us, where threadpoolctl's
         `threadpool_limits`, which looks for the libraries again each time, took 235 us."""
-        return self.controller.limit(limits=1)
+        return self.limit(1)
 
     def limit(self, threads: int):
         """A context manager that sets the BLAS to `threads` threads in its block (for OpenBLAS

@@ -42,7 +42,7 @@ from nncli.builder import build_experiment
 from nncli.commands.check import describe_layer
 from nncli.config.schema import load_config
 from nncli.nn.step import step
-from nncli.nn.threads import BLAS, BLAS_MARGIN, WHOLE, measure, threads_word
+from nncli.nn.threads import BLAS, BLAS_MARGIN, WHOLE, measure, shards_words, threads_word
 from nncli.training.callbacks.threads import blas_threads
 
 BAR_WIDTH = 40  # characters of '#' for a share of 100%
@@ -78,7 +78,7 @@ class TimeResult:
     shards: list[int] | None = None  # the shards' sizes where training runs the batch so
     sharded_step_ms: float | None = None  # the median wall time of such a step, as training runs it
     threads_ms: dict[int, float] | None = None  # threads that run the shards -> the step's ms
-    threads: int | None = None  # how many of them training uses (0: none, the BLAS's own)
+    threads: int | None = None  # how many of them training uses, or nncli.nn.threads' BLAS or WHOLE
     measured: bool = True  # whether training measures that (NNCLI_THREADS unset)
     blas_held: bool = True  # whether a batch run whole holds the BLAS to one thread
     blas_ms: float | None = None  # the step whole with the BLAS's own threads, where timed
@@ -271,9 +271,7 @@ def _threads_line(result: TimeResult) -> str:
     alternating) -> the BLAS in 2 threads, ...'."""
     timed = []
     if result.shards is not None:
-        k, sizes = len(result.shards), sorted(set(result.shards), reverse=True)
-        of = f"of {sizes[0]:,}" if len(sizes) == 1 else f"of {' and '.join(f'{n:,}' for n in sizes)}"
-        what = f"as {k} shards {of}"
+        what = f"as {shards_words(result.shards)}"
         timed += [f"in {threads_word(w)} {t:.3f} ms" for w, t in sorted(result.threads_ms.items())]
         whole = "whole with the BLAS"
     else:

@@ -81,8 +81,9 @@ def thread_setting(environ=None) -> ThreadSetting:
     unset, `auto`  a batch splits into shards fixed by the CPUs, the model and the batch size,
                    each run with the BLAS held to one thread, and how many threads run them
                    (one, or one a shard) is measured; at a fresh run's start, running batches
-                   whole with the BLAS's own threads is measured too, and kept where it is
-                   faster (its roundings differ: the choice is recorded in the checkpoints)
+                   whole (with the BLAS's own threads, or held where they would shard) is
+                   measured too, and kept where it is clearly faster (its roundings differ:
+                   the choice is recorded in the checkpoints)
     `held`         as auto, without the BLAS's own threads: the run's numbers depend only on
                    the CPUs, the model and the batch size, never on the machine's load
     `N`            N shards in N threads (1: one thread), the BLAS held to one
@@ -164,7 +165,7 @@ def resume_setting(record, setting: ThreadSetting) -> ThreadSetting:
         return ThreadSetting(1, False, True)
     if not setting.choose_blas:  # NNCLI_THREADS=held now
         return ThreadSetting(shards, True, False)
-    return ThreadSetting(shards, True, True, blas_threads=record["blas_threads"])
+    return ThreadSetting(shards, True, True, blas_threads=threads)
 
 
 def _count(value) -> bool:

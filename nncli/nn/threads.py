@@ -40,8 +40,8 @@ MAX_BLOCK = 64  # passes a block at most
 #: run's start: other roundings than the shards')
 BLAS = 0
 WHOLE = -1
-#: how much faster than the best held way the BLAS's own threads must be to be chosen: below
-#: that, the numbers that do not depend on the machine's load are worth the difference
+#: how much faster than the shards' best a way of other roundings (BLAS, WHOLE) must be to be
+#: chosen: below that, numbers that do not depend on the machine's load are worth the difference
 BLAS_MARGIN = 0.05
 
 
@@ -50,17 +50,16 @@ class Choice:
     shards: list[int] | None  # the shards' sizes (None: batches run whole)
     workers: int  # the way chosen: the threads that run the shards (1, or one a shard), BLAS or WHOLE
     times: dict[int, float]  # way -> median seconds of a pass
-    passes: int  # timed passes each way
+    passes: int  # timed rounds each way (each a block of `block` passes)
     blas_threads: int | None = None  # the BLAS's threads in the way BLAS, where it was timed
     block: int = 1  # passes a timed block
 
     def describe(self) -> str:
-        """'2 shards of 64: in 1 thread 11.2 ms, in 2 threads 7.3 ms a step -> 2 threads', or
-        with the BLAS's threads timed too: 'batches of 64 whole, the BLAS in 1 thread 0.52 ms,
-        in 2 threads 0.40 ms a step (median of 3) -> the BLAS in 2 threads'."""
+        """'2 shards of 64: in 1 thread 11.20 ms, in 2 threads 7.30 ms a step (median of 3) -> 2
+        threads', or with the ways of other roundings timed too: 'batches whole: the BLAS held to
+        1 thread 0.53 ms, the BLAS in 2 threads 0.41 ms a step (median of 3 blocks of 19) -> the
+        BLAS in 2 threads'."""
         timed = ", ".join(f"{self.way_words(w, short=True)} {t * 1e3:.2f} ms" for w, t in self._ordered())
-        # e.g. '2 shards of 64: in 1 thread 1.85 ms, in 2 threads 1.42 ms, whole, the BLAS in 2 threads
-        # 1.05 ms a step (median of 3) -> whole, the BLAS in 2 threads'
         of = f"{self.passes}" if self.block == 1 else f"{self.passes} blocks of {self.block}"
         return f"{self._what()}: {timed} a step (median of {of}) -> {self.way_words(self.workers)}"
 
@@ -69,11 +68,7 @@ class Choice:
         return sorted(self.times.items(), key=lambda item: (order.get(item[0], 0), item[0]))
 
     def _what(self) -> str:
-        if self.shards is None:
-            return "batches whole"
-        k, sizes = len(self.shards), sorted(set(self.shards), reverse=True)
-        of = f"{sizes[0]:,}" if len(sizes) == 1 else " and ".join(f"{n:,}" for n in sizes)
-        return f"{k} shards of {of}"
+        return "batches whole" if self.shards is None else shards_words(self.shards)
 
     def way_words(self, way: int, short: bool = False) -> str:
         """A way in words: as timed ('in 2 threads', `short`), or as chosen ('2 threads')."""
@@ -89,6 +84,12 @@ class Choice:
 
 def threads_word(n: int) -> str:
     return "1 thread" if n == 1 else f"{n} threads"
+
+
+def shards_words(sizes: list[int]) -> str:
+    """'2 shards of 64', '3 shards of 43 and 42': a batch's shards by their sizes."""
+    distinct = sorted(set(sizes), reverse=True)
+    return f"{len(sizes)} shards of {' and '.join(f'{n:,}' for n in distinct)}"
 
 
 def measure(
