@@ -583,15 +583,21 @@ CONV_VARIANTS = {
 
 @pytest.mark.parametrize("case", list(CONV_VARIANTS))
 def test_convolution_and_pooling_variants_match_central_differences(case):
+    _, results = _check_conv_variant(case, seed=4)
+    _assert_passes(results)
+    assert {r.name for r in results} >= {"input"}
+
+
+def _check_conv_variant(case: str, seed: int):
+    """CONV_VARIANTS[case], then flatten and a linear layer, checked against central differences
+    on random inputs: (its layers, the check's results)."""
     specs, shape = CONV_VARIANTS[case]
     layers = [LAYERS.create(name, options) for name, options in specs]
     model = Sequential([*layers, LAYERS.create("flatten"), Linear(3)])
-    rng = np.random.default_rng(4)
+    rng = np.random.default_rng(seed)
     model.build(shape, rng, np.float64)
     x = rng.standard_normal((N, *shape))
-    results = check_model(model, LOSSES.create("mse"), x, _regression_target(rng, 3), rng=rng)
-    _assert_passes(results)
-    assert {r.name for r in results} >= {"input"}
+    return layers, check_model(model, LOSSES.create("mse"), x, _regression_target(rng, 3), rng=rng)
 
 
 @pytest.mark.parametrize(
@@ -602,13 +608,7 @@ def test_convolutions_in_chunks_match_central_differences(monkeypatch, case):
     from nncli.nn.layers import conv
 
     monkeypatch.setattr(conv, "CHUNK_BYTES", 1)
-    specs, shape = CONV_VARIANTS[case]
-    layers = [LAYERS.create(name, options) for name, options in specs]
-    model = Sequential([*layers, LAYERS.create("flatten"), Linear(3)])
-    rng = np.random.default_rng(6)
-    model.build(shape, rng, np.float64)
-    x = rng.standard_normal((N, *shape))
-    results = check_model(model, LOSSES.create("mse"), x, _regression_target(rng, 3), rng=rng)
+    layers, results = _check_conv_variant(case, seed=6)
     _assert_passes(results)
     assert layers[0].chunks == N > 1
 
