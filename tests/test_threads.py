@@ -4,6 +4,8 @@ forces them; a resumed run keeps the shards its checkpoint recorded."""
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from conftest import config_text
@@ -14,7 +16,7 @@ from nncli.config.schema import load_config
 from nncli.errors import NncliError
 from nncli.nn import parallel
 from nncli.nn.parallel import ThreadSetting, resume_setting, thread_setting
-from nncli.nn.threads import DriftWatch
+from nncli.nn.threads import Choice, DriftWatch, Trials
 from nncli.training import checkpoint
 from nncli.training.callbacks import threads as chooser_module
 from nncli.training.callbacks.threads import ThreadChooser
@@ -86,15 +88,19 @@ def test_the_threads_measured_change_no_number(workdir, nncli, two_cpus, monkeyp
     forced = nncli("train", "cnn.yaml", "--run-dir", "forced")
     assert "threads: 2 shards of a batch of 96 in 2 threads (NNCLI_THREADS)" in forced.stderr
     assert same(params(workdir / "auto"), runs[1]) and same(params(workdir / "forced"), runs[1])
-    # measured again and again mid-epoch, as on a machine whose load keeps changing
+    # the threads changed again and again mid-epoch, as on a machine whose load keeps changing:
+    # every trial switches, one every 9 steps (3 in the chosen way, 3 the other, 3 the chosen)
     monkeypatch.setenv("NNCLI_THREADS", "held")
     with monkeypatch.context() as patch:
-        made = force_workers(patch, None)  # 1 and 2 threads by turns
-        calls = iter(range(10**6))
-        patch.setattr(DriftWatch, "add", lambda self, seconds: next(calls) % 3 == 2)  # every third step
+        fixed_choice(patch, 1)
+        patch.setattr(Trials, "FIRST", 1)
+        patch.setattr(Trials, "SWITCH", -1.0)  # the way tried always wins
+        patch.setattr(Trials, "COST", 1e9)  # and the gap stays at its least
         flipping = nncli("train", "cnn.yaml", "--run-dir", "flipping")
-    assert {c.workers for c in made} == {1, 2}, flipping.stderr
-    assert flipping.exit_code == 0 and flipping.stderr.count("measured again") >= 5, flipping.stderr
+    assert flipping.exit_code == 0, flipping.output
+    # 2 epochs of 11 steps, the first of each untimed (and run the way the step before it was)
+    switches = re.findall(r"after step (\d+), 3 steps in (\d) thread", flipping.stderr)
+    assert switches == [("10", "2"), ("20", "1")]
     assert same(params(workdir / "flipping"), runs[1])
     # a whole batch in one BLAS thread (NNCLI_THREADS=1) has other roundings, not other results
     monkeypatch.setenv("NNCLI_THREADS", "1")
@@ -185,18 +191,110 @@ def test_drift_is_two_windows_off_the_reference_and_backs_off():
     assert feed(watch, 0.010, 8) == []
 
 
-def test_the_trainer_measures_again_when_step_times_drift(tmp_path, two_cpus, monkeypatch):
+def feed_trials(trials: Trials, times: dict[int, float], steps: int) -> list[tuple[int, int]]:
+    """Run `steps` steps, each taking `times[way]`; the (step, way taken) of every switch."""
+    switches = []
+    for i in range(1, steps + 1):
+        if trials.add(times[trials.way]):
+            switches.append((i, trials.chosen))
+    return switches
+
+
+def test_trials_take_the_other_way_where_it_wins_and_try_it_as_often_as_it_costs_little():
+    trials = Trials(1, 2, block=1, ratio=1.0)  # measured alike: the first trial after 8 blocks of 3
+    assert (trials.block, trials.gap) == (3, 24)
+    ways = []
+    for _ in range(33):
+        ways.append(trials.way)
+        trials.add(0.01)
+    assert ways == [1] * 24 + [2] * 3 + [1] * 6  # the trial's 3 steps, the 3 after, the next gap
+    trials = Trials(1, 2, block=1, ratio=1.0)
+    # 2 threads twice as fast: taken after the first trial (24 + 3 + 3 steps), kept after that
+    assert feed_trials(trials, {1: 0.010, 2: 0.005}, 400) == [(30, 2)]
+    assert trials.last == (0.010, 0.005)  # the last trial's medians: 1 thread tried, against 2
+    # the way given up is twice as slow: a trial of 3 steps costs 3 steps, so 150 steps between
+    assert trials.gap == 150
+    trials = Trials(2, 1, block=1, ratio=2.0)
+    assert trials.gap == 150
+    assert feed_trials(trials, {1: 0.010, 2: 0.005}, 156) == []  # the first trial: steps 151-156
+    assert trials.gap == 150 and trials.phase == "wait"
+    # 1 thread 20% slower: 3 steps of it cost 0.6 of a step, 2% of 30
+    assert feed_trials(trials, {1: 0.006, 2: 0.005}, 150 + 6) == [] and trials.gap == 30
+    # within SWITCH: no switch
+    trials = Trials(1, 2, block=4, ratio=1.0)
+    assert feed_trials(trials, {1: 0.0100, 2: 0.0097}, 200) == []
+    # a drift brings the trial forward: the next step is tried the other way
+    trials = Trials(1, 2, block=1, ratio=1.0)
+    trials.add(0.01)
+    trials.now()
+    assert trials.way == 2
+    assert feed_trials(trials, {1: 0.01, 2: 0.001}, 6) == [(6, 2)]  # 3 steps tried, 3 after
+
+
+def fixed_choice(monkeypatch, workers: int) -> None:
+    """The trainer's measurement chooses `workers` threads for 2 shards of 48, timed alike."""
+
+    def measure(model, run, batch, **options):
+        model.workers = workers
+        return Choice([48, 48], workers, {1: 0.01, 2: 0.01}, 3, block=1)
+
+    monkeypatch.setattr(chooser_module, "measure", measure)
+
+
+def test_a_run_takes_the_faster_threads_found_by_trials_and_changes_no_number(tmp_path, two_cpus,
+                                                                              monkeypatch):
     (tmp_path / "cnn.yaml").write_text(CNN)
     exp = build_experiment(load_config(tmp_path / "cnn.yaml", ["train.epochs=3"]), tmp_path)
-    clock = iter(np.cumsum([0.01] * 14 + [0.05] * 1000))  # a step of 10 ms, then of 50
-    monkeypatch.setattr(chooser_module, "perf_counter", lambda: float(next(clock)))
+    fixed_choice(monkeypatch, 1)  # a wrong choice at the start: 2 threads are twice as fast
+    now = [0.0]
+
+    def clock():  # a step takes 10 ms in 1 thread, 5 in 2 threads
+        now[0] += 0.005 if exp.model.workers == 2 else 0.010
+        return now[0]
+
+    monkeypatch.setattr(chooser_module, "perf_counter", clock)
+    monkeypatch.setattr(Trials, "FIRST", 1)
     lines = []
-    chooser = ThreadChooser(lines.append, DriftWatch(window=2, margin=1.5, gap=4))
+    chooser = ThreadChooser(lines.append)
     Trainer(exp, [chooser]).fit()
-    assert lines[0].startswith("threads: measured before the first batch: 2 shards of 48")
+    assert lines[0].startswith("threads: measured before the first batch: 2 shards of 48: in 1 thread 10.00")
     assert len(lines) == 2, lines
-    again = "threads: step times went from 10.00 to 50.00 ms; measured again: 2 shards of 48"
-    assert lines[1].startswith(again)
+    assert lines[1] == ("threads: after step 10, 3 steps in 2 threads took 5.00 ms a step against 10.00 in"
+                        " 1 thread (medians) -> 2 threads")
+    assert chooser.choices == lines and exp.model.workers == 2
+    # a run that keeps 1 thread (but for its trials), trained the same: the same weights, bit for bit
+    other = build_experiment(load_config(tmp_path / "cnn.yaml", ["train.epochs=3"]), tmp_path / "one")
+    monkeypatch.setattr(Trials, "SWITCH", 1.0)  # never switches
+    lines.clear()
+    Trainer(other, [ThreadChooser(lines.append)]).fit()
+    assert len(lines) == 1, lines
+    assert same(exp.model.state_dict()["params"], other.model.state_dict()["params"])
+
+
+@pytest.mark.parametrize("one_thread, outcome", [(0.010, "1 thread"), (0.080, "2 threads still")])
+def test_a_drift_brings_the_next_trial_forward(tmp_path, two_cpus, monkeypatch, one_thread, outcome):
+    (tmp_path / "cnn.yaml").write_text(CNN)
+    exp = build_experiment(load_config(tmp_path / "cnn.yaml", ["train.epochs=3"]), tmp_path)
+    fixed_choice(monkeypatch, 2)
+    now, steps = [0.0], [0]
+
+    def clock():  # 2 threads: 5 ms a step until another program takes a core at the 8th step
+        steps[0] += 1
+        busy = steps[0] > 8
+        now[0] += (0.050 if busy else 0.005) if exp.model.workers == 2 else one_thread
+        return now[0]
+
+    monkeypatch.setattr(chooser_module, "perf_counter", clock)
+    lines = []
+    Trainer(exp, [ThreadChooser(lines.append, DriftWatch(window=2, margin=1.5, gap=4))]).fit()
+    # two windows of 2 steps off after the 8th, a trial of 3 steps and 3 after: the first trial
+    # was otherwise due after 24 timed steps, and would have ended after the 32nd (and said nothing
+    # where it kept the choice)
+    assert len(lines) == 2, lines
+    assert lines[1] == (f"threads: after step 18, step times went from 5.00 to 50.00 ms; 3 steps in 1"
+                        f" thread took {one_thread * 1e3:.2f} ms a step against 50.00 in 2 threads (medians)"
+                        f" -> {outcome}")
+    assert exp.model.workers == (1 if outcome == "1 thread" else 2)
 
 
 def test_evaluation_measures_on_its_own_first_batches_and_gives_the_same_outputs(two_cpus, monkeypatch):
@@ -264,20 +362,3 @@ def test_models_of_products_shard_where_each_shard_has_work_enough(two_cpus, uni
     assert model.shards_for(batch) == shards  # the MNIST MLP's batches, the quickstart's, and bigger ones
     per_shard = model.num_params() * (batch // 2)
     assert (per_shard >= MIN_SHARD_WORK) == (shards is not None)
-
-
-def test_a_measurement_falls_due_unprompted_at_growing_intervals(tmp_path, two_cpus, monkeypatch):
-    watch = DriftWatch(window=100, recheck=4, recheck_factor=3)
-    due = [i for i in range(1, 40) if (watch.add(0.01), watch.due())[1]]
-    assert due == [4, 12, 36]  # steady times: no drift, and yet measured again
-    assert not DriftWatch(recheck=None).due()
-    # in a run: steps steadily slow from the start (a choice made in a bad moment) are measured again
-    (tmp_path / "cnn.yaml").write_text(CNN)
-    exp = build_experiment(load_config(tmp_path / "cnn.yaml", ["train.epochs=3"]), tmp_path)
-    clock = iter(np.cumsum([0.01] * 1000))
-    monkeypatch.setattr(chooser_module, "perf_counter", lambda: float(next(clock)))
-    lines = []
-    Trainer(exp, [ThreadChooser(lines.append, DriftWatch(window=100, recheck=5, recheck_factor=4))]).fit()
-    assert len(lines) == 3, lines
-    assert lines[1].startswith("threads: 5 steps on, measured again: 2 shards of 48")
-    assert lines[2].startswith("threads: 20 steps on, measured again: 2 shards of 48")

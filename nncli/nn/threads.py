@@ -1,4 +1,4 @@
-"""The threads that run a model's shards, chosen by measurement, and measured again when the
+"""The threads that run a model's shards, chosen by measurement, and tried again while the
 machine changes under a run.
 
 A batch's shards are fixed by the CPUs, the model and the batch size (nncli.nn.parallel), and
@@ -8,10 +8,11 @@ core: a thread that waits for a busy core holds up the whole step) changes no nu
 fresh run's start two ways of other roundings are timed too (`measure`'s `blas`): the batch
 whole with the BLAS's own threads, and whole with the BLAS held where it would shard; one is
 taken only where it wins clearly, and holds for the run (nncli.training.callbacks.threads).
-`measure` times blocks of passes each way, alternating, and keeps the fastest; `DriftWatch`
-reads the training loop's step times and says when they have moved far enough from those that
-followed the last measurement (another program started, or ended) for a new one to pay, and
-when one is due unprompted.
+`measure` times blocks of passes each way, alternating, and keeps the fastest; `Trials` then
+tries the threads not chosen now and then on a few of the training loop's own steps (the same
+numbers either way: a trial costs only the time by which they are slower), and takes them where
+they win; `DriftWatch` reads the step times and says when they have moved far enough from those
+that followed the last change (another program started, or ended) to try again at once.
 
 A measuring pass is a gradient-only step (no update) on a batch that is not drawn at random,
 run only for a model that has no layer that draws at random or keeps batch statistics
@@ -185,23 +186,15 @@ def use(model, way: int | None, blas: int | None, shards: int | None = None) -> 
 
 class DriftWatch:
     """Says when a loop's step times have drifted: the median of each `window` steps is compared
-    with that of the first full window after the last measurement (`reset`); two windows in a
-    row off by more than a factor `margin`, either way, are a drift. After a drift, the next is
-    reported no sooner than `gap` steps on; a measurement that keeps the same choice doubles
-    `gap` (a machine whose load comes and goes is not measured without end), one that changes it
-    sets `gap` back. Costs one list append a step and one median a window.
+    with that of the first full window after the last change (`reset`); two windows in a row off
+    by more than a factor `margin`, either way, are a drift. After a drift, the next is reported
+    no sooner than `gap` steps on; a measurement or trial that keeps the same choice doubles
+    `gap` (a machine whose load comes and goes is not tried without end), one that changes it
+    sets `gap` back. Costs one list append a step and one median a window."""
 
-    It also says when a measurement is `due` unprompted: `recheck` steps after the first, then
-    `recheck_factor` times as many steps on each time. A shared machine's speed comes and goes
-    (a host that lends the second core elsewhere for a while): a choice made in a bad moment
-    would otherwise stand, its steps steadily slow, never drifting."""
-
-    def __init__(self, window: int = 16, margin: float = 1.5, gap: int = 64, recheck: int | None = 64,
-                 recheck_factor: int = 4):
+    def __init__(self, window: int = 16, margin: float = 1.5, gap: int = 64):
         self.window, self.margin, self.first_gap = window, margin, gap
         self.gap = gap
-        self.steps = 0  # steps watched in all
-        self.next_check, self.recheck_factor = recheck, recheck_factor
         self.reference: float | None = None
         self.times: list[float] = []
         self.off = 0  # windows in a row off the reference
@@ -223,7 +216,6 @@ class DriftWatch:
     def add(self, seconds: float) -> bool:
         """Note one step's time; True when the step times have drifted (measure, then `reset`)."""
         self.since += 1
-        self.steps += 1
         self.times.append(seconds)
         if len(self.times) < self.window:
             return False
@@ -236,12 +228,81 @@ class DriftWatch:
         self.off = self.off + 1 if drifted else 0
         return self.off >= 2 and self.since >= self.gap
 
-    def due(self) -> bool:
-        """True, once, when the steps watched reach the next unprompted measurement's."""
-        if self.next_check is None or self.steps < self.next_check:
-            return False
-        self.next_check *= self.recheck_factor
-        return True
+
+class Trials:
+    """Tries, now and then during training, the way of running the shards that was not chosen
+    (one thread, or one a shard: the same numbers either way), and takes it where it is faster.
+    A shared machine's speed comes and goes (a host that lends the second core elsewhere for a
+    while, another program that starts or ends): a choice made in a bad moment, or one that the
+    machine has since overtaken, would otherwise stand. The trial steps are training steps, so
+    a trial costs only the time by which the other way is slower.
+
+    A cycle: `gap` steps in the chosen way, `block` steps in the other (the trial), `block` in
+    the chosen again; the other way is taken where the median of its steps is below that of the
+    chosen way's `2 * block` around them by SWITCH. The gap is FIRST blocks, or more where the
+    other way was slower at the last trial (or the measurement): enough that a trial at that
+    speed costs COST of the steps between two. So a way much slower than the chosen one is tried
+    seldom, and one about as fast often, which costs as little (the machine's load changes the
+    choice soonest where the two are close). `add` takes each step's time and says which way
+    the next step runs."""
+
+    SWITCH = 0.05  # the other way must be faster by this much to be taken
+    COST = 0.02  # a trial costs at most about this much of the steps since the last
+    FIRST = 8  # blocks in the chosen way between two trials at least
+
+    def __init__(self, chosen: int, other: int, block: int, ratio: float = 1.0):
+        """`ratio`: the other way's time over the chosen one's, as measured (sets the first gap)."""
+        self.chosen, self.other, self.block = chosen, other, max(3, block)
+        self.gap = self._gap(ratio)
+        self.wait = self.gap  # steps until the next trial
+        self.before: list[float] = []  # the chosen way's last `block` steps before the trial
+        self.trial: list[float] = []
+        self.after: list[float] = []
+        self.phase = "wait"  # the step to come: wait, trial or after
+        self.last: tuple[float, float] | None = None  # the last trial's medians: (other, chosen)
+
+    @property
+    def way(self) -> int:
+        """The way the next step runs."""
+        return self.other if self.phase == "trial" else self.chosen
+
+    def _gap(self, ratio: float) -> int:
+        """Steps between trials, where the other way takes `ratio` times the chosen one's time."""
+        return max(self.FIRST * self.block, math.ceil(self.block * (ratio - 1) / self.COST))
+
+    def now(self) -> None:
+        """Try the other way from the next step on (the step times drifted: the machine changed)."""
+        if self.phase == "wait":
+            self.wait = 0
+            self.phase = "trial" if self.before else "wait"
+
+    def add(self, seconds: float) -> bool | None:
+        """Note the time of a step run in `way`. None, unless a trial ended: then whether it
+        switched (`chosen` is the other way from now on)."""
+        if self.phase == "wait":
+            self.before = (self.before + [seconds])[-self.block:]
+            self.wait -= 1
+            if self.wait <= 0:
+                self.phase = "trial"
+            return None
+        if self.phase == "trial":
+            self.trial.append(seconds)
+            if len(self.trial) >= self.block:
+                self.phase = "after"
+            return None
+        self.after.append(seconds)
+        if len(self.after) < self.block:
+            return None
+        other, chosen = median(self.trial), median(self.before + self.after)
+        self.last = other, chosen
+        switch = other < chosen * (1 - self.SWITCH)
+        if switch:
+            self.chosen, self.other = self.other, self.chosen
+            other, chosen = chosen, other
+        self.gap = self._gap(other / max(chosen, 1e-9))
+        self.wait, self.phase = self.gap, "wait"
+        self.before, self.trial, self.after = [], [], []
+        return switch
 
 
 class FirstPasses:

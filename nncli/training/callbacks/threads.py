@@ -1,6 +1,7 @@
-"""How the model's batches run, measured before the first batch, again when the step times
-drift, and now and then unprompted (nncli.nn.threads.DriftWatch); one line on the run's log each
-time, saying what was measured and what was chosen.
+"""How the model's batches run: measured before the first batch, then, where the batch shards,
+the way not chosen tried now and then on a few training steps, and sooner when the step times
+drift (nncli.nn.threads.Trials, DriftWatch); one line on the run's log for the measurement and
+for each trial that changes the choice, saying what was timed and what was chosen.
 
 Choosing the threads that run the shards changes no number of the run. Choosing, at a fresh
 run's start, to run batches whole with the BLAS's own threads (where that is faster by a
@@ -18,18 +19,21 @@ import numpy as np
 
 from nncli._openblas import thread_control
 from nncli.nn.step import step
-from nncli.nn.threads import BLAS, WHOLE, DriftWatch, measure, threads_word, use
+from nncli.nn.threads import BLAS, WHOLE, DriftWatch, Trials, measure, threads_word, use
 from nncli.training.callbacks.base import Callback
 
 
 class ThreadChooser(Callback):
     """Measures how `model`'s batches run where its setting lets it (`model.auto_workers`, from
     NNCLI_THREADS unset or `held`) and says on `say` (a function of one line; None: silent) how
-    they run. `choices` keeps every measurement's line."""
+    they run. `choices` keeps the line of every measurement and of every trial that changed
+    the choice."""
 
     def __init__(self, say=None, watch: DriftWatch | None = None):
         self.say = say
         self.watch = watch or DriftWatch()
+        self.trials: Trials | None = None  # where the shards' threads may change mid-run
+        self.prompted: str | None = None  # the drift that brought the trial under way forward
         self.choices: list[str] = []
         self.last: float | None = None  # the clock at the last batch's end
         self.watching = False  # whether there is a choice that a drift could change
@@ -61,24 +65,40 @@ class ThreadChooser(Callback):
         last, self.last = self.last, now
         if last is None or not self.watching:
             return
-        drifted = self.watch.add(now - last)
         model = trainer.exp.model
         if not model.hold_blas:  # the BLAS's own threads: only steps slower than they were matter
-            if not drifted:
+            if not self.watch.add(now - last):
                 return
             if self.watch.last_median < self.watch.reference:  # faster: the BLAS's threads stay
                 self.watch.reset(changed=False)
                 return
             self._leave_blas(trainer)
-        elif drifted or self.watch.due():
-            before = model.workers
-            why = f"{self.watch.describe()}; measured again" if drifted else (
-                f"{self.watch.steps:,} steps on, measured again")
-            self._measure(trainer, why)
-            self.watch.reset(changed=model.workers != before)
-        else:
+            self.last = perf_counter()  # the measurement is no step
+        elif self.trials is not None:
+            self._try(trainer, now - last)
+
+    def _try(self, trainer, seconds: float) -> None:
+        """Note a step's time with the trials, run the next step as they say, and say how a
+        trial ended where it changed the choice or a drift brought it forward. Only the chosen
+        way's steps are watched for drift."""
+        trials = self.trials
+        ran, chosen, other = trials.way, trials.chosen, trials.other
+        ended = trials.add(seconds)
+        if ended is None and ran == chosen and self.watch.add(seconds):
+            trials.now()
+            self.prompted = self.watch.describe()
+            self.watch.reset()
+        trainer.exp.model.workers = trials.way
+        if ended is None or not (ended or self.prompted):
             return
-        self.last = perf_counter()  # the measurement is no step
+        self.watch.reset(changed=ended)  # the times to come are the new way's, or the gap doubles
+        timed, held = trials.last
+        why = f"{self.prompted}; " if self.prompted else ""
+        self.prompted = None
+        outcome = threads_word(other) if ended else f"{threads_word(chosen)} still"
+        self._tell(f"threads: after step {trainer.state.step:,}, {why}{trials.block} steps in"
+                   f" {threads_word(other)} took {timed * 1e3:.2f} ms a step against {held * 1e3:.2f} in"
+                   f" {threads_word(chosen)} (medians) -> {outcome}", keep=True)
 
     def _leave_blas(self, trainer) -> None:
         """Hold the BLAS to one thread for the rest of the run: its own threads wait for cores
@@ -116,14 +136,20 @@ class ThreadChooser(Callback):
         if choice is None:
             return False
         self.watch.reset()
+        self.trials, self.prompted = None, None
+        if choice.shards is not None and choice.workers not in (BLAS, WHOLE):
+            other = 1 if choice.workers > 1 else len(choice.shards)
+            ratio = choice.times[other] / max(choice.times[choice.workers], 1e-9)
+            self.trials = Trials(choice.workers, other, choice.block, ratio)
         line = f"threads: {why}: {choice.describe()}"
         if choice.workers in (BLAS, WHOLE):  # other roundings than the shards'
             line += " (for the whole run, kept on resume; NNCLI_THREADS=held rounds alike under any load)"
-        self.choices.append(line)
-        self._tell(line)
+        self._tell(line, keep=True)
         return True
 
-    def _tell(self, line: str) -> None:
+    def _tell(self, line: str, keep: bool = False) -> None:
+        if keep:
+            self.choices.append(line)
         if self.say is not None:
             self.say(line)
 
