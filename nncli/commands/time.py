@@ -293,7 +293,7 @@ def _threads_line(result: TimeResult) -> str:
     elif result.blas_ms is None:
         why = "the faster, measured again as training starts"
     else:
-        why = (f"the faster (a whole batch only by {BLAS_MARGIN:.0%} by median and in every round: it"
+        why = (f"the faster (a whole batch only by {BLAS_MARGIN:.0%} by median and in most rounds: it"
                " changes the run's roundings), measured again as a fresh run starts")
     rows = "; the rows above run whole (NNCLI_THREADS=1 trains so)" if result.shards is not None else ""
     return (f"training runs this step {what}: {', '.join(timed)} a step (median, alternating) -> {chosen},"

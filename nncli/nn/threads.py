@@ -105,8 +105,6 @@ def measure(
     """Time `run()` (one pass of `batch` rows through `model`) each way the model may take it,
     alternating (`rounds` each way at most, fewer past `budget_s` but two at least), after one
     untimed pass each way; leave the model set to the fastest and return what was measured.
-    The BLAS's own threads are timed after the held ways (see the comment below), in rounds
-    paired with theirs.
 
     A round times each way over a block of passes that lasts `block_s` or so (as many as the
     untimed pass in one thread says): threads that wait for a core another program holds lose
@@ -116,28 +114,34 @@ def measure(
     The ways: with the BLAS held to one thread, the shards in one thread and in one thread each
     (where a batch of `batch` shards), and, given `blas` (a thread count above one), the batch
     whole with the BLAS in `blas` threads, and the batch whole with the BLAS held where it would
-    shard; these two only where faster than the shards' best by BLAS_MARGIN, and in every round
-    (a choice for the whole run, made on a machine whose speed comes and goes). None (nothing
+    shard. These two have other roundings, for the whole run, chosen on a machine whose speed
+    comes and goes: each is compared with the shards' best round by round, and taken only where
+    its median ratio is below 1 - BLAS_MARGIN and it is faster in most rounds. Where the batch
+    shards, the BLAS's threads are timed after the shards' ways (see the comment below), beside
+    the batch whole and held, and compared with the shards through it (their ratio to it, times
+    its ratio to the shards'; the time given is the shards' best times that). None (nothing
     measured) where there is only one way."""
     shards = model.threads
     use(model, model.workers, None, shards)
     sizes = model.shards_for(batch)
     held_ways = [1] if sizes is None else [1, len(sizes)]
-    # ways of other roundings than the shards', only at a fresh run's start (given `blas`): the
-    # batch whole, held to one thread, where it shards (the shards in one thread pay for the
-    # split: the MNIST MLP's step took 1.8 ms so against 1.5 whole); the BLAS's own threads
-    first_group = held_ways + ([WHOLE] if blas is not None and sizes is not None else [])
-    # the held ways first, alternating, then the BLAS's own threads: once they have run, OpenBLAS's
-    # threads spin for more work (about 0.1 s) on the cores that the shards' threads want
-    groups = [first_group] if len(first_group) > 1 else []
-    if blas is not None and blas > 1:
-        groups = [first_group, [BLAS]]
+    with_blas = blas is not None and blas > 1
+    if sizes is None:  # one thread held, or the BLAS's: alternating, the fairest comparison
+        groups = [[1, BLAS]] if with_blas else []
+    else:
+        # the batch whole and held, where it shards (the shards in one thread pay for the split:
+        # the MNIST MLP's step took 1.8 ms so against 1.5 whole). Once the BLAS's own threads
+        # have run, OpenBLAS's threads spin for more work (about 0.1 s) on the cores that the
+        # shards' threads want: those are timed after the shards' ways, beside the batch whole.
+        groups = [held_ways + ([WHOLE] if blas is not None else [])]
+        if with_blas:
+            groups.append([WHOLE, BLAS])
     if not groups:
         return None
-    times: dict[int, list[float]] = {w: [] for group in groups for w in group}
+    timed: list[dict[int, list[float]]] = [{w: [] for w in group} for group in groups]
     passes = 1
     try:
-        for group in groups:
+        for group, times in zip(groups, timed, strict=True):
             start = perf_counter()
             first = {}
             for w in group:  # untimed: replicas made, caches and pages touched
@@ -160,17 +164,24 @@ def measure(
     except BaseException:
         use(model, 1 if sizes is None else None, None, shards)
         raise
-    medians = {w: median(ts) for w, ts in times.items()}
+    held = [min(ts) for ts in zip(*(timed[0][w] for w in held_ways), strict=True)]  # each round's best
+    medians = {w: median(timed[0][w]) for w in held_ways}
     best = min(held_ways, key=lambda w: medians[w])
-    # a way of other roundings holds for the whole run: it must beat the shards' best by the
-    # margin (medians), and in every round
-    rounds_best = [min(ts) for ts in zip(*(times[w] for w in held_ways), strict=True)]
-    won = [w for w in (WHOLE, BLAS) if w in times and medians[w] < medians[best] * (1 - BLAS_MARGIN)
-           and all(t < held for t, held in zip(times[w], rounds_best, strict=False))]
+    # the ways of other roundings: each round's time over the shards' best in that round
+    ratios = {w: [t / h for t, h in zip(timed[0][w], held, strict=True)]
+              for w in (WHOLE, BLAS) if w in timed[0]}
+    if len(timed) > 1:  # the BLAS's threads against the batch whole, then as the whole against the shards
+        bridge = median(ratios[WHOLE])
+        ratios[BLAS] = [t / w * bridge for t, w in zip(timed[1][BLAS], timed[1][WHOLE], strict=True)]
+    for w, rs in ratios.items():
+        medians[w] = median(rs) * median(held)
+    won = [w for w, rs in ratios.items()
+           if median(rs) < 1 - BLAS_MARGIN and 2 * sum(r < 1 for r in rs) > len(rs)]
     if won:
         best = min(won, key=lambda w: medians[w])
     use(model, best, blas, shards)
-    return Choice(sizes, best, medians, len(times[best]), blas if BLAS in medians else None, passes)
+    rounds_done = len(timed[-1 if best == BLAS else 0][best])
+    return Choice(sizes, best, medians, rounds_done, blas if BLAS in medians else None, passes)
 
 
 def use(model, way: int | None, blas: int | None, shards: int | None = None) -> None:
