@@ -115,27 +115,25 @@ def measure(
     (where a batch of `batch` shards), and, given `blas` (a thread count above one), the batch
     whole with the BLAS in `blas` threads, and the batch whole with the BLAS held where it would
     shard. These two have other roundings, for the whole run, chosen on a machine whose speed
-    comes and goes: each is compared with the shards' best round by round, and taken only where
-    its median ratio is below 1 - BLAS_MARGIN and it is faster in most rounds. Where the batch
-    shards, the BLAS's threads are timed after the shards' ways (see the comment below), beside
-    the batch whole and held, and compared with the shards through it (their ratio to it, times
-    its ratio to the shards'; the time given is the shards' best times that). None (nothing
-    measured) where there is only one way."""
+    comes and goes: each is compared with the held ways' best round by round (the BLAS's threads,
+    timed after the held ways, round for round with theirs), and taken only where its median
+    ratio is below 1 - BLAS_MARGIN and it is faster in most rounds. None (nothing measured)
+    where there is only one way."""
     shards = model.threads
     use(model, model.workers, None, shards)
     sizes = model.shards_for(batch)
     held_ways = [1] if sizes is None else [1, len(sizes)]
-    with_blas = blas is not None and blas > 1
-    if sizes is None:  # one thread held, or the BLAS's: alternating, the fairest comparison
-        groups = [[1, BLAS]] if with_blas else []
-    else:
-        # the batch whole and held, where it shards (the shards in one thread pay for the split:
-        # the MNIST MLP's step took 1.8 ms so against 1.5 whole). Once the BLAS's own threads
-        # have run, OpenBLAS's threads spin for more work (about 0.1 s) on the cores that the
-        # shards' threads want: those are timed after the shards' ways, beside the batch whole.
-        groups = [held_ways + ([WHOLE] if blas is not None else [])]
-        if with_blas:
-            groups.append([WHOLE, BLAS])
+    # ways of other roundings than the shards', only at a fresh run's start (given `blas`): the
+    # batch whole, held to one thread, where it shards (the shards in one thread pay for the
+    # split: the MNIST MLP's step took 1.8 ms so against 1.5 whole); the BLAS's own threads
+    first_group = held_ways + ([WHOLE] if blas is not None and sizes is not None else [])
+    # the held ways first, alternating, then the BLAS's own threads: once they have run,
+    # OpenBLAS's threads spin for more work (about 0.1 s), and a held pass that follows shares a
+    # core with them where another program holds the other (the quickstart's step held to one
+    # thread took 2.9 ms so, against 1.1 before any BLAS pass: the BLAS's threads were chosen)
+    groups = [first_group] if len(first_group) > 1 else []
+    if blas is not None and blas > 1:
+        groups = [first_group, [BLAS]]
     if not groups:
         return None
     timed: list[dict[int, list[float]]] = [{w: [] for w in group} for group in groups]
@@ -167,14 +165,10 @@ def measure(
     held = [min(ts) for ts in zip(*(timed[0][w] for w in held_ways), strict=True)]  # each round's best
     medians = {w: median(timed[0][w]) for w in held_ways}
     best = min(held_ways, key=lambda w: medians[w])
-    # the ways of other roundings: each round's time over the shards' best in that round
-    ratios = {w: [t / h for t, h in zip(timed[0][w], held, strict=True)]
-              for w in (WHOLE, BLAS) if w in timed[0]}
-    if len(timed) > 1:  # the BLAS's threads against the batch whole, then as the whole against the shards
-        bridge = median(ratios[WHOLE])
-        ratios[BLAS] = [t / w * bridge for t, w in zip(timed[1][BLAS], timed[1][WHOLE], strict=True)]
-    for w, rs in ratios.items():
-        medians[w] = median(rs) * median(held)
+    # the ways of other roundings: each round's time over the held ways' best in that round
+    ratios = {w: [t / h for t, h in zip(ts[w], held, strict=False)]
+              for ts in timed for w in (WHOLE, BLAS) if w in ts}
+    medians.update((w, median(ts[w])) for ts in timed for w in (WHOLE, BLAS) if w in ts)
     won = [w for w, rs in ratios.items()
            if median(rs) < 1 - BLAS_MARGIN and 2 * sum(r < 1 for r in rs) > len(rs)]
     if won:
