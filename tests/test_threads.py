@@ -288,13 +288,29 @@ def test_a_drift_brings_the_next_trial_forward(tmp_path, two_cpus, monkeypatch, 
     lines = []
     Trainer(exp, [ThreadChooser(lines.append, DriftWatch(window=2, margin=1.5, gap=4))]).fit()
     # two windows of 2 steps off after the 8th, a trial of 3 steps and 3 after: the first trial
-    # was otherwise due after 24 timed steps, and would have ended after the 32nd (and said nothing
-    # where it kept the choice)
+    # was otherwise due after 24 timed steps, and would have ended after the 30th timed step, the
+    # 33rd (and said nothing where it kept the choice)
     assert len(lines) == 2, lines
     assert lines[1] == (f"threads: after step 18, step times went from 5.00 to 50.00 ms; 3 steps in 1"
                         f" thread took {one_thread * 1e3:.2f} ms a step against 50.00 in 2 threads (medians)"
                         f" -> {outcome}")
     assert exp.model.workers == (1 if outcome == "1 thread" else 2)
+
+
+def test_a_drift_during_a_trial_brings_the_next_one_a_block_after_it():
+    trials = Trials(2, 1, block=1, ratio=1.0)
+    assert feed_trials(trials, {1: 0.010, 2: 0.005}, 25) == [] and trials.phase == "trial"
+    assert not trials.now()  # under way: this one ends as it was, the next comes a block after
+    assert trials.way == 1
+    assert feed_trials(trials, {1: 0.010, 2: 0.005}, 5) == [] and trials.phase == "wait"
+    assert trials.wait == 3 and trials.gap == 150
+    ways = []
+    for _ in range(4):
+        trials.add(0.005)
+        ways.append(trials.way)
+    assert ways == [2, 2, 1, 1]  # 3 steps of the chosen way, then the trial
+    trials = Trials(2, 1, block=1, ratio=1.0)
+    assert feed_trials(trials, {1: 0.010, 2: 0.005}, 5) == [] and trials.now() and trials.way == 1
 
 
 def test_evaluation_measures_on_its_own_first_batches_and_gives_the_same_outputs(two_cpus, monkeypatch):

@@ -181,6 +181,31 @@ def test_the_blas_threads_must_win_most_rounds(auto, monkeypatch, rounds, chosen
     assert choice.workers == chosen and model.hold_blas == (chosen == 1)
 
 
+def test_the_blas_threads_are_judged_on_all_their_rounds(auto, monkeypatch):
+    from nncli.nn.layers import LAYERS
+    from nncli.nn.model import Sequential
+
+    # a model that shards: the held ways (1, 2, whole) get 2 rounds of the budget, the BLAS's
+    # threads, timed alone after them, 3
+    model = Sequential([LAYERS.create("conv2d", {"filters": 2, "kernel": 3}), LAYERS.create("flatten", {})])
+    model.build((1, 6, 6), np.random.default_rng(0), np.float32)
+    model.threads, model.hold_blas = 2, True
+    now, blas_passes = [0.0], []
+    monkeypatch.setattr(threads_module, "perf_counter", lambda: now[0])
+
+    def run():  # held 10 ms every way; the BLAS's threads 7, but 20 in their second round
+        if model.hold_blas:
+            now[0] += 0.010
+            return
+        blas_passes.append(1)
+        block = (len(blas_passes) - 2) // 3  # one untimed pass, then blocks of 3 (25 ms / 10)
+        now[0] += 0.020 if block == 1 else 0.007
+
+    choice = measure(model, run, 64, blas=2, budget_s=0.3)
+    assert len(blas_passes) == 1 + 3 * 3  # 3 rounds of theirs, against 2 of the held ways'
+    assert choice.workers == BLAS and choice.passes == 3 and choice.times[BLAS] == pytest.approx(0.007)
+
+
 def test_a_batch_whole_and_held_is_taken_where_the_shards_only_cost(auto, monkeypatch):
     from nncli.nn.layers import LAYERS
     from nncli.nn.model import Sequential

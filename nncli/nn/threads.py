@@ -51,7 +51,7 @@ class Choice:
     shards: list[int] | None  # the shards' sizes (None: batches run whole)
     workers: int  # the way chosen: the threads that run the shards (1, or one a shard), BLAS or WHOLE
     times: dict[int, float]  # way -> median seconds of a pass
-    passes: int  # timed rounds each way (each a block of `block` passes)
+    passes: int  # timed rounds of the way chosen (each a block of `block` passes)
     blas_threads: int | None = None  # the BLAS's threads in the way BLAS, where it was timed
     block: int = 1  # passes a timed block
 
@@ -162,12 +162,14 @@ def measure(
     except BaseException:
         use(model, 1 if sizes is None else None, None, shards)
         raise
-    held = [min(ts) for ts in zip(*(timed[0][w] for w in held_ways), strict=True)]  # each round's best
+    held = [max(min(ts), 1e-9) for ts in zip(*(timed[0][w] for w in held_ways), strict=True)]
     medians = {w: median(timed[0][w]) for w in held_ways}
     best = min(held_ways, key=lambda w: medians[w])
-    # the ways of other roundings: each round's time over the held ways' best in that round
-    ratios = {w: [t / h for t, h in zip(ts[w], held, strict=False)]
-              for ts in timed for w in (WHOLE, BLAS) if w in ts}
+    # the ways of other roundings, each round's time over the held ways' best: in that round
+    # where timed in the same rounds (WHOLE), by their median where timed after them (BLAS)
+    ratios = {WHOLE: [t / h for t, h in zip(timed[0][WHOLE], held, strict=True)]} if WHOLE in timed[0] else {}
+    if BLAS in timed[-1]:
+        ratios[BLAS] = [t / median(held) for t in timed[-1][BLAS]]
     medians.update((w, median(ts[w])) for ts in timed for w in (WHOLE, BLAS) if w in ts)
     won = [w for w, rs in ratios.items()
            if median(rs) < 1 - BLAS_MARGIN and 2 * sum(r < 1 for r in rs) > len(rs)]
@@ -193,9 +195,10 @@ class DriftWatch:
     """Says when a loop's step times have drifted: the median of each `window` steps is compared
     with that of the first full window after the last change (`reset`); two windows in a row off
     by more than a factor `margin`, either way, are a drift. After a drift, the next is reported
-    no sooner than `gap` steps on; a measurement or trial that keeps the same choice doubles
-    `gap` (a machine whose load comes and goes is not tried without end), one that changes it
-    sets `gap` back. Costs one list append a step and one median a window."""
+    no sooner than `gap` steps on; where what the drift prompted (a measurement, or a trial)
+    keeps the same choice, `gap` doubles (a machine whose load comes and goes is not tried
+    without end); where it, or any trial, changes the choice, `gap` is set back. Costs one list
+    append a step and one median a window."""
 
     def __init__(self, window: int = 16, margin: float = 1.5, gap: int = 64):
         self.window, self.margin, self.first_gap = window, margin, gap
@@ -203,7 +206,7 @@ class DriftWatch:
         self.reference: float | None = None
         self.times: list[float] = []
         self.off = 0  # windows in a row off the reference
-        self.since = 0  # steps since the last measurement
+        self.since = 0  # steps since the last reset
         self.last_median: float | None = None
 
     def reset(self, changed: bool | None = None) -> None:
@@ -219,7 +222,7 @@ class DriftWatch:
         return f"step times went from {self.reference * 1e3:.2f} to {self.last_median * 1e3:.2f} ms"
 
     def add(self, seconds: float) -> bool:
-        """Note one step's time; True when the step times have drifted (measure, then `reset`)."""
+        """Note one step's time; True when the step times have drifted (act on it, then `reset`)."""
         self.since += 1
         self.times.append(seconds)
         if len(self.times) < self.window:
@@ -265,6 +268,7 @@ class Trials:
         self.after: list[float] = []
         self.phase = "wait"  # the step to come: wait, trial or after
         self.last: tuple[float, float] | None = None  # the last trial's medians: (other, chosen)
+        self.again = False  # whether a drift came during the trial under way
 
     @property
     def way(self) -> int:
@@ -275,11 +279,15 @@ class Trials:
         """Steps between trials, where the other way takes `ratio` times the chosen one's time."""
         return max(self.FIRST * self.block, math.ceil(self.block * (ratio - 1) / self.COST))
 
-    def now(self) -> None:
-        """Try the other way from the next step on (the step times drifted: the machine changed)."""
-        if self.phase == "wait":
-            self.wait = 0
-            self.phase = "trial" if self.before else "wait"
+    def now(self) -> bool:
+        """Try the other way from the next step on (the step times drifted: the machine changed);
+        False where a trial is under way: the next then follows it after a block."""
+        if self.phase != "wait":
+            self.again = True
+            return False
+        self.wait = 0
+        self.phase = "trial" if self.before else "wait"
+        return True
 
     def add(self, seconds: float) -> bool | None:
         """Note the time of a step run in `way`. None, unless a trial ended: then whether it
@@ -305,7 +313,8 @@ class Trials:
             self.chosen, self.other = self.other, self.chosen
             other, chosen = chosen, other
         self.gap = self._gap(other / max(chosen, 1e-9))
-        self.wait, self.phase = self.gap, "wait"
+        self.wait, self.phase = self.block if self.again else self.gap, "wait"
+        self.again = False
         self.before, self.trial, self.after = [], [], []
         return switch
 

@@ -1,7 +1,8 @@
 """How the model's batches run: measured before the first batch, then, where the batch shards,
 the way not chosen tried now and then on a few training steps, and sooner when the step times
-drift (nncli.nn.threads.Trials, DriftWatch); one line on the run's log for the measurement and
-for each trial that changes the choice, saying what was timed and what was chosen.
+drift (nncli.nn.threads.Trials, DriftWatch); one line on the run's log for the measurement, for
+each trial that changes the choice and for each that a drift brought forward, saying what was
+timed and what was chosen.
 
 Choosing the threads that run the shards changes no number of the run. Choosing, at a fresh
 run's start, to run batches whole with the BLAS's own threads (where that is faster by a
@@ -27,13 +28,14 @@ class ThreadChooser(Callback):
     """Measures how `model`'s batches run where its setting lets it (`model.auto_workers`, from
     NNCLI_THREADS unset or `held`) and says on `say` (a function of one line; None: silent) how
     they run. `choices` keeps the line of every measurement and of every trial that changed
-    the choice."""
+    the choice or that a drift brought forward."""
 
     def __init__(self, say=None, watch: DriftWatch | None = None):
         self.say = say
         self.watch = watch or DriftWatch()
         self.trials: Trials | None = None  # where the shards' threads may change mid-run
         self.prompted: str | None = None  # the drift that brought the trial under way forward
+        self.pending: str | None = None  # a drift during a trial, for the one after it
         self.choices: list[str] = []
         self.last: float | None = None  # the clock at the last batch's end
         self.watching = False  # whether there is a choice that a drift could change
@@ -85,16 +87,21 @@ class ThreadChooser(Callback):
         ran, chosen, other = trials.way, trials.chosen, trials.other
         ended = trials.add(seconds)
         if ended is None and ran == chosen and self.watch.add(seconds):
-            trials.now()
-            self.prompted = self.watch.describe()
+            drift = self.watch.describe()
+            if trials.now():
+                self.prompted = drift
+            else:  # a trial under way, which the drift may have skewed: the next follows it soon
+                self.pending = drift
             self.watch.reset()
         trainer.exp.model.workers = trials.way
-        if ended is None or not (ended or self.prompted):
+        if ended is None:
+            return
+        why = f"{self.prompted}; " if self.prompted else ""
+        prompted, self.prompted, self.pending = self.prompted, self.pending, None
+        if not (ended or prompted):
             return
         self.watch.reset(changed=ended)  # the times to come are the new way's, or the gap doubles
         timed, held = trials.last
-        why = f"{self.prompted}; " if self.prompted else ""
-        self.prompted = None
         outcome = threads_word(other) if ended else f"{threads_word(chosen)} still"
         self._tell(f"threads: after step {trainer.state.step:,}, {why}{trials.block} steps in"
                    f" {threads_word(other)} took {timed * 1e3:.2f} ms a step against {held * 1e3:.2f} in"
@@ -136,7 +143,7 @@ class ThreadChooser(Callback):
         if choice is None:
             return False
         self.watch.reset()
-        self.trials, self.prompted = None, None
+        self.trials, self.prompted, self.pending = None, None, None
         if choice.shards is not None and choice.workers not in (BLAS, WHOLE):
             other = 1 if choice.workers > 1 else len(choice.shards)
             ratio = choice.times[other] / max(choice.times[choice.workers], 1e-9)
