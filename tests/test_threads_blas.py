@@ -156,6 +156,24 @@ def test_the_blas_threads_are_taken_only_past_the_margin(auto, monkeypatch, blas
     assert measure(model, run, 64, blas=None) is None  # whole batches held: nothing to choose
 
 
+def blas_second_round(model, monkeypatch, second_s: float):
+    """A pass of `model` on a fake clock: 10 ms held, 7 ms with the BLAS's threads but `second_s`
+    in their second timed round (one untimed pass, then blocks of 3: 25 ms / 10). Returns the
+    pass and the list that counts the BLAS's passes."""
+    now, blas_passes = [0.0], []
+    monkeypatch.setattr(threads_module, "perf_counter", lambda: now[0])
+
+    def run():
+        if model.hold_blas:
+            now[0] += 0.010
+            return
+        blas_passes.append(1)
+        block = (len(blas_passes) - 2) // 3
+        now[0] += second_s if block == 1 else 0.007
+
+    return run, blas_passes
+
+
 @pytest.mark.parametrize("rounds, chosen", [(2, 1), (3, BLAS)])
 def test_the_blas_threads_must_win_most_rounds(auto, monkeypatch, rounds, chosen):
     from nncli.nn.layers import LAYERS
@@ -164,17 +182,8 @@ def test_the_blas_threads_must_win_most_rounds(auto, monkeypatch, rounds, chosen
     model = Sequential([LAYERS.create("linear", {"units": 8})])
     model.build((4,), np.random.default_rng(0), np.float32)
     model.hold_blas = True
-    now, blas_passes = [0.0], []
-    monkeypatch.setattr(threads_module, "perf_counter", lambda: now[0])
-
-    def run():  # held: 10 ms; the BLAS's threads: 7 ms, but 11 in their second round
-        if model.hold_blas:
-            now[0] += 0.010
-            return
-        blas_passes.append(1)
-        block = (len(blas_passes) - 2) // 3  # one untimed pass, then blocks of 3 (25 ms / 10)
-        now[0] += 0.011 if block == 1 else 0.007
-
+    # held: 10 ms; the BLAS's threads: 7 ms, but 11 in their second round
+    run, _ = blas_second_round(model, monkeypatch, 0.011)
     choice = measure(model, run, 64, blas=2, rounds=rounds)
     assert choice.block == 3 and choice.passes == rounds
     # two rounds: faster by the median (0.9 of the held time), but in one round of two
@@ -190,17 +199,8 @@ def test_the_blas_threads_are_judged_on_all_their_rounds(auto, monkeypatch):
     model = Sequential([LAYERS.create("conv2d", {"filters": 2, "kernel": 3}), LAYERS.create("flatten", {})])
     model.build((1, 6, 6), np.random.default_rng(0), np.float32)
     model.threads, model.hold_blas = 2, True
-    now, blas_passes = [0.0], []
-    monkeypatch.setattr(threads_module, "perf_counter", lambda: now[0])
-
-    def run():  # held 10 ms every way; the BLAS's threads 7, but 20 in their second round
-        if model.hold_blas:
-            now[0] += 0.010
-            return
-        blas_passes.append(1)
-        block = (len(blas_passes) - 2) // 3  # one untimed pass, then blocks of 3 (25 ms / 10)
-        now[0] += 0.020 if block == 1 else 0.007
-
+    # held 10 ms every way; the BLAS's threads 7, but 20 in their second round
+    run, blas_passes = blas_second_round(model, monkeypatch, 0.020)
     choice = measure(model, run, 64, blas=2, budget_s=0.3)
     assert len(blas_passes) == 1 + 3 * 3  # 3 rounds of theirs, against 2 of the held ways'
     assert choice.workers == BLAS and choice.passes == 3 and choice.times[BLAS] == pytest.approx(0.007)

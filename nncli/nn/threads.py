@@ -115,9 +115,10 @@ def measure(
     (where a batch of `batch` shards), and, given `blas` (a thread count above one), the batch
     whole with the BLAS in `blas` threads, and the batch whole with the BLAS held where it would
     shard. These two have other roundings, for the whole run, chosen on a machine whose speed
-    comes and goes: each is compared with the held ways' best round by round (the BLAS's threads,
-    timed after the held ways, round for round with theirs), and taken only where its median
-    ratio is below 1 - BLAS_MARGIN and it is faster in most rounds. None (nothing measured)
+    comes and goes: each round's time is compared with the held ways' best (that round's, for the
+    batch whole timed by turns with them; their median, for the BLAS's threads, timed after them),
+    and a way is taken only where its median ratio is below 1 - BLAS_MARGIN and it is faster in
+    most rounds. None (nothing measured)
     where there is only one way."""
     shards = model.threads
     use(model, model.workers, None, shards)
