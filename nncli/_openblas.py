@@ -95,18 +95,45 @@ class ThreadControl:
         Every thread that runs a shard enters it: OpenBLAS (pthreads) and BLIS keep one count
         for the process, so the caller's block holds the workers too (theirs do nothing more);
         MKL's count is per calling thread where threadpoolctl sets it so (3.8 does), so each
-        needs its own. The controller was made once: a limit costs about 7 us, where threadpoolctl's
-        `threadpool_limits`, which looks for the libraries again each time, took 235 us."""
+        needs its own."""
         return self.limit(1)
 
     def limit(self, threads: int):
         """A context manager that sets the BLAS to `threads` threads in its block (for OpenBLAS
         and BLIS, the process's count), then restores it; nothing where every library runs
-        `threads` already (reading the counts costs under 1 us, setting and restoring them 5:
-        a few percent of the quickstart's 0.4 ms steps, entered twice a step)."""
-        if all(lib.num_threads == threads for lib in self.controller.lib_controllers):
+        `threads` already.
+
+        It calls each library controller's own setter, as threadpoolctl's limiters do, without
+        the limiter: a model enters this twice a step (forward and backward), and the
+        controller's `limit`, which records every library's full description to restore, cost
+        17 us an entry and exit alone and 38 us around a (64, 479) @ (479, 256) product (240
+        against 202 us held throughout), against 3 to 5 us so (reading a count costs 1 us,
+        setting one 1.5; one thread, the Zen 2 EPYC of the README); `threadpool_limits`, which
+        also looks for the libraries again each time, took 235 us."""
+        libs = self.controller.lib_controllers
+        if all(lib.num_threads == threads for lib in libs):
             return _AS_IT_IS
-        return self.controller.limit(limits=threads)
+        return _Limit(libs, threads)
+
+
+class _Limit:
+    """`ThreadControl.limit`'s block: the libraries' counts read and set on entry, put back on exit."""
+
+    __slots__ = ("libs", "threads", "saved")
+
+    def __init__(self, libs: list, threads: int):
+        self.libs, self.threads, self.saved = libs, threads, []
+
+    def __enter__(self):
+        self.saved = [lib.num_threads for lib in self.libs]
+        for lib in self.libs:
+            lib.set_num_threads(self.threads)
+        return None
+
+    def __exit__(self, *exc):
+        for lib, threads in zip(self.libs, self.saved, strict=True):
+            lib.set_num_threads(threads)
+        return None
 
 
 class _AsItIs:

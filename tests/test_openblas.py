@@ -1,7 +1,6 @@
 """nncli/_openblas.py: which CPUs get OPENBLAS_CORETYPE=Haswell, and that a user's choice wins;
 which BLAS libraries training may hold to one thread a shard, and that they are held."""
 
-import contextlib
 import os
 import subprocess
 import sys
@@ -70,10 +69,16 @@ def test_importing_nncli_first_sets_what_this_cpu_calls_for():
 # BLAS numpy has here, held so in every thread that asks while the caller holds it
 
 class Lib:
-    """A threadpoolctl library controller, as far as `control_for` reads one."""
+    """A threadpoolctl library controller, as far as nncli uses one: its count, and its setter,
+    which records every count set."""
 
     def __init__(self, internal_api: str, threading_layer: str, num_threads: int | None = 4):
         self.internal_api, self.threading_layer = internal_api, threading_layer
+        self.num_threads = num_threads
+        self.sets: list[int] = []
+
+    def set_num_threads(self, num_threads: int) -> None:
+        self.sets.append(num_threads)
         self.num_threads = num_threads
 
 
@@ -152,41 +157,25 @@ def test_the_threads_openblas_was_started_with_are_what_training_may_use():
     assert run_import({"OPENBLAS_NUM_THREADS": "1"}, code) == "1 1"
 
 
-class Counting(Controller):
-    """A controller whose `limit` sets its libraries' counts in its block, and counts its calls."""
-
-    def __init__(self, *libs: Lib):
-        super().__init__(*libs)
-        self.calls = 0
-
-    @contextlib.contextmanager
-    def limit(self, limits):
-        self.calls += 1
-        before = [lib.num_threads for lib in self.lib_controllers]
-        for lib in self.lib_controllers:
-            lib.num_threads = limits
-        try:
-            yield
-        finally:
-            for lib, n in zip(self.lib_controllers, before, strict=True):
-                lib.num_threads = n
-
-
 def test_a_limit_the_blas_already_runs_at_changes_nothing():
     """Twice a step, a model enters its BLAS setting: where the count is already so (the BLAS's
     own threads chosen, or a shard's thread inside the caller's hold), nothing is set or restored."""
-    controller = Counting(Lib("openblas", "pthreads", 2))
-    control = _openblas.control_for(controller)
+    lib = Lib("openblas", "pthreads", 2)
+    control = _openblas.control_for(Controller(lib))
     with control.limit(2):
         assert control.threads() == 2
-    assert controller.calls == 0
+    assert lib.sets == []
     with control.one_thread():
         assert control.threads() == 1
         with control.one_thread():  # nested: as it is
             assert control.threads() == 1
-    assert controller.calls == 1 and control.threads() == 2
-    # where libraries differ, the limit is set
-    controller = Counting(Lib("openblas", "pthreads", 2), Lib("openblas", "pthreads", 1))
-    with _openblas.control_for(controller).limit(2):
-        assert [lib.num_threads for lib in controller.lib_controllers] == [2, 2]
-    assert controller.calls == 1 and [lib.num_threads for lib in controller.lib_controllers] == [2, 1]
+    assert lib.sets == [1, 2] and control.threads() == 2  # set once, and restored
+    # where libraries differ, the limit is set in each, and each gets its own count back
+    libs = [Lib("openblas", "pthreads", 2), Lib("openblas", "pthreads", 1)]
+    with _openblas.control_for(Controller(*libs)).limit(2):
+        assert [lib.num_threads for lib in libs] == [2, 2]
+    assert [lib.num_threads for lib in libs] == [2, 1]
+    # an exception in the block restores the counts too
+    with pytest.raises(KeyError), control.one_thread():
+        raise KeyError("x")
+    assert control.threads() == 2
