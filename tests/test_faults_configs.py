@@ -364,7 +364,7 @@ def test_max_trials_lets_a_larger_sweep_through_and_its_count_comes_first(workdi
     monkeypatch.setattr(sweep_module, "_check_trial", lambda source, base, trial, seed: str(trial.index))
     result = nncli("sweep", "s.yaml", "--dry-run", "--max-trials", "1100")
     assert result.exit_code == 0, result.output
-    assert result.stdout.startswith("s.yaml: 1100 trials x 1 seeds")
+    assert result.stdout.startswith("s.yaml: 1,100 trials x 1 seed =")
     assert nncli("sweep", "s.yaml", "--dry-run", "--max-trials", "2000000").exit_code == 2
 
 

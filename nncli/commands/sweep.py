@@ -77,6 +77,7 @@ from nncli.config.schema import load_config
 from nncli.config.sweep import Sweep, Trial, load_sweep
 from nncli.errors import NncliError
 from nncli.fileio import atomic_write_text
+from nncli.messages import count
 from nncli.training.rundir import (
     DamagedRun,
     best_metric,
@@ -120,8 +121,9 @@ def plan(sweep: Sweep, out: Path) -> list[Run]:
 def dry_run(path: str | Path, max_trials: int | None = None) -> str:
     """What `nncli sweep --dry-run` prints: the trials, their varied values, the counts."""
     sweep = load_sweep(path, max_trials)
-    lines = [f"{sweep.path}: {len(sweep.trials)} trials x {len(sweep.seeds)} seeds"
-             f" = {len(sweep.trials) * len(sweep.seeds)} runs of {sweep.base}"]
+    trials, seeds = len(sweep.trials), len(sweep.seeds)
+    lines = [f"{sweep.path}: {count(trials, 'trial')} x {count(seeds, 'seed')}"
+             f" = {count(trials * seeds, 'run')} of {sweep.base}"]
     lines += [f"  {trial.index:>3}  {trial.label()}" for trial in sweep.trials]
     lines.append(f"seeds {', '.join(map(str, sweep.seeds))}; metric {sweep.metric} ({sweep.mode})")
     if sweep.prune is not None:

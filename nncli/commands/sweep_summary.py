@@ -23,6 +23,7 @@ from nncli.commands.sweep_dask import NAMED
 from nncli.config.sweep import Sweep, Trial, trial_names
 from nncli.errors import NncliError
 from nncli.fileio import atomic_write_text
+from nncli.messages import count
 from nncli.training.rundir import best_metric, read_metrics, read_summary
 
 FAILURES = "failures.json"
@@ -178,7 +179,8 @@ def summary_markdown(spec: Sweep, rows: list[dict], notes: list[str] = ()) -> st
             return f"{value:.4g}"
         return str(value)
 
-    title = f"# {spec.name}: {len(spec.trials)} trials x {len(spec.seeds)} seeds, {spec.metric} ({spec.mode})"
+    title = (f"# {spec.name}: {count(len(spec.trials), 'trial')} x {count(len(spec.seeds), 'seed')},"
+             f" {spec.metric} ({spec.mode})")
     lines = [title, ""]
     if spec.prune is not None:
         lines += [f"Pruned by {spec.prune.describe()}; every decision is in prune.jsonl.", ""]
