@@ -25,7 +25,8 @@ quickstart: $(STAMP)
 	$(BIN)/nncli train configs/quickstart.yaml
 
 # Speed and memory targets, measured one run after another (never in timed tests); bench_load
-# times the threads nncli chooses against each fixed choice, quiet and beside a busy loop. The MLP and
+# times the threads nncli chooses against each fixed choice, quiet and beside a busy loop;
+# bench_conv_ideas times ideas for the CNN's convolutions that were measured and not taken. The MLP and
 # CNN benchmarks compare with ../shared/bench/torch_ref.py (bench_eval.py with its CNN scoring the
 # 10,000 test images, bench/torch_eval.py) run from a separate PyTorch venv
 # (TORCH_PYTHON, default /tmp/torch-ref/bin/python); without it nncli is timed alone and the
@@ -37,6 +38,7 @@ bench: $(STAMP)
 	NNCLI_DATA_DIR=$(NNCLI_DATA_DIR) $(BIN)/python bench/bench_mlp.py
 	NNCLI_DATA_DIR=$(NNCLI_DATA_DIR) $(BIN)/python bench/bench_cnn.py
 	NNCLI_DATA_DIR=$(NNCLI_DATA_DIR) $(BIN)/python bench/bench_eval.py
+	$(BIN)/python bench/bench_conv_ideas.py
 	NNCLI_DATA_DIR=$(NNCLI_DATA_DIR) $(BIN)/python bench/bench_load.py
 
 # Sweeps (nncli sweep): runs go to runs/sweeps/<name>/, a second invocation runs only what is
