@@ -202,8 +202,32 @@ def test_the_blas_threads_are_judged_on_all_their_rounds(auto, monkeypatch):
     # held 10 ms every way; the BLAS's threads 7, but 20 in their second round
     run, blas_passes = blas_second_round(model, monkeypatch, 0.020)
     choice = measure(model, run, 64, blas=2, budget_s=0.3)
-    assert len(blas_passes) == 1 + 3 * 3  # 3 rounds of theirs, against 2 of the held ways'
+    # 3 rounds of theirs, against 2 of the held ways': blocks of 3 passes, as the held ways',
+    # but of 2 after their 20 ms round (a block lasts 25 ms by their last pass)
+    assert len(blas_passes) == 1 + 3 + 3 + 2
     assert choice.workers == BLAS and choice.passes == 3 and choice.times[BLAS] == pytest.approx(0.007)
+
+
+def test_the_blas_threads_far_slower_than_held_cost_a_few_passes(auto, monkeypatch):
+    """Beside a busy loop the quickstart's step took 39 ms with the BLAS's threads against 1.0
+    held: timed in the held ways' blocks of 25 passes, they cost the run's start 1.3 s."""
+    from nncli.nn.layers import LAYERS
+    from nncli.nn.model import Sequential
+
+    model = Sequential([LAYERS.create("linear", {"units": 8})])
+    model.build((4,), np.random.default_rng(0), np.float32)
+    model.hold_blas = True
+    now, passes = [0.0], {True: 0, False: 0}
+    monkeypatch.setattr(threads_module, "perf_counter", lambda: now[0])
+
+    def run():
+        passes[model.hold_blas] += 1
+        now[0] += 0.001 if model.hold_blas else 0.039
+
+    choice = measure(model, run, 64, blas=2)
+    assert choice.workers == 1 and choice.block == 25 and choice.times[BLAS] == pytest.approx(0.039)
+    assert passes[False] == 1 + 3  # one untimed, then three rounds of one pass
+    assert now[0] < 0.25  # the held ways' 3 blocks of 25 ms, and 0.16 s of the BLAS's (not 3 s)
 
 
 def test_a_batch_whole_and_held_is_taken_where_the_shards_only_cost(auto, monkeypatch):

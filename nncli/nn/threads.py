@@ -107,8 +107,9 @@ def measure(
     untimed pass each way; leave the model set to the fastest and return what was measured.
 
     A round times each way over a block of passes that lasts `block_s` or so (as many as the
-    untimed pass in one thread says): threads that wait for a core another program holds lose
-    whole time slices of the scheduler (milliseconds), which a single short pass can miss.
+    untimed pass in one thread says; for the BLAS's threads, as many as their own last pass
+    says, and no more than the held ways'): threads that wait for a core another program holds
+    lose whole time slices of the scheduler (milliseconds), which a single short pass can miss.
     A way's time is the median over the rounds of its blocks' mean pass.
 
     The ways: with the BLAS held to one thread, the shards in one thread and in one thread each
@@ -138,7 +139,7 @@ def measure(
     if not groups:
         return None
     timed: list[dict[int, list[float]]] = [{w: [] for w in group} for group in groups]
-    passes = 1
+    held_block = 1
     try:
         for group, times in zip(groups, timed, strict=True):
             start = perf_counter()
@@ -148,8 +149,15 @@ def measure(
                 t = perf_counter()
                 run()
                 first[w] = perf_counter() - t
-            if 1 in first:  # a block as long as `block_s`, by the held BLAS's pass in one thread
-                passes = max(1, min(MAX_BLOCK, math.ceil(block_s / max(first[1], 1e-6))))
+            # a block as long as `block_s`: for the held ways, by the pass in one thread; for
+            # the BLAS's threads (a group of their own), by their own last pass, never more
+            # passes than the held ways': beside a busy loop a pass of theirs can take 40 times
+            # one held (39 against 1.0 ms on the quickstart), and blocks of the held ways' 11
+            # passes took 1.3 s where blocks of one pass take 0.12
+            if 1 in first:
+                passes = held_block = _block(first[1], block_s)
+            else:
+                passes = min(held_block, _block(min(first.values()), block_s))
             for r in range(rounds):
                 for w in group if r % 2 == 0 else group[::-1]:
                     use(model, w, blas, shards)
@@ -157,6 +165,8 @@ def measure(
                     for _ in range(passes):
                         run()
                     times[w].append((perf_counter() - t) / passes)
+                    if 1 not in first:  # a first pass slowed by the threads' waking is not the rule
+                        passes = min(held_block, _block(times[w][-1], block_s))
                 # two rounds at least: one is noise
                 if r >= 1 and perf_counter() - start > budget_s / len(groups):
                     break
@@ -178,7 +188,12 @@ def measure(
         best = min(won, key=lambda w: medians[w])
     use(model, best, blas, shards)
     rounds_done = len(timed[-1 if best == BLAS else 0][best])
-    return Choice(sizes, best, medians, rounds_done, blas if BLAS in medians else None, passes)
+    return Choice(sizes, best, medians, rounds_done, blas if BLAS in medians else None, held_block)
+
+
+def _block(seconds: float, block_s: float) -> int:
+    """Passes of `seconds` each in a block that lasts `block_s` (1 to MAX_BLOCK)."""
+    return max(1, min(MAX_BLOCK, math.ceil(block_s / max(seconds, 1e-6))))
 
 
 def use(model, way: int | None, blas: int | None, shards: int | None = None) -> None:
