@@ -34,11 +34,14 @@ than one of 3. The MLP and the CNN run 3 epochs. --epochs N runs every workload 
 
 Each round runs both conditions (quiet, then busy: `python -c "while True: pass"` pinned to the
 last CPU, started before and ended after that condition's runs), and within each, every workload
-and every choice, in an order that rotates from round to round. The report gives each choice's
-median over the rounds, and the per-round ratios of auto to the best fixed choice (the one with
-the smallest median) and to today's default, with their medians. The machine's load average is
-printed before and after: on a shared machine "quiet" is only as quiet as the other users let it
-be, and on the quickstart, where auto, 1 and 2 run the same code, their spread is the noise.
+and every choice, in an order that rotates from round to round and is reversed every other
+round (so that no choice always follows the same one), a second's pause before each. The report
+gives each choice's median over the rounds, and the per-round ratios of auto to the best fixed
+choice (the one with the smallest median) and to today's default, with their medians; then the
+quickstart's whole runs, start to exit (imports, evaluation, files and curves too), as a user
+times it. The machine's load average is printed before and after: on a shared machine "quiet"
+is only as quiet as the other users let it be, and on the quickstart, where auto, 1 and 2 run
+the same code, their spread is the noise.
 
     python bench/bench_load.py [--rounds 3] [--epochs N] [--data-dir ../shared/data]
                                [--only quickstart,mlp,cnn] [--conditions quiet,busy] [--cnn-blas]
@@ -61,6 +64,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -78,6 +82,7 @@ WORKLOADS = {
 TARGETS = {"quiet": 1.05, "busy": 1.3}  # auto against the best fixed choice, at most
 # epochs a run, unless --epochs: the quickstart as configured (None), the others 3
 EPOCHS = {"quickstart": None, "mlp": 3, "cnn": 3}
+SETTLE_S = 1.0  # a pause before each run, for the machine to settle after the last
 # the CNN whole with the BLAS's threads was never nncli's way to run it, and on a loaded machine
 # an epoch of it takes minutes: timed only with --cnn-blas
 CNN_CHOICES = ("auto", "1", "2")
@@ -102,9 +107,10 @@ def subset(source: Path, target: Path, images: int) -> None:
 
 
 def run(config: Path, extra: list[str], choice: str, epochs: int | None, data_dir: Path,
-        then: Path | None) -> float:
-    """The median epoch time of one `nncli train` with NNCLI_THREADS as `choice` says (`then`:
-    the nncli in the folder `then`, with its own default), for `epochs` (None: the config's)."""
+        then: Path | None) -> tuple[float, float]:
+    """The median epoch time and the wall time (start to exit) of one `nncli train` with
+    NNCLI_THREADS as `choice` says (`then`: the nncli in the folder `then`, with its own
+    default), for `epochs` (None: the config's)."""
     env = {k: v for k, v in os.environ.items() if k != "NNCLI_THREADS"}
     if choice == "then":
         env["PYTHONPATH"] = str(then)
@@ -116,12 +122,14 @@ def run(config: Path, extra: list[str], choice: str, epochs: int | None, data_di
         if epochs is not None:
             command += ["--set", f"train.epochs={epochs}"]
         # `then` runs in its folder: `python -m` puts the working folder first on the import path
+        start = time.perf_counter()
         done = subprocess.run(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                               cwd=then if choice == "then" else None)
+        wall = time.perf_counter() - start
         if done.returncode:
             sys.exit(f"nncli train {config.name} (NNCLI_THREADS={CHOICES[choice]}) failed:\n{done.stderr}")
         with open(f"{tmp}/run/metrics.csv", newline="") as f:
-            return statistics.median(float(row["epoch_time_s"]) for row in csv.DictReader(f))
+            return statistics.median(float(row["epoch_time_s"]) for row in csv.DictReader(f)), wall
 
 
 class Busy:
@@ -199,6 +207,7 @@ def main() -> None:
         for names in choices.values():
             names.append("then")
     times = {(c, w, k): [] for c in conditions for w in workloads for k in choices[w]}
+    walls = {key: [] for key in times}
     with tempfile.TemporaryDirectory() as tmp:
         data = {"quickstart": source}
         for name, images in (("mlp", args.mlp_images), ("cnn", args.cnn_images)):
@@ -211,14 +220,29 @@ def main() -> None:
                     for w in workloads:
                         config, extra = WORKLOADS[w]
                         names = choices[w]
-                        for choice in names[r % len(names):] + names[: r % len(names)]:  # rotating
+                        for choice in order(names, r):
+                            time.sleep(SETTLE_S)
                             epochs = EPOCHS[w] if args.epochs is None else args.epochs
-                            t = run(ROOT / "configs" / config, extra, choice, epochs, data[w], args.then)
+                            t, wall = run(ROOT / "configs" / config, extra, choice, epochs, data[w],
+                                          args.then)
                             times[condition, w, choice].append(t)
+                            walls[condition, w, choice].append(wall)
                         line = ", ".join(f"{k} {times[condition, w, k][-1]:.3f}" for k in names)
                         print(f"round {r + 1} {condition:5s} {w:10s} median epoch s: {line}", flush=True)
     print(f"load average {load()} after")
     report(times, conditions, choices)
+    if "quickstart" in workloads:
+        whole_runs(walls, conditions, choices["quickstart"])
+
+
+def order(names: list[str], r: int) -> list[str]:
+    """Round `r`'s order of the choices: rotated by r, and reversed in odd rounds. A rotation
+    alone gives each choice the same predecessor in every round, and a run right after a heavy
+    one (today's default beside a busy loop keeps both cores busy for seconds) can be slowed by
+    it: auto, always after `then`, timed 1.20 of `1` over 5 rounds so, and 0.99 where the runs
+    had not been through one."""
+    turned = names[r % len(names):] + names[: r % len(names)]
+    return turned[::-1] if r % 2 else turned
 
 
 class _nothing:
@@ -253,6 +277,21 @@ def report(times: dict, conditions: list[str], choices: dict[str, list[str]]) ->
                 rounds = ", ".join(f"{x:.2f}" for x in vs_then)
                 print(f"      the nncli of --then (its default) / auto per round {rounds},"
                       f" median {statistics.median(vs_then):.2f}" + speedup_verdict(condition, w, vs_then))
+
+
+def whole_runs(walls: dict, conditions: list[str], names: list[str]) -> None:
+    """The quickstart's whole runs, start to exit, as a user times `make quickstart` (issue 21
+    measured today's default so: 20 s and 13 s beside a busy process, 2.7 s in one thread): its
+    evaluations, files and curves too, which the epoch times leave out."""
+    for condition in conditions:
+        got = {k: walls[condition, "quickstart", k] for k in names}
+        medians = ", ".join(f"{k} {statistics.median(v):.2f}" for k, v in got.items())
+        print(f"{condition:5s} quickstart whole run s (median): {medians}")
+        for other in ("blas", "then"):
+            if other in got and condition == "busy":
+                ratios = [t / a for a, t in zip(got["auto"], got[other], strict=True)]
+                print(f"      {other} / auto per round {', '.join(f'{x:.2f}' for x in ratios)},"
+                      f" median {statistics.median(ratios):.2f}")
 
 
 def speedup_verdict(condition: str, workload: str, ratios: list[float]) -> str:

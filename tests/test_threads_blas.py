@@ -209,8 +209,8 @@ def test_the_blas_threads_are_judged_on_all_their_rounds(auto, monkeypatch):
 
 
 def test_the_blas_threads_far_slower_than_held_cost_a_few_passes(auto, monkeypatch):
-    """Beside a busy loop the quickstart's step took 39 ms with the BLAS's threads against 1.0
-    held: timed in the held ways' blocks of 25 passes, they cost the run's start 1.3 s."""
+    """With both cores busy the quickstart's step took 39 ms with the BLAS's threads against 1.0
+    held: timed in the held ways' blocks of 11 passes, they cost the run's start 1.3 s."""
     from nncli.nn.layers import LAYERS
     from nncli.nn.model import Sequential
 

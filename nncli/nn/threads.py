@@ -151,9 +151,9 @@ def measure(
                 first[w] = perf_counter() - t
             # a block as long as `block_s`: for the held ways, by the pass in one thread; for
             # the BLAS's threads (a group of their own), by their own last pass, never more
-            # passes than the held ways': beside a busy loop a pass of theirs can take 40 times
-            # one held (39 against 1.0 ms on the quickstart), and blocks of the held ways' 11
-            # passes took 1.3 s where blocks of one pass take 0.12
+            # passes than the held ways': with both cores busy a pass of theirs can take 40
+            # times one held (39 against 1.0 ms on the quickstart), and blocks of the held ways'
+            # 11 passes took 1.3 s where blocks of one pass take 0.12
             if 1 in first:
                 passes = held_block = _block(first[1], block_s)
             else:
