@@ -239,8 +239,8 @@ def order(names: list[str], r: int) -> list[str]:
     """Round `r`'s order of the choices: rotated by r, and reversed in odd rounds. A rotation
     alone gives each choice the same predecessor in every round, and a run right after a heavy
     one (today's default beside a busy loop keeps both cores busy for seconds) can be slowed by
-    it: auto, always after `then`, timed 1.20 of `1` over 5 rounds so, and 0.99 where the runs
-    had not been through one."""
+    it: auto, always after `then`, timed 1.20 of `1` beside the busy loop over 5 rounds so
+    (twice), 1.05 over 6 rounds in this order, and 1.00 over 4 rounds of auto and `1` alone."""
     turned = names[r % len(names):] + names[: r % len(names)]
     return turned[::-1] if r % 2 else turned
 
