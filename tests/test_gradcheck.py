@@ -1,9 +1,20 @@
-"""Every registered layer and loss, proven against numerical gradients in float64."""
+"""Every registered layer and loss, proven against numerical gradients in float64 (the
+injected errors the check must catch are in tests/test_gradcheck_injected.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from gradcheck_cases import (
+    ALL,
+    LAYER_CASES,
+    LOSS_CASES,
+    TOL,
+    N,
+    _assert_passes,
+    _regression_target,
+    _run_case,
+)
 
 from nncli.nn.gradcheck import check_model
 from nncli.nn.layers import LAYERS
@@ -11,128 +22,6 @@ from nncli.nn.layers.core import Linear
 from nncli.nn.losses import LOSSES
 from nncli.nn.model import Sequential
 from nncli.nn.regularizers import Regularizer
-
-TOL = 1e-6
-N = 6
-
-
-def _regression_target(rng, width):
-    return rng.standard_normal((N, width))
-
-
-# Each case: (layers, input shape, loss, targets from rng). A smooth MSE against random
-# targets drives the layer cases; the loss cases put a linear layer in front of the loss.
-LAYER_CASES = {
-    "linear": lambda: ([Linear(4)], (5,), "mse", lambda r: _regression_target(r, 4)),
-    "relu": lambda: ([Linear(5), LAYERS.create("relu")], (4,), "mse", lambda r: _regression_target(r, 5)),
-    "leaky_relu": lambda: (
-        [Linear(5), LAYERS.create("leaky_relu", {"alpha": 0.1})],
-        (4,),
-        "mse",
-        lambda r: _regression_target(r, 5),
-    ),
-    "sigmoid": lambda: ([LAYERS.create("sigmoid")], (7,), "mse", lambda r: _regression_target(r, 7)),
-    "tanh": lambda: ([LAYERS.create("tanh")], (7,), "mse", lambda r: _regression_target(r, 7)),
-    "softmax": lambda: ([LAYERS.create("softmax")], (5,), "mse", lambda r: _regression_target(r, 5)),
-    "flatten": lambda: (
-        [LAYERS.create("flatten"), Linear(3)],
-        (2, 3, 2),
-        "mse",
-        lambda r: _regression_target(r, 3),
-    ),
-    "identity": lambda: (
-        [LAYERS.create("identity"), Linear(3)],
-        (4,),
-        "mse",
-        lambda r: _regression_target(r, 3),
-    ),
-    "dropout": lambda: (
-        [Linear(8), LAYERS.create("dropout", {"p": 0.4})],
-        (5,),
-        "mse",
-        lambda r: _regression_target(r, 8),
-    ),
-    "batchnorm": lambda: (
-        [Linear(5), LAYERS.create("batchnorm")],
-        (4,),
-        "mse",
-        lambda r: _regression_target(r, 5),
-    ),
-    # images: (C, H, W) in, flattened for the loss
-    "conv2d": lambda: (
-        [
-            LAYERS.create("conv2d", {"filters": 3, "kernel": 3, "stride": 2, "padding": 1}),
-            LAYERS.create("conv2d", {"filters": 2, "kernel": [2, 1]}),
-            LAYERS.create("flatten"),
-        ],
-        (2, 6, 5),
-        "mse",
-        lambda r: _regression_target(r, 12),
-    ),
-    "maxpool2d": lambda: (
-        [
-            LAYERS.create("maxpool2d", {"size": 2}),  # windows that tile the input
-            LAYERS.create("maxpool2d", {"size": 3, "stride": 1, "padding": 1}),  # overlapping
-            LAYERS.create("flatten"),
-        ],
-        (2, 4, 6),
-        "mse",
-        lambda r: _regression_target(r, 12),
-    ),
-    "avgpool2d": lambda: (
-        [LAYERS.create("avgpool2d", {"size": 3, "stride": 2, "padding": 1}), LAYERS.create("flatten")],
-        (2, 5, 4),
-        "mse",
-        lambda r: _regression_target(r, 12),
-    ),
-    "global_avgpool": lambda: (
-        [LAYERS.create("conv2d", {"filters": 3, "kernel": 2}), LAYERS.create("global_avgpool")],
-        (2, 4, 3),
-        "mse",
-        lambda r: _regression_target(r, 3),
-    ),
-}
-
-LOSS_CASES = {
-    "softmax_cross_entropy": lambda: (
-        [Linear(5)],
-        (4,),
-        LOSSES.create("softmax_cross_entropy", {"label_smoothing": 0.1, "class_weights": [1, 2, 3, 1, 0.5]}),
-        lambda r: r.integers(0, 5, N),
-    ),
-    "multiclass_hinge": lambda: (
-        [Linear(5)],
-        (4,),
-        LOSSES.create("multiclass_hinge", {"margin": 1.0}),
-        lambda r: r.integers(0, 5, N),
-    ),
-    "mse": lambda: ([Linear(3)], (4,), "mse", lambda r: _regression_target(r, 3)),
-    "binary_cross_entropy": lambda: (
-        [Linear(2)],
-        (4,),
-        LOSSES.create("binary_cross_entropy", {"class_weights": [1.0, 3.0]}),
-        lambda r: r.integers(0, 2, (N, 2)).astype(np.float64),
-    ),
-}
-
-ALL = [("layer", n) for n in LAYERS.names()] + [("loss", n) for n in LOSSES.names()]
-
-
-def _run_case(layers, input_shape, loss, make_target, regularizer=None, seed=0, samples=None):
-    rng = np.random.default_rng(seed)
-    model = Sequential(layers)
-    model.build(input_shape, rng, np.float64)
-    loss = LOSSES.create(loss) if isinstance(loss, str) else loss
-    x = rng.standard_normal((N, *input_shape))
-    return check_model(model, loss, x, make_target(rng), regularizer=regularizer, rng=rng, samples=samples)
-
-
-def _assert_passes(results):
-    for r in results:
-        assert r.passed(TOL), (
-            f"{r.name}: relative error {r.max_rel_error:.2e} above its noise floor {r.noise_floor:.2e}"
-            f" at {r.worst_index}"
-        )
 
 
 @pytest.mark.parametrize(("kind", "name"), ALL, ids=[f"{k}-{n}" for k, n in ALL])
@@ -277,159 +166,6 @@ def test_an_l1_weight_at_zero_is_a_kink_of_the_penalty():
     )
     assert all(r.kinks == 0 and r.max_rel_error < TOL for r in results)
     _assert_passes(results)
-
-
-# --- Injected errors: the check must see a relative error of 1e-5 in any gradient ------------
-
-ERRORS = [1e-3, 1e-4, 1e-5, 1e-6]
-
-
-def _inject(obj, error: float, target: str) -> None:
-    """Make `obj.backward` wrong by a relative `error`: scale the gradient it returns
-    (`target="dx"`) or its `grads[target]` by (1 + error), in every entry."""
-    original = obj.backward
-
-    def backward(*args):
-        out = original(*args)
-        if target == "dx":
-            return None if out is None else out * (1 + error)
-        obj.grads[target] *= 1 + error
-        return out
-
-    obj.backward = backward  # an instance attribute: this object only
-
-
-def _sites(kind: str, name: str) -> list[tuple[int | None, str]]:
-    """Where an error can be injected: (position, target) for each parameter gradient and the
-    input gradient ("dx") of every layer named `name` in its case, (None, "dx") for a loss's
-    gradient; (None, "?") where the case is missing, so that the test fails saying so."""
-    if kind == "loss":
-        return [(None, "dx")]
-    if name not in LAYER_CASES:
-        return [(None, "?")]
-    layers, input_shape, _, _ = LAYER_CASES[name]()
-    Sequential(layers).build(input_shape, np.random.default_rng(0), np.float64)
-    found = [
-        (i, target)
-        for i, layer in enumerate(layers)
-        if layer.name == name
-        for target in [*layer.params, "dx"]
-    ]
-    assert found, f"the case for {name} has no {name} layer"
-    return found
-
-
-def _check_injected(make_case, position, target, error):
-    """Run the case with `error` injected into `target` of the layer at `position`, or of the
-    loss (position None); the results. The error is in every entry, so 96 entries a tensor find
-    it, even in a max-pool's input gradient, which is mostly zero."""
-    layers, input_shape, loss, make_target = make_case()
-    loss = LOSSES.create(loss) if isinstance(loss, str) else loss
-    _inject(loss if position is None else layers[position], error, target)
-    return _run_case(layers, input_shape, loss, make_target, samples=96)
-
-
-def _assert_caught(results, error, what):
-    failed = [r for r in results if not r.passed(TOL)]
-    expected = error / (2 + error)  # |a(1 + e) - a| / (|a(1 + e)| + |a|)
-    if error >= 1e-5:
-        assert failed, f"{what}: an error of {error:g} passed: " + ", ".join(
-            f"{r.name} {r.max_rel_error:.2e} (noise {r.noise_floor:.2e})" for r in results
-        )
-        for r in failed:  # what is reported is the injected error itself, whatever the tolerance
-            assert r.max_rel_error == pytest.approx(expected, rel=0.1), f"{what}: {r.name}"
-    else:
-        # 1e-6 is 5e-7 relative: below the tolerance, and reported as such where resolved
-        for r in results:
-            if r.max_rel_error > r.noise_floor and r.max_rel_error > 1e-7:
-                assert r.max_rel_error == pytest.approx(expected, rel=0.1), f"{what}: {r.name}"
-    return failed
-
-
-INJECTIONS = [(kind, name, *site) for kind, name in ALL for site in _sites(kind, name)]
-
-
-@pytest.mark.parametrize(
-    ("kind", "name", "position", "target"),
-    INJECTIONS,
-    ids=[f"{k}-{n}" + ("" if i is None else f"-layers.{i}") + f"-{t}" for k, n, i, t in INJECTIONS],
-)
-def test_an_injected_error_of_1e_5_fails_for_every_layer_and_loss(kind, name, position, target):
-    cases = LAYER_CASES if kind == "layer" else LOSS_CASES
-    if name not in cases:
-        pytest.fail(f"registered {kind} {name!r} has no gradient-check case: add one")
-    # the correct version of the same case passes: test_gradients_match_central_differences
-    for error in ERRORS:
-        results = _check_injected(cases[name], position, target, error)
-        failed = _assert_caught(results, error, f"{kind} {name}, {position} {target} off by {error:g}")
-        if error >= 1e-5 and target != "dx":
-            assert f"layers.{position}.{target}" in {r.name for r in failed}  # its own row
-
-
-def _network(activation: str) -> list:
-    return [Linear(6), LAYERS.create(activation), Linear(5), LAYERS.create(activation), Linear(3)]
-
-
-def _network_targets() -> list[tuple[int, str]]:
-    layers = _network("tanh")
-    Sequential(layers).build((4,), np.random.default_rng(0), np.float64)
-    return [(i, target) for i, layer in enumerate(layers) for target in [*layer.params, "dx"]]
-
-
-def _check_network(activation, inject=None, seed=0):
-    """A check of every entry of linear 4 -> 6 -> 5 -> 3 with `activation` between, under
-    softmax cross-entropy; `inject(layers)` makes some gradient wrong first."""
-    layers = _network(activation)
-    if inject:
-        inject(layers)
-    loss = LOSSES.create("softmax_cross_entropy")
-    return {r.name: r for r in _run_case(layers, (4,), loss, lambda r: r.integers(0, 3, N), seed=seed)}
-
-
-@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
-def test_a_correct_network_passes(activation):
-    results = _check_network(activation)
-    assert list(results) == [f"layers.{i}.{p}" for i in (0, 2, 4) for p in "Wb"] + ["input"]
-    _assert_passes(results.values())
-    assert all(r.kinks == 0 for r in results.values())
-
-
-@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
-@pytest.mark.parametrize(("index", "target"), _network_targets())
-def test_injected_errors_in_sigmoid_tanh_and_relu_networks(activation, index, target):
-    for error in ERRORS:
-        results = _check_network(activation, lambda layers, e=error: _inject(layers[index], e, target))
-        what = f"{activation} network, layers.{index} {target} off by {error:g}"
-        failed = {r.name for r in _assert_caught(results.values(), error, what)}
-        if error < 1e-5:
-            continue
-        if target == "dx":
-            # the input gradient is downstream of every layer's dx, and so is layers.0.W
-            assert "input" in failed and (index == 0 or "layers.0.W" in failed), what
-        else:
-            assert f"layers.{index}.{target}" in failed, what
-
-
-@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu"])
-def test_one_wrong_entry_fails(activation):
-    # the largest entry of each weight gradient, off by 1e-5 on its own
-    for index in (0, 2, 4):
-
-        def one_entry(layers, index=index):
-            layer = layers[index]
-            original = layer.backward
-
-            def backward(dout):
-                out = original(dout)
-                g = layer.grads["W"]
-                g.flat[np.argmax(np.abs(g))] *= 1 + 1e-5
-                return out
-
-            layer.backward = backward
-
-        row = _check_network(activation, one_entry)[f"layers.{index}.W"]
-        assert not row.passed(TOL)
-        assert row.max_rel_error == pytest.approx(1e-5 / (2 + 1e-5), rel=0.1)
 
 
 def test_the_sparse_first_layer_path_is_checked():
