@@ -107,9 +107,9 @@ class ThreadControl:
         the limiter: a model enters this twice a step (forward and backward), and the
         controller's `limit`, which records every library's full description to restore, cost
         17 us an entry and exit alone and 38 us around a (64, 479) @ (479, 256) product (240
-        against 202 us held throughout), against 3 to 5 us so (reading a count costs 1 us,
-        setting one 1.5; one thread, the Zen 2 EPYC of the README); `threadpool_limits`, which
-        also looks for the libraries again each time, took 235 us."""
+        against 202 us held throughout), against 7.6 and 12-20 us so (reading a count costs
+        1 us, setting one 1.5; one thread, the Zen 2 EPYC of the README); `threadpool_limits`,
+        which also looks for the libraries again each time, took 235 us."""
         libs = self.controller.lib_controllers
         if all(lib.num_threads == threads for lib in libs):
             return _AS_IT_IS
