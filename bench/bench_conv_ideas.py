@@ -29,6 +29,7 @@ fastest-of-repeats, and the ratios to im2col.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import resource
 import statistics
@@ -151,14 +152,6 @@ def page_faults_a_step(steps: int) -> tuple[float, float]:
     return faults / steps, statistics.median(times) * 1e3
 
 
-class _Nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -189,7 +182,7 @@ def main() -> None:
     }
     times: dict[str, list[float]] = {name: [] for name in programs}
     control = thread_control()
-    with control.limit(1) if control else _Nothing():
+    with control.limit(1) if control else contextlib.nullcontext():
         for i in range(args.rounds):
             names = list(programs)
             names = names[i % len(names) :] + names[: i % len(names)]  # rotate the order

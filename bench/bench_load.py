@@ -57,6 +57,7 @@ About 6 minutes with the defaults on 2 quiet cores (the busy runs of today's def
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import gzip
 import os
@@ -216,7 +217,7 @@ def main() -> None:
                 data[name] = Path(tmp) / name
         for r in range(args.rounds):
             for condition in conditions:
-                with Busy(busy_cpu) if condition == "busy" else _nothing():
+                with Busy(busy_cpu) if condition == "busy" else contextlib.nullcontext():
                     for w in workloads:
                         config, extra = WORKLOADS[w]
                         names = choices[w]
@@ -243,14 +244,6 @@ def order(names: list[str], r: int) -> list[str]:
     (twice), 1.05 over 6 rounds in this order, and 1.00 over 4 rounds of auto and `1` alone."""
     turned = names[r % len(names):] + names[: r % len(names)]
     return turned[::-1] if r % 2 else turned
-
-
-class _nothing:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
 
 
 def report(times: dict, conditions: list[str], choices: dict[str, list[str]]) -> None:

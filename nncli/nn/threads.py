@@ -150,23 +150,22 @@ def measure(
                 run()
                 first[w] = perf_counter() - t
             # a block as long as `block_s`: for the held ways, by the pass in one thread; for
-            # the BLAS's threads (a group of their own), by their own last pass, never more
-            # passes than the held ways': with both cores busy a pass of theirs can take 40
+            # the BLAS's threads (a group of their own), by their own last pass (the untimed one
+            # first, then each block's: one slowed by the threads' waking is not the rule), never
+            # more passes than the held ways': with both cores busy a pass of theirs can take 40
             # times one held (39 against 1.0 ms on the quickstart), and blocks of the held ways'
             # 11 passes took 1.3 s where blocks of one pass take 0.12
             if 1 in first:
                 passes = held_block = _block(first[1], block_s)
-            else:
-                passes = min(held_block, _block(min(first.values()), block_s))
             for r in range(rounds):
                 for w in group if r % 2 == 0 else group[::-1]:
                     use(model, w, blas, shards)
+                    if 1 not in first:
+                        passes = min(held_block, _block(times[w][-1] if times[w] else first[w], block_s))
                     t = perf_counter()
                     for _ in range(passes):
                         run()
                     times[w].append((perf_counter() - t) / passes)
-                    if 1 not in first:  # a first pass slowed by the threads' waking is not the rule
-                        passes = min(held_block, _block(times[w][-1], block_s))
                 # two rounds at least: one is noise
                 if r >= 1 and perf_counter() - start > budget_s / len(groups):
                     break
