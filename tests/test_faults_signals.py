@@ -302,3 +302,29 @@ def test_only_the_command_takes_ctrl_c_over_while_importing():
     code = ("import signal; before = signal.getsignal(signal.SIGINT); import nncli;"
             " print(signal.getsignal(signal.SIGINT) is before)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout == "True\n"
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_while_the_result_is_printed_is_told_of_after_it(
+    workdir, spiral_yaml, nncli, monkeypatch, own_sigterm, signum
+):
+    """The last moment of a run: its result line. A signal then is noted and told of after the
+    line, not left to end the process (SIGTERM's default) before the line is shown."""
+    from nncli.commands import train as training
+
+    shown = training.format_result
+
+    def signalled_first(result):
+        send(signum)
+        return shown(result)
+
+    monkeypatch.setattr(training, "format_result", signalled_first)
+    done = nncli("train", spiral_yaml, "--run-dir", "late", "--quiet")
+    name = signal.Signals(signum).name
+    assert done.exit_code == 0, done.output
+    assert done.stdout.startswith("run late: ")
+    assert (
+        done.stderr.strip()
+        == f"note: {name} came after the last batch; the run finished and late is complete"
+    )
+    assert_whole(workdir / "late")

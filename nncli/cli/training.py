@@ -29,7 +29,7 @@ def train(config, overrides, run_dir, resume, data_dir, quiet, allow_data_change
     from nncli.commands import train as training
     from nncli.data import resolve_data_dir
 
-    result = training.train(
+    training.train(
         config,
         overrides,
         data_dir=resolve_data_dir(data_dir),
@@ -39,8 +39,8 @@ def train(config, overrides, run_dir, resume, data_dir, quiet, allow_data_change
         bars=not quiet and base.stderr_is_terminal(),
         allow_data_change=allow_data_change,
         say=lambda line: click.echo(line, err=True),
+        report=lambda result: click.echo(training.format_result(result)),
     )
-    click.echo(training.format_result(result))
 
 
 def _parse_samples(value: str) -> int | None:

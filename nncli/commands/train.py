@@ -317,12 +317,15 @@ def train(
     all_notes: bool = False,
     arrays=None,
     spelling: Spelling = Spelling(),
+    report: Callable[[TrainResult], None] | None = None,
 ) -> TrainResult:
     """Train the config at `config_path` (or a parsed `Config`) in a new run directory, or
     resume the run `resume`. `say(line)` takes the notes and warnings: the warnings always,
     the notes when `verbose` or `all_notes`; `verbose` also asks for a line per epoch on stderr
     and `bars` for progress bars. `arrays` are the arrays dataset's (the Python API);
-    `spelling` names the arguments in messages."""
+    `spelling` names the arguments in messages. `report(result)`, where given, runs while
+    signals are still only noted, so that one coming just as the run ends is told of after
+    the result rather than ending the process before it is shown."""
     check_sources(config_path, resume, run_dir, spelling)
     if resume:
         # one process at a time resumes a run: two would write one folder's files in turn
@@ -332,13 +335,14 @@ def train(
             exp, run, state = prepare_resume(
                 resume, overrides, data_dir, verbose, allow_data_change, arrays, spelling.overrides
             )
-            return _train(exp, run, state, resume, run_dir, verbose, bars, say, all_notes)
+            return _train(exp, run, state, resume, run_dir, verbose, bars, say, all_notes, report)
     (exp, state) = prepare_new(config_path, overrides, data_dir, verbose, arrays)
-    return _train(exp, None, state, resume, run_dir, verbose, bars, say, all_notes)
+    return _train(exp, None, state, resume, run_dir, verbose, bars, say, all_notes, report)
 
 
 def _train(
-    exp, run: RunDir | None, state, resume, run_dir, verbose: bool, bars: bool, say, all_notes: bool
+    exp, run: RunDir | None, state, resume, run_dir, verbose: bool, bars: bool, say, all_notes: bool,
+    report=None,
 ) -> TrainResult:
     """`train` once its experiment is built: the run directory (new where `run` is None) and the
     training, within the signal handlers."""
@@ -365,6 +369,8 @@ def _train(
                     f" resume with: nncli train --resume {run.path}",
                 ) from None
             raise
+        if report is not None:
+            report(result)
         if stop.signum is not None:  # it came after the last batch: the run is complete
             say(
                 f"note: {signal.Signals(stop.signum).name} came after the last batch; the run"
