@@ -1,5 +1,6 @@
 import math
 import pickle
+import threading
 
 import numpy as np
 import pytest
@@ -366,3 +367,37 @@ def test_packed_weight_penalty_matches_one_parameter_at_a_time(apply_to):
         np.testing.assert_array_equal(g, per_name.grads[name])
         changed = not np.array_equal(g, before[name])
         assert changed == (apply_to == "all" or name in decayed), name
+
+
+@pytest.mark.parametrize(("name", "kwargs"), [case for case in ALL_CASES if case[0] != "adamw"])
+@pytest.mark.parametrize("clip_norm", [None, 1.0])
+def test_a_packed_step_in_threads_is_bit_identical_to_one_in_one_thread(monkeypatch, name, kwargs, clip_norm):
+    """The update is element-wise: the ranges `split_pass` cuts it into, and which thread runs
+    each, change no number (MIN_SPLIT lowered so that the model's 53 parameters split in three)."""
+    from nncli.nn import parallel
+
+    monkeypatch.setattr(parallel, "MIN_SPLIT", 16)
+    kwargs = {**kwargs, "clip_norm": clip_norm}
+    one, split = packed_model(), packed_model()
+    assert one.flat.params.size >= 3 * 16
+    opt_one, opt_split = OPTIMIZERS.get(name)(**kwargs), OPTIMIZERS.get(name)(**kwargs)
+    ranges = []
+    update = type(opt_split)._update
+
+    def spy(self, name, p, g, state, buf):
+        ranges.append((threading.current_thread().name.split("_")[0], p.size))
+        return update(self, name, p, g, state, buf)
+
+    rng_a, rng_b = np.random.default_rng(1), np.random.default_rng(1)
+    for _ in range(4):
+        fill_grads(one, rng_a)
+        fill_grads(split, rng_b)
+        opt_one.step(one.params, one.grads, one.flat)
+        with monkeypatch.context() as patch:
+            patch.setattr(type(opt_split), "_update", spy)
+            opt_split.step(split.params, split.grads, split.flat, threads=3)
+    np.testing.assert_array_equal(split.flat.params, one.flat.params)
+    for slot, array in opt_one._packed[1].items():
+        np.testing.assert_array_equal(opt_split._packed[1][slot], array)
+    # three ranges a step, cut at 32 and 48: the first in the caller's thread, two in helpers
+    assert sorted(ranges) == [("MainThread", 32)] * 4 + [("nncli-pass", 5)] * 4 + [("nncli-pass", 16)] * 4

@@ -361,3 +361,52 @@ def test_time_says_how_training_shards_the_step(workdir, nncli, control, monkeyp
     assert "shards" not in result.stdout
     report = json.loads(nncli("time", "cnn.yaml", "--iters", 1, "--warmup", 0, "--json").stdout)
     assert report["sharded"] is None
+
+
+def test_split_pass_runs_ranges_by_16s_in_threads_with_the_callers_error_state(monkeypatch):
+    monkeypatch.setattr(parallel, "MIN_SPLIT", 16)
+    seen = []
+
+    def record(lo, hi):
+        seen.append((lo, hi, threading.current_thread().name.split("_")[0], np.geterr()["over"]))
+
+    with np.errstate(over="ignore"):
+        parallel.split_pass(record, 100, 4)
+    assert sorted(seen) == [(0, 32, "MainThread", "ignore"), (32, 64, "nncli-pass", "ignore"),
+                            (64, 80, "nncli-pass", "ignore"), (80, 100, "nncli-pass", "ignore")]
+    seen.clear()
+    parallel.split_pass(record, 40, 4)  # ranges of 16 at least: two
+    assert sorted(lo_hi[:2] for lo_hi in seen) == [(0, 32), (32, 40)]
+    seen.clear()
+    parallel.split_pass(record, 31, 4)  # one
+    assert seen == [(0, 31, "MainThread", "warn")]
+
+    def fail_in_a_helper(lo, hi):
+        record(lo, hi)
+        if lo > 0:
+            raise ValueError(f"range {lo}:{hi}")
+
+    seen.clear()
+    with pytest.raises(ValueError, match="range 32:64"):
+        parallel.split_pass(fail_in_a_helper, 64, 2)
+    assert len(seen) == 2  # the caller's range ran too, and the helper's error came after it
+
+
+def test_the_update_runs_in_as_many_threads_as_the_batch_did(control, dense_shards, monkeypatch):
+    from nncli.nn import optim
+    from nncli.nn.step import step as train_step
+
+    model = make_model(MLP, np.float32, SHAPES["mlp"])
+    loss = LOSSES.create("softmax_cross_entropy", {})
+    x, y = data(SHAPES["mlp"], 128, np.float32)
+    told = []
+    sgd = optim.OPTIMIZERS.create("sgd", {"lr": 0.1, "momentum": 0.9})
+    monkeypatch.setattr(sgd, "step", lambda *args, threads=1: told.append(threads))
+    train_step(model, loss, sgd, x, y)  # two shards, one thread each
+    model.workers = 1
+    train_step(model, loss, sgd, x, y)  # two shards, one after the other
+    with model.serial():
+        train_step(model, loss, sgd, x, y)  # whole
+    model.workers, model.hold_blas, model.blas_threads = None, False, 2
+    train_step(model, loss, sgd, x, y)  # whole, the BLAS in its own threads (they spin after)
+    assert told == [2, 1, 1, 1]

@@ -57,7 +57,7 @@ def step(
         regularizer.add_grads(model)
         if hook is not None:
             hook("penalty", None, None)
-    optimizer.step(model.params, model.grads, model.flat)
+    optimizer.step(model.params, model.grads, model.flat, threads=model.update_threads())
     if hook is not None:
         hook("update", None, None)
     return Step(out, value, True)

@@ -30,6 +30,7 @@ import numpy as np
 
 from nncli import validate
 from nncli.errors import CheckpointError, ConfigError
+from nncli.nn.parallel import split_pass
 from nncli.registry import Registry
 
 if TYPE_CHECKING:
@@ -88,11 +89,14 @@ class Optimizer:
         params: Mapping[str, np.ndarray],
         grads: Mapping[str, np.ndarray],
         flat: FlatParams | None = None,
+        threads: int = 1,
     ) -> None:
         """Update every array in `params` in place from `grads` (same keys and shapes).
 
         `flat`, the model's packed parameters (which `params` and `grads` are views into),
-        lets the update run on all of them at once.
+        lets the update run on all of them at once, and in up to `threads` threads, each on a
+        range of them (`nncli.nn.parallel.split_pass`: the update is element-wise, so the
+        numbers are the same).
         """
         scale = 1.0
         if self.clip_norm is not None:
@@ -101,14 +105,24 @@ class Optimizer:
                 scale = self.clip_norm / self.last_grad_norm
         self.steps += 1
         if flat is not None and self.packable:
-            units = [("", flat.params, flat.grads, self._packed_state(flat))]
-        else:
-            units = ((name, p, grads[name], self._state_of(name, p)) for name, p in params.items())
-        for name, p, g, state in units:
+            p, g, state = flat.params, flat.grads, self._packed_state(flat)
             if scale != 1.0:
-                # The gradients belong to the layers: clip into a buffer of ours instead.
-                g = np.multiply(g, scale, out=self._buffer("clipped", p))
-            self._update(name, p, g, state, self._buffer("scratch", p))
+                g = self._clipped(g, scale)
+            scratch = self._buffer("scratch", p)
+
+            def update(lo: int, hi: int) -> None:
+                part = {key: array[lo:hi] for key, array in state.items()}
+                self._update("", p[lo:hi], g[lo:hi], part, scratch[lo:hi])
+
+            split_pass(update, p.size, threads)
+            return
+        for name, p in params.items():
+            g = grads[name] if scale == 1.0 else self._clipped(grads[name], scale)
+            self._update(name, p, g, self._state_of(name, p), self._buffer("scratch", p))
+
+    def _clipped(self, g: np.ndarray, scale: float) -> np.ndarray:
+        """`g * scale` in a buffer of ours: the gradients belong to the layers."""
+        return np.multiply(g, scale, out=self._buffer("clipped", g))
 
     def _state_of(self, name: str, p: np.ndarray) -> State:
         state = self.state.get(name)
