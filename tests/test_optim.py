@@ -401,3 +401,41 @@ def test_a_packed_step_in_threads_is_bit_identical_to_one_in_one_thread(monkeypa
         np.testing.assert_array_equal(opt_split._packed[1][slot], array)
     # three ranges a step, cut at 32 and 48: the first in the caller's thread, two in helpers
     assert sorted(ranges) == [("MainThread", 32)] * 4 + [("nncli-pass", 5)] * 4 + [("nncli-pass", 16)] * 4
+
+
+@pytest.mark.parametrize(("name", "kwargs"), ALL_CASES)
+def test_a_rehearsal_makes_an_updates_passes_and_changes_nothing(monkeypatch, name, kwargs):
+    """What the measurement of threads times with each step: the update's passes over arrays of
+    the model's size, in the threads given, leaving the model and the optimizer as they were."""
+    from nncli.nn import parallel
+
+    monkeypatch.setattr(parallel, "MIN_SPLIT", 16)
+    model, optimizer = packed_model(), OPTIMIZERS.get(name)(**kwargs)
+    rng = np.random.default_rng(1)
+    fill_grads(model, rng)
+    optimizer.step(model.params, model.grads, model.flat)
+    fill_grads(model, rng)
+    rehearse = optimizer.rehearsal(model.flat)
+    if not optimizer.packable:  # AdamW: its update is per name
+        assert rehearse is None
+        return
+    params, grads, saved = model.flat.params.copy(), model.flat.grads.copy(), optimizer.state_dict()
+    sizes = []
+    update = type(optimizer)._update
+
+    def spy(self, name, p, g, state, buf):
+        sizes.append(p.size)
+        return update(self, name, p, g, state, buf)
+
+    monkeypatch.setattr(type(optimizer), "_update", spy)
+    with np.errstate(all="raise"):  # no division by zero (Adam's bias correction is step 2's)
+        rehearse(1)
+        rehearse(3)
+    assert sorted(sizes) == [5, 16, 32, 53]  # one range, then three
+    np.testing.assert_array_equal(model.flat.params, params)
+    np.testing.assert_array_equal(model.flat.grads, grads)
+    after = optimizer.state_dict()
+    assert after["steps"] == saved["steps"] == 1
+    for key, state in saved["state"].items():
+        for slot, array in state.items():
+            np.testing.assert_array_equal(after["state"][key][slot], array)

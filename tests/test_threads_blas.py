@@ -274,3 +274,61 @@ def test_a_model_with_dropout_is_not_measured_and_trains_as_held(workdir, nncli,
     assert nncli("train", "spiral.yaml", "--run-dir", "held", "--quiet").exit_code == 0
     a, b = params(workdir / "auto"), params(workdir / "held")
     assert all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_a_ways_first_pass_after_another_way_is_not_timed(auto, monkeypatch):
+    """A way's first pass after another way's pays for the switch (a core that sat idle wakes):
+    on a fake clock the shards take 6 ms a pass in two threads, but 30 ms the first pass after
+    a pass in one thread, which takes 10. Timed from the second pass on, two threads win."""
+    from nncli.nn.layers import LAYERS
+    from nncli.nn.model import Sequential
+
+    model = Sequential([LAYERS.create("conv2d", {"filters": 2, "kernel": 3}), LAYERS.create("flatten", {})])
+    model.build((1, 6, 6), np.random.default_rng(0), np.float32)
+    model.threads, model.hold_blas = 2, True
+    now, switched = [0.0], [False]
+    monkeypatch.setattr(threads_module, "perf_counter", lambda: now[0])
+    real_use = threads_module.use
+
+    def switch(model_, way, *args):
+        switched[0] = switched[0] or way != model_.workers
+        real_use(model_, way, *args)
+
+    def run():
+        now[0] += 0.010 if model.workers == 1 else 0.030 if switched[0] else 0.006
+        switched[0] = False
+
+    monkeypatch.setattr(threads_module, "use", switch)
+    choice = measure(model, run, 64)
+    assert choice.workers == 2 and choice.times[2] == pytest.approx(0.006)
+
+
+def test_the_start_times_each_way_with_a_rehearsal_of_the_update(tmp_path, auto, monkeypatch):
+    """The trainer's step ends in the update, which runs in the shards' threads: the measuring
+    passes rehearse it (on copies) in the threads of the way timed, and the run's numbers are
+    those of a run whose start measured nothing."""
+    from nncli.nn.optim.optimizers import Optimizer
+
+    (tmp_path / "mlp.yaml").write_text(MLP)
+    rehearsed, real = [], Optimizer.rehearsal
+
+    def spy(self, flat):
+        update = real(self, flat)
+
+        def counted(threads):
+            rehearsed.append(threads)
+            update(threads)
+
+        return counted
+
+    monkeypatch.setattr(Optimizer, "rehearsal", spy)
+    runs = []
+    for measured in (True, False):
+        exp = build_experiment(load_config(tmp_path / "mlp.yaml"), tmp_path)
+        if not measured:
+            use(exp.model, BLAS if runs[0][1] else 1, 2 if runs[0][1] else None)
+            exp.model.auto_workers = exp.model.choose_blas = False
+        Trainer(exp, [ThreadChooser()]).fit()
+        runs.append((exp.model.flat.params.copy(), not exp.model.hold_blas))
+    assert rehearsed and set(rehearsed) == {1}  # batches of 64 run whole: one thread
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
