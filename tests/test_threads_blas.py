@@ -302,33 +302,3 @@ def test_a_ways_first_pass_after_another_way_is_not_timed(auto, monkeypatch):
     choice = measure(model, run, 64)
     assert choice.workers == 2 and choice.times[2] == pytest.approx(0.006)
 
-
-def test_the_start_times_each_way_with_a_rehearsal_of_the_update(tmp_path, auto, monkeypatch):
-    """The trainer's step ends in the update, which runs in the shards' threads: the measuring
-    passes rehearse it (on copies) in the threads of the way timed, and the run's numbers are
-    those of a run whose start measured nothing."""
-    from nncli.nn.optim.optimizers import Optimizer
-
-    (tmp_path / "mlp.yaml").write_text(MLP)
-    rehearsed, real = [], Optimizer.rehearsal
-
-    def spy(self, flat):
-        update = real(self, flat)
-
-        def counted(threads):
-            rehearsed.append(threads)
-            update(threads)
-
-        return counted
-
-    monkeypatch.setattr(Optimizer, "rehearsal", spy)
-    runs = []
-    for measured in (True, False):
-        exp = build_experiment(load_config(tmp_path / "mlp.yaml"), tmp_path)
-        if not measured:
-            use(exp.model, BLAS if runs[0][1] else 1, 2 if runs[0][1] else None)
-            exp.model.auto_workers = exp.model.choose_blas = False
-        Trainer(exp, [ThreadChooser()]).fit()
-        runs.append((exp.model.flat.params.copy(), not exp.model.hold_blas))
-    assert rehearsed and set(rehearsed) == {1}  # batches of 64 run whole: one thread
-    np.testing.assert_array_equal(runs[0][0], runs[1][0])

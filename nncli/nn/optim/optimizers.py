@@ -22,9 +22,8 @@ step; `optimizer.base_lr` is the `lr` it was built with.
 
 from __future__ import annotations
 
-import copy
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -120,26 +119,6 @@ class Optimizer:
         for name, p in params.items():
             g = grads[name] if scale == 1.0 else self._clipped(grads[name], scale)
             self._update(name, p, g, self._state_of(name, p), self._buffer("scratch", p))
-
-    def rehearsal(self, flat: FlatParams | None) -> Callable[[int], None] | None:
-        """A packed update's passes, in the threads given, on copies of the parameters and on
-        fresh state: what an update costs, without changing anything. The threads a model's
-        batches run in are timed with it (nncli.training.callbacks.threads), since the update
-        splits over the shards' threads. None where the update does not run packed."""
-        if flat is None or not self.packable:
-            return None
-        twin = copy.copy(self)
-        twin.steps = self.steps + 1  # as the next step: Adam's bias correction divides by 1 - beta^t
-        p, g = flat.params.copy(), flat.grads
-        state, scratch = self._new_state(p), np.empty_like(p)
-
-        def update(threads: int) -> None:
-            def part(lo: int, hi: int) -> None:
-                twin._update("", p[lo:hi], g[lo:hi], {k: a[lo:hi] for k, a in state.items()}, scratch[lo:hi])
-
-            split_pass(part, p.size, threads)
-
-        return update
 
     def _clipped(self, g: np.ndarray, scale: float) -> np.ndarray:
         """`g * scale` in a buffer of ours: the gradients belong to the layers."""

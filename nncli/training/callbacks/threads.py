@@ -131,12 +131,9 @@ class ThreadChooser(Callback):
         batch = self._batch(trainer)
         # the first rows, not a random batch: the run's generator is not drawn from
         xb, yb = exp.splits.x_train[:batch], exp.splits.y_train[:batch]
-        update = exp.optimizer.rehearsal(exp.model.flat)  # its passes, on copies: it changes nothing
 
         def run():
             step(exp.model, exp.loss, None, xb, yb, finite_only=False)  # gradients only: no update
-            if update is not None:  # in the threads the batch ran in, as the trainer's step does
-                update(exp.model.update_threads())
 
         with np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore"):
             choice = measure(exp.model, run, batch, blas=blas)
