@@ -101,3 +101,19 @@ def test_mistakes_are_one_line(runs, tmp_path, monkeypatch, args, message, nncli
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("error: ") and message in line
     assert not (runs / "x.jpg").exists() and not (runs / "x").exists()
+
+
+def test_a_run_whose_config_is_too_large_to_read_is_named_by_its_folder(runs, tmp_path, nncli):
+    """A config.yaml past the size any config may have (damaged or crafted) is not read whole:
+    the run is labelled by its folder, as where the config is missing."""
+    import shutil
+
+    copy = tmp_path / "copied"
+    shutil.copytree(runs / "alpha", copy)
+    (copy / "config.yaml").write_text("name: huge\nseed: 3\n#" + "x" * (1 << 20) + "\n")
+    out = tmp_path / "large.svg"
+    result = nncli("plot", runs / "beta", copy, "-o", out)
+    assert result.exit_code == 0, result.output
+    texts = svg_texts(out)
+    assert "copied train" in texts and "beta train" in texts
+    assert not any("huge" in text for text in texts)

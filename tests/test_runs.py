@@ -166,10 +166,15 @@ def test_a_damaged_summary_reads_as_unfinished_and_resume_writes_it_again(workdi
         assert again[key] == original[key], key
 
 
-def test_a_run_whose_config_cannot_be_read_is_listed_with_a_note(workdir, nncli, spiral):
+# not YAML; and YAML past the size any config may have (a crafted or damaged file: not read whole)
+LARGE = "name: large\nseed: 3\n#" + "x" * (1 << 20) + "\n"
+
+
+@pytest.mark.parametrize("damaged", ["a: [\n", LARGE], ids=["not-yaml", "too-large"])
+def test_a_run_whose_config_cannot_be_read_is_listed_with_a_note(workdir, nncli, spiral, damaged):
     (workdir / "spiral.yaml").write_text(spiral({"train.epochs": 2}))
     assert nncli("train", "spiral.yaml", "--run-dir", "runs/a", "--quiet").exit_code == 0
-    (workdir / "runs" / "a" / "config.yaml").write_text("a: [\n")
+    (workdir / "runs" / "a" / "config.yaml").write_text(damaged)
     listed = nncli("runs", "runs", "--json")
     assert listed.exit_code == 0 and "Traceback" not in listed.output
     [row] = json.loads(listed.stdout)

@@ -6,14 +6,12 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import yaml
-
 from nncli.config.sweep import short_keys
 from nncli.errors import NncliError
 from nncli.messages import did_you_mean
 from nncli.output.curves import Curves, plot_curves
 from nncli.output.plotting import check_format
-from nncli.training.rundir import read_metrics, read_steps
+from nncli.training.rundir import read_metrics, read_run_config, read_steps
 
 
 def plot(runs: list[str], output: str | Path, metrics: list[str] = ()) -> Path:
@@ -91,21 +89,13 @@ def _sweep_label(folder: Path) -> str | None:
 
 
 def _seed(folder: Path) -> str:
-    try:
-        config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
-        seed = config.get("seed") if isinstance(config, dict) else None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        seed = None
+    seed = (read_run_config(folder) or {}).get("seed")
     return str(seed) if isinstance(seed, int) else f"#{folder.name[:6]}"
 
 
 def _run_name(folder: Path) -> str:
     """The `name` in the run's config.yaml, else the folder's name."""
-    try:
-        config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
-        name = config.get("name") if isinstance(config, dict) else None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError):
-        name = None
+    name = (read_run_config(folder) or {}).get("name")
     return name if isinstance(name, str) and name else folder.resolve().name
 
 

@@ -35,8 +35,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
-
 from nncli.errors import NncliError
 from nncli.messages import did_you_mean
 from nncli.training.rundir import (
@@ -45,6 +43,7 @@ from nncli.training.rundir import (
     pruned_label,
     read_metrics,
     read_pruned,
+    read_run_config,
     read_summary,
     repair_metrics,
     run_status,
@@ -89,11 +88,8 @@ def find_runs(root: str | Path) -> list[RunRow]:
 
 def _read_run(folder: Path) -> RunRow | None:
     unreadable = ""
-    try:
-        config = yaml.safe_load((folder / "config.yaml").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
-        config = None
-    if not isinstance(config, dict):
+    config = read_run_config(folder)
+    if config is None:
         # still listed, never left out without a word: its folder holds checkpoints
         unreadable = (f"{folder / 'config.yaml'} cannot be read as a config: its name, seed and plan"
                       " are unknown")

@@ -19,6 +19,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
+
+from nncli.config.yamlsource import MAX_BYTES
 from nncli.errors import NncliError
 
 PRUNED = "pruned.json"  # written by a sweep into a run it pruned
@@ -60,6 +63,20 @@ class RunDir:
     @property
     def best(self) -> Path:
         return self.path / "checkpoints" / "best.pkl"
+
+
+def read_run_config(folder: Path) -> dict | None:
+    """The config.yaml a run directory holds, as a dict; None where it is missing, larger than
+    any config may be (MAX_BYTES: a damaged or crafted file is not read whole), not YAML, or not
+    a mapping. For the commands that only describe runs (`nncli runs`, `nncli plot`)."""
+    path = folder / "config.yaml"
+    try:
+        if path.stat().st_size > MAX_BYTES:
+            return None
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        return None
+    return config if isinstance(config, dict) else None
 
 
 def new_run_dir(root: Path, name: str) -> RunDir:
