@@ -3,6 +3,8 @@ and the YAML path, no traceback, and no run directory."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import textwrap
 
 import pytest
@@ -323,3 +325,32 @@ def test_keras_activation_given_its_argument_is_told_the_nncli_layer(workdir, sp
     (workdir / "act.yaml").write_text(text)
     result = nncli("check", "act.yaml")
     assert result.exit_code == 2 and 'unknown layer "Activation" (an activation is a layer' in result.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no fifos here")
+def test_a_config_read_from_a_stream_is_read_no_further_than_a_config_may_be(tmp_path):
+    """A pipe (`nncli train <(...)`) has no size to check before reading, and /dev/zero no end:
+    past MAX_BYTES the read stops with one sentence. A config of its size or less still reads."""
+    import threading
+
+    from nncli.config.yamlsource import MAX_BYTES, load_yaml
+    from nncli.errors import ConfigError
+
+    def streamed(text: bytes):
+        fifo = tmp_path / f"stream{len(text)}.yaml"
+        os.mkfifo(fifo)
+
+        def write():
+            with contextlib.suppress(BrokenPipeError), open(fifo, "wb") as f:
+                f.write(text)
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        try:
+            return load_yaml(fifo)
+        finally:
+            writer.join(timeout=10)
+
+    with pytest.raises(ConfigError, match=f"holds more than {MAX_BYTES:,} bytes"):
+        streamed(b"name: big\n#" + b"x" * MAX_BYTES + b"\n")
+    assert streamed(b"name: small\nseed: 3\n").data["seed"] == 3

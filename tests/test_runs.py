@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import signal
 import statistics
 
@@ -180,3 +181,26 @@ def test_a_run_whose_config_cannot_be_read_is_listed_with_a_note(workdir, nncli,
     [row] = json.loads(listed.stdout)
     assert row["status"] == "finished" and row["epochs"] == 2
     assert "config.yaml cannot be read as a config" in listed.stderr
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_config_that_is_no_regular_file_is_not_opened(tmp_path, kind):
+    """config.yaml as a fifo (opening it waits for a writer) or a folder; a link to /dev/zero
+    (which never ends) is turned away by the same check, and is not tried here: were the check
+    gone, reading it would fill the memory."""
+    import threading
+
+    from nncli.training.rundir import read_run_config
+
+    config = tmp_path / "config.yaml"
+    if kind == "fifo":
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("no fifos here")
+        os.mkfifo(config)
+    else:
+        config.mkdir()
+    found = []
+    reader = threading.Thread(target=lambda: found.append(read_run_config(tmp_path)), daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    assert found == [None]

@@ -272,7 +272,13 @@ def load_yaml(path: str | Path) -> Source:
         if path.is_file() and path.stat().st_size > MAX_BYTES:
             raise ConfigError(f"{path} holds {path.stat().st_size:,} bytes: more than a config"
                               f" or sweep file may ({MAX_BYTES:,})")
-        text = path.read_text(encoding="utf-8")
+        # read with a bound: a pipe (`<(...)`) has no size to check first, and /dev/zero no end
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            raise ConfigError(f"{path} holds more than {MAX_BYTES:,} bytes: more than a config or"
+                              " sweep file may")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
     except (OSError, UnicodeDecodeError) as err:

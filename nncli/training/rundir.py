@@ -15,6 +15,7 @@ import io
 import json
 import math
 import shutil
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,14 +67,20 @@ class RunDir:
 
 
 def read_run_config(folder: Path) -> dict | None:
-    """The config.yaml a run directory holds, as a dict; None where it is missing, larger than
-    any config may be (MAX_BYTES: a damaged or crafted file is not read whole), not YAML, or not
-    a mapping. For the commands that only describe runs (`nncli runs`, `nncli plot`)."""
+    """The config.yaml a run directory holds, as a dict; None where it is missing, not a regular
+    file (a fifo would block, /dev/zero never end), larger than any config may be (MAX_BYTES: a
+    damaged or crafted file is not read whole), not YAML, or not a mapping. For the commands
+    that only describe runs (`nncli runs`, `nncli plot`)."""
     path = folder / "config.yaml"
     try:
-        if path.stat().st_size > MAX_BYTES:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_BYTES:
             return None
-        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:  # it grew after the stat
+            return None
+        config = yaml.safe_load(raw.decode("utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
         return None
     return config if isinstance(config, dict) else None
