@@ -268,7 +268,7 @@ class Shards:
             for grads in extra:  # in shard order, in every range
                 np.add(total[lo:hi], grads[lo:hi], out=total[lo:hi])
 
-        split_pass(add, total.size, 1 if self.model.workers == 1 else len(bounds) - 1)
+        split_pass(add, total.size, self.model.update_threads())  # the threads the shards ran in
         return None if dxs[0] is None else np.concatenate(dxs)
 
     def _map(self, fn: Callable, a: np.ndarray, bounds: list[int]) -> list:

@@ -20,10 +20,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from nncli.config.yamlsource import MAX_BYTES
-from nncli.errors import NncliError
+from nncli.config.yamlsource import load_yaml
+from nncli.errors import ConfigError, NncliError
 
 PRUNED = "pruned.json"  # written by a sweep into a run it pruned
 
@@ -68,20 +66,15 @@ class RunDir:
 
 def read_run_config(folder: Path) -> dict | None:
     """The config.yaml a run directory holds, as a dict; None where it is missing, not a regular
-    file (a fifo would block, /dev/zero never end), larger than any config may be (MAX_BYTES: a
-    damaged or crafted file is not read whole), not YAML, or not a mapping. For the commands
-    that only describe runs (`nncli runs`, `nncli plot`)."""
+    file (a fifo would block), or not a config file `load_yaml` reads (larger than any config
+    may be, not YAML, nested too deep: its bounds hold here too), or not a mapping. For the
+    commands that only describe runs (`nncli runs`, `nncli plot`)."""
     path = folder / "config.yaml"
     try:
-        info = path.stat()
-        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_BYTES:
+        if not stat.S_ISREG(path.stat().st_mode):
             return None
-        with open(path, "rb") as f:
-            raw = f.read(MAX_BYTES + 1)
-        if len(raw) > MAX_BYTES:  # it grew after the stat
-            return None
-        config = yaml.safe_load(raw.decode("utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
+        config = load_yaml(path).data
+    except (OSError, ConfigError):
         return None
     return config if isinstance(config, dict) else None
 
