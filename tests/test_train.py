@@ -433,6 +433,28 @@ def test_an_optimizer_with_lr_gets_no_note(workdir, train):
     assert code == 0 and "no lr given" not in out, out
 
 
+def test_a_new_run_still_training_cannot_be_resumed_beside_it(workdir, nncli, spiral):
+    """The new run holds its folder as a resumed one does: a `--resume` of it started while it
+    trains (its last.pkl already there) is turned away, not run beside it on the same files."""
+    (workdir / "s.yaml").write_text(spiral({"data.points_per_class": 2000, "train.epochs": 200}))
+    first = subprocess.Popen([sys.executable, "-m", "nncli", "train", "s.yaml", "--run-dir", "r", "--quiet"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        metrics = workdir / "r" / "metrics.csv"
+        wait_for(lambda: metrics.exists() and len(rows(workdir / "r")) >= 2, "the new run's second epoch")
+        second = nncli("train", "--resume", "r", "--quiet", "--set", "train.epochs=300")
+        assert second.exit_code == 1
+        assert "r is being trained by another process; wait for it to end" in second.stderr
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
+    # the lock went with its process: the run resumes, one epoch further
+    done = len(rows(workdir / "r"))
+    again = nncli("train", "--resume", "r", "--quiet", "--set", f"train.epochs={done + 1}")
+    assert again.exit_code == 0, again.output
+    assert len(rows(workdir / "r")) == done + 1
+
+
 def test_a_run_is_resumed_by_one_process_at_a_time(workdir, nncli, spiral):
     (workdir / "s.yaml").write_text(spiral({"data.points_per_class": 2000, "train.epochs": 1}))
     assert nncli("train", "s.yaml", "--run-dir", "r", "--quiet").exit_code == 0

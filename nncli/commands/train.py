@@ -329,9 +329,7 @@ def train(
     check_sources(config_path, resume, run_dir, spelling)
     if resume:
         # one process at a time resumes a run: two would write one folder's files in turn
-        busy = (f"{resume} is being trained by another process; wait for it to end (two processes"
-                " resuming one run would mix their files)")
-        with exclusive(Path(resume), busy):
+        with exclusive(Path(resume), _busy(resume)):
             exp, run, state = prepare_resume(
                 resume, overrides, data_dir, verbose, allow_data_change, arrays, spelling.overrides
             )
@@ -348,9 +346,12 @@ def _train(
     training, within the signal handlers."""
     # from before the run directory is made until the run is finished, a signal is noted and
     # answered where the run is whole: resumable, finished, or not there at all
-    with stop_on_signals() as stop:
+    with stop_on_signals() as stop, contextlib.ExitStack() as held:
         if run is None:
             run = make_run_dir(exp, run_dir)
+            # held for the whole run, as `train` holds a resumed one: a `--resume` of this run
+            # started meanwhile (or a second new run given the same empty folder) is turned away
+            held.enter_context(exclusive(run.path, _busy(run.path)))
         stop.run = run
         try:
             result = _run(exp, run, state, stop, verbose=verbose, bars=bars, say=say, all_notes=all_notes)
@@ -377,6 +378,11 @@ def _train(
                 f" finished and {run.path} is complete",
             )
         return result
+
+
+def _busy(folder) -> str:
+    return (f"{folder} is being trained by another process; wait for it to end (two processes"
+            " training one run would mix their files)")
 
 
 def _stopped(signum: int, where: str) -> Interrupted:
