@@ -16,7 +16,7 @@ from nncli.config.schema import load_config
 from nncli.errors import NncliError
 from nncli.nn import parallel
 from nncli.nn.parallel import ThreadSetting, resume_setting, thread_setting
-from nncli.nn.threads import Choice, DriftWatch, Trials
+from nncli.nn.threads import BLAS, BLAS_SPIN_S, Choice, DriftWatch, Trials
 from nncli.training import checkpoint
 from nncli.training.callbacks import threads as chooser_module
 from nncli.training.callbacks.threads import ThreadChooser
@@ -189,6 +189,34 @@ def test_drift_is_two_windows_off_the_reference_and_backs_off():
     watch = DriftWatch(window=4, margin=1.5, gap=8)
     assert feed(watch, 0.010, 4) == [] and feed(watch, 0.030, 4) == []  # one window off only
     assert feed(watch, 0.010, 8) == []
+    # after a measurement whose BLAS threads spin on: the steps of the next 0.05 s are not watched
+    watch = DriftWatch(window=4, margin=1.5, gap=8)
+    watch.reset(settle_s=0.05)
+    assert feed(watch, 0.020, 3) == []  # slowed by the spinning threads: no reference
+    assert feed(watch, 0.010, 40) == []  # the first window after them is the reference
+    assert watch.reference == 0.010
+    watch.reset(settle_s=0.05)
+    assert feed(watch, 0.030, 2) == [] and feed(watch, 0.010, 4) == []
+    assert feed(watch, 0.030, 8) == [8]  # two windows off the reference of the 4 steps at 10 ms
+
+
+@pytest.mark.parametrize("chosen, settle", [(2, BLAS_SPIN_S), (BLAS, 0.0)])
+def test_steps_are_watched_once_the_blas_threads_timed_at_the_start_stop_spinning(
+        tmp_path, two_cpus, monkeypatch, chosen, settle):
+    (tmp_path / "cnn.yaml").write_text(CNN)
+    exp = build_experiment(load_config(tmp_path / "cnn.yaml"), tmp_path)
+
+    def measure(model, run, batch, **options):  # the BLAS's own threads timed last, as at a start
+        return Choice([48, 48], chosen, {1: 0.02, 2: 0.01, BLAS: 0.015}, 3, blas_threads=2, block=1)
+
+    monkeypatch.setattr(chooser_module, "measure", measure)
+    chooser = ThreadChooser()
+    assert chooser._measure(Trainer(exp, [chooser]), "measured", blas=2)
+    assert chooser.watch.settle_s == settle
+    # a measurement of the held ways alone (after a drift) leaves no BLAS thread spinning
+    monkeypatch.setattr(chooser_module, "measure",
+                        lambda model, run, batch, **options: Choice([48, 48], 2, {1: 0.02, 2: 0.01}, 3))
+    assert chooser._measure(Trainer(exp, [chooser]), "measured again") and chooser.watch.settle_s == 0
 
 
 def feed_trials(trials: Trials, times: dict[int, float], steps: int) -> list[tuple[int, int]]:
@@ -212,14 +240,14 @@ def test_trials_take_the_other_way_where_it_wins_and_try_it_as_often_as_it_costs
     # 2 threads twice as fast: taken after the first trial (24 + 3 + 3 steps), kept after that
     assert feed_trials(trials, {1: 0.010, 2: 0.005}, 400) == [(30, 2)]
     assert trials.last == (0.010, 0.005)  # the last trial's medians: 1 thread tried, against 2
-    # the way given up is twice as slow: a trial of 3 steps costs 3 steps, so 150 steps between
-    assert trials.gap == 150
+    # the way given up is twice as slow: a trial of 3 steps costs 3 steps, so 300 steps between
+    assert trials.gap == 300
     trials = Trials(2, 1, block=1, ratio=2.0)
-    assert trials.gap == 150
-    assert feed_trials(trials, {1: 0.010, 2: 0.005}, 156) == []  # the first trial: steps 151-156
-    assert trials.gap == 150 and trials.phase == "wait"
-    # 1 thread 20% slower: 3 steps of it cost 0.6 of a step, 2% of 30
-    assert feed_trials(trials, {1: 0.006, 2: 0.005}, 150 + 6) == [] and trials.gap == 30
+    assert trials.gap == 300
+    assert feed_trials(trials, {1: 0.010, 2: 0.005}, 306) == []  # the first trial: steps 301-306
+    assert trials.gap == 300 and trials.phase == "wait"
+    # 1 thread 20% slower: 3 steps of it cost 0.6 of a step, 1% of 60
+    assert feed_trials(trials, {1: 0.006, 2: 0.005}, 300 + 6) == [] and trials.gap == 60
     # within SWITCH: no switch
     trials = Trials(1, 2, block=4, ratio=1.0)
     assert feed_trials(trials, {1: 0.0100, 2: 0.0097}, 200) == []
@@ -303,7 +331,7 @@ def test_a_drift_during_a_trial_brings_the_next_one_a_block_after_it():
     assert not trials.now()  # under way: this one ends as it was, the next comes a block after
     assert trials.way == 1
     assert feed_trials(trials, {1: 0.010, 2: 0.005}, 5) == [] and trials.phase == "wait"
-    assert trials.wait == 3 and trials.gap == 150
+    assert trials.wait == 3 and trials.gap == 300
     ways = []
     for _ in range(4):
         trials.add(0.005)

@@ -52,6 +52,11 @@ WHOLE = -1
 #: how much faster than the shards' best a way of other roundings (BLAS, WHOLE) must be to be
 #: chosen: below that, numbers that do not depend on the machine's load are worth the difference
 BLAS_MARGIN = 0.05
+#: how long OpenBLAS's threads spin for more work after their last product (2**28 ticks of the
+#: time-stamp counter, its default THREAD_TIMEOUT: 0.10 s at 2.6 GHz, 0.13 at 2 GHz), taking a
+#: core from the shards' threads: the MNIST CNN's first 16 steps in 2 threads after a measurement
+#: that timed the BLAS's threads last took 8.86 ms a step (median) against 5.85 once they slept
+BLAS_SPIN_S = 0.15
 
 
 @dataclass
@@ -233,12 +238,16 @@ class DriftWatch:
         self.off = 0  # windows in a row off the reference
         self.since = 0  # steps since the last reset
         self.last_median: float | None = None
+        self.settle_s = 0.0  # seconds of steps not watched yet (see `reset`)
 
-    def reset(self, changed: bool | None = None) -> None:
-        """A measurement was made (`changed`: whether it changed the choice; None, the first)."""
+    def reset(self, changed: bool | None = None, settle_s: float = 0.0) -> None:
+        """A measurement was made (`changed`: whether it changed the choice; None, the first).
+        The steps of its next `settle_s` seconds are not watched: they would make a reference
+        slower than the steps that follow, and the first window at full speed a drift."""
         if changed is not None:
             self.gap = self.first_gap if changed else self.gap * 2
         self.reference, self.times, self.off, self.since = None, [], 0, 0
+        self.settle_s = settle_s
 
     def describe(self) -> str:
         """'step times went from 10.00 to 50.00 ms' (the reference, then the last window's)."""
@@ -249,6 +258,9 @@ class DriftWatch:
     def add(self, seconds: float) -> bool:
         """Note one step's time; True when the step times have drifted (act on it, then `reset`)."""
         self.since += 1
+        if self.settle_s > 0:
+            self.settle_s -= seconds
+            return False
         self.times.append(seconds)
         if len(self.times) < self.window:
             return False
@@ -280,7 +292,10 @@ class Trials:
     the next step runs."""
 
     SWITCH = 0.05  # the other way must be faster by this much to be taken
-    COST = 0.02  # a trial costs at most about this much of the steps since the last
+    # a trial costs at most about this much of the steps since the last: at 0.02 the MNIST CNN
+    # on a quiet Zen 5 (1 thread 1.57 times as slow as 2) tried 1 thread for 3 steps every 86,
+    # 1.9% of its steps' time; a drift (the machine's load changed) brings a trial forward anyway
+    COST = 0.01
     FIRST = 8  # blocks in the chosen way between two trials at least
 
     def __init__(self, chosen: int, other: int, block: int, ratio: float = 1.0):

@@ -20,7 +20,7 @@ import numpy as np
 
 from nncli._openblas import thread_control
 from nncli.nn.step import step
-from nncli.nn.threads import BLAS, WHOLE, DriftWatch, Trials, measure, threads_word, use
+from nncli.nn.threads import BLAS, BLAS_SPIN_S, WHOLE, DriftWatch, Trials, measure, threads_word, use
 from nncli.training.callbacks.base import Callback
 
 
@@ -142,7 +142,9 @@ class ThreadChooser(Callback):
         self.watching = choice is not None and (model.shards_for(batch) is not None or not model.hold_blas)
         if choice is None:
             return False
-        self.watch.reset()
+        # where the BLAS's own threads ran last and were not chosen, they spin a while yet
+        spin = BLAS in choice.times and choice.workers != BLAS
+        self.watch.reset(settle_s=BLAS_SPIN_S if spin else 0.0)
         self.trials, self.prompted, self.pending = None, None, None
         if choice.shards is not None and choice.workers not in (BLAS, WHOLE):
             other = 1 if choice.workers > 1 else len(choice.shards)
