@@ -150,8 +150,9 @@ class Conv2D(Spatial):
             out = np.empty((n * oh * ow, self.filters), dtype=padded.dtype)
             cols, W = self._column_buffer(rows, padded.dtype), self._matrix()
             blocks = product_blocks(m, oh * ow, W.shape[0], self.filters)
+            windows = self._windows(padded)
             for i in range(self.chunks):
-                self._fill_columns(padded[i * m : (i + 1) * m], cols)
+                self._fill_columns(windows, i * m, (i + 1) * m, cols)
                 np.matmul(row_blocks(cols, blocks), W, out=row_blocks(out[i * rows : (i + 1) * rows], blocks))
         if self.blocked:  # chunk by chunk, each blocked by window corner
             return out.reshape(self.chunks, 2, 2, n // self.chunks, oh // 2, ow // 2, self.filters)
@@ -169,21 +170,29 @@ class Conv2D(Spatial):
             cols[:, -1] = 1
         return cols
 
-    def _fill_columns(self, padded: np.ndarray, cols: np.ndarray) -> None:
-        """im2col of a padded (M, H, W, C) chunk into `cols` (made by `_column_buffer`): one row
-        per output pixel (in the blocked order when `blocked`), holding its window's kh*kw*C
-        values in (i, j, channel) order, then the 1 for the bias when there is one: the product
-        adds the bias, and the gradient's product sums it, with no pass of their own."""
+    def _windows(self, padded: np.ndarray) -> np.ndarray:
+        """Every window of a padded (N, H, W, C) batch, a read-only view in the order of the
+        columns' rows (see `_fill_columns`), its samples on axis 2 when `blocked`, else axis 0.
+        Made once a pass and sliced chunk by chunk: `as_strided` costs 10-20 us of Python a call,
+        held under the GIL that the shards' threads share."""
         (kh, kw), (sh, sw), (oh, ow) = self.kernel, self.stride, self.out_hw
-        m, _, _, c = padded.shape
+        if not self.blocked:
+            return window_view(padded, kh, kw, sh, sw, oh, ow)
+        # (stride 1) output pixel (2 ph + dy, 2 pw + dx) at row (dy, dx, n, ph, pw)
+        n, _, _, c = padded.shape
         s0, s1, s2, s3 = padded.strides
-        if self.blocked:  # (stride 1) output pixel (2 ph + dy, 2 pw + dx) at row (dy, dx, n, ph, pw)
-            shape = (2, 2, m, oh // 2, ow // 2, kh, kw, c)
-            view = as_strided(padded, shape, (s1, s2, s0, 2 * s1, 2 * s2, s1, s2, s3), writeable=False)
-        else:
-            view = window_view(padded, kh, kw, sh, sw, oh, ow)
-            shape = view.shape
-        np.copyto(cols[:, : kh * kw * c].reshape(shape), view)  # a view of cols: one copy in all
+        shape = (2, 2, n, oh // 2, ow // 2, kh, kw, c)
+        return as_strided(padded, shape, (s1, s2, s0, 2 * s1, 2 * s2, s1, s2, s3), writeable=False)
+
+    def _fill_columns(self, windows: np.ndarray, lo: int, hi: int, cols: np.ndarray) -> None:
+        """im2col of samples lo to hi of a padded batch, from its `_windows`, into `cols` (made
+        by `_column_buffer`): one row per output pixel (in the blocked order when `blocked`),
+        holding its window's kh*kw*C values in (i, j, channel) order, then the 1 for the bias
+        when there is one: the product adds the bias, and the gradient's product sums it, with
+        no pass of their own."""
+        (kh, kw), c = self.kernel, self.input_shape[0]
+        view = windows[:, :, lo:hi] if self.blocked else windows[lo:hi]
+        np.copyto(cols[:, : kh * kw * c].reshape(view.shape), view)  # a view of cols: one copy in all
 
     def _one_channel_columns(self, padded: np.ndarray, n: int) -> np.ndarray:
         """The columns of a one-channel batch (the first layer on gray images), as
@@ -234,9 +243,10 @@ class Conv2D(Spatial):
             both = np.zeros((self._width(), f), dtype=dout.dtype)
             cols = self._column_buffer(d.shape[1], dout.dtype)
         dpadded = np.zeros(self.padded_shape, dtype=dout.dtype) if self.needs_input_grad else None
+        windows = None if self.cols is not None else self._windows(self.padded)
         for i in range(self.chunks):
             if self.cols is None:
-                self._fill_columns(self.padded[i * m : (i + 1) * m], cols)
+                self._fill_columns(windows, i * m, (i + 1) * m, cols)
                 both += (row_blocks(cols, blocks).transpose(0, 2, 1) @ row_blocks(d[i], blocks)).sum(axis=0)
             if dpadded is not None:
                 self._add_input_grad(d[i], dpadded[i * m : (i + 1) * m])
@@ -263,18 +273,16 @@ class Conv2D(Spatial):
         full = _FullCorrelation(self, m, d.dtype)
         x = self.inputs.reshape(self.chunks, m, h * w, c)
         dx = np.empty((n, h * w, c), dtype=d.dtype)
-        part = np.empty((m, h * w, c), dtype=d.dtype)
+        parts = np.empty((kh, m, h * w, c), dtype=d.dtype)  # each kernel row's part of dX
         flipped = np.zeros((kh, kw * f, c), dtype=d.dtype)  # dW as rows (kh-1-i, kw-1-j, f)
-        per_sample = np.empty((m, kw * f, c), dtype=d.dtype)
+        per_sample = np.empty((kh, m, kw * f, c), dtype=d.dtype)
+        kernel_rows = full.kernel_rows[:, None]  # (kh, 1, kw*F, C): the same for every sample
         for i in range(self.chunks):
-            rows, out = full.rows(d[i]), dx[i * m : (i + 1) * m]
-            for k in range(kh):
-                band = rows[:, k : k + h].reshape(m, h * w, kw * f)
-                np.matmul(band, full.kernel_rows[k], out=out if k == 0 else part)
-                if k:
-                    out += part
-                np.matmul(band.transpose(0, 2, 1), x[i], out=per_sample)
-                flipped[k] += per_sample.sum(axis=0)
+            bands = full.bands(d[i])
+            np.matmul(bands, kernel_rows, out=parts)
+            np.sum(parts, axis=0, out=dx[i * m : (i + 1) * m])
+            np.matmul(bands.transpose(0, 1, 3, 2), x[i], out=per_sample)
+            flipped += per_sample.sum(axis=1)
         self.grads["W"][...] = flipped.reshape(kh, kw, f, c)[::-1, ::-1].transpose(2, 3, 0, 1)
         if self.bias:
             column_sums(d.reshape(-1, f), out=self.grads["b"])
@@ -318,7 +326,7 @@ class _FullCorrelation:
 
     where G is the chunk's output gradient (M, OH, OW, F) with kh-1-top zero rows above it,
     kh-1-bottom below, and kw-1-left, kw-1-right columns on either side: for each input pixel,
-    the kh*kw*F output gradients of the windows that saw it. `rows` lays G out as each pixel's
+    the kh*kw*F output gradients of the windows that saw it. `bands` lays G out as each pixel's
     width window, (M, H + kh - 1, W, kw*F); for kernel row i, rows i to i + H - 1 of a sample
     are then one contiguous (H*W, kw*F) matrix, whose product with the flipped kernel's row i
     (`kernel_rows[i]`, (kw*F, C)) is that row's part of dX, and whose product with the
@@ -339,13 +347,20 @@ class _FullCorrelation:
             shape = (2, 2, m, oh // 2, ow // 2, f)
             self.interior = as_strided(self.interior, shape, (s1, s2, s0, 2 * s1, 2 * s2, s3))
         self.windows = window_view(self.padded, 1, kw, 1, 1, h + kh - 1, w)
-        self.buffer = np.empty((m, h + kh - 1, w, kw * f), dtype=dtype)
+        self.buffer = np.empty((m, h + kh - 1, w, kw * f), dtype=dtype)  # the rows
+        # the bands: one view for all kernel rows, so that each chunk's products are one call
+        # each. A call a kernel row held the GIL that the shards' threads share three times as
+        # often: the MNIST CNN's step as 2 shards in 2 threads took 6.29 ms so against 5.94
+        # (medians of 5 alternating rounds, Zen 5), in one thread 9.61 against 9.47
+        s0, s1, s2, s3 = self.buffer.strides
+        self._bands = as_strided(self.buffer, (kh, m, h * w, kw * f), (s1, s0, s2, s3), writeable=False)
         W = conv.params["W"]
         self.kernel_rows = W[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(kh, kw * f, -1)
 
-    def rows(self, d: np.ndarray) -> np.ndarray:
-        """The rows of a chunk's output gradient `d`, given as rows (in the blocked order when
-        the convolution is blocked): (M, H + kh - 1, W, kw*F), reused by the next call."""
+    def bands(self, d: np.ndarray) -> np.ndarray:
+        """The bands of a chunk's output gradient `d`, given as rows (in the blocked order when
+        the convolution is blocked): (kh, M, H*W, kw*F), band i of a sample its rows i to
+        i + H - 1 of the width windows; a view of a buffer the next call overwrites."""
         np.copyto(self.interior, d.reshape(self.interior.shape))
         np.copyto(self.buffer.reshape(self.windows.shape), self.windows)
-        return self.buffer
+        return self._bands
