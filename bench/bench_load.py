@@ -137,9 +137,10 @@ def run(config: Path, extra: list[str], choice: str, epochs: int | None, data_di
         if done.returncode:
             sys.exit(f"nncli train {config.name} (NNCLI_THREADS={CHOICES[choice]}) failed:\n{done.stderr}")
         with open(f"{tmp}/run/metrics.csv", newline="") as f:
-            first, *rest = (float(row["epoch_time_s"]) for row in csv.DictReader(f))
-        if not rest:
-            sys.exit(f"nncli train {config.name} ran one epoch: the figure needs two at least")
+            epochs = [float(row["epoch_time_s"]) for row in csv.DictReader(f)]
+        if len(epochs) < 2:
+            sys.exit(f"nncli train {config.name} ran {len(epochs)} epochs: the figure needs two at least")
+        first, rest = epochs[0], epochs[1:]
         after = statistics.median(rest)
         return after, first - after, wall
 

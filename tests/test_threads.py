@@ -217,6 +217,10 @@ def test_steps_are_watched_once_the_blas_threads_timed_at_the_start_stop_spinnin
     monkeypatch.setattr(chooser_module, "measure",
                         lambda model, run, batch, **options: Choice([48, 48], 2, {1: 0.02, 2: 0.01}, 3))
     assert chooser._measure(Trainer(exp, [chooser]), "measured again") and chooser.watch.settle_s == 0
+    # ... but one made as a run leaves the BLAS's threads it ran its steps in does
+    chooser.watch.gap = 256
+    assert chooser._measure(Trainer(exp, [chooser]), "left", changed=True, spun=True)
+    assert chooser.watch.settle_s == BLAS_SPIN_S and chooser.watch.gap == chooser.watch.first_gap
 
 
 def feed_trials(trials: Trials, times: dict[int, float], steps: int) -> list[tuple[int, int]]:

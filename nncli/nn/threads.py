@@ -223,7 +223,8 @@ def use(model, way: int | None, blas: int | None, shards: int | None = None) -> 
 
 class DriftWatch:
     """Says when a loop's step times have drifted: the median of each `window` steps is compared
-    with that of the first full window after the last change (`reset`); two windows in a row off
+    with that of the first full window after the last change (`reset`, and the steps it says to
+    let settle); two windows in a row off
     by more than a factor `margin`, either way, are a drift. After a drift, the next is reported
     no sooner than `gap` steps on; where what the drift prompted (a measurement, or a trial)
     keeps the same choice, `gap` doubles (a machine whose load comes and goes is not tried
@@ -242,8 +243,9 @@ class DriftWatch:
 
     def reset(self, changed: bool | None = None, settle_s: float = 0.0) -> None:
         """A measurement was made (`changed`: whether it changed the choice; None, the first).
-        The steps of its next `settle_s` seconds are not watched: they would make a reference
-        slower than the steps that follow, and the first window at full speed a drift."""
+        The next `settle_s` seconds of steps (their own times, summed) are not watched: they
+        would make a reference slower than the steps that follow, and the first window at full
+        speed a drift."""
         if changed is not None:
             self.gap = self.first_gap if changed else self.gap * 2
         self.reference, self.times, self.off, self.since = None, [], 0, 0

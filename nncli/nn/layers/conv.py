@@ -5,9 +5,11 @@
               columns: see `chunk_count`; one chunk of all N for a one-channel input)
   backward    with an input gradient to compute, a multi-channel input and stride 1 (see
               `Conv2D.full_grad`), for each chunk: its output gradient, padded to the "full"
-              correlation's size, copied as width windows; then for each kernel row, one
-              product a sample with the flipped kernel's row adds to dX, and one with the
-              sample's input gives that row of dW (see `_FullCorrelation`).
+              correlation's size, copied as width windows; then, in one batched call for all
+              kernel rows, each row's product a sample with the flipped kernel's row (its part
+              of dX, the parts then summed into dX), and in another each row's product with
+              the sample's input (that row of dW, summed over the samples; see
+              `_FullCorrelation`).
               Otherwise, for each chunk: its columns made again (or kept, for one channel), dW
               as their product with the output gradient, and dX as one product per kernel
               offset, added into the padded input gradient (kh*kw iterations, never np.add.at)
@@ -265,7 +267,8 @@ class Conv2D(Spatial):
         from the rows of its output gradient (`_FullCorrelation`): for each kernel row i, the
         band of H rows of each sample that starts at row i, (H*W, kw*F), gives that kernel row's
         part of dX in its product with the flipped kernel's row, and that row of dW in its
-        product with the sample's input as rows (H*W, C): kh products each, one a sample."""
+        product with the sample's input as rows (H*W, C): kh products each, one a sample, all
+        of a chunk's in one batched call for dX and one for dW."""
         (kh, kw), f = self.kernel, self.filters
         c, h, w = self.input_shape
         n = self.inputs.shape[0]
@@ -326,8 +329,9 @@ class _FullCorrelation:
 
     where G is the chunk's output gradient (M, OH, OW, F) with kh-1-top zero rows above it,
     kh-1-bottom below, and kw-1-left, kw-1-right columns on either side: for each input pixel,
-    the kh*kw*F output gradients of the windows that saw it. `bands` lays G out as each pixel's
-    width window, (M, H + kh - 1, W, kw*F); for kernel row i, rows i to i + H - 1 of a sample
+    the kh*kw*F output gradients of the windows that saw it. `bands` copies G into a buffer as
+    each pixel's width window, (M, H + kh - 1, W, kw*F), and returns it as (kh, M, H*W, kw*F):
+    for kernel row i, rows i to i + H - 1 of a sample
     are then one contiguous (H*W, kw*F) matrix, whose product with the flipped kernel's row i
     (`kernel_rows[i]`, (kw*F, C)) is that row's part of dX, and whose product with the
     sample's input rows (H*W, C) is that row of dW. That copies G kw times rather than kh*kw
@@ -349,9 +353,9 @@ class _FullCorrelation:
         self.windows = window_view(self.padded, 1, kw, 1, 1, h + kh - 1, w)
         self.buffer = np.empty((m, h + kh - 1, w, kw * f), dtype=dtype)  # the rows
         # the bands: one view for all kernel rows, so that each chunk's products are one call
-        # each. A call a kernel row held the GIL that the shards' threads share three times as
-        # often: the MNIST CNN's step as 2 shards in 2 threads took 6.29 ms so against 5.94
-        # (medians of 5 alternating rounds, Zen 5), in one thread 9.61 against 9.47
+        # each. A call a kernel row held the GIL that the shards' threads share kh times as
+        # often: the MNIST CNN's step as 2 shards in 2 threads took 6.29 ms so, 5.94 with one
+        # call (medians of 5 alternating rounds, Zen 5); in one thread 9.61 and 9.47
         s0, s1, s2, s3 = self.buffer.strides
         self._bands = as_strided(self.buffer, (kh, m, h * w, kw * f), (s1, s0, s2, s3), writeable=False)
         W = conv.params["W"]

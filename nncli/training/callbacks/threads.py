@@ -116,17 +116,19 @@ class ThreadChooser(Callback):
         why = (f"{self.watch.describe()}, the BLAS's {threads} threads waiting for busy cores; from step"
                f" {trainer.state.step + 1:,} on, the BLAS held to one thread (other roundings, kept in the"
                " checkpoints)")
-        if not self._measure(trainer, why):
+        if not self._measure(trainer, why, changed=True, spun=True):
             use(model, 1, None)
             self._tell(f"threads: {why}: batches whole")
-        self.watch.reset(changed=True)
 
     def _batch(self, trainer) -> int:
         return min(trainer.exp.config.train.batch_size, len(trainer.exp.splits.x_train))
 
-    def _measure(self, trainer, why: str, blas: int | None = None) -> bool:
+    def _measure(self, trainer, why: str, blas: int | None = None, changed: bool | None = None,
+                 spun: bool = False) -> bool:
         """Measure the ways `model` may run its batches (the BLAS's own `blas` threads among them
-        where given), keep the fastest, say so; False where there was nothing to choose."""
+        where given), keep the fastest, say so; False where there was nothing to choose. The
+        drift watch starts again (`changed`: see `DriftWatch.reset`), after the BLAS's threads
+        have stopped spinning where they ran last (timed here, or `spun`: the steps before)."""
         exp = trainer.exp
         batch = self._batch(trainer)
         # the first rows, not a random batch: the run's generator is not drawn from
@@ -143,8 +145,8 @@ class ThreadChooser(Callback):
         if choice is None:
             return False
         # where the BLAS's own threads ran last and were not chosen, they spin a while yet
-        spin = BLAS in choice.times and choice.workers != BLAS
-        self.watch.reset(settle_s=BLAS_SPIN_S if spin else 0.0)
+        spin = (spun or BLAS in choice.times) and choice.workers != BLAS
+        self.watch.reset(changed=changed, settle_s=BLAS_SPIN_S if spin else 0.0)
         self.trials, self.prompted, self.pending = None, None, None
         if choice.shards is not None and choice.workers not in (BLAS, WHOLE):
             other = 1 if choice.workers > 1 else len(choice.shards)
