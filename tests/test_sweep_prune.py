@@ -222,9 +222,13 @@ def test_sigusr1_stops_a_run_at_the_end_of_its_last_full_epoch(workdir, spiral):
 # ---- sweeps --------------------------------------------------------------------------------
 
 SLOW = {"data.points_per_class": 400, "train.epochs": 60}  # tens of ms an epoch: a prune lands in time
+# on a Dask cluster the sweep looks at the runs every PRUNE_POLL (0.5 s), not every 0.05 s as
+# locally: on a Zen 5 an epoch took 3.2 ms, and a trial of 60 epochs (0.3 s of training) slipped
+# between two looks in one run of four; 400 epochs train for over a second even there
+DASK_SLOW = {**SLOW, "train.epochs": 400}
 
 
-def check_pruned_tiny_lr(workdir: Path, nncli, out: Path, first):
+def check_pruned_tiny_lr(workdir: Path, nncli, out: Path, first, epochs: int = SLOW["train.epochs"]):
     assert first.exit_code == 0, first.output
     decisions = [json.loads(line) for line in (out / PRUNE_LOG).read_text().splitlines()]
     spec = load_sweep(workdir / "s.yaml")
@@ -235,7 +239,7 @@ def check_pruned_tiny_lr(workdir: Path, nncli, out: Path, first):
     assert mine[-1]["decision"] == "prune" and (mine[-1]["epoch"], mine[-1]["rung"]) == (1, 0)
     assert mine[-1]["trials"] == 3 and mine[-1]["value"] < mine[-1]["cutoff"]
     assert (tiny.path / "pruned.json").is_file() and (tiny.path / "checkpoints" / "last.pkl").is_file()
-    assert len(read_metrics(tiny.path / "metrics.csv")) < 60
+    assert len(read_metrics(tiny.path / "metrics.csv")) < epochs
     listed = nncli("runs", out)
     line = next(line for line in listed.stdout.splitlines() if tiny.path.name in line)
     assert "pruned (rung 0, epoch 1)" in line
@@ -259,7 +263,7 @@ def test_a_sweep_prunes_a_tiny_learning_rate_and_a_rerun_decides_nothing_again(w
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_a_sweep_on_a_dask_cluster_prunes_too(workdir, spiral, nncli):
     pytest.importorskip("dask.distributed", reason="the Dask extra (in the test extra) is not installed")
-    (workdir / "spiral.yaml").write_text(spiral(SLOW))
+    (workdir / "spiral.yaml").write_text(spiral(DASK_SLOW))
     sweep_file(workdir, "{rule: asha, grace: 1, eta: 2}")
     (workdir / "tmp").mkdir()
     env = {**os.environ, "TMPDIR": str(workdir / "tmp")}
@@ -269,4 +273,4 @@ def test_a_sweep_on_a_dask_cluster_prunes_too(workdir, spiral, nncli):
     class Result:  # what check_pruned_tiny_lr reads of a CLI result
         exit_code, output = done.returncode, done.stderr
 
-    check_pruned_tiny_lr(workdir, nncli, workdir / "d", Result)
+    check_pruned_tiny_lr(workdir, nncli, workdir / "d", Result, DASK_SLOW["train.epochs"])
