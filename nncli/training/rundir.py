@@ -157,9 +157,13 @@ STEP_COLUMNS = ("step", "epoch", "loss", "lr")
 
 def steps_csv(rows: list[tuple[int, float, float, float]]) -> str:
     """steps.csv's text: one row per training batch (step, fractional epoch, loss, lr)."""
-    lines = [",".join(STEP_COLUMNS)]
-    lines += [f"{step},{epoch:.6g},{loss!r},{lr!r}" for step, epoch, loss, lr in rows]
-    return "\n".join(lines) + "\n"
+    return ",".join(STEP_COLUMNS) + "\n" + "".join(step_line(*row) for row in rows)
+
+
+def step_line(step: int, epoch: float, loss: float, lr: float) -> str:
+    """One batch's line of steps.csv, its newline included (the loss and lr as repr: read back
+    exactly)."""
+    return f"{step},{epoch:.6g},{loss!r},{lr!r}\n"
 
 
 def read_steps(path: Path) -> list[tuple[int, float, float, float]]:

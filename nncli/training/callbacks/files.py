@@ -6,11 +6,11 @@ ends (`nncli.training.summary`); curves.png is drawn on the output side
 from __future__ import annotations
 
 from nncli.builder import data_record, steps_per_epoch
-from nncli.fileio import atomic_write_json, atomic_write_text
+from nncli.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from nncli.nn.parallel import setting_record
 from nncli.training import checkpoint
 from nncli.training.callbacks.base import Callback
-from nncli.training.rundir import RunDir, metrics_csv, read_steps, steps_csv
+from nncli.training.rundir import RunDir, metrics_csv, read_steps, step_line, steps_csv
 
 
 def training_checkpoint(trainer, config: dict) -> dict:
@@ -66,18 +66,24 @@ class StepsWriter(Callback):
     """steps.csv: every training batch's loss and learning rate, for the curves to show what
     happened within epochs (a one-epoch run has a curve). Written with metrics.csv, at each
     epoch's end and when interrupted; a resumed run keeps the rows up to its checkpoint's
-    position and goes on from there, so no step is written twice."""
+    position and goes on from there, so no step is written twice.
+
+    Each batch's line is formatted once, when it ends, and the file is written whole from
+    them (atomically, as every file of a run). Formatting every row again at each epoch's end
+    took 36 ms at the last of 100 epochs of 469 batches (the MNIST MLP's), 1.84 s over the run
+    against 0.14 s so (the Zen 5 of the README)."""
 
     def __init__(self, run: RunDir):
         self.run = run
-        self.rows: list[tuple[int, float, float, float]] = []
+        self.text = bytearray(steps_csv([]).encode())  # the file: its header, then a line a batch
         self.epoch, self.batches = 0, 1
 
     def on_train_begin(self, trainer):
         state = trainer.state
         batches = steps_per_epoch(trainer.exp.config, trainer.exp.splits)
         done = state.epoch * batches + (state.progress.batch if state.progress is not None else 0)
-        self.rows = [row for row in read_steps(self.run.steps) if row[0] <= done] if done else []
+        rows = [row for row in read_steps(self.run.steps) if row[0] <= done] if done else []
+        self.text = bytearray(steps_csv(rows).encode())
 
     def on_epoch_begin(self, trainer, epoch, batches, first_batch):
         self.epoch, self.batches = epoch, batches
@@ -85,10 +91,10 @@ class StepsWriter(Callback):
     def on_batch_end(self, trainer, batch, loss):
         step = self.epoch * self.batches + batch + 1
         lr = float(trainer.exp.optimizer.lr)
-        self.rows.append((step, self.epoch + (batch + 1) / self.batches, float(loss), lr))
+        self.text += step_line(step, self.epoch + (batch + 1) / self.batches, float(loss), lr).encode()
 
     def _write(self):
-        atomic_write_text(self.run.steps, steps_csv(self.rows))
+        atomic_write_bytes(self.run.steps, self.text)
 
     def on_epoch_end(self, trainer, row):
         self._write()
