@@ -33,7 +33,14 @@ from nncli import validate
 from nncli.nn.initializers import get_initializer, initializer_config
 from nncli.nn.layers.base import LAYERS
 from nncli.nn.layers.blas import column_sums, product_blocks, row_blocks
-from nncli.nn.layers.spatial import Spatial, pad_images, padding_option, pair_option, window_view
+from nncli.nn.layers.spatial import (
+    Spatial,
+    blocked_view,
+    pad_images,
+    padding_option,
+    pair_option,
+    window_view,
+)
 
 # How many bytes of im2col columns a convolution makes at a time (see `chunk_count`).
 CHUNK_BYTES = 1 << 20
@@ -180,11 +187,9 @@ class Conv2D(Spatial):
         (kh, kw), (sh, sw), (oh, ow) = self.kernel, self.stride, self.out_hw
         if not self.blocked:
             return window_view(padded, kh, kw, sh, sw, oh, ow)
-        # (stride 1) output pixel (2 ph + dy, 2 pw + dx) at row (dy, dx, n, ph, pw)
-        n, _, _, c = padded.shape
-        s0, s1, s2, s3 = padded.strides
-        shape = (2, 2, n, oh // 2, ow // 2, kh, kw, c)
-        return as_strided(padded, shape, (s1, s2, s0, 2 * s1, 2 * s2, s1, s2, s3), writeable=False)
+        # (stride 1) the window of output pixel (2 ph + dy, 2 pw + dx) at row (dy, dx, n, ph, pw)
+        _, s1, s2, s3 = padded.strides
+        return blocked_view(padded, oh, ow, (kh, kw, padded.shape[3]), (s1, s2, s3))
 
     def _fill_columns(self, windows: np.ndarray, lo: int, hi: int, cols: np.ndarray) -> None:
         """im2col of samples lo to hi of a padded batch, from its `_windows`, into `cols` (made
@@ -347,9 +352,8 @@ class _FullCorrelation:
         self.padded = np.zeros((m, h + kh - 1, w + kw - 1, f), dtype=dtype)
         self.interior = self.padded[:, kh - 1 - top : kh - 1 - top + oh, kw - 1 - left : kw - 1 - left + ow]
         if conv.blocked:  # the interior as the blocked rows (dy, dx, n, ph, pw) lay it out
-            s0, s1, s2, s3 = self.interior.strides
-            shape = (2, 2, m, oh // 2, ow // 2, f)
-            self.interior = as_strided(self.interior, shape, (s1, s2, s0, 2 * s1, 2 * s2, s3))
+            interior = self.interior
+            self.interior = blocked_view(interior, oh, ow, (f,), interior.strides[3:], writeable=True)
         self.windows = window_view(self.padded, 1, kw, 1, 1, h + kh - 1, w)
         self.buffer = np.empty((m, h + kh - 1, w, kw * f), dtype=dtype)  # the rows
         # the bands: one view for all kernel rows, so that each chunk's products are one call

@@ -98,6 +98,17 @@ def window_view(x: np.ndarray, kh: int, kw: int, sh: int, sw: int, oh: int, ow: 
     return as_strided(x, (n, oh, ow, kh, kw, c), (s0, s1 * sh, s2 * sw, s1, s2, s3), writeable=False)
 
 
+def blocked_view(x: np.ndarray, oh: int, ow: int, tail: tuple[int, ...], tail_strides: tuple[int, ...],
+                 writeable: bool = False) -> np.ndarray:
+    """An (N, H, W, ...) array, whose pixels (row, column) step as a stride-1 output's of OH x OW
+    do, viewed in the blocked order of a convolution's rows (see nncli.nn.model's
+    `block_for_pooling`): (dy, dx, n, ph, pw, *tail), where (dy, dx, n, ph, pw) is pixel
+    (2 ph + dy, 2 pw + dx) of sample n, and `tail` (with `tail_strides`) what each pixel holds."""
+    s0, s1, s2 = x.strides[:3]
+    shape = (2, 2, x.shape[0], oh // 2, ow // 2, *tail)
+    return as_strided(x, shape, (s1, s2, s0, 2 * s1, 2 * s2, *tail_strides), writeable=writeable)
+
+
 class Spatial(Layer):
     """What conv and pooling layers share: kernel, stride, padding and the output size."""
 
