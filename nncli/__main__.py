@@ -8,6 +8,7 @@ package installs that noting handler first thing when it is imported as the comm
 nncli/_startup.py); `main()` installs it where it was not.
 """
 
+import os
 import signal
 import sys
 
@@ -15,6 +16,7 @@ from nncli import _startup
 
 
 def main() -> None:
+    _startup.die_with_parent(os.environ)
     noted = _startup.noted_interrupts
     if noted is None:  # main() called by a program that imported nncli itself
         noted = []

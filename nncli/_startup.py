@@ -3,9 +3,11 @@
 in `noted_interrupts`; nncli/__main__.py answers it with "interrupted" and exit 130 once its
 modules are imported, so that it never surfaces as a traceback from inside an import. Before
 this runs there is only the interpreter's own start. A program that imports nncli keeps its
-own signal handling (`noted_interrupts` is None).
+own signal handling (`noted_interrupts` is None). And where a sweep started the command, it
+dies with the sweep (`die_with_parent`, which nncli/__main__.py calls first).
 
-This module imports nothing but what the interpreter has loaded already (sys, signal's enum).
+This module imports nothing but what the interpreter has loaded already (sys, signal's enum),
+and `die_with_parent` only ctypes, only in a process a sweep started.
 """
 
 from __future__ import annotations
@@ -39,3 +41,36 @@ def _note_interrupts() -> list[int] | None:
 
 
 noted_interrupts = _note_interrupts()
+
+
+#: the environment variable a sweep sets for the `nncli train` processes it starts: its own pid
+#: (or its Dask worker's), for `die_with_parent`
+PARENT = "NNCLI_PARENT"
+
+
+def die_with_parent(environ) -> None:
+    """In a process a sweep started, `environ[PARENT]` naming the process that started it: have
+    Linux send this one SIGTERM when that one dies, `kill -9` included (prctl PR_SET_PDEATHSIG),
+    and exit at once where it has died already. `nncli train` answers SIGTERM as it answers
+    Ctrl-C: it saves its state and stops, so no run goes on training for nobody (a Dask worker
+    killed for its memory left its run training on, to the end). Asked for here, by the child,
+    and not between fork and exec (a `preexec_fn`, which Python's documentation calls unsafe
+    in a process with threads, as a Dask worker is). The signal comes when the thread that
+    started this process ends: a sweep's main thread, a Dask worker's thread that runs the
+    task and waits for it. The variable is taken out of `environ`. Elsewhere than on Linux,
+    or where libc has no prctl, nothing."""
+    value = environ.pop(PARENT, None)
+    if value is None or not sys.platform.startswith("linux") or not value.isdigit():
+        return
+    import ctypes
+    import os
+    import signal
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return
+    pr_set_pdeathsig = 1
+    prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() != int(value):  # it died before prctl: there is nobody to train for
+        sys.exit(128 + signal.SIGTERM)

@@ -5,6 +5,7 @@ sys.path)."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -21,3 +22,12 @@ def wait_for(condition, what: str, limit: float = LIMIT, every: float = 0.05):
             return value
         time.sleep(every)
     pytest.fail(f"not within {limit:.0f} s: {what}")
+
+
+def epochs_done(run: Path) -> int:
+    """The epochs a run directory's metrics.csv has rows for (0 where it has none yet): a
+    condition to wait for a run to be under way."""
+    try:
+        return max(0, len((run / "metrics.csv").read_text().splitlines()) - 1)
+    except OSError:
+        return 0

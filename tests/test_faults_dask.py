@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from polling import wait_for
+from polling import epochs_done, wait_for
 
 from nncli.errors import NncliError
 
@@ -83,6 +83,14 @@ def trainings(root: subprocess.Popen, marker: str) -> list:
                 if "train" in line and marker in line:
                     found.append(process)
     return found
+
+
+def ended(process) -> bool:
+    """Whether `process` (a psutil.Process) has exited (a zombie not yet reaped included)."""
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def rows(out: Path) -> list[dict]:
@@ -176,13 +184,23 @@ def test_more_local_workers_than_cores_are_refused(grid):
 def test_a_run_whose_worker_dies_is_one_failed_row_and_the_rerun_finishes_it(grid, workdir):
     # KilledWorker at the first death of the worker training it (Dask retries it 3 times by
     # default), as when a worker is killed for its memory
-    env = {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0"}
+    (workdir / "tmp").mkdir()  # the workers' temporary folders, the dead one's left there
+    env = {"DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES": "0", "TMPDIR": str(workdir / "tmp")}
     process = sweep(str(grid), "--out", "o", "--scheduler", "local:1", env=env)
     try:
         run = wait_for(lambda: trainings(process, LONG), "the long run to start")[0]
+        folder = Path(run.cwd())  # the worker's temporary folder, which its death leaves behind
+        wait_for(lambda: epochs_done(folder / "run"), "the long run's first epoch")
         worker = run.parent()
-        worker.kill()  # the worker first: killing its run alone would be an interrupted run
-        run.kill()
+        worker.kill()  # as the system kills a worker for its memory
+        if sys.platform.startswith("linux"):
+            # the run is told (PR_SET_PDEATHSIG), saves and stops, rather than training on to
+            # the end for nobody (it did: its summary.json was written in the folder left)
+            wait_for(lambda: ended(run), "the dead worker's run to stop")
+            assert (folder / "run" / "checkpoints" / "last.pkl").is_file()
+            assert not (folder / "run" / "summary.json").exists()
+        else:
+            run.kill()
         out, err = finish(process)
     finally:
         kill_tree(process.pid)

@@ -4,6 +4,7 @@ directory is resumable (and resuming it gives the uninterrupted run's results) o
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import signal
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from polling import wait_for
+from polling import epochs_done, wait_for
 
 from nncli.training import checkpoint
 
@@ -328,3 +329,39 @@ def test_a_signal_while_the_result_is_printed_is_told_of_after_it(
         == f"note: {name} came after the last batch; the run finished and late is complete"
     )
     assert_whole(workdir / "late")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG")
+def test_a_run_whose_sweep_died_before_it_started_trains_nothing(workdir, spiral_yaml):
+    """NNCLI_PARENT (a sweep's pid, set for the runs it starts) that is not the parent any more:
+    the sweep died between starting the run and the run asking to die with it."""
+    command = [sys.executable, "-m", "nncli", "train", str(spiral_yaml), "--run-dir", "r"]
+    env = {**os.environ, "NNCLI_PARENT": str(os.getpid() + 1 if os.getppid() == 1 else 1)}
+    done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    assert not (workdir / "r").exists()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG")
+def test_a_run_dies_with_the_process_named_its_parent_leaving_its_checkpoint(workdir, spiral):
+    """A parent killed with `kill -9` (as a sweep, or a sweep's Dask worker, is killed for its
+    memory): the run it started gets SIGTERM from the kernel, saves and stops."""
+    (workdir / "long.yaml").write_text(spiral({"data.points_per_class": 2000, "train.epochs": 400}))
+    start = ("import os, subprocess, sys; env = {**os.environ, 'NNCLI_PARENT': str(os.getpid())};"
+             " run = subprocess.Popen(sys.argv[1:], env=env); print(run.pid, flush=True); run.wait()")
+    command = [sys.executable, "-m", "nncli", "train", "long.yaml", "--run-dir", "r", "--quiet"]
+    parent = subprocess.Popen([sys.executable, "-c", start, *command], cwd=workdir,
+                              stdout=subprocess.PIPE, text=True)
+    run = int(parent.stdout.readline())
+    try:
+        wait_for(lambda: epochs_done(workdir / "r"), "the first epoch")
+        parent.kill()
+        parent.wait()
+        wait_for(lambda: not Path(f"/proc/{run}").exists() or " Z " in Path(f"/proc/{run}/stat").read_text(),
+                 "the run to stop")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(run, signal.SIGKILL)
+    assert not (workdir / "r" / "summary.json").exists()  # it stopped, far from its 400 epochs
+    state = checkpoint.load(workdir / "r" / "checkpoints" / "last.pkl")
+    assert 1 <= state["epoch"] < 400

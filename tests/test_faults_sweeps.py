@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from polling import wait_for
+from polling import epochs_done, wait_for
 
 from nncli.training.rundir import best_metric
 
@@ -98,13 +98,6 @@ def command_line(pid: int) -> list[str]:
         return (Path("/proc") / str(pid) / "cmdline").read_bytes().decode().split("\0")
     except OSError:
         return []
-
-
-def epochs_done(run: Path) -> int:
-    try:
-        return max(0, len((run / "metrics.csv").read_text().splitlines()) - 1)
-    except OSError:
-        return 0
 
 
 def training(sweep: subprocess.Popen, out: Path) -> dict[int, Path]:

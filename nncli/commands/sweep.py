@@ -16,7 +16,7 @@ by seed: every trial's first seed, then every trial's second, and so on.
 Up to `jobs` workers run at once, each with its BLAS limited to cores // jobs threads (set in
 the worker's environment before numpy loads), so that workers x threads never exceeds the
 cores. Ctrl-C, SIGTERM or SIGHUP passes on to every worker as SIGINT, each saves its state and
-stops; running the sweep again finishes it. On Linux each worker gets SIGINT too when the sweep
+stops; running the sweep again finishes it. On Linux each worker gets SIGTERM when the sweep
 dies (PR_SET_PDEATHSIG), even of `kill -9`, so no worker goes on training for nobody. A diverged
 run (the loss stopped being finite) is marked diverged, a failing one failed with its error
 line, a worker killed by a signal killed, and the others go on; the sweep exits non-zero when a
@@ -57,6 +57,7 @@ import threading
 import time
 from pathlib import Path
 
+from nncli._startup import PARENT
 from nncli.commands import sweep_prune
 from nncli.commands.sweep_dask import _dask_client, _execute_on_dask
 from nncli.commands.sweep_summary import (
@@ -216,7 +217,10 @@ def _sweep(spec: Sweep, out: Path, runs: list[Run], lock: int | None, jobs, data
 
 
 def _environment(threads: int) -> dict[str, str]:
-    env = dict(os.environ)
+    """The environment of the `nncli train` processes: the BLAS held to `threads` threads, and
+    this process named as their parent, whose death they do not outlive (Linux: see
+    `nncli._startup.die_with_parent`)."""
+    env = {**os.environ, PARENT: str(os.getpid())}
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env[name] = str(threads)
     return env
@@ -238,7 +242,7 @@ def _command(run: Run, spec: Sweep, data_dir: Path | None) -> list[str]:
 def _execute(todo: list[Run], spec: Sweep, jobs: int, data_dir, progress: bool, failures: dict,
              lock: int | None = None, pruner: sweep_prune.Pruner | None = None) -> None:
     """The runs of `todo`, `jobs` at a time, each `nncli train` in a process of its own that
-    holds the sweep's `lock` too (inherited) and gets SIGINT when this process dies (Linux);
+    holds the sweep's `lock` too (inherited) and gets SIGTERM when this process dies (Linux);
     with a `pruner`, their metrics.csv watched and the runs it prunes stopped."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
     env = _environment(threads)
@@ -247,7 +251,6 @@ def _execute(todo: list[Run], spec: Sweep, jobs: int, data_dir, progress: bool, 
     watched: dict[subprocess.Popen, list] = {}  # launched (ns), the (mtime, size) of metrics.csv read
     bar = _bar(len(todo), progress)
     best = None
-    with_parent = _die_with_parent()
     stopping = False
     try:
         while queue or active:
@@ -262,7 +265,7 @@ def _execute(todo: list[Run], spec: Sweep, jobs: int, data_dir, progress: bool, 
                 log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115  (closed in _finish)
                 process = subprocess.Popen(
                     _command(run, spec, data_dir), stdout=subprocess.DEVNULL, stderr=log, env=env,
-                    pass_fds=() if lock is None else (lock,), preexec_fn=with_parent,
+                    pass_fds=() if lock is None else (lock,),
                 )
                 active[process] = (run, log)
                 watched[process] = [time.time_ns(), None]
@@ -363,30 +366,6 @@ def _signals_stop():
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-
-
-def _die_with_parent():
-    """A preexec_fn that asks Linux to send the child SIGINT when this process dies (prctl
-    PR_SET_PDEATHSIG; `nncli train` saves and stops on SIGINT), or None elsewhere. The kernel
-    does it at once and whatever kills us, `kill -9` included, where polling the parent's pid
-    would need a hook in every trainer. libc is looked up here, not between fork and exec."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-    pr_set_pdeathsig = 1
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, int(signal.SIGINT), 0, 0, 0)
-        if os.getppid() != parent:  # the sweep died before prctl: nobody to train for
-            os._exit(130)
-
-    return preexec
 
 
 def _signal_name(signum: int) -> str:

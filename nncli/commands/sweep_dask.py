@@ -28,6 +28,7 @@ import time
 import uuid
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
+from nncli._startup import PARENT
 from nncli.commands.sweep_prune import PRUNED_EXIT, pruned_before_start, watch_remote
 from nncli.config.sweep import Sweep
 from nncli.errors import NncliError
@@ -436,8 +437,11 @@ def _sigint_ignored():
 
 def _environment() -> dict[str, str]:
     """On a worker: its environment, with BLAS limited to one thread for the `nncli train` it
-    starts (as `nncli sweep` limits its local runs, to cores // jobs threads)."""
-    env = dict(os.environ)
+    starts (as `nncli sweep` limits its local runs, to cores // jobs threads), and the worker
+    named as its parent: a worker that dies (killed for its memory, or with its machine's job)
+    takes the run with it on Linux (`nncli._startup.die_with_parent`), where the run trained on
+    for nobody to the end, in a folder nobody would read."""
+    env = {**os.environ, PARENT: str(os.getpid())}
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env[name] = "1"
     return env
