@@ -73,4 +73,5 @@ def die_with_parent(environ) -> None:
     pr_set_pdeathsig = 1
     prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
     if os.getppid() != int(value):  # it died before prctl: there is nobody to train for
+        print(f"stopped: the process that started this one ({PARENT}={value}) has ended", file=sys.stderr)
         sys.exit(128 + signal.SIGTERM)

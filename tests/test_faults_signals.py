@@ -336,9 +336,11 @@ def test_a_run_whose_sweep_died_before_it_started_trains_nothing(workdir, spiral
     """NNCLI_PARENT (a sweep's pid, set for the runs it starts) that is not the parent any more:
     the sweep died between starting the run and the run asking to die with it."""
     command = [sys.executable, "-m", "nncli", "train", str(spiral_yaml), "--run-dir", "r"]
-    env = {**os.environ, "NNCLI_PARENT": str(os.getpid() + 1 if os.getppid() == 1 else 1)}
+    env = {**os.environ, "NNCLI_PARENT": str(os.getpid() + 1)}  # its parent is this process
     done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 128 + signal.SIGTERM, done.stderr
+    parent = env["NNCLI_PARENT"]
+    assert done.stderr == f"stopped: the process that started this one (NNCLI_PARENT={parent}) has ended\n"
     assert not (workdir / "r").exists()
 
 
