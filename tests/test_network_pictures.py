@@ -256,6 +256,20 @@ def test_wrong_picture_arguments_are_one_sentence(trained, nncli, args, message,
     assert list(workdir.iterdir()) == []
 
 
+def test_a_run_taken_by_activations_for_its_image_is_one_sentence_naming_the_order(trained, nncli, workdir):
+    run = trained / "tiny_cnn"
+    result = nncli("plot", "--activations", run, "--index", "3")
+    assert result.exit_code == 1
+    said = result.stderr.strip()
+    assert said == (f"error: --activations took {run} for its IMAGE, and no run is left: give the run"
+                    f" first, nncli plot {run} --activations [IMAGE | --index N]")
+    result = nncli("plot")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == ("error: give the run to plot: nncli plot RUN [RUN...] (a run directory"
+                                     " or its metrics.csv)")
+    assert list(workdir.iterdir()) == []
+
+
 def test_activations_of_a_model_without_feature_maps_is_one_sentence(trained, nncli):
     result = nncli("plot", trained / "tiny_mlp", "--activations", "--index", "0")
     assert result.exit_code == 1

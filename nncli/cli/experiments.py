@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import signal
 import sys
+from pathlib import Path
 
 import click
 
@@ -14,7 +15,7 @@ from nncli.errors import NncliError
 
 
 @command()
-@click.argument("runs", nargs=-1, required=True, type=click.Path())
+@click.argument("runs", nargs=-1, type=click.Path(), metavar="RUN...")  # none: `plot` says why
 @click.option(
     "-o",
     "--output",
@@ -48,6 +49,11 @@ def plot(runs, output, metrics, filters, activations, index, data_dir):
     learned instead: its first layer's weights, or one input's feature maps after each
     convolution and pooling layer (IMAGE read as predict reads it, or --index N of the test set).
     """
+    if not runs:
+        if activations and Path(activations).is_dir():  # `--activations RUN`: the run taken for IMAGE
+            raise NncliError(f"--activations took {activations} for its IMAGE, and no run is left: give"
+                             f" the run first, nncli plot {activations} --activations [IMAGE | --index N]")
+        raise NncliError("give the run to plot: nncli plot RUN [RUN...] (a run directory or its metrics.csv)")
     if filters or activations is not None or index is not None:
         _plot_pictures(runs, output, metrics, filters, activations, index, data_dir)
         return
