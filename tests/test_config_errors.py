@@ -6,8 +6,11 @@ from __future__ import annotations
 import contextlib
 import os
 import textwrap
+from pathlib import Path
 
 import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
 
 BASE = """\
 name: bad
@@ -290,10 +293,13 @@ def test_an_option_hint_names_only_an_option_the_class_takes(workdir, nncli):
     assert "beta1" not in result.output.replace("beta_1", "")
 
 
+TAKES = "data takes dataset, val_size, preprocess, augment, layout, and the"
+
+
 @pytest.mark.parametrize(("data", "valid"), [
-    ({"dataset": "npz", "path": "d.npz", "loss_task": "regression"}, "valid options: path, task"),
-    ({"dataset": "mnist", "progress": False}, "valid options: none"),
-    ({"dataset": "arrays", "arrays": 7}, "valid options: task"),
+    ({"dataset": "npz", "path": "d.npz", "loss_task": "regression"}, f"{TAKES} npz dataset path, task"),
+    ({"dataset": "mnist", "progress": False}, f"{TAKES} mnist dataset no option of its own"),
+    ({"dataset": "arrays", "arrays": 7}, f"{TAKES} arrays dataset task"),
 ])
 def test_what_the_run_gives_a_loader_is_no_yaml_option(workdir, spiral, nncli, data, valid):
     # loss_task, progress and arrays are the loader's arguments, passed by the run: never options
@@ -354,3 +360,14 @@ def test_a_config_read_from_a_stream_is_read_no_further_than_a_config_may_be(tmp
     with pytest.raises(ConfigError, match=f"holds more than {MAX_BYTES:,} bytes"):
         streamed(b"name: big\n#" + b"x" * MAX_BYTES + b"\n")
     assert streamed(b"name: small\nseed: 3\n").data["seed"] == 3
+
+
+@pytest.mark.parametrize(("key", "said"), [
+    ("val_sizee", 'data.val_sizee: unknown option (did you mean "val_size"?); data takes'),
+    ("subset", "data.subset: unknown option; data takes"),
+])
+def test_an_unknown_data_key_names_the_sections_keys_and_the_datasets(workdir, nncli, key, said):
+    result = nncli("check", str(ROOT / "configs" / "quickstart.yaml"), "--set", f"data.{key}=1")
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == (f"error: --set {said} dataset, val_size, preprocess, augment, layout,"
+                                     " and the mnist_small dataset no option of its own")

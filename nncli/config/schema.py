@@ -20,7 +20,7 @@ from nncli.config.yamlsource import Source, YamlPath, apply_override, load_yaml
 from nncli.data.datasets import CONTEXT, LAYOUTS
 from nncli.errors import ConfigError
 from nncli.messages import did_you_mean
-from nncli.registry import Registry, check_options
+from nncli.registry import Registry, accepted_options, check_options
 
 TOP_LEVEL = ("name", "seed", "dtype", "data", "model", "loss", "optimizer", "schedule", "train")
 DTYPES = ("float32", "float64")
@@ -321,6 +321,18 @@ def _optimizer(
     return optimizer, Regularization(weight_decay, built.l1, built.apply_to), notes
 
 
+def _check_data_keys(source: Source, dataset: str, loader, options: dict) -> None:
+    """An unknown key of the data section, in one sentence that names both kinds it takes: the
+    section's own (DATA_KEYS) and its dataset's options ("valid options: none", the loader's
+    alone, read as if `data:` took nothing, and suggested nothing for `val_sizee`)."""
+    own = [name for name in accepted_options(loader)[0] if name not in CONTEXT]
+    for key in options:
+        if key not in own:
+            theirs = ", ".join(own) if own else "no option of its own"
+            raise source.error(("data", key), f"unknown option{did_you_mean(str(key), [*DATA_KEYS, *own])};"
+                               f" data takes {', '.join(DATA_KEYS)}, and the {dataset} dataset {theirs}")
+
+
 def _data(source: Source, spec: Any, registry: Registry, augmentations: Registry) -> DataConfig:
     if isinstance(spec, str):
         spec = {"dataset": spec}
@@ -331,6 +343,7 @@ def _data(source: Source, spec: Any, registry: Registry, augmentations: Registry
     except ConfigError as err:
         raise source.error(("data", "dataset"), err.message) from None
     options = {k: v for k, v in spec.items() if k not in DATA_KEYS}
+    _check_data_keys(source, spec["dataset"], loader, options)
     _checked_options(source, ("data",), loader, options, skip=CONTEXT)
     val_size = spec.get("val_size")
     if val_size is not None:
