@@ -4,6 +4,7 @@ forces them; a resumed run keeps the shards its checkpoint recorded."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -116,6 +117,9 @@ def test_a_resumed_run_keeps_its_shards_on_another_machine(workdir, nncli, two_c
     assert nncli("train", "cnn.yaml", "--run-dir", "cut", "--quiet", "--set", "train.epochs=1").exit_code == 0
     saved = checkpoint.load(workdir / "cut" / "checkpoints" / "last.pkl")
     assert saved["threads"] == {"shards": 2, "blas": False, "blas_threads": None, "measured": True}
+    # summary.json says what a batch split into, too
+    summary = json.loads((workdir / "whole" / "summary.json").read_text())["threads"]
+    assert summary == {**saved["threads"], "batch_shards": 2}
     # resumed where the BLAS has one thread: a new run would train whole, the resumed one keeps 2 shards
     monkeypatch.setattr(two_cpus, "initial", 1)
     assert thread_setting() == ThreadSetting(1, True, False, choose_blas=False)

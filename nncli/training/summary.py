@@ -50,10 +50,20 @@ def run_summary(trainer, test: dict | None) -> dict:
         "parameters": exp.model.num_params(),
         "train_time_s": float(sum(row["epoch_time_s"] for row in state.history)),
         "peak_rss_mib": peak_rss_mib(),
-        "threads": setting_record(exp.model),  # how its batches ran at the end (nncli.nn.parallel)
+        "threads": threads_record(exp),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "test": test,
     })
+
+
+def threads_record(exp) -> dict:
+    """How the run's batches ran at its end: the checkpoints' record (nncli.nn.parallel's
+    `setting_record`, whose `shards` is the most a batch may split into), and `batch_shards`,
+    what a whole training batch did split into (1: it ran whole; the quickstart's batches of 64
+    never split, whatever `shards` says)."""
+    batch = min(exp.config.train.batch_size, len(exp.splits.x_train))
+    sizes = exp.model.shards_for(batch)
+    return {**setting_record(exp.model), "batch_shards": 1 if sizes is None else len(sizes)}
 
 
 def peak_rss_mib() -> float | None:
