@@ -60,7 +60,7 @@ def die_with_parent(environ) -> None:
     task and waits for it. The variable is taken out of `environ`. Elsewhere than on Linux,
     or where libc has no prctl, nothing."""
     value = environ.pop(PARENT, None)
-    if value is None or not sys.platform.startswith("linux") or not value.isdigit():
+    if value is None or not sys.platform.startswith("linux") or not (value.isascii() and value.isdigit()):
         return
     import ctypes
     import os

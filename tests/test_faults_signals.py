@@ -344,6 +344,15 @@ def test_a_run_whose_sweep_died_before_it_started_trains_nothing(workdir, spiral
     assert not (workdir / "r").exists()
 
 
+def ended(pid: int) -> bool:
+    """Whether the process `pid` (not this one's child) has exited: gone, or a zombie not yet
+    reaped by its new parent."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG")
 def test_a_run_dies_with_the_process_named_its_parent_leaving_its_checkpoint(workdir, spiral):
     """A parent killed with `kill -9` (as a sweep, or a sweep's Dask worker, is killed for its
@@ -355,15 +364,16 @@ def test_a_run_dies_with_the_process_named_its_parent_leaving_its_checkpoint(wor
     parent = subprocess.Popen([sys.executable, "-c", start, *command], cwd=workdir,
                               stdout=subprocess.PIPE, text=True)
     run = int(parent.stdout.readline())
+    stopped = False
     try:
         wait_for(lambda: epochs_done(workdir / "r"), "the first epoch")
         parent.kill()
         parent.wait()
-        wait_for(lambda: not Path(f"/proc/{run}").exists() or " Z " in Path(f"/proc/{run}/stat").read_text(),
-                 "the run to stop")
+        stopped = wait_for(lambda: ended(run), "the run to stop")
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(run, signal.SIGKILL)
+        if not stopped:  # (once it has ended, its pid may be another process's)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(run, signal.SIGKILL)
     assert not (workdir / "r" / "summary.json").exists()  # it stopped, far from its 400 epochs
     state = checkpoint.load(workdir / "r" / "checkpoints" / "last.pkl")
     assert 1 <= state["epoch"] < 400

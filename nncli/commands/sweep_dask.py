@@ -206,8 +206,9 @@ async def stop_training(token: str, wait: float = 30.0) -> None:
     """On a Dask worker: stop the `nncli train` processes `train_remotely` started there
     for the sweep of `token` (a shared cluster may be running other sweeps), then up to `wait`
     seconds for those tasks to return with their temporary folders removed. Cancelling a task
-    does not stop the thread running it, and closing a worker leaves its child processes
-    running and its folders behind: a sweep stopped by Ctrl-C calls this on every worker first."""
+    does not stop the thread running it, and closing a worker leaves its folders behind (and,
+    elsewhere than on Linux, its child processes running: `nncli._startup.die_with_parent`): a
+    sweep stopped by Ctrl-C calls this on every worker first."""
     import asyncio
 
     with _running_lock:
