@@ -279,6 +279,32 @@ def test_an_early_stopped_run_resumes_only_when_asked_to_go_on(workdir, train):
     assert len(rows(workdir / "r")) > 2
 
 
+def test_the_resume_line_gives_the_data_folder_the_run_read(workdir, monkeypatch, train):
+    """A run given --data-dir (where $NNCLI_DATA_DIR and the cache are elsewhere) is resumed
+    with it: the line printed without it sent the resume to the cache, to download there."""
+    from nncli.training.callbacks.files import MetricsWriter
+
+    def stop_in_epoch_two(self, trainer, batch, loss):
+        if trainer.state.epoch == 1 and batch == 2:
+            trainer.stop_requested = signal.SIGINT
+
+    monkeypatch.delenv("NNCLI_DATA_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(workdir / "cache"))
+    (workdir / "my data").mkdir()
+    with monkeypatch.context() as patch:
+        patch.setattr(MetricsWriter, "on_batch_end", stop_in_epoch_two, raising=False)
+        code, out = train("spiral.yaml", "--run-dir", "cut", "--quiet", "--data-dir", "my data")
+    assert code == 130 and "resume with: nncli train --resume cut --data-dir 'my data'" in out, out
+    with monkeypatch.context() as patch:  # the cache itself, or $NNCLI_DATA_DIR: no option needed
+        patch.setattr(MetricsWriter, "on_batch_end", stop_in_epoch_two, raising=False)
+        code, out = train("spiral.yaml", "--run-dir", "cached", "--quiet",
+                          "--data-dir", str(workdir / "cache" / "nncli"))
+        assert code == 130 and out.rstrip().endswith("resume with: nncli train --resume cached"), out
+        patch.setenv("NNCLI_DATA_DIR", "my data")
+        code, out = train("spiral.yaml", "--run-dir", "env", "--quiet")
+        assert code == 130 and out.rstrip().endswith("resume with: nncli train --resume env"), out
+
+
 def test_an_interrupted_epoch_must_be_finished(workdir, monkeypatch, train):
     """The epoch count cannot drop below an unfinished epoch, and finishing it is exact."""
     from nncli.training.callbacks.files import MetricsWriter

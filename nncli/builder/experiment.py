@@ -46,6 +46,8 @@ class Experiment:
     notes: list[str] = field(default_factory=list)
     # applied by the trainer to each training batch, `augment(xb, rng)`; None without data.augment
     augment: Augmenter | None = None
+    # the folder its datasets were read from (--data-dir, $NNCLI_DATA_DIR or the cache)
+    data_dir: Path | None = None
 
     @property
     def dtype(self) -> np.dtype:
@@ -253,7 +255,8 @@ def build_experiment(
     with config.located(config.schedule.path):
         schedule.setup(optimizer.base_lr, config.train.epochs, steps_per_epoch(config, splits))
     _check_monitors(config, splits, loss, schedule)
-    return Experiment(config, rng, splits, model, loss, optimizer, schedule, regularizer, notes, augment)
+    return Experiment(config, rng, splits, model, loss, optimizer, schedule, regularizer, notes, augment,
+                      Path(data_dir))
 
 
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc")  # what a run can watch

@@ -7,6 +7,7 @@ experiment, before the run directory exists, so a mistake leaves nothing behind.
 from __future__ import annotations
 
 import contextlib
+import shlex
 import signal
 import sys
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from nncli.builder import (
 )
 from nncli.config.schema import Config, load_config
 from nncli.config.yamlsource import CLI_OVERRIDES, how_to_set, parse_path
+from nncli.data import resolve_data_dir
 from nncli.errors import CheckpointError, ConfigError, NncliError, WriteError
 from nncli.fileio import atomic_write_text, exclusive
 from nncli.messages import count
@@ -289,15 +291,25 @@ def restore(exp: Experiment, saved: dict, config: Config) -> None:
     exp.schedule.setup(exp.optimizer.base_lr, config.train.epochs, steps_per_epoch(config, exp.splits))
 
 
+def resume_command(run: RunDir, exp: Experiment) -> str:
+    """The command that resumes `run` as it stands: with --data-dir where its datasets came from
+    a folder that `nncli train --resume` would not look in by itself (`nncli train --data-dir
+    D`'s printed `--resume RUN` looked in the cache, and failed to download)."""
+    command = f"nncli train --resume {shlex.quote(str(run.path))}"
+    if exp.data_dir is not None and exp.data_dir != resolve_data_dir(None):
+        command += f" --data-dir {shlex.quote(str(exp.data_dir))}"
+    return command
+
+
 @contextlib.contextmanager
-def _naming_the_run(run: RunDir):
+def _naming_the_run(run: RunDir, exp: Experiment):
     """A file the run cannot write (a full disk) stops it; say which run, and how it goes on.
     Every file is written atomically, so the last checkpoint is whole and resuming is exact."""
     try:
         yield
     except WriteError as err:
         if run.last.exists():
-            then = f"keeps its last checkpoint; make room, then resume with: nncli train --resume {run.path}"
+            then = f"keeps its last checkpoint; make room, then resume with: {resume_command(run, exp)}"
         else:
             then = "had no checkpoint yet and was removed; make room and start it again"
         raise WriteError(f"{err}; the run {run.path} {then}", err.path) from None
@@ -367,7 +379,7 @@ def _train(
                 raise _stopped(
                     stop.again,
                     f"at once (a second signal); {run.last} holds the last state saved:"
-                    f" resume with: nncli train --resume {run.path}",
+                    f" resume with: {resume_command(run, exp)}",
                 ) from None
             raise
         if report is not None:
@@ -407,7 +419,7 @@ def _run(
         if all_notes or verbose or note.startswith("warning"):
             say(note)
     resolved = exp.resolved_config()
-    with _naming_the_run(run):
+    with _naming_the_run(run, exp):
         atomic_write_text(run.config, dump_config(resolved))
 
     callbacks: list[Callback] = [ThreadChooser(say if verbose or all_notes else None)]  # how batches run
@@ -433,7 +445,7 @@ def _run(
 
 
 def _fit(exp: Experiment, run: RunDir, trainer: Trainer, callbacks: list[Callback]) -> TrainResult:
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), _naming_the_run(run):
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"), _naming_the_run(run, exp):
         try:
             trainer.fit()
         except Interrupted as err:
@@ -444,12 +456,12 @@ def _fit(exp: Experiment, run: RunDir, trainer: Trainer, callbacks: list[Callbac
                 else f"epoch {trainer.state.epoch}"
             )
             err.args = (
-                f"{err.args[0]}: saved {run.last} ({where}); resume with: nncli train --resume {run.path}",
+                f"{err.args[0]}: saved {run.last} ({where}); resume with: {resume_command(run, exp)}",
             )
             raise
         except Pruned as err:
             err.args = (f"{err.args[0]}: {run.last} holds epoch {err.epoch}; resume with:"
-                        f" nncli train --resume {run.path}",)
+                        f" {resume_command(run, exp)}",)
             raise
         # the test set is measured once training has ended, on the best checkpoint's weights
         summary = run_summary(trainer, evaluate_best(exp, run))
