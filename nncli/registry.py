@@ -121,18 +121,28 @@ def accepted_options(factory: Callable) -> tuple[list[str], list[str]]:
     return names, required
 
 
-def check_options(factory: Callable, options: dict[str, Any], skip: tuple[str, ...] = ()) -> None:
+def check_options(factory: Callable, options: dict[str, Any], skip: tuple[str, ...] = (),
+                  also: tuple[str, ...] = ()) -> None:
     """Raise `ConfigError` for an option `factory` does not take, or a required one missing.
-    An option named in the factory's `option_hints` ({other library's name: nncli's}) gets
-    nncli's name in the error."""
+    An option named in the factory's `option_hints` ({other library's name: nncli's, or a
+    tuple of nncli's where one option of theirs is several here}) gets nncli's names in the
+    error. `also`: the options the caller takes out of `options` before (the optimizer's
+    weight decay, for the regularizer), named among the valid ones and suggested for typos."""
     names, required = accepted_options(factory)
     names = [n for n in names if n not in skip]
-    hints = {_plain(k): v for k, v in getattr(factory, "option_hints", {}).items() if v in names}
+    valid_names = [*names, *(n for n in also if n not in names)]
+    hints = {_plain(k): (v,) if isinstance(v, str) else tuple(v)
+             for k, v in getattr(factory, "option_hints", {}).items()}
+    hints = {k: v for k, v in hints.items() if all(name in valid_names for name in v)}
     for key in options:
         if key not in names:
-            valid = ", ".join(names) if names else "none"
+            valid = ", ".join(valid_names) if valid_names else "none"
             hint = hints.get(_plain(str(key)))
-            suggestion = f' (nncli calls it "{hint}")' if hint else did_you_mean(str(key), names)
+            if hint:
+                called = " and ".join(f'"{name}"' for name in hint)
+                suggestion = f" (nncli calls {'it' if len(hint) == 1 else 'them'} {called})"
+            else:
+                suggestion = did_you_mean(str(key), valid_names)
             raise ConfigError(f"unknown option{suggestion}; valid options: {valid}", key=str(key))
     missing = [key for key in required if key not in skip and key not in options]
     if len(missing) == 1:

@@ -271,6 +271,8 @@ OTHER_LIBRARIES = [
      'unknown option (nncli calls it "p"); valid options: p'),
     ("learning_rate", "lr: 0.1", "learning_rate: 0.1", "x.yaml:12 optimizer.learning_rate:",
      '(nncli calls it "lr")'),
+    ("betas", "type: sgd, lr: 0.1, momentum: 0.9", "type: adam, lr: 0.1, betas: [0.9, 0.99]",
+     "x.yaml:12 optimizer.betas:", '(nncli calls them "beta1" and "beta2")'),
 ]
 
 
@@ -371,3 +373,12 @@ def test_an_unknown_data_key_names_the_sections_keys_and_the_datasets(workdir, n
     assert result.exit_code == 2, result.output
     assert result.output.strip() == (f"error: --set {said} dataset, val_size, preprocess, augment, layout,"
                                      " and the mnist_small dataset no option of its own")
+
+
+def test_the_weight_decay_keys_are_valid_optimizer_options_and_typos_of_them_are_suggested(workdir, nncli):
+    (workdir / "x.yaml").write_text(_replace("momentum: 0.9", "momentum: 0.9, weight_decy: 0.001"))
+    result = nncli("check", "x.yaml")
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().endswith(
+        'optimizer.weight_decy: unknown option (did you mean "weight_decay"?); valid options: lr, momentum,'
+        " nesterov, clip_norm, weight_decay, l1, decay_applies_to"), result.output

@@ -227,15 +227,16 @@ def _freeze(options: dict) -> Mapping[str, Any]:
     return MappingProxyType(dict(options))
 
 
-def _checked_options(source: Source, path: YamlPath, factory, options: dict, skip=()) -> None:
+def _checked_options(source: Source, path: YamlPath, factory, options: dict, skip=(), also=()) -> None:
     try:
-        check_options(factory, options, skip)
+        check_options(factory, options, skip, also)
     except ConfigError as err:
         raise source.error(_join(path, err.key), err.message) from None
 
 
-def _component(source: Source, path: YamlPath, spec: Any, registry: Registry) -> Component:
-    """`name` or `{type: name, option: value, ...}`."""
+def _component(source: Source, path: YamlPath, spec: Any, registry: Registry, also=()) -> Component:
+    """`name` or `{type: name, option: value, ...}`; `also`: options taken out of `spec` before,
+    named among the valid ones in an error (see `check_options`)."""
     if isinstance(spec, str):
         name, options = spec, {}
     elif isinstance(spec, dict):
@@ -251,7 +252,7 @@ def _component(source: Source, path: YamlPath, spec: Any, registry: Registry) ->
         factory = registry.get(name)
     except ConfigError as err:
         raise source.error(path_of_name if isinstance(spec, dict) else path, err.message) from None
-    _checked_options(source, path, factory, options)
+    _checked_options(source, path, factory, options, also=also)
     return Component(registry.canonical(name), _freeze(options), path)
 
 
@@ -307,7 +308,7 @@ def _optimizer(
         kept["lr"] = default_lr
         notes = (f"note: {source.location(('optimizer',))} optimizer: no lr given; {name} uses its"
                  f" usual default, lr {default_lr:g} (set optimizer.lr to choose)",)
-    optimizer = _component(source, ("optimizer",), kept, registry)
+    optimizer = _component(source, ("optimizer",), kept, registry, also=REGULARIZATION_KEYS)
     reg = {k: spec[k] for k in REGULARIZATION_KEYS if k in spec and not (decoupled and k == "weight_decay")}
     from nncli.nn.regularizers import Regularizer
 

@@ -70,7 +70,7 @@ class Optimizer:
     packable = False
     #: other libraries' option names, named in the error (`nncli.registry.check_options`)
     option_hints = {"learning_rate": "lr", "epsilon": "eps", "beta_1": "beta1", "beta_2": "beta2",
-                    "clipnorm": "clip_norm", "alpha": "rho"}
+                    "betas": ("beta1", "beta2"), "clipnorm": "clip_norm", "alpha": "rho"}
     #: the learning rate a config that names no `lr` gets (with a note; see config.schema)
     default_lr: float | None = None
 
