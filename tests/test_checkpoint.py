@@ -84,6 +84,7 @@ def test_a_run_directory_resolves_to_its_best_checkpoint_else_its_last(tmp_path)
     assert checkpoint.resolve(tmp_path / "run") == folder / "last.pkl"
     (folder / "best.pkl").write_bytes(b"")
     assert checkpoint.resolve(tmp_path / "run") == folder / "best.pkl"
+    assert checkpoint.resolve(folder) == folder / "best.pkl"  # the run's checkpoints/ itself
     with pytest.raises(CheckpointError, match=r"checkpoint .*nothing.pkl does not exist"):
         checkpoint.resolve(tmp_path / "nothing.pkl")
 
@@ -116,6 +117,22 @@ def test_a_config_given_as_a_checkpoint_says_how_to_train_it(tmp_path):
     (tmp_path / "c.yaml").write_text("name: x\n")
     with pytest.raises(CheckpointError, match=r"is a config, not a checkpoint: train it \(nncli train"):
         checkpoint.load(tmp_path / "c.yaml")
+    # a run's own config.yaml: the run is what to give
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "config.yaml").write_text("name: x\n")
+    with pytest.raises(CheckpointError) as caught:
+        checkpoint.load(tmp_path / "config.yaml")
+    run = tmp_path
+    said = f"{run / 'config.yaml'} is the config of the run {run}: give the run directory {run}"
+    assert str(caught.value) == said
+
+
+def test_an_onnx_export_given_as_a_checkpoint_says_what_reads_it(tmp_path):
+    (tmp_path / "m.onnx").write_bytes(b"\x08\x07\x12\x05nncli")
+    with pytest.raises(CheckpointError) as caught:
+        checkpoint.load(tmp_path / "m.onnx")
+    assert str(caught.value) == (f"{tmp_path / 'm.onnx'} is an ONNX export, for onnxruntime and other tools;"
+                                 " nncli reads a run directory, a checkpoint (.pkl) or an .npz export")
 
 
 # Files written by 2233a71 ------------------------------------------------------------------

@@ -122,13 +122,14 @@ def _damaged(path: Path, why: str) -> CheckpointError:
 
 
 def resolve(path: str | Path) -> Path:
-    """A checkpoint file, or a run directory (whose best, else last, checkpoint is taken)."""
+    """A checkpoint file, or a run directory (whose best, else last, checkpoint is taken), or
+    the run's checkpoints/ folder itself."""
     path = Path(path)
     if path.is_dir():
-        for name in ("best.pkl", "last.pkl"):
-            candidate = path / "checkpoints" / name
-            if candidate.is_file():
-                return candidate
+        for folder in (path / "checkpoints", path):
+            for name in ("best.pkl", "last.pkl"):
+                if (folder / name).is_file():
+                    return folder / name
         raise CheckpointError(f"{path} is a directory with no checkpoints/best.pkl or checkpoints/last.pkl")
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
@@ -138,10 +139,16 @@ def resolve(path: str | Path) -> Path:
 def load(path: str | Path) -> dict[str, Any]:
     path = resolve(path)
     if path.suffix.lower() in (".yaml", ".yml"):
+        run = path.parent
+        if (run / "checkpoints").is_dir():  # a run's own config.yaml
+            raise CheckpointError(f"{path} is the config of the run {run}: give the run directory {run}")
         raise CheckpointError(
             f"{path} is a config, not a checkpoint: train it (nncli train {path}) and give the run"
             " directory, or a .pkl file from its checkpoints/"
         )
+    if path.suffix.lower() == ".onnx":
+        raise CheckpointError(f"{path} is an ONNX export, for onnxruntime and other tools; nncli reads"
+                              " a run directory, a checkpoint (.pkl) or an .npz export")
     if export.is_export(path):  # `nncli export`'s .npz, which needs no unpickling
         return export.read(path)
     try:
