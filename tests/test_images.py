@@ -305,3 +305,38 @@ def test_a_damaged_profile_is_refused_naming_what_is_wrong(change, says):
         check_profile({**MNIST_LIKE, **change}, (1, 28, 28), 255.0)
     with pytest.raises(ValueError, match="not a mapping"):
         check_profile([1], (1, 28, 28), 255.0)
+
+
+@pytest.mark.parametrize("frame", [0, 255], ids=["black frame", "white frame"])
+def test_a_frame_drawn_around_a_digit_is_neither_paper_nor_ink(tmp_path, digits, frame):
+    # a dark digit on white in a 4-pixel black frame: the border ring (the frame) was taken for
+    # the paper and the paper for ink, and the quickstart read a 7 so as an 8 (0.50), unwarned
+    for i, digit in enumerate(digits):
+        page = _digit_picture(digit[0], 112, dark_on_light=frame == 0).copy()
+        page[:4], page[-4:], page[:, :4], page[:, -4:] = frame, frame, frame, frame
+        got = read_pictures([save(tmp_path / f"framed{i}.png", page)], (1, 28, 28), profile=MNIST_LIKE)
+        assert got.inverted == [frame == 0] and got.framed == [True] and got.blank == [False]
+        assert _likeness(got.x[0, 0], digit[0]) > 0.9, i
+
+
+@pytest.mark.parametrize("ink", [+22, -22], ids=["light strokes", "dark strokes"])
+def test_the_inks_polarity_decides_on_a_mid_gray_paper(tmp_path, digits, ink):
+    # strokes of 150 on a paper of 128 are light on dark, as MNIST's are: the paper's level alone
+    # (above the middle) called them dark on light and inverted them
+    for i, digit in enumerate(digits):
+        big = _digit_picture(digit[0], 112, dark_on_light=False).astype(np.float64)
+        page = np.rint(128 + big / 255 * ink).astype(np.uint8)
+        got = read_pictures([save(tmp_path / f"gray{i}.png", page)], (1, 28, 28), profile=MNIST_LIKE)
+        assert got.inverted == [ink < 0] and got.framed == [True] and got.blank == [False]
+        assert _likeness(got.x[0, 0], digit[0]) > 0.9, i
+
+
+def test_a_blank_page_is_said_to_show_nothing(tmp_path):
+    for name, level in [("white", 255), ("gray", 128)]:
+        page = np.full((64, 64), level, np.uint8)
+        got = read_pictures([save(tmp_path / f"{name}.png", page)], (1, 28, 28), profile=MNIST_LIKE)
+        assert got.blank == [True] and got.framed == [False], name
+    # where the training images have no one background (photos), nothing is looked for
+    photo_like = {**MNIST_LIKE, "uniform": False, "framed": False}
+    got = read_pictures([tmp_path / "white.png"], (1, 28, 28), profile=photo_like)
+    assert got.blank == [False] and got.inverted == [False]

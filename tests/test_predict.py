@@ -69,7 +69,7 @@ def test_a_picture_of_a_digit_is_read_as_that_digit(quickstart, nncli, tmp_path)
     # with no flag, its light background says it is to be inverted, and a note says so
     auto = nncli("predict", run, picture)
     assert rows_of(auto.stdout) == [row]
-    assert "note: 1 picture had a light background and was inverted" in auto.stderr
+    assert "note: 1 picture was dark on light and was inverted" in auto.stderr
     # --no-invert keeps it as it is: a light digit's negative
     kept = nncli("predict", run, picture, "--no-invert")
     assert rows_of(kept.stdout)[0]["probability"] != row["probability"] and "inverted" not in kept.stderr
@@ -147,7 +147,7 @@ def test_pictures_as_users_make_them_are_read_right_with_no_flags(quickstart, nn
         inverted = [r["inverted"] for r in records]
         if form in ("paper", "small"):
             assert all(inverted)
-            assert "note: 20 pictures had a light background and were inverted" in result.stderr
+            assert "note: 20 pictures were dark on light and were inverted" in result.stderr
         elif form == "transparent":
             assert not any(inverted) and "inverted" not in result.stderr
 
@@ -628,3 +628,14 @@ def test_json_written_a_record_at_a_time_is_what_json_dumps_writes(records, metr
 
     made = Prediction([], [], records, metrics, []).to_json()
     assert made == json.dumps({"predictions": records, "metrics": metrics}, indent=2)
+
+
+def test_a_blank_picture_is_warned_of(quickstart, nncli, tmp_path):
+    run, x, _ = quickstart
+    Image.fromarray(np.full((200, 200), 255, np.uint8)).save(tmp_path / "blank.png")
+    save_picture(x[0], tmp_path / "digit.png")
+    result = nncli("predict", run, tmp_path / "blank.png", tmp_path / "digit.png")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: 1 picture showed nothing that stands out from its background (blank, or too"
+                        " faint to read): its prediction means little"]

@@ -51,6 +51,7 @@ class Inputs:
     labels: list = field(default_factory=list)
     inverted: list[bool | None] = field(default_factory=list)  # per sample; None: not a picture
     framed: int = 0  # how many pictures were framed as the training images are
+    blank: int = 0  # how many pictures showed nothing that stands out from their background
     skipped: list[str] = field(default_factory=list)  # image files that could not be read, and why
 
     @property
@@ -161,6 +162,7 @@ def _add_images(
     inputs.parts.append(model.spec.from_model_layout(pictures.x))
     inputs.inverted += pictures.inverted
     inputs.framed += sum(pictures.framed)
+    inputs.blank += sum(pictures.blank)
 
 
 def _add_table(model: TrainedModel, path: Path, inputs: Inputs, *, labels: bool) -> None:
@@ -251,18 +253,21 @@ def _picture_notes(model: TrainedModel, gathered: Inputs, invert: bool | None) -
     """One `note:` line for pictures inverted by their background, one for pictures framed."""
     notes = []
     inverted = sum(1 for flag in gathered.inverted if flag)
+    profile = model.spec.images
     if invert is None and inverted:
-        profile = model.spec.images
         dark = profile is None or profile["background"] < model.spec.pixel_max / 2
-        light = "a light" if dark else "a dark"
-        looks = "light on dark" if dark else "dark on light"
-        were = "picture had" if inverted == 1 else "pictures had"
+        looks, theirs = ("dark on light", "light on dark") if dark else ("light on dark", "dark on light")
+        was = "was" if inverted == 1 else "were"
         notes.append(
-            f"note: {inverted} {were} {light} background and {'was' if inverted == 1 else 'were'}"
-            f" inverted to match the training images ({looks}); --no-invert keeps them as they are"
+            f"note: {count(inverted, 'picture')} {was} {looks} and {was} inverted to match the training"
+            f" images ({theirs}); --no-invert keeps them as they are"
         )
+    blank = gathered.blank
+    if blank:
+        its, means = ("its", "its prediction means") if blank == 1 else ("their", "their predictions mean")
+        notes.append(f"warning: {count(blank, 'picture')} showed nothing that stands out from {its}"
+                     f" background (blank, or too faint to read): {means} little")
     if gathered.framed:
-        profile = model.spec.images
         box = profile["ink_box"]
         height, width = model.spec.shape[1:]
         notes.append(

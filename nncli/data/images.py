@@ -158,6 +158,9 @@ class Pictures:
     framed: list[bool]
     files: list[Path] = field(default_factory=list)  # the files read, in order (one per row of x)
     skipped: list[str] = field(default_factory=list)  # with `skip_unreadable`: why each other one was not
+    #: per picture, whether nothing stood out from its paper (a blank page, ink too faint): looked
+    #: for where the training images have one background, as digits do; False elsewhere
+    blank: list[bool] = field(default_factory=list)
 
 
 def read_images(
@@ -221,10 +224,12 @@ def read_pictures(
     scale = 255.0 / pixel_max
     if profile is not None:
         target = profile["background"] * scale if profile["uniform"] else None
+        trained_light_ink = profile["light_ink"]
     else:
         target = 0.0 if channels == 1 else None
+        trained_light_ink = True if channels == 1 else None
     out = np.empty((len(files), channels, height, width), dtype=np.float32)
-    inverted, framed, read, skipped = [], [], [], []
+    inverted, framed, read, skipped, blank = [], [], [], [], []
     for file in files:
         try:
             pixels = _read_one(Path(file), channels)  # float32 (h, w, C), 0..255
@@ -235,11 +240,16 @@ def read_pictures(
             continue
         i = len(read)
         read.append(Path(file))
-        background = np.median(border_ring(np.moveaxis(pixels, -1, 0)), axis=-1).astype(np.float32)
+        if target is not None:  # digits and the like, on one background: a frame is no ink
+            pixels = _without_edge_lines(pixels)
+        background, light_ink = _paper_and_ink(pixels)
+        blank.append(target is not None and light_ink is None)
         flip = invert
-        if flip is None:
-            level = float(_luma(background))
-            flip = target is not None and (level - 127.5) * (target - 127.5) < 0
+        if flip is None and target is not None:
+            if light_ink is not None and trained_light_ink is not None:
+                flip = light_ink != trained_light_ink  # the ink's polarity, whatever the paper's level
+            else:  # nothing stands out: the paper's level against the training background's
+                flip = (float(_luma(background)) - 127.5) * (target - 127.5) < 0
         if flip:
             pixels = np.subtract(255.0, pixels, dtype=np.float32)
             background = 255 - background
@@ -254,7 +264,68 @@ def read_pictures(
     out = out[: len(read)]
     if pixel_max != 255.0:
         out *= np.float32(pixel_max / 255.0)
-    return Pictures(out, inverted, framed, read, skipped)
+    return Pictures(out, inverted, framed, read, skipped, blank)
+
+
+#: the share of a picture's pixels that may differ from its paper: past it, the border was not
+#: the paper (a bold digit filling the picture), and the picture's median is taken for it
+INK_MAX_SHARE = 0.5
+#: an edge line that differs from the picture's median in this share of its pixels or more is
+#: a frame or a scan's edge, not the picture, where at most EDGE_MAX of each side is such lines
+EDGE_SHARE, EDGE_MAX = 0.9, 0.1
+
+
+def _without_edge_lines(pixels: np.ndarray) -> np.ndarray:
+    """`pixels` (h, w, C) less the rows and columns along its edges that are nearly all unlike
+    the picture's middle value (`EDGE_SHARE` of their pixels a quarter of the range off its
+    median): a frame drawn around a digit, a scanner's dark margin. Its border was taken for the
+    paper otherwise, and the frame for ink (a black 7 in a 4-pixel black frame on white read as
+    an 8). Only where the border ring as a whole is unlike the middle, and most of the picture
+    like it, and at most `EDGE_MAX` of each side; a picture whose edges are like its middle, as
+    a digit on plain paper, is whole."""
+    gray = _luma(pixels)
+    h, w = gray.shape
+    middle = np.median(gray)
+    unlike = np.abs(gray - middle) > 0.25 * 255
+    if abs(float(np.median(border_ring(gray))) - middle) <= 0.25 * 255:  # the border is like the rest
+        return pixels
+    if unlike.mean() > INK_MAX_SHARE:  # no middle value to speak of (half ink, half paper)
+        return pixels
+    top, bottom, left, right = 0, h, 0, w
+    most_rows, most_cols = int(EDGE_MAX * h), int(EDGE_MAX * w)
+    while top < most_rows and unlike[top, left:right].mean() >= EDGE_SHARE:
+        top += 1
+    while h - bottom < most_rows and unlike[bottom - 1, left:right].mean() >= EDGE_SHARE:
+        bottom -= 1
+    while left < most_cols and unlike[top:bottom, left].mean() >= EDGE_SHARE:
+        left += 1
+    while w - right < most_cols and unlike[top:bottom, right - 1].mean() >= EDGE_SHARE:
+        right -= 1
+    return pixels[top:bottom, left:right]
+
+
+def _paper_and_ink(pixels: np.ndarray) -> tuple[np.ndarray, bool | None]:
+    """The paper's colour of a picture (h, w, C), per channel: the median of its border ring, or
+    of the whole picture where more than `INK_MAX_SHARE` of it differs from that; and whether its
+    ink (the pixels that differ from the paper by more than a tenth of the largest difference
+    and six times the paper's grain, at least 16 levels) is lighter than the paper, None where
+    nothing differs. A light stroke on a mid-gray paper (150 on 128) is light ink, where the
+    paper's level alone (above the middle) said dark on light."""
+    background = np.median(border_ring(np.moveaxis(pixels, -1, 0)), axis=-1).astype(np.float32)
+    gray = _luma(pixels)
+    for attempt in range(2):
+        diff = gray - float(_luma(background))
+        ring = border_ring(gray)
+        noise = 1.4826 * float(np.median(np.abs(ring - np.median(ring))))
+        peak = float(np.abs(diff).max()) if diff.size else 0.0
+        lit = np.abs(diff) > max(6 * noise, 0.1 * peak, 16.0)
+        if attempt == 0 and lit.mean() > INK_MAX_SHARE:
+            background = np.median(pixels.reshape(-1, pixels.shape[-1]), axis=0).astype(np.float32)
+            continue
+        break
+    if not lit.any() or lit.mean() > INK_MAX_SHARE:
+        return background, None
+    return background, bool(diff[lit].mean() > 0)
 
 
 def _extent(lit: np.ndarray) -> int:
