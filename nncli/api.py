@@ -275,7 +275,7 @@ class Model:
         """Write the model as `nncli export` does: an .npz of plain arrays, or an ONNX graph
         for a path ending .onnx (or `format="onnx"`; needs the onnx extra); returns the path."""
         path = Path(path)
-        if output_format(path, format) == "onnx":
+        if output_format(path, format, option='format="{}"') == "onnx":
             from nncli.training import onnx_export
 
             onnx_export.export_onnx(self._trained, path)

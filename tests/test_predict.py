@@ -18,6 +18,7 @@ from conftest import config_text
 from PIL import Image
 
 from nncli.data.mnist import load_mnist_small
+from nncli.errors import NncliError
 from nncli.training import checkpoint, export
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -233,6 +234,10 @@ def test_export_round_trip_gives_identical_predictions(quickstart, nncli, tmp_pa
     again = loaded.export(tmp_path / "again.npz")
     with np.load(exported) as a, np.load(again) as b:
         assert all(np.array_equal(a[k], b[k]) for k in a.files if k != "nncli.json")
+    # its errors name the Python argument, not the command line's option
+    with pytest.raises(NncliError) as caught:
+        loaded.export(tmp_path / "x.h5")
+    assert str(caught.value).endswith('or give format="npz" or format="onnx"')
 
 
 def test_hostile_or_damaged_model_files_are_refused_in_one_line(quickstart, nncli, tmp_path):
@@ -400,8 +405,8 @@ def test_export_format_by_suffix_or_flag_in_one_line(quickstart, nncli, tmp_path
     run, _, _ = quickstart
     result = nncli("export", run, "-o", tmp_path / "model.npz", "--format", "onnx")
     assert result.exit_code == 1
-    assert result.stderr == (f"error: {tmp_path / 'model.npz'}: its suffix says npz but --format says onnx;"
-                             " name it model.onnx\n")
+    assert result.stderr == (f"error: {tmp_path / 'model.npz'}: its suffix says npz but --format onnx was"
+                             " given; name it model.onnx\n")
     result = nncli("export", run, "-o", tmp_path / "model.bin", "--format", "npz")
     assert result.exit_code == 1 and "name it model.npz" in result.stderr
     assert not list(tmp_path.iterdir())

@@ -27,22 +27,23 @@ def check_output(output: str | Path) -> Path:
     return output
 
 
-def output_format(output: str | Path, fmt: str | None = None) -> str:
+def output_format(output: str | Path, fmt: str | None = None, option: str = "--format {}") -> str:
     """The format to write `output` in: `fmt`, else by its suffix; an `NncliError` where
-    neither says, or where they disagree."""
+    neither says, or where they disagree. `option` spells `fmt` given a value as the caller
+    takes it (the Python API's `format="{}"`)."""
     output = Path(output)
     by_suffix = FORMATS.get(output.suffix.lower())
     if fmt is None:
         if by_suffix is None:
             raise NncliError(f"{output}: cannot tell the format from its suffix; name it"
                              f" {output.with_suffix('.npz').name} or {output.with_suffix('.onnx').name},"
-                             " or give --format npz or --format onnx")
+                             f" or give {option.format('npz')} or {option.format('onnx')}")
         return by_suffix
     fmt = fmt.lower()
     if fmt not in FORMATS.values():
-        raise NncliError(f"--format {fmt}: the formats are {', '.join(FORMATS.values())}")
+        raise NncliError(f"{option.format(fmt)}: the formats are {', '.join(FORMATS.values())}")
     if by_suffix is not None and by_suffix != fmt:
-        raise NncliError(f"{output}: its suffix says {by_suffix} but --format says {fmt}; name it"
+        raise NncliError(f"{output}: its suffix says {by_suffix} but {option.format(fmt)} was given; name it"
                          f" {output.with_suffix('.' + fmt).name}")
     if fmt == "npz":
         check_output(output)  # predict tells an export by its suffix
