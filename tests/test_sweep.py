@@ -183,6 +183,8 @@ random:
          'x.yaml:3 grid.optimizer.momentun: unknown option (did you mean "momentum"?)'),
         ("base: spiral.yaml\ngrid:\n  optimizer.lr: [-1]\n",
          "x.yaml:3 grid.optimizer.lr: expected a positive number, got -1"),
+        ("base: spiral.yaml\ngrid:\n  model[7].units: [2]\n",  # no --set in a sweep file
+         "x.yaml:3 grid.model[7].units: the trial's model[7].units: model[7] does not exist"),
         ("base: nothere.yaml\ngrid: {optimizer.lr: [0.1]}\n", "x.yaml:1 base:"),
         ("base: spiral.yaml\ngrid: {optimizer.lr: [0.1]}\nseeds: [1, 1]\n",
          "x.yaml:3 seeds: a seed is given twice"),

@@ -159,8 +159,13 @@ def _join(path: YamlPath, key: str | None) -> YamlPath:
         return (*path, key)
 
 
-def load_config(path: str | Path, overrides: tuple[str, ...] | list[str] = ()) -> Config:
+def load_config(path: str | Path, overrides: tuple[str, ...] | list[str] = (),
+                overrides_label: str | None = None) -> Config:
+    """The config at `path` with `overrides` (KEY=VALUE) applied, which its errors call
+    `overrides_label` (the command line's `--set` by default)."""
     source = load_yaml(path)
+    if overrides_label is not None:
+        source.overrides_label = overrides_label
     for assignment in overrides:
         apply_override(source, assignment)
     return parse_config(source, default_name=Path(path).stem)

@@ -404,7 +404,7 @@ def _check_trial(source: Source, base: Path, trial: Trial, seed: int) -> str:
     from nncli.nn import LAYERS, LOSSES, OPTIMIZERS, SCHEDULES
 
     try:
-        config = load_config(base, [*trial.overrides(), f"seed={seed}"])
+        config = load_config(base, [*trial.overrides(), f"seed={seed}"], overrides_label="the trial's")
         parts = [(spec, LAYERS) for spec in config.model]
         parts += [(config.loss, LOSSES), (config.optimizer, OPTIMIZERS), (config.schedule, SCHEDULES)]
         for spec, registry in parts:
