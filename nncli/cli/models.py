@@ -73,7 +73,7 @@ def eval_command(checkpoint_path, split, data_dir, as_json, plot_path, batch_siz
 @BATCH_SIZE_OPTION
 @click.option(
     "--invert/--no-invert", default=None,
-    help="Invert images, or not [decided by each picture's background against the training images']."
+    help="Invert images, or not [decided by each picture's polarity against the training images']."
 )
 @click.option("--labels", is_flag=True,
               help="Read the labels too (a CSV's target column, an .npz's y) and report accuracy or MSE.")

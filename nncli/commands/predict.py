@@ -51,7 +51,7 @@ class Inputs:
     labels: list = field(default_factory=list)
     inverted: list[bool | None] = field(default_factory=list)  # per sample; None: not a picture
     framed: int = 0  # how many pictures were framed as the training images are
-    blank: int = 0  # how many pictures showed nothing that stands out from their background
+    blank: list[bool] = field(default_factory=list)  # per sample: a picture that showed nothing
     skipped: list[str] = field(default_factory=list)  # image files that could not be read, and why
 
     @property
@@ -100,7 +100,7 @@ def gather(
 ) -> Inputs:
     """The raw samples of every input path, in order; a `DataError` naming the file for any
     input the model cannot take. Pictures are inverted where `invert` says so, or with None where
-    their background is the opposite of the training images' (`nncli.data.images.read_pictures`)."""
+    their polarity is the opposite of the training images' (`nncli.data.images.read_pictures`)."""
     if not paths:
         raise NncliError("give at least one input: a CSV, an .npz, image files or a folder of them")
     inputs = Inputs()
@@ -162,7 +162,7 @@ def _add_images(
     inputs.parts.append(model.spec.from_model_layout(pictures.x))
     inputs.inverted += pictures.inverted
     inputs.framed += sum(pictures.framed)
-    inputs.blank += sum(pictures.blank)
+    inputs.blank += pictures.blank
 
 
 def _add_table(model: TrainedModel, path: Path, inputs: Inputs, *, labels: bool) -> None:
@@ -171,6 +171,7 @@ def _add_table(model: TrainedModel, path: Path, inputs: Inputs, *, labels: bool)
     )
     inputs.names += [f"{path}:{line}" for line in lines]
     inputs.inverted += [None] * len(lines)
+    inputs.blank += [False] * len(lines)
     inputs.parts.append(x.reshape(len(x), *model.spec.shape))
     if labels:
         inputs.labels.append(np.asarray(y))
@@ -183,6 +184,7 @@ def _add_arrays(model: TrainedModel, path: Path, inputs: Inputs, *, labels: bool
     x = model.validate_samples(arrays["x"], str(path))
     inputs.names += [f"{path}[{i}]" for i in range(len(x))]
     inputs.inverted += [None] * len(x)
+    inputs.blank += [False] * len(x)
     inputs.parts.append(x)
     if labels:
         if "y" not in arrays:
@@ -203,7 +205,7 @@ def predict(
 ) -> Prediction:
     """Predictions of the model at `path` for every sample of `inputs` (see the module
     docstring); with `labels`, also `nncli eval`'s figures on them. `invert` forces pictures
-    to be inverted (True) or not (False); None decides by their background."""
+    to be inverted (True) or not (False); None decides by their polarity."""
     notes: list[str] = []
     model = load_model(path, warn=lambda message: notes.append(f"warning: {message}"))
     if top_k < 1:
@@ -218,7 +220,7 @@ def predict(
     if invert is not None and any(flag is not None for flag in gathered.inverted):
         # pictures inverted (or not) as a flag forced: the fix is to leave the flag out
         polarity_fix = (f"{'--invert' if invert else '--no-invert'} forced it: leave it out to let predict"
-                        " decide from each picture's background")
+                        " decide from each picture's polarity")
     if gathered.skipped and not gathered.names:
         raise DataError(f"no input could be read: {gathered.skipped[0]}" + (
             f" (and {count(len(gathered.skipped) - 1, 'other file')})" if len(gathered.skipped) > 1 else ""))
@@ -250,9 +252,11 @@ def predict(
 
 
 def _picture_notes(model: TrainedModel, gathered: Inputs, invert: bool | None) -> list[str]:
-    """One `note:` line for pictures inverted by their background, one for pictures framed."""
+    """One `note:` line for pictures inverted by their polarity (blank ones left out of it), one
+    `warning:` for blank pictures, one `note:` for pictures framed."""
     notes = []
-    inverted = sum(1 for flag in gathered.inverted if flag)
+    flags = zip(gathered.inverted, gathered.blank, strict=True)
+    inverted = sum(1 for flag, empty in flags if flag and not empty)
     profile = model.spec.images
     if invert is None and inverted:
         dark = profile is None or profile["background"] < model.spec.pixel_max / 2
@@ -262,7 +266,7 @@ def _picture_notes(model: TrainedModel, gathered: Inputs, invert: bool | None) -
             f"note: {count(inverted, 'picture')} {was} {looks} and {was} inverted to match the training"
             f" images ({theirs}); --no-invert keeps them as they are"
         )
-    blank = gathered.blank
+    blank = sum(gathered.blank)
     if blank:
         its, means = ("its", "its prediction means") if blank == 1 else ("their", "their predictions mean")
         notes.append(f"warning: {count(blank, 'picture')} showed nothing that stands out from {its}"

@@ -195,12 +195,15 @@ def read_pictures(
     decided by the mean luminance of the opaque pixels. The picture is then made gray (C = 1,
     Pillow's "L": 0.299 R + 0.587 G + 0.114 B) or RGB (C = 3).
 
-    Its background is the median of its border ring. It is inverted (255 - v) where `invert`
-    says so, or, with `invert` None, where its background is light and the training images' is
-    dark or the reverse; the training images must have one background (`profile["uniform"]`):
-    photos are never inverted. Without a profile (a checkpoint of an older nncli), a gray model
-    is taken to be trained on light-on-dark images (MNIST, Fashion-MNIST) and an RGB one is left
-    alone.
+    For training images of one background (`profile["uniform"]`), lines along its edges that
+    are nearly all unlike the rest go first (a frame: `_without_edge_lines`). Its background is
+    the median of its border ring. It is inverted (255 - v) where `invert` says so, or, with
+    `invert` None, where its polarity is the opposite of the training images': its background
+    light and theirs dark or the reverse, or, on a mid-gray paper, its ink lighter than the
+    paper where theirs is darker or the reverse (`_paper_and_polarity`). Photos (no one
+    background) are never inverted. `blank` says which pictures showed nothing. Without a
+    profile (a checkpoint of an older nncli), a gray model is taken to be trained on
+    light-on-dark images (MNIST, Fashion-MNIST) and an RGB one is left alone.
 
     For a model trained on MNIST-style framed images (`profile["framed"]`), the ink (what
     differs from the background by more than a tenth of the darkest ink and six times the paper's
@@ -242,13 +245,15 @@ def read_pictures(
         read.append(Path(file))
         if target is not None:  # digits and the like, on one background: a frame is no ink
             pixels = _without_edge_lines(pixels)
-        background, light_ink = _paper_and_ink(pixels)
-        blank.append(target is not None and light_ink is None)
+        background, light_ink, empty = _paper_and_polarity(pixels)
+        blank.append(target is not None and empty)
         flip = invert
-        if flip is None and target is not None:
-            if light_ink is not None and trained_light_ink is not None:
-                flip = light_ink != trained_light_ink  # the ink's polarity, whatever the paper's level
-            else:  # nothing stands out: the paper's level against the training background's
+        if flip is None:
+            if target is None:  # photos, whose backgrounds vary: never
+                flip = False
+            elif light_ink is not None and trained_light_ink is not None:
+                flip = light_ink != trained_light_ink  # a mid-gray paper: the ink's polarity
+            else:  # the paper's level against the training background's
                 flip = (float(_luma(background)) - 127.5) * (target - 127.5) < 0
         if flip:
             pixels = np.subtract(255.0, pixels, dtype=np.float32)
@@ -267,29 +272,30 @@ def read_pictures(
     return Pictures(out, inverted, framed, read, skipped, blank)
 
 
-#: the share of a picture's pixels that may differ from its paper: past it, the border was not
-#: the paper (a bold digit filling the picture), and the picture's median is taken for it
-INK_MAX_SHARE = 0.5
 #: an edge line that differs from the picture's median in this share of its pixels or more is
 #: a frame or a scan's edge, not the picture, where at most EDGE_MAX of each side is such lines
 EDGE_SHARE, EDGE_MAX = 0.9, 0.1
+#: a quarter of the range: what "unlike" means for edge lines, and how far from the middle a
+#: paper must be for its level alone to say its polarity
+QUARTER = 0.25 * 255
+#: the levels by which something must stand out from the paper to be ink at all
+INK_LEVELS = 16.0
 
 
 def _without_edge_lines(pixels: np.ndarray) -> np.ndarray:
     """`pixels` (h, w, C) less the rows and columns along its edges that are nearly all unlike
     the picture's middle value (`EDGE_SHARE` of their pixels a quarter of the range off its
-    median): a frame drawn around a digit, a scanner's dark margin. Its border was taken for the
-    paper otherwise, and the frame for ink (a black 7 in a 4-pixel black frame on white read as
-    an 8). Only where the border ring as a whole is unlike the middle, and most of the picture
-    like it, and at most `EDGE_MAX` of each side; a picture whose edges are like its middle, as
-    a digit on plain paper, is whole."""
+    median): a frame drawn around a digit. Its border was taken for the paper otherwise, and the
+    frame for ink (a black 7 in a 4-pixel black frame on white read as an 8). Only where the
+    border ring as a whole is unlike the middle and most of the picture is like it, at most
+    `EDGE_MAX` of each side, and only where what is left has a border like the middle (the
+    paper inside the frame): a bold digit whose ink is the median keeps its paper margins, and a
+    picture whose edges are like its middle, as a digit on plain paper, is whole."""
     gray = _luma(pixels)
     h, w = gray.shape
-    middle = np.median(gray)
-    unlike = np.abs(gray - middle) > 0.25 * 255
-    if abs(float(np.median(border_ring(gray))) - middle) <= 0.25 * 255:  # the border is like the rest
-        return pixels
-    if unlike.mean() > INK_MAX_SHARE:  # no middle value to speak of (half ink, half paper)
+    middle = float(np.median(gray))
+    unlike = np.abs(gray - middle) > QUARTER
+    if abs(float(np.median(border_ring(gray))) - middle) <= QUARTER or unlike.mean() > 0.5:
         return pixels
     top, bottom, left, right = 0, h, 0, w
     most_rows, most_cols = int(EDGE_MAX * h), int(EDGE_MAX * w)
@@ -301,31 +307,39 @@ def _without_edge_lines(pixels: np.ndarray) -> np.ndarray:
         left += 1
     while w - right < most_cols and unlike[top:bottom, right - 1].mean() >= EDGE_SHARE:
         right -= 1
+    inner = gray[top:bottom, left:right]
+    if inner.size == gray.size or abs(float(np.median(border_ring(inner))) - middle) > QUARTER:
+        return pixels
     return pixels[top:bottom, left:right]
 
 
-def _paper_and_ink(pixels: np.ndarray) -> tuple[np.ndarray, bool | None]:
-    """The paper's colour of a picture (h, w, C), per channel: the median of its border ring, or
-    of the whole picture where more than `INK_MAX_SHARE` of it differs from that; and whether its
-    ink (the pixels that differ from the paper by more than a tenth of the largest difference
-    and six times the paper's grain, at least 16 levels) is lighter than the paper, None where
-    nothing differs. A light stroke on a mid-gray paper (150 on 128) is light ink, where the
-    paper's level alone (above the middle) said dark on light."""
+def _paper_and_polarity(pixels: np.ndarray) -> tuple[np.ndarray, bool | None, bool]:
+    """The paper's colour of a picture (h, w, C), per channel: the median of its border ring.
+
+    Whether its ink is lighter than the paper, where the paper's level leaves that open: a paper
+    within a quarter of the range of the middle gray, with a border ring that is paper
+    throughout. Light strokes of 150 on a paper of 128 are light on dark, which the paper's
+    level, above the middle, called dark on light. Elsewhere None: the level decides (a tight
+    crop with ink on its border, a white or black page). The ink's side is the one of the
+    picture's 0.1th and 99.9th percentiles that is farther from its median, the paper where ink
+    is the lesser part: a page darker at its border than in its middle still shows dark ink.
+
+    And whether the picture is blank: all of it within `INK_LEVELS` levels, nothing standing
+    out (a percentile would call a small digit on a big page blank)."""
     background = np.median(border_ring(np.moveaxis(pixels, -1, 0)), axis=-1).astype(np.float32)
     gray = _luma(pixels)
-    for attempt in range(2):
-        diff = gray - float(_luma(background))
-        ring = border_ring(gray)
-        noise = 1.4826 * float(np.median(np.abs(ring - np.median(ring))))
-        peak = float(np.abs(diff).max()) if diff.size else 0.0
-        lit = np.abs(diff) > max(6 * noise, 0.1 * peak, 16.0)
-        if attempt == 0 and lit.mean() > INK_MAX_SHARE:
-            background = np.median(pixels.reshape(-1, pixels.shape[-1]), axis=0).astype(np.float32)
-            continue
-        break
-    if not lit.any() or lit.mean() > INK_MAX_SHARE:
-        return background, None
-    return background, bool(diff[lit].mean() > 0)
+    paper = float(_luma(background))
+    if not gray.size:
+        return background, None, True
+    blank = float(gray.max() - gray.min()) < INK_LEVELS
+    if blank or abs(paper - 127.5) >= QUARTER:
+        return background, None, blank
+    if np.mean(np.abs(border_ring(gray) - paper) > QUARTER) > 0.1:  # ink on the border: a tight crop
+        return background, None, blank
+    low, middle, high = (float(v) for v in np.percentile(gray, [0.1, 50, 99.9]))
+    if max(high - middle, middle - low) < INK_LEVELS:  # too little ink to tell (a dot on a big page)
+        return background, None, blank
+    return background, high - middle > middle - low, blank
 
 
 def _extent(lit: np.ndarray) -> int:
