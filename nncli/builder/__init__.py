@@ -21,6 +21,7 @@ from nncli.builder.experiment import (
     build_model,
     build_regularizer,
     check_fit,
+    full_batch,
     monitor_of,
     steps_per_epoch,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "checkpoint_config",
     "data_change",
     "data_record",
+    "full_batch",
     "monitor_of",
     "rebuild",
     "refuse_changed_data",

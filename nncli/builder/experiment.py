@@ -219,6 +219,11 @@ def steps_per_epoch(config: Config, splits: Splits) -> int:
     return -(-len(splits.x_train) // config.train.batch_size)
 
 
+def full_batch(config: Config, splits: Splits) -> int:
+    """The rows of a whole training batch: the batch size, or the training set where smaller."""
+    return min(config.train.batch_size, len(splits.x_train))
+
+
 def monitor_of(config: Config, splits: Splits) -> tuple[str, str]:
     """The metric that picks the best checkpoint, and whether lower or higher is better."""
     has_val = splits.x_val is not None and len(splits.x_val) > 0

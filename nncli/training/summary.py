@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from nncli.builder import full_batch
 from nncli.fileio import atomic_write_json
 from nncli.nn.metrics import loss_and_accuracy
 from nncli.nn.parallel import setting_record
@@ -61,8 +62,7 @@ def threads_record(exp) -> dict:
     `setting_record`, whose `shards` is the most a batch may split into), and `batch_shards`,
     what a whole training batch did split into (1: it ran whole; the quickstart's batches of 64
     never split, whatever `shards` says)."""
-    batch = min(exp.config.train.batch_size, len(exp.splits.x_train))
-    sizes = exp.model.shards_for(batch)
+    sizes = exp.model.shards_for(full_batch(exp.config, exp.splits))
     return {**setting_record(exp.model), "batch_shards": 1 if sizes is None else len(sizes)}
 
 

@@ -19,6 +19,7 @@ from time import perf_counter
 import numpy as np
 
 from nncli._openblas import thread_control
+from nncli.builder import full_batch
 from nncli.nn.step import step
 from nncli.nn.threads import BLAS, BLAS_SPIN_S, WHOLE, DriftWatch, Trials, measure, threads_word, use
 from nncli.training.callbacks.base import Callback
@@ -121,7 +122,7 @@ class ThreadChooser(Callback):
             self._tell(f"threads: {why}: batches whole")
 
     def _batch(self, trainer) -> int:
-        return min(trainer.exp.config.train.batch_size, len(trainer.exp.splits.x_train))
+        return full_batch(trainer.exp.config, trainer.exp.splits)
 
     def _measure(self, trainer, why: str, blas: int | None = None, changed: bool | None = None,
                  spun: bool = False) -> bool:
