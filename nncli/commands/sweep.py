@@ -57,9 +57,8 @@ import threading
 import time
 from pathlib import Path
 
-from nncli._startup import PARENT
 from nncli.commands import sweep_prune
-from nncli.commands.sweep_dask import _dask_client, _execute_on_dask
+from nncli.commands.sweep_dask import _dask_client, _execute_on_dask, run_environment
 from nncli.commands.sweep_summary import (
     COMPLETE,
     Run,
@@ -216,16 +215,6 @@ def _sweep(spec: Sweep, out: Path, runs: list[Run], lock: int | None, jobs, data
     return result
 
 
-def _environment(threads: int) -> dict[str, str]:
-    """The environment of the `nncli train` processes: the BLAS held to `threads` threads, and
-    this process named as their parent, whose death they do not outlive (Linux: see
-    `nncli._startup.die_with_parent`)."""
-    env = {**os.environ, PARENT: str(os.getpid())}
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[name] = str(threads)
-    return env
-
-
 def _command(run: Run, spec: Sweep, data_dir: Path | None) -> list[str]:
     command = [sys.executable, "-m", "nncli", "train"]
     if run_status(run.path) == "interrupted":
@@ -245,7 +234,7 @@ def _execute(todo: list[Run], spec: Sweep, jobs: int, data_dir, progress: bool, 
     holds the sweep's `lock` too (inherited) and gets SIGTERM when this process dies (Linux);
     with a `pruner`, their metrics.csv watched and the runs it prunes stopped."""
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    env = _environment(threads)
+    env = run_environment(threads)
     queue = list(todo)
     active: dict[subprocess.Popen, tuple[Run, object]] = {}
     watched: dict[subprocess.Popen, list] = {}  # launched (ns), the (mtime, size) of metrics.csv read

@@ -190,7 +190,7 @@ def _train_in(folder: Path, base_name: str, base_text: str, sets: list[str],
         if (token, name) in _pruned:  # its trial was pruned before it started
             return {"code": PRUNED_EXIT, "stderr": "", "files": {}}
         process = subprocess.Popen(command, cwd=folder, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, text=True, env=_environment())
+                                   stderr=subprocess.PIPE, text=True, env=run_environment(1))
         _training[process] = (token, name, run, time.time_ns())
     with process:
         try:
@@ -436,13 +436,13 @@ def _sigint_ignored():
         signal.signal(signal.SIGINT, previous)
 
 
-def _environment() -> dict[str, str]:
-    """On a worker: its environment, with BLAS limited to one thread for the `nncli train` it
-    starts (as `nncli sweep` limits its local runs, to cores // jobs threads), and the worker
-    named as its parent: a worker that dies (killed for its memory, or with its machine's job)
-    takes the run with it on Linux (`nncli._startup.die_with_parent`), where the run trained on
-    for nobody to the end, in a folder nobody would read."""
+def run_environment(threads: int) -> dict[str, str]:
+    """The environment of a sweep's `nncli train`, from this process's: the BLAS held to
+    `threads` threads (a local sweep's cores // jobs, a Dask worker's one, set before numpy
+    loads), and this process named as its parent, whose death it does not outlive on Linux
+    (`nncli._startup.die_with_parent`): a Dask worker that died, killed for its memory or with
+    its machine's job, left its run training on for nobody to the end, in a folder nobody read."""
     env = {**os.environ, PARENT: str(os.getpid())}
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        env[name] = "1"
+        env[name] = str(threads)
     return env
