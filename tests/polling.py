@@ -31,3 +31,12 @@ def epochs_done(run: Path) -> int:
         return max(0, len((run / "metrics.csv").read_text().splitlines()) - 1)
     except OSError:
         return 0
+
+
+def ended(pid: int) -> bool:
+    """Whether the process `pid`, not this one's child, has exited: gone, or a zombie its new
+    parent has not yet reaped (Linux: read from /proc)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except OSError:
+        return True

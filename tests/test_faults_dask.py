@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from polling import epochs_done, wait_for
+from polling import ended, epochs_done, wait_for
 
 from nncli.errors import NncliError
 from nncli.training import checkpoint
@@ -84,14 +84,6 @@ def trainings(root: subprocess.Popen, marker: str) -> list:
                 if "train" in line and marker in line:
                     found.append(process)
     return found
-
-
-def ended(process) -> bool:
-    """Whether `process` (a psutil.Process) has exited (a zombie not yet reaped included)."""
-    try:
-        return process.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def rows(out: Path) -> list[dict]:
@@ -197,7 +189,7 @@ def test_a_run_whose_worker_dies_is_one_failed_row_and_the_rerun_finishes_it(gri
         if sys.platform.startswith("linux"):
             # the run is told (PR_SET_PDEATHSIG), saves and stops, rather than training on to
             # the end for nobody (it did: its summary.json was written in the folder left)
-            wait_for(lambda: ended(run), "the dead worker's run to stop")
+            wait_for(lambda: ended(run.pid), "the dead worker's run to stop")
             assert not (folder / "run" / "summary.json").exists()
             assert checkpoint.load(folder / "run" / "checkpoints" / "last.pkl")["epoch"] < 150
         else:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from polling import epochs_done, wait_for
+from polling import ended, epochs_done, wait_for
 
 from nncli.training import checkpoint
 
@@ -342,15 +342,6 @@ def test_a_run_whose_sweep_died_before_it_started_trains_nothing(workdir, spiral
     parent = env["NNCLI_PARENT"]
     assert done.stderr == f"stopped: the process that started this one (NNCLI_PARENT={parent}) has ended\n"
     assert not (workdir / "r").exists()
-
-
-def ended(pid: int) -> bool:
-    """Whether the process `pid` (not this one's child) has exited: gone, or a zombie not yet
-    reaped by its new parent."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG")
