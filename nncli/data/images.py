@@ -9,6 +9,7 @@ matplotlib already needs, is imported only when a file is read.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -273,13 +274,15 @@ def read_pictures(
 
 
 #: an edge line that differs from the picture's median in this share of its pixels or more is
-#: a frame or a scan's edge, not the picture, where at most EDGE_MAX of each side is such lines
+#: a frame, not the picture, where at most EDGE_MAX of each side is such lines
 EDGE_SHARE, EDGE_MAX = 0.9, 0.1
 #: a quarter of the range: what "unlike" means for edge lines, and how far from the middle a
 #: paper must be for its level alone to say its polarity
 QUARTER = 0.25 * 255
 #: the levels by which something must stand out from the paper to be ink at all
 INK_LEVELS = 16.0
+#: the pixels a picture's middle value is taken from at most (every k-th row and column)
+MIDDLE_SAMPLE = 250_000
 
 
 def _without_edge_lines(pixels: np.ndarray) -> np.ndarray:
@@ -293,10 +296,15 @@ def _without_edge_lines(pixels: np.ndarray) -> np.ndarray:
     picture whose edges are like its middle, as a digit on plain paper, is whole."""
     gray = _luma(pixels)
     h, w = gray.shape
-    middle = float(np.median(gray))
-    unlike = np.abs(gray - middle) > QUARTER
-    if abs(float(np.median(border_ring(gray))) - middle) <= QUARTER or unlike.mean() > 0.5:
+    # the middle from about MIDDLE_SAMPLE pixels at most, evenly spread: the median of a phone's
+    # 12-megapixel photo, and the share unlike it, took 132 ms a picture on the Zen 5
+    step = max(1, math.isqrt(gray.size // MIDDLE_SAMPLE))
+    sample = gray[::step, ::step]
+    middle = float(np.median(sample))
+    near_border = abs(float(np.median(border_ring(gray))) - middle) <= QUARTER
+    if near_border or np.mean(np.abs(sample - middle) > QUARTER) > 0.5:
         return pixels
+    unlike = np.abs(gray - middle) > QUARTER
     top, bottom, left, right = 0, h, 0, w
     most_rows, most_cols = int(EDGE_MAX * h), int(EDGE_MAX * w)
     while top < most_rows and unlike[top, left:right].mean() >= EDGE_SHARE:
